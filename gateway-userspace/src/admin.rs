@@ -1,0 +1,77 @@
+//! The admin listener: liveness, readiness and the routes report.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::publish::RouteTable;
+use crate::status;
+
+/// What the admin endpoints read.
+pub struct Admin {
+    pub table: Arc<RouteTable>,
+    /// The proxy's HTTP address, for the URLs in the report.
+    pub http_listen: SocketAddr,
+}
+
+impl Admin {
+    /// Serves the admin endpoints on `listener` forever.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let server = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let admin = self.clone();
+            let server = server.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, std::convert::Infallible>(admin.answer(&request)) }
+                });
+                let _ = server.serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    }
+
+    fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        }
+        match request.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" if self.table.is_ready() => text(StatusCode::OK, "ready\n"),
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no route table yet\n"),
+            "/routes" => {
+                let snapshot = self.table.current();
+                let report = status::report(&snapshot, self.table.generation(), self.http_listen);
+                match serde_json::to_vec_pretty(&report) {
+                    Ok(json) => {
+                        let mut response = Response::new(Full::new(Bytes::from(json)));
+                        response.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            header::HeaderValue::from_static("application/json"),
+                        );
+                        response
+                    }
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+                }
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /readyz, /routes\n"),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+}

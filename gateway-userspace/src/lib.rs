@@ -1,0 +1,13 @@
+//! The xdp-gateway daemon as a library: the stages of the data flow, one module each.
+//!
+//! source (files) -> store -> translate -> snapshot -> publish -> proxy / admin
+
+pub mod admin;
+pub mod proxy;
+pub mod publish;
+pub mod snapshot;
+pub mod source;
+pub mod status;
+pub mod store;
+pub mod translate;
+pub mod warning;

@@ -1,0 +1,54 @@
+//! The one place the current route table lives. A new snapshot replaces the old one atomically:
+//! requests already routed keep the table they started with, the next request sees the new one.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::snapshot::Snapshot;
+use crate::warning::Warning;
+
+/// The published route table.
+#[derive(Default)]
+pub struct RouteTable {
+    current: ArcSwap<Snapshot>,
+    generation: AtomicU64,
+    ready: AtomicBool,
+}
+
+impl RouteTable {
+    /// The snapshot to route the next request with.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Makes `snapshot` the table that new requests are routed with, logging the warnings that
+    /// were not in the previous one.
+    pub fn publish(&self, snapshot: Snapshot) {
+        let previous = self.current.load();
+        let known: HashSet<&Warning> = previous.warnings.iter().collect();
+        for warning in snapshot.warnings.iter().filter(|w| !known.contains(w)) {
+            tracing::warn!(object = %warning.object, field = %warning.field,
+                source = warning.source.as_deref().unwrap_or(""), "{}", warning.message);
+        }
+        let hosts = snapshot.exact_hosts.len() + snapshot.wildcard_hosts.len();
+        let routes: usize = snapshot.virtual_hosts().iter().map(|h| h.routes.len()).sum();
+        drop(previous);
+        self.current.store(Arc::new(snapshot));
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(generation, hosts, routes, "route table published");
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether a table from the source has been published (until then only the empty one is).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// How many tables have been published.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,382 @@
+//! The immutable route table the proxy serves from. `translate` builds one; it is swapped whole,
+//! and every lookup structure is built once per snapshot, never per request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+use crate::warning::Warning;
+
+/// One generation of the route table, with the report of how it was made.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Virtual hosts by exact (lower-case) name.
+    pub exact_hosts: HashMap<String, VirtualHost>,
+    /// Wildcard virtual hosts by the suffix after `*.` (`*.foo.com` is stored as `foo.com`).
+    pub wildcard_hosts: HashMap<String, VirtualHost>,
+    /// Rules without a host: they serve any host that has no virtual host of its own.
+    pub any_host: Option<VirtualHost>,
+    /// Where requests go that match no rule (an Ingress's `spec.defaultBackend`).
+    pub default_backend: Option<Arc<Backend>>,
+    /// What happened to each Ingress: served or not, and its warnings.
+    pub ingresses: Vec<IngressReport>,
+    /// Every warning, including those about files and objects other than Ingresses.
+    pub warnings: Vec<Warning>,
+}
+
+/// The routes of one host.
+#[derive(Debug, Default)]
+pub struct VirtualHost {
+    /// The host as written in the rules (`shop.example.com`, `*.example.com`, or `*` for any).
+    pub name: String,
+    /// Sorted so that the first match is the right one: longest path first, `Exact` before
+    /// `Prefix` for the same path.
+    pub routes: Vec<Route>,
+    /// The `spec.defaultBackend` of an Ingress that has rules for this host: it serves this
+    /// host's requests that match no path.
+    pub default_backend: Option<Arc<Backend>>,
+}
+
+/// How a rule's path is compared with the request's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum PathType {
+    /// The whole path, case-sensitive, no trailing-slash equivalence.
+    Exact,
+    /// Element by element on `/`: `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not `/foobar`.
+    Prefix,
+    /// Kubernetes leaves this to the controller: here it is `Prefix`.
+    ImplementationSpecific,
+}
+
+impl PathType {
+    /// Parses the `pathType` field.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "Exact" => Some(Self::Exact),
+            "Prefix" => Some(Self::Prefix),
+            "ImplementationSpecific" => Some(Self::ImplementationSpecific),
+            _ => None,
+        }
+    }
+
+    /// The name Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "Exact",
+            Self::Prefix => "Prefix",
+            Self::ImplementationSpecific => "ImplementationSpecific",
+        }
+    }
+
+    /// Whether the path is matched as a prefix (element by element).
+    pub fn is_prefix(self) -> bool {
+        self != Self::Exact
+    }
+}
+
+/// One path of one host.
+#[derive(Debug)]
+pub struct Route {
+    /// The path as the rule wrote it.
+    pub path: String,
+    /// The path compared with requests: for prefixes, without the trailing slash (`/` stays).
+    pub match_path: String,
+    pub path_type: PathType,
+    pub backend: Arc<Backend>,
+    /// The Ingress the route came from (`namespace/name`).
+    pub ingress: String,
+}
+
+impl Route {
+    /// Whether a request path matches this route.
+    pub fn matches(&self, path: &str) -> bool {
+        if !self.path_type.is_prefix() {
+            return path == self.match_path;
+        }
+        if self.match_path == "/" {
+            return true;
+        }
+        match path.strip_prefix(self.match_path.as_str()) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+}
+
+/// A Service port and the ready endpoints behind it. Routes to the same Service port share one
+/// `Backend`, so round robin spreads over all of its requests.
+#[derive(Debug)]
+pub struct Backend {
+    pub namespace: String,
+    pub service: String,
+    /// The port as the Ingress named it: a number or a port name.
+    pub port: String,
+    /// Ready endpoints (address and target port).
+    pub endpoints: Vec<SocketAddr>,
+    next: AtomicUsize,
+}
+
+impl Backend {
+    /// A backend for `namespace/service:port` with these endpoints.
+    pub fn new(namespace: &str, service: &str, port: &str, endpoints: Vec<SocketAddr>) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+            port: port.to_string(),
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next endpoint in round-robin order, or `None` when there is no ready endpoint.
+    pub fn next_endpoint(&self) -> Option<SocketAddr> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        Some(self.endpoints[turn % self.endpoints.len()])
+    }
+
+    /// `namespace/service:port`, for logs and error pages.
+    pub fn name(&self) -> String {
+        format!("{}/{}:{}", self.namespace, self.service, self.port)
+    }
+}
+
+/// The answer to "where does this request go".
+#[derive(Debug)]
+pub struct RouteMatch<'a> {
+    pub backend: &'a Arc<Backend>,
+    /// The matched route, or `None` when a default backend answered.
+    pub route: Option<&'a Route>,
+}
+
+impl Snapshot {
+    /// Finds the backend for a request. `host` is the Host header or `:authority` as received
+    /// (any case, possibly with a port); `path` is the request path without the query.
+    pub fn route(&self, host: &str, path: &str) -> Option<RouteMatch<'_>> {
+        let host = normalize_host(host);
+        let vhost = self.virtual_host(&host);
+        if let Some(vhost) = vhost {
+            if let Some(route) = vhost.routes.iter().find(|r| r.matches(path)) {
+                return Some(RouteMatch {
+                    backend: &route.backend,
+                    route: Some(route),
+                });
+            }
+            if let Some(backend) = &vhost.default_backend {
+                return Some(RouteMatch {
+                    backend,
+                    route: None,
+                });
+            }
+        }
+        self.default_backend.as_ref().map(|backend| RouteMatch {
+            backend,
+            route: None,
+        })
+    }
+
+    /// The virtual host that serves `host` (already normalized): exact name first, then a
+    /// wildcard covering exactly one more label, then the rules without a host.
+    fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
+        if let Some(vhost) = self.exact_hosts.get(host) {
+            return Some(vhost);
+        }
+        if let Some((label, suffix)) = host.split_once('.')
+            && !label.is_empty()
+            && let Some(vhost) = self.wildcard_hosts.get(suffix)
+        {
+            return Some(vhost);
+        }
+        self.any_host.as_ref()
+    }
+
+    /// Every virtual host, exact names first, in name order (for reports).
+    pub fn virtual_hosts(&self) -> Vec<&VirtualHost> {
+        let mut exact: Vec<_> = self.exact_hosts.values().collect();
+        exact.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut wildcard: Vec<_> = self.wildcard_hosts.values().collect();
+        wildcard.sort_by(|a, b| a.name.cmp(&b.name));
+        exact
+            .into_iter()
+            .chain(wildcard)
+            .chain(self.any_host.as_ref())
+            .collect()
+    }
+}
+
+/// Lower-cases a Host header value and strips its port and a trailing dot, keeping IPv6
+/// literals whole (`[::1]:8080` becomes `[::1]`).
+pub fn normalize_host(host: &str) -> String {
+    let without_port = if host.starts_with('[') {
+        match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// What happened to one Ingress, for `/routes`, `gateway routes` and (later) its status.
+#[derive(Clone, Debug, Serialize)]
+pub struct IngressReport {
+    pub namespace: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Whether this gateway serves the Ingress.
+    pub served: bool,
+    /// Why it is not served (another class, ...), when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The hosts of its rules (`*` for a rule without a host).
+    pub hosts: Vec<String>,
+    /// The hosts listed under `spec.tls`.
+    pub tls_hosts: Vec<String>,
+    pub warnings: Vec<Warning>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str, path_type: PathType, service: &str) -> Route {
+        let match_path = if path_type.is_prefix() && path.len() > 1 {
+            path.trim_end_matches('/').to_string()
+        } else {
+            path.to_string()
+        };
+        Route {
+            path: path.to_string(),
+            match_path,
+            path_type,
+            backend: Arc::new(Backend::new("default", service, "80", vec![])),
+            ingress: "default/test".into(),
+        }
+    }
+
+    #[test]
+    fn prefix_matches_element_by_element() {
+        let r = route("/foo", PathType::Prefix, "s");
+        assert!(r.matches("/foo"));
+        assert!(r.matches("/foo/"));
+        assert!(r.matches("/foo/bar"));
+        assert!(!r.matches("/foobar"));
+        assert!(!r.matches("/fo"));
+        assert!(!r.matches("/"));
+        let trailing = route("/foo/", PathType::Prefix, "s");
+        assert!(trailing.matches("/foo"));
+        assert!(trailing.matches("/foo/bar"));
+        assert!(!trailing.matches("/foobar"));
+        let root = route("/", PathType::Prefix, "s");
+        assert!(root.matches("/"));
+        assert!(root.matches("/anything/at/all"));
+        let deep = route("/aaa/bb", PathType::Prefix, "s");
+        assert!(!deep.matches("/aaa/bbb"));
+        assert!(deep.matches("/aaa/bb/ccc"));
+    }
+
+    #[test]
+    fn exact_is_case_sensitive_and_slash_strict() {
+        let r = route("/foo", PathType::Exact, "s");
+        assert!(r.matches("/foo"));
+        assert!(!r.matches("/foo/"));
+        assert!(!r.matches("/Foo"));
+        assert!(!r.matches("/foo/bar"));
+        let prefix = route("/foo", PathType::Prefix, "s");
+        assert!(!prefix.matches("/FOO"));
+    }
+
+    #[test]
+    fn implementation_specific_is_prefix() {
+        let r = route("/api", PathType::ImplementationSpecific, "s");
+        assert!(r.matches("/api/v1"));
+        assert!(!r.matches("/apis"));
+    }
+
+    #[test]
+    fn host_normalization() {
+        assert_eq!(normalize_host("Foo.Example.COM:8080"), "foo.example.com");
+        assert_eq!(normalize_host("foo.example.com."), "foo.example.com");
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalize_host("[::1]"), "[::1]");
+        assert_eq!(normalize_host("example.com"), "example.com");
+    }
+
+    fn vhost(name: &str, routes: Vec<Route>) -> VirtualHost {
+        VirtualHost {
+            name: name.into(),
+            routes,
+            default_backend: None,
+        }
+    }
+
+    fn service_for(snapshot: &Snapshot, host: &str, path: &str) -> Option<String> {
+        snapshot
+            .route(host, path)
+            .map(|m| m.backend.service.clone())
+    }
+
+    #[test]
+    fn host_lookup_order_and_wildcards() {
+        let mut snapshot = Snapshot::default();
+        snapshot.exact_hosts.insert(
+            "a.foo.com".into(),
+            vhost("a.foo.com", vec![route("/", PathType::Prefix, "exact")]),
+        );
+        snapshot.wildcard_hosts.insert(
+            "foo.com".into(),
+            vhost("*.foo.com", vec![route("/", PathType::Prefix, "wild")]),
+        );
+        snapshot.any_host = Some(vhost("*", vec![route("/", PathType::Prefix, "any")]));
+        assert_eq!(service_for(&snapshot, "a.foo.com", "/").unwrap(), "exact");
+        assert_eq!(service_for(&snapshot, "A.FOO.com:80", "/").unwrap(), "exact");
+        assert_eq!(service_for(&snapshot, "b.foo.com", "/").unwrap(), "wild");
+        // A wildcard covers exactly one label.
+        assert_eq!(service_for(&snapshot, "x.b.foo.com", "/").unwrap(), "any");
+        assert_eq!(service_for(&snapshot, "foo.com", "/").unwrap(), "any");
+        assert_eq!(service_for(&snapshot, ".foo.com", "/").unwrap(), "any");
+        assert_eq!(service_for(&snapshot, "other.org", "/x").unwrap(), "any");
+    }
+
+    #[test]
+    fn unmatched_path_falls_to_host_default_then_global_default() {
+        let mut snapshot = Snapshot::default();
+        let mut host = vhost("a.com", vec![route("/api", PathType::Prefix, "api")]);
+        snapshot
+            .exact_hosts
+            .insert("a.com".into(), vhost("a.com", vec![route("/api", PathType::Prefix, "api")]));
+        snapshot.exact_hosts.insert("b.com".into(), {
+            host.name = "b.com".into();
+            host.default_backend = Some(Arc::new(Backend::new("default", "b-default", "80", vec![])));
+            host
+        });
+        assert_eq!(service_for(&snapshot, "a.com", "/other"), None);
+        snapshot.default_backend = Some(Arc::new(Backend::new("default", "global", "80", vec![])));
+        assert_eq!(service_for(&snapshot, "a.com", "/other").unwrap(), "global");
+        assert_eq!(service_for(&snapshot, "b.com", "/other").unwrap(), "b-default");
+        assert_eq!(service_for(&snapshot, "b.com", "/api/x").unwrap(), "api");
+        assert_eq!(service_for(&snapshot, "nohost.com", "/").unwrap(), "global");
+    }
+
+    #[test]
+    fn round_robin_visits_every_endpoint() {
+        let endpoints: Vec<SocketAddr> = (0..3)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+            .collect();
+        let backend = Backend::new("default", "s", "80", endpoints.clone());
+        let picked: Vec<_> = (0..6).filter_map(|_| backend.next_endpoint()).collect();
+        assert_eq!(&picked[..3], &endpoints[..]);
+        assert_eq!(&picked[3..], &endpoints[..]);
+        assert_eq!(Backend::new("d", "s", "80", vec![]).next_endpoint(), None);
+    }
+}

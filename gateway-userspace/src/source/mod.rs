@@ -1,0 +1,4 @@
+//! Where objects come from: a manifests folder (and, later, the Kubernetes API).
+
+pub mod files;
+pub mod manifest;

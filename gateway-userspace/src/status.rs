@@ -1,0 +1,185 @@
+//! Where each route can be reached: the `/routes` document and the `gateway routes` table, the
+//! way a console's route detail page shows them.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::snapshot::{IngressReport, Snapshot};
+use crate::warning::Warning;
+
+/// The whole report: every Ingress, the effective table and every warning.
+#[derive(Debug, Serialize)]
+pub struct RoutesReport<'a> {
+    pub generation: u64,
+    /// The address clients reach the gateway on.
+    pub address: String,
+    pub ingresses: Vec<IngressView<'a>>,
+    pub routes: Vec<RouteView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_backend: Option<BackendView>,
+    pub warnings: &'a [Warning],
+}
+
+/// One Ingress and where it is served.
+#[derive(Debug, Serialize)]
+pub struct IngressView<'a> {
+    #[serde(flatten)]
+    pub report: &'a IngressReport,
+    /// The gateway address that serves it, when it is served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// One line of the effective table.
+#[derive(Debug, Serialize)]
+pub struct RouteView {
+    pub host: String,
+    pub path: String,
+    pub path_type: &'static str,
+    pub ingress: String,
+    pub backend: BackendView,
+    /// The URL of the route, and a curl line that reaches it through the gateway's address.
+    pub url: String,
+    pub curl: String,
+}
+
+/// A backend and its ready endpoints.
+#[derive(Debug, Serialize)]
+pub struct BackendView {
+    pub namespace: String,
+    pub service: String,
+    pub port: String,
+    pub endpoints: Vec<SocketAddr>,
+}
+
+impl BackendView {
+    fn of(backend: &crate::snapshot::Backend) -> Self {
+        Self {
+            namespace: backend.namespace.clone(),
+            service: backend.service.clone(),
+            port: backend.port.clone(),
+            endpoints: backend.endpoints.clone(),
+        }
+    }
+}
+
+/// Builds the report of `snapshot` as served on `http_listen`.
+pub fn report<'a>(snapshot: &'a Snapshot, generation: u64, http_listen: SocketAddr) -> RoutesReport<'a> {
+    let address = http_listen.to_string();
+    let mut routes = Vec::new();
+    for vhost in snapshot.virtual_hosts() {
+        for route in &vhost.routes {
+            let host_for_url = match vhost.name.as_str() {
+                "*" => http_listen.ip().to_string(),
+                name => name.replace('*', "any"),
+            };
+            let port = match http_listen.port() {
+                80 => String::new(),
+                port => format!(":{port}"),
+            };
+            let url = format!("http://{host_for_url}{port}{}", route.path);
+            let curl = if vhost.name == "*" {
+                format!("curl http://{address}{}", route.path)
+            } else {
+                format!("curl -H 'Host: {host_for_url}' http://{address}{}", route.path)
+            };
+            routes.push(RouteView {
+                host: vhost.name.clone(),
+                path: route.path.clone(),
+                path_type: route.path_type.as_str(),
+                ingress: route.ingress.clone(),
+                backend: BackendView::of(&route.backend),
+                url,
+                curl,
+            });
+        }
+    }
+    RoutesReport {
+        generation,
+        ingresses: snapshot
+            .ingresses
+            .iter()
+            .map(|report| IngressView {
+                report,
+                address: report.served.then(|| address.clone()),
+            })
+            .collect(),
+        address,
+        routes,
+        default_backend: snapshot.default_backend.as_deref().map(BackendView::of),
+        warnings: &snapshot.warnings,
+    }
+}
+
+impl RoutesReport<'_> {
+    /// The report as a table for a person.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let header = ["HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "TRY"];
+        let rows: Vec<[String; 6]> = self
+            .routes
+            .iter()
+            .map(|r| {
+                [
+                    r.host.clone(),
+                    r.path.clone(),
+                    r.path_type.to_string(),
+                    format!("{}/{}:{}", r.backend.namespace, r.backend.service, r.backend.port),
+                    match r.backend.endpoints.len() {
+                        0 => "none ready".to_string(),
+                        n => format!("{n} ready"),
+                    },
+                    r.curl.clone(),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.len());
+            }
+        }
+        let mut line = |cells: &[&str]| {
+            let mut text = String::new();
+            for (cell, width) in cells.iter().zip(widths) {
+                let _ = write!(text, "{cell:width$}  ");
+            }
+            let _ = writeln!(out, "{}", text.trim_end());
+        };
+        line(&header);
+        for row in &rows {
+            line(&row.each_ref().map(String::as_str));
+        }
+        if let Some(backend) = &self.default_backend {
+            let _ = writeln!(
+                out,
+                "\nUnmatched requests go to {}/{}:{} ({} ready endpoints).",
+                backend.namespace,
+                backend.service,
+                backend.port,
+                backend.endpoints.len()
+            );
+        } else {
+            let _ = writeln!(out, "\nUnmatched requests get 404.");
+        }
+        let _ = writeln!(out, "\nINGRESSES");
+        for ingress in &self.ingresses {
+            let r = ingress.report;
+            let state = match (&ingress.address, &r.reason) {
+                (Some(address), _) => format!("served at {address}"),
+                (None, Some(reason)) => format!("not served: {reason}"),
+                (None, None) => "not served".to_string(),
+            };
+            let _ = writeln!(out, "  {}/{}  hosts: {}  {state}", r.namespace, r.name, r.hosts.join(", "));
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(out, "\nWARNINGS");
+            for warning in self.warnings {
+                let _ = writeln!(out, "  {warning}");
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,123 @@
+//! The Kubernetes objects the gateway translates, as one value: whatever the source (a manifests
+//! folder or the API server), `translate` sees the same `Store`.
+
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// An object together with where it came from, so that a warning can point at the file.
+#[derive(Clone, Debug)]
+pub struct Sourced<T> {
+    /// The manifest file it was read from; `None` for objects from the API server.
+    pub source: Option<String>,
+    pub object: T,
+}
+
+impl<T> Sourced<T> {
+    /// An object that has no file behind it (e.g. from the API server).
+    pub fn unsourced(object: T) -> Self {
+        Self {
+            source: None,
+            object,
+        }
+    }
+}
+
+/// Every object kind the gateway reads.
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    pub ingresses: Vec<Sourced<Ingress>>,
+    pub ingress_classes: Vec<Sourced<IngressClass>>,
+    pub services: Vec<Sourced<Service>>,
+    pub endpoint_slices: Vec<Sourced<EndpointSlice>>,
+    pub secrets: Vec<Sourced<Secret>>,
+}
+
+/// One object of any kind the store holds.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Ingress(Box<Ingress>),
+    IngressClass(Box<IngressClass>),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Secret(Box<Secret>),
+}
+
+impl Object {
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Ingress(o) => &o.metadata,
+            Object::IngressClass(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+        }
+    }
+
+    /// The identity of the object: kind, namespace (absent for cluster-scoped kinds) and name.
+    pub fn key(&self) -> ObjectKey {
+        let meta = self.metadata();
+        let (kind, namespaced) = match self {
+            Object::Ingress(_) => ("ingress", true),
+            Object::IngressClass(_) => ("ingressclass", false),
+            Object::Service(_) => ("service", true),
+            Object::EndpointSlice(_) => ("endpointslice", true),
+            Object::Secret(_) => ("secret", true),
+        };
+        ObjectKey {
+            kind,
+            namespace: namespaced.then(|| namespace_of(meta).to_string()),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Kind, namespace and name: how warnings name an object (`ingress default/shop`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub kind: &'static str,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of a namespaced object.
+    pub fn namespaced(kind: &'static str, meta: &ObjectMeta) -> Self {
+        Self {
+            kind,
+            namespace: Some(namespace_of(meta).to_string()),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {}/{}", self.kind, ns, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// The namespace of an object, `default` where the manifest leaves it out (as kubectl does).
+pub fn namespace_of(meta: &ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("default")
+}
+
+impl Store {
+    /// Adds one object, keeping its source.
+    pub fn insert(&mut self, source: Option<String>, object: Object) {
+        match object {
+            Object::Ingress(o) => self.ingresses.push(Sourced { source, object: *o }),
+            Object::IngressClass(o) => self.ingress_classes.push(Sourced { source, object: *o }),
+            Object::Service(o) => self.services.push(Sourced { source, object: *o }),
+            Object::EndpointSlice(o) => self.endpoint_slices.push(Sourced { source, object: *o }),
+            Object::Secret(o) => self.secrets.push(Sourced { source, object: *o }),
+        }
+    }
+}
