@@ -49,7 +49,10 @@ impl Admin {
         match request.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" if self.table.is_ready() => text(StatusCode::OK, "ready\n"),
-            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no route table yet\n"),
+            "/readyz" => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: no route table yet\n",
+            ),
             "/routes" => {
                 let snapshot = self.table.current();
                 let report = status::report(&snapshot, self.table.generation(), self.http_listen);
@@ -65,7 +68,10 @@ impl Admin {
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
                 }
             }
-            _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /readyz, /routes\n"),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /healthz, /readyz, /routes\n",
+            ),
         }
     }
 }

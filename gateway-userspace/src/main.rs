@@ -16,7 +16,11 @@ use gateway::source::files::ManifestDir;
 use gateway::translate::{ClassSelector, TranslateOptions, translate};
 
 #[derive(Parser)]
-#[command(name = "gateway", version, about = "Kubernetes edge gateway with an XDP fast path")]
+#[command(
+    name = "gateway",
+    version,
+    about = "Kubernetes edge gateway with an XDP fast path"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,10 +92,10 @@ struct RoutesArgs {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Run(args) => {
@@ -111,7 +115,12 @@ async fn run(args: RunArgs) -> Result<()> {
 
     let http = TcpListener::bind(args.source.http_listen)
         .await
-        .with_context(|| format!("cannot listen on {} (--http-listen)", args.source.http_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--http-listen)",
+                args.source.http_listen
+            )
+        })?;
     let admin = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;

@@ -34,7 +34,11 @@ impl RouteTable {
                 source = warning.source.as_deref().unwrap_or(""), "{}", warning.message);
         }
         let hosts = snapshot.exact_hosts.len() + snapshot.wildcard_hosts.len();
-        let routes: usize = snapshot.virtual_hosts().iter().map(|h| h.routes.len()).sum();
+        let routes: usize = snapshot
+            .virtual_hosts()
+            .iter()
+            .map(|h| h.routes.len())
+            .sum();
         drop(previous);
         self.current.store(Arc::new(snapshot));
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;

@@ -339,7 +339,10 @@ mod tests {
         );
         snapshot.any_host = Some(vhost("*", vec![route("/", PathType::Prefix, "any")]));
         assert_eq!(service_for(&snapshot, "a.foo.com", "/").unwrap(), "exact");
-        assert_eq!(service_for(&snapshot, "A.FOO.com:80", "/").unwrap(), "exact");
+        assert_eq!(
+            service_for(&snapshot, "A.FOO.com:80", "/").unwrap(),
+            "exact"
+        );
         assert_eq!(service_for(&snapshot, "b.foo.com", "/").unwrap(), "wild");
         // A wildcard covers exactly one label.
         assert_eq!(service_for(&snapshot, "x.b.foo.com", "/").unwrap(), "any");
@@ -352,18 +355,23 @@ mod tests {
     fn unmatched_path_falls_to_host_default_then_global_default() {
         let mut snapshot = Snapshot::default();
         let mut host = vhost("a.com", vec![route("/api", PathType::Prefix, "api")]);
-        snapshot
-            .exact_hosts
-            .insert("a.com".into(), vhost("a.com", vec![route("/api", PathType::Prefix, "api")]));
+        snapshot.exact_hosts.insert(
+            "a.com".into(),
+            vhost("a.com", vec![route("/api", PathType::Prefix, "api")]),
+        );
         snapshot.exact_hosts.insert("b.com".into(), {
             host.name = "b.com".into();
-            host.default_backend = Some(Arc::new(Backend::new("default", "b-default", "80", vec![])));
+            host.default_backend =
+                Some(Arc::new(Backend::new("default", "b-default", "80", vec![])));
             host
         });
         assert_eq!(service_for(&snapshot, "a.com", "/other"), None);
         snapshot.default_backend = Some(Arc::new(Backend::new("default", "global", "80", vec![])));
         assert_eq!(service_for(&snapshot, "a.com", "/other").unwrap(), "global");
-        assert_eq!(service_for(&snapshot, "b.com", "/other").unwrap(), "b-default");
+        assert_eq!(
+            service_for(&snapshot, "b.com", "/other").unwrap(),
+            "b-default"
+        );
         assert_eq!(service_for(&snapshot, "b.com", "/api/x").unwrap(), "api");
         assert_eq!(service_for(&snapshot, "nohost.com", "/").unwrap(), "global");
     }

@@ -66,7 +66,11 @@ impl BackendView {
 }
 
 /// Builds the report of `snapshot` as served on `http_listen`.
-pub fn report<'a>(snapshot: &'a Snapshot, generation: u64, http_listen: SocketAddr) -> RoutesReport<'a> {
+pub fn report<'a>(
+    snapshot: &'a Snapshot,
+    generation: u64,
+    http_listen: SocketAddr,
+) -> RoutesReport<'a> {
     let address = http_listen.to_string();
     let mut routes = Vec::new();
     for vhost in snapshot.virtual_hosts() {
@@ -83,7 +87,10 @@ pub fn report<'a>(snapshot: &'a Snapshot, generation: u64, http_listen: SocketAd
             let curl = if vhost.name == "*" {
                 format!("curl http://{address}{}", route.path)
             } else {
-                format!("curl -H 'Host: {host_for_url}' http://{address}{}", route.path)
+                format!(
+                    "curl -H 'Host: {host_for_url}' http://{address}{}",
+                    route.path
+                )
             };
             routes.push(RouteView {
                 host: vhost.name.clone(),
@@ -126,7 +133,10 @@ impl RoutesReport<'_> {
                     r.host.clone(),
                     r.path.clone(),
                     r.path_type.to_string(),
-                    format!("{}/{}:{}", r.backend.namespace, r.backend.service, r.backend.port),
+                    format!(
+                        "{}/{}:{}",
+                        r.backend.namespace, r.backend.service, r.backend.port
+                    ),
                     match r.backend.endpoints.len() {
                         0 => "none ready".to_string(),
                         n => format!("{n} ready"),
@@ -172,7 +182,13 @@ impl RoutesReport<'_> {
                 (None, Some(reason)) => format!("not served: {reason}"),
                 (None, None) => "not served".to_string(),
             };
-            let _ = writeln!(out, "  {}/{}  hosts: {}  {state}", r.namespace, r.name, r.hosts.join(", "));
+            let _ = writeln!(
+                out,
+                "  {}/{}  hosts: {}  {state}",
+                r.namespace,
+                r.name,
+                r.hosts.join(", ")
+            );
         }
         if !self.warnings.is_empty() {
             let _ = writeln!(out, "\nWARNINGS");

@@ -41,7 +41,9 @@ async fn forward(
         let snapshot = proxy.table.current();
         let host = host.to_str().unwrap_or_default();
         let found = snapshot.route(host, request.uri().path());
-        found.map(|m| m.backend.clone()).ok_or(ProxyError::NoRoute)?
+        found
+            .map(|m| m.backend.clone())
+            .ok_or(ProxyError::NoRoute)?
     };
 
     let upgrade = headers::requested_upgrade(request.headers());

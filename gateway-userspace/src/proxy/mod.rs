@@ -82,8 +82,9 @@ impl Proxy {
             let proxy = self.clone();
             let server = server.clone();
             tokio::spawn(async move {
-                let service =
-                    service_fn(move |request| forward::handle(proxy.clone(), connection.clone(), request));
+                let service = service_fn(move |request| {
+                    forward::handle(proxy.clone(), connection.clone(), request)
+                });
                 if let Err(error) = server
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await

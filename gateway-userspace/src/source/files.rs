@@ -77,7 +77,11 @@ impl ManifestDir {
             // Gone between listing and reading: the next scan sees it removed.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
             Err(e) => {
-                return self.keep_last_good(path, content_marker(&e), Warning::file(&name, format!("cannot read: {e}")));
+                return self.keep_last_good(
+                    path,
+                    content_marker(&e),
+                    Warning::file(&name, format!("cannot read: {e}")),
+                );
             }
         };
         if self.files.get(&path).is_some_and(|f| f.content == content) {
@@ -115,7 +119,9 @@ impl ManifestDir {
         let had_objects = previous.as_ref().is_some_and(|f| !f.objects.is_empty());
         let mut warning = warning;
         if had_objects {
-            warning.message.push_str("; serving the last good version of this file");
+            warning
+                .message
+                .push_str("; serving the last good version of this file");
         }
         let objects = previous.map(|f| f.objects).unwrap_or_default();
         self.files.insert(
@@ -216,10 +222,7 @@ fn manifest_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
             };
             if meta.is_dir() {
                 folders.push(path);
-            } else if path
-                .extension()
-                .is_some_and(|e| e == "yaml" || e == "yml")
-            {
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                 found.push(path);
             }
         }
@@ -248,7 +251,12 @@ mod tests {
         assert!(source.rescan());
         let (store, warnings) = source.store();
         assert_eq!(store.services.len(), 1);
-        assert!(warnings[0].message.contains("serving the last good version"), "{warnings:?}");
+        assert!(
+            warnings[0]
+                .message
+                .contains("serving the last good version"),
+            "{warnings:?}"
+        );
 
         std::fs::remove_file(dir.join("a.yaml")).unwrap();
         assert!(source.rescan());
@@ -266,7 +274,10 @@ mod tests {
         source.rescan();
         let (store, warnings) = source.store();
         assert_eq!(store.services.len(), 1);
-        assert!(warnings[0].message.contains("already defined in"), "{warnings:?}");
+        assert!(
+            warnings[0].message.contains("already defined in"),
+            "{warnings:?}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -274,7 +285,11 @@ mod tests {
     fn missing_folder_is_a_warning() {
         let mut source = ManifestDir::new("/nonexistent/manifests");
         assert!(source.rescan());
-        assert!(source.store().1[0].message.contains("cannot read the manifests folder"));
+        assert!(
+            source.store().1[0]
+                .message
+                .contains("cannot read the manifests folder")
+        );
         assert!(!source.rescan());
     }
 

@@ -15,7 +15,10 @@ pub fn parse(source: &str, text: &str) -> Result<(Vec<Object>, Vec<Warning>), Wa
     let mut warnings = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = Value::deserialize(document).map_err(|e| {
-            Warning::file(source, format!("document {}: not valid YAML: {e}", index + 1))
+            Warning::file(
+                source,
+                format!("document {}: not valid YAML: {e}", index + 1),
+            )
         })?;
         let place = format!("document {}", index + 1);
         parse_value(source, &place, value, &mut objects, &mut warnings);
@@ -52,7 +55,13 @@ fn parse_value(
                 _ => Vec::new(),
             };
             for (i, item) in items.into_iter().enumerate() {
-                parse_value(source, &format!("{place} items[{i}]"), item, objects, warnings);
+                parse_value(
+                    source,
+                    &format!("{place} items[{i}]"),
+                    item,
+                    objects,
+                    warnings,
+                );
             }
             return;
         }
@@ -164,7 +173,10 @@ spec:
         let (objects, warnings) = parse("shop.yaml", text).unwrap();
         assert!(objects.is_empty());
         let w = warnings[0].to_string();
-        assert!(w.starts_with("ingress default/shop (shop.yaml): spec.rules[0].http.paths[0]"), "{w}");
+        assert!(
+            w.starts_with("ingress default/shop (shop.yaml): spec.rules[0].http.paths[0]"),
+            "{w}"
+        );
         assert!(w.contains("backend.service.port.number"), "{w}");
     }
 
@@ -194,7 +206,11 @@ metadata: {name: web}
     #[test]
     fn broken_yaml_is_an_error_for_the_whole_file() {
         let err = parse("bad.yaml", "kind: [unclosed\n").unwrap_err();
-        assert!(err.to_string().starts_with("file bad.yaml: document 1: not valid YAML"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("file bad.yaml: document 1: not valid YAML"),
+            "{err}"
+        );
         let (objects, warnings) = parse("empty.yaml", "").unwrap();
         assert!(objects.is_empty() && warnings.is_empty());
     }
@@ -202,6 +218,10 @@ metadata: {name: web}
     #[test]
     fn not_an_object() {
         let (_, warnings) = parse("x.yaml", "hello: world\n").unwrap();
-        assert!(warnings[0].message.contains("apiVersion and kind are required"));
+        assert!(
+            warnings[0]
+                .message
+                .contains("apiVersion and kind are required")
+        );
     }
 }

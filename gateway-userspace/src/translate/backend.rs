@@ -92,7 +92,11 @@ impl<'a> BackendResolver<'a> {
             },
             None => return Err("service.port is required".to_string()),
         };
-        let key = (namespace.to_string(), service.name.clone(), port.to_string());
+        let key = (
+            namespace.to_string(),
+            service.name.clone(),
+            port.to_string(),
+        );
         if let Some(found) = self.resolved.get(&key) {
             return Ok(found.clone());
         }

@@ -93,7 +93,9 @@ impl HostPattern {
             Some(host) => host,
         };
         if host.parse::<IpAddr>().is_ok() {
-            return Err(format!("{host:?}: host must be a DNS name, not an IP address"));
+            return Err(format!(
+                "{host:?}: host must be a DNS name, not an IP address"
+            ));
         }
         match host.strip_prefix("*.") {
             Some(suffix) => check_dns_name(suffix)
@@ -284,7 +286,10 @@ impl TableBuilder<'_> {
             _ => {
                 warnings.add(
                     format!("{field}.path"),
-                    format!("a path is required for pathType {}; path ignored", path_type.as_str()),
+                    format!(
+                        "a path is required for pathType {}; path ignored",
+                        path_type.as_str()
+                    ),
                 );
                 return None;
             }
@@ -296,7 +301,12 @@ impl TableBuilder<'_> {
             );
             return None;
         }
-        let backend = self.resolve(namespace, &path.backend, &format!("{field}.backend"), warnings)?;
+        let backend = self.resolve(
+            namespace,
+            &path.backend,
+            &format!("{field}.backend"),
+            warnings,
+        )?;
         let match_path = if path_type.is_prefix() && path_value.len() > 1 {
             path_value.trim_end_matches('/').to_string()
         } else {
@@ -304,7 +314,11 @@ impl TableBuilder<'_> {
         };
         Some(Route {
             path: path_value,
-            match_path: if match_path.is_empty() { "/".to_string() } else { match_path },
+            match_path: if match_path.is_empty() {
+                "/".to_string()
+            } else {
+                match_path
+            },
             path_type,
             backend,
             ingress: owner.to_string(),
@@ -414,3 +428,6 @@ impl TableBuilder<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,510 @@
+//! The Ingress rules of Kubernetes, one test per rule, written as the YAML a user would write.
+
+use super::*;
+use crate::source::manifest;
+
+const CONTROLLER: &str = "xdp-gateway.io/ingress";
+
+fn options() -> TranslateOptions {
+    TranslateOptions {
+        classes: ClassSelector {
+            class_name: "xdp-gateway".into(),
+            controller: CONTROLLER.into(),
+        },
+    }
+}
+
+/// A Service `name` with port 80 named `http` and one ready endpoint 127.0.0.1:`target`.
+fn service(name: &str, target: u16) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-abc
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: {target}}}]
+endpoints:
+- addresses: [127.0.0.1]
+---
+"#
+    )
+}
+
+fn snapshot_of(yaml: &str) -> Snapshot {
+    let (objects, warnings) = manifest::parse("test.yaml", yaml).expect("valid YAML");
+    let mut store = Store::default();
+    for object in objects {
+        store.insert(Some("test.yaml".into()), object);
+    }
+    translate(&store, &options(), warnings)
+}
+
+fn routed(snapshot: &Snapshot, host: &str, path: &str) -> Option<String> {
+    snapshot
+        .route(host, path)
+        .map(|m| m.backend.service.clone())
+}
+
+fn warnings_of(snapshot: &Snapshot) -> Vec<String> {
+    snapshot.warnings.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn exact_wildcard_and_hostless_rules() {
+    let yaml = service("exact", 9001)
+        + &service("wild", 9002)
+        + &service("any", 9003)
+        + r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: hosts}
+spec:
+  rules:
+  - host: shop.example.com
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: exact, port: {number: 80}}}}]}
+  - host: "*.example.com"
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: wild, port: {number: 80}}}}]}
+  - http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: any, port: {number: 80}}}}]}
+"#;
+    let s = snapshot_of(&yaml);
+    assert!(s.warnings.is_empty(), "{:?}", warnings_of(&s));
+    assert_eq!(routed(&s, "shop.example.com", "/").unwrap(), "exact");
+    assert_eq!(routed(&s, "SHOP.Example.com:8080", "/x").unwrap(), "exact");
+    assert_eq!(routed(&s, "blog.example.com", "/").unwrap(), "wild");
+    assert_eq!(routed(&s, "a.blog.example.com", "/").unwrap(), "any");
+    assert_eq!(routed(&s, "example.com", "/").unwrap(), "any");
+    assert_eq!(routed(&s, "10.0.0.1", "/").unwrap(), "any");
+    let backend = s.route("shop.example.com", "/").unwrap().backend;
+    assert_eq!(backend.endpoints, vec!["127.0.0.1:9001".parse().unwrap()]);
+}
+
+#[test]
+fn longest_path_wins_and_exact_beats_prefix() {
+    let yaml = service("root", 1)
+        + &service("api", 2)
+        + &service("exact", 3)
+        + &service("v1", 4)
+        + r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: paths}
+spec:
+  rules:
+  - host: a.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: root, port: {number: 80}}}}
+      - {path: /api/, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+      - {path: /api, pathType: Exact, backend: {service: {name: exact, port: {number: 80}}}}
+      - {path: /api/v1, pathType: ImplementationSpecific, backend: {service: {name: v1, port: {number: 80}}}}
+"#;
+    let s = snapshot_of(&yaml);
+    assert!(s.warnings.is_empty(), "{:?}", warnings_of(&s));
+    assert_eq!(routed(&s, "a.com", "/api").unwrap(), "exact");
+    assert_eq!(routed(&s, "a.com", "/api/").unwrap(), "api");
+    assert_eq!(routed(&s, "a.com", "/api/users").unwrap(), "api");
+    assert_eq!(routed(&s, "a.com", "/api/v1").unwrap(), "v1");
+    assert_eq!(routed(&s, "a.com", "/api/v1/x").unwrap(), "v1");
+    assert_eq!(routed(&s, "a.com", "/api/v10").unwrap(), "api");
+    assert_eq!(routed(&s, "a.com", "/apis").unwrap(), "root");
+    assert_eq!(routed(&s, "a.com", "/").unwrap(), "root");
+}
+
+#[test]
+fn bad_paths_are_left_out_with_a_warning_naming_the_field() {
+    let yaml = service("web", 1)
+        + r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: default}
+spec:
+  rules:
+  - host: a.com
+    http:
+      paths:
+      - {path: /ok, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: foo, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /x, pathType: Regex, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /y, backend: {service: {name: web, port: {number: 80}}}}
+      - {pathType: Exact, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /z, pathType: Prefix, backend: {resource: {kind: Bucket, name: b}}}
+  - host: "Bad_Host.com"
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+  - host: 10.0.0.1
+"#;
+    let s = snapshot_of(&yaml);
+    let w = warnings_of(&s);
+    assert_eq!(w.len(), 7, "{w:#?}");
+    assert_eq!(
+        w[0],
+        r#"ingress default/shop (test.yaml): spec.rules[0].http.paths[1].path: "foo": path must start with "/"; path ignored"#
+    );
+    assert!(
+        w[1].contains("spec.rules[0].http.paths[2].pathType: \"Regex\""),
+        "{}",
+        w[1]
+    );
+    assert!(
+        w[2].contains("spec.rules[0].http.paths[3].pathType: \"\""),
+        "{}",
+        w[2]
+    );
+    assert!(
+        w[3].contains("paths[4].path: a path is required for pathType Exact"),
+        "{}",
+        w[3]
+    );
+    assert!(
+        w[4].contains("paths[5].backend: resource backends are not supported"),
+        "{}",
+        w[4]
+    );
+    assert!(
+        w[5].contains("spec.rules[1].host: \"Bad_Host.com\""),
+        "{}",
+        w[5]
+    );
+    assert!(
+        w[6].contains("spec.rules[2].host: \"10.0.0.1\": host must be a DNS name"),
+        "{}",
+        w[6]
+    );
+    // The good path of the same Ingress is still served.
+    assert_eq!(routed(&s, "a.com", "/ok").unwrap(), "web");
+    assert_eq!(s.exact_hosts["a.com"].routes.len(), 1);
+    assert_eq!(s.ingresses[0].warnings.len(), 7);
+}
+
+#[test]
+fn missing_service_keeps_the_route_and_warns() {
+    let yaml = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop}
+spec:
+  rules:
+  - host: a.com
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: gone, port: {number: 80}}}}]}
+"#;
+    let s = snapshot_of(yaml);
+    let m = s.route("a.com", "/").unwrap();
+    assert_eq!(m.backend.service, "gone");
+    assert!(m.backend.endpoints.is_empty());
+    assert!(
+        warnings_of(&s)[0].contains(
+            "spec.rules[0].http.paths[0].backend.service: service default/gone not found"
+        ),
+        "{:?}",
+        warnings_of(&s)
+    );
+}
+
+#[test]
+fn ports_by_name_and_number_resolve_through_endpoint_slices() {
+    let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: multi, namespace: shop}
+spec:
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: admin, port: 9000}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: multi-1, namespace: shop, labels: {kubernetes.io/service-name: multi}}
+addressType: IPv4
+ports: [{name: http, port: 18080}, {name: admin, port: 19000}]
+endpoints:
+- addresses: [10.0.0.1]
+- addresses: [10.0.0.2]
+  conditions: {ready: true}
+- addresses: [10.0.0.3]
+  conditions: {ready: false}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: multi-2, namespace: shop, labels: {kubernetes.io/service-name: multi}}
+addressType: IPv6
+ports: [{name: http, port: 18080}]
+endpoints:
+- addresses: ["fd00::1"]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: other, namespace: default, labels: {kubernetes.io/service-name: multi}}
+addressType: IPv4
+ports: [{name: http, port: 1}]
+endpoints:
+- addresses: [10.9.9.9]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: multi, namespace: shop}
+spec:
+  rules:
+  - host: a.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: multi, port: {number: 80}}}}
+      - {path: /admin, pathType: Prefix, backend: {service: {name: multi, port: {name: admin}}}}
+      - {path: /nope, pathType: Prefix, backend: {service: {name: multi, port: {name: nope}}}}
+"#;
+    let s = snapshot_of(yaml);
+    let web = s.route("a.com", "/").unwrap().backend;
+    let expected: Vec<std::net::SocketAddr> = vec![
+        "10.0.0.1:18080".parse().unwrap(),
+        "10.0.0.2:18080".parse().unwrap(),
+        "[fd00::1]:18080".parse().unwrap(),
+    ];
+    assert_eq!(web.endpoints, expected);
+    let admin = s.route("a.com", "/admin").unwrap().backend;
+    assert_eq!(
+        admin.endpoints,
+        vec![
+            "10.0.0.1:19000".parse().unwrap(),
+            "10.0.0.2:19000".parse().unwrap()
+        ]
+    );
+    assert!(
+        s.route("a.com", "/nope")
+            .unwrap()
+            .backend
+            .endpoints
+            .is_empty()
+    );
+    let w = warnings_of(&s);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("paths[2].backend.service: service shop/multi has no port nope"),
+        "{}",
+        w[0]
+    );
+}
+
+#[test]
+fn same_service_port_shares_one_backend() {
+    let yaml = service("web", 1)
+        + r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: twice}
+spec:
+  rules:
+  - host: a.com
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+  - host: b.com
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}]}
+"#;
+    let s = snapshot_of(&yaml);
+    let a = s.route("a.com", "/").unwrap().backend;
+    let b = s.route("b.com", "/").unwrap().backend;
+    assert!(Arc::ptr_eq(
+        a,
+        &s.route("a.com", "/x").unwrap().backend.clone()
+    ));
+    assert_eq!(a.endpoints, b.endpoints);
+}
+
+fn ingress(name: &str, created: &str, host: &str, path: &str, service: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}, creationTimestamp: "{created}"}}
+spec:
+  rules:
+  - host: {host}
+    http: {{paths: [{{path: {path}, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]}}
+---
+"#
+    )
+}
+
+#[test]
+fn ingresses_for_one_host_merge_and_the_oldest_wins_a_conflict() {
+    let yaml = service("old", 1)
+        + &service("new", 2)
+        + &service("extra", 3)
+        + &ingress("young", "2024-05-01T00:00:00Z", "a.com", "/", "new")
+        + &ingress("elder", "2023-01-01T00:00:00Z", "a.com", "/", "old")
+        + &ingress("more", "2025-01-01T00:00:00Z", "a.com", "/extra", "extra");
+    let s = snapshot_of(&yaml);
+    assert_eq!(routed(&s, "a.com", "/").unwrap(), "old");
+    assert_eq!(routed(&s, "a.com", "/extra/1").unwrap(), "extra");
+    let w = warnings_of(&s);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("ingress default/young (test.yaml): spec.rules[0].http.paths[0]: host a.com path \"/\" (Prefix) is already routed by the older ingress default/elder"),
+        "{}",
+        w[0]
+    );
+    // Same age: namespace/name order decides.
+    let tie = service("x", 1)
+        + &service("y", 2)
+        + &ingress("bbb", "2023-01-01T00:00:00Z", "t.com", "/", "y")
+        + &ingress("aaa", "2023-01-01T00:00:00Z", "t.com", "/", "x");
+    assert_eq!(routed(&snapshot_of(&tie), "t.com", "/").unwrap(), "x");
+}
+
+#[test]
+fn default_backends() {
+    let yaml = service("fallback", 1)
+        + &service("shop-default", 2)
+        + &service("web", 3)
+        + r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: catch-all, creationTimestamp: "2023-01-01T00:00:00Z"}
+spec:
+  defaultBackend: {service: {name: fallback, port: {number: 80}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  defaultBackend: {service: {name: shop-default, port: {number: 80}}}
+  rules:
+  - host: shop.com
+    http: {paths: [{path: /api, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: late, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  defaultBackend: {service: {name: web, port: {number: 80}}}
+"#;
+    let s = snapshot_of(&yaml);
+    assert_eq!(routed(&s, "shop.com", "/api").unwrap(), "web");
+    assert_eq!(routed(&s, "shop.com", "/other").unwrap(), "shop-default");
+    assert_eq!(routed(&s, "unknown.com", "/").unwrap(), "fallback");
+    let w = warnings_of(&s);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("ingress default/late") && w[0].contains("spec.defaultBackend"));
+    // Without any default backend, nothing matches.
+    let bare = service("web", 3) + &ingress("i", "2023-01-01T00:00:00Z", "a.com", "/api", "web");
+    assert!(snapshot_of(&bare).route("a.com", "/other").is_none());
+}
+
+fn class(name: &str, controller: &str, default: bool) -> String {
+    format!(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: {name}
+  annotations: {{ingressclass.kubernetes.io/is-default-class: "{default}"}}
+spec: {{controller: {controller}}}
+---
+"#
+    )
+}
+
+fn classed(name: &str, class: Option<&str>) -> String {
+    let class = class.map_or(String::new(), |c| format!("ingressClassName: {c}"));
+    format!(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}}}
+spec:
+  {class}
+  rules:
+  - host: {name}.com
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}
+---
+"#
+    )
+}
+
+fn served(s: &Snapshot) -> Vec<(String, bool)> {
+    s.ingresses
+        .iter()
+        .map(|i| (i.name.clone(), i.served))
+        .collect()
+}
+
+#[test]
+fn ingress_class_selection() {
+    let objects = service("web", 1)
+        + &classed("mine", Some("xdp"))
+        + &classed("theirs", Some("nginx"))
+        + &classed("classless", None)
+        + &classed("phantom", Some("ghost"));
+    // No IngressClass at all: class-less Ingresses are served, and so is our own class name.
+    let s = snapshot_of(&(objects.clone() + &classed("named", Some("xdp-gateway"))));
+    assert_eq!(
+        served(&s),
+        vec![
+            ("classless".into(), true),
+            ("mine".into(), false),
+            ("named".into(), true),
+            ("phantom".into(), false),
+            ("theirs".into(), false)
+        ]
+    );
+    // Classes exist: ours is served, theirs ignored, class-less only if ours is the default.
+    let with_classes = objects.clone()
+        + &class("xdp", CONTROLLER, false)
+        + &class("nginx", "k8s.io/ingress-nginx", true);
+    let s = snapshot_of(&with_classes);
+    let by_name: std::collections::HashMap<_, _> = served(&s).into_iter().collect();
+    assert!(by_name["mine"]);
+    assert!(!by_name["theirs"]);
+    assert!(!by_name["classless"]);
+    assert!(!by_name["phantom"]);
+    assert!(s.route("theirs.com", "/").is_none());
+    let reason = s
+        .ingresses
+        .iter()
+        .find(|i| i.name == "theirs")
+        .unwrap()
+        .reason
+        .clone()
+        .unwrap();
+    assert!(reason.contains("k8s.io/ingress-nginx"), "{reason}");
+
+    let with_default = objects + &class("xdp", CONTROLLER, true);
+    let s = snapshot_of(&with_default);
+    let by_name: std::collections::HashMap<_, _> = served(&s).into_iter().collect();
+    assert!(by_name["classless"]);
+    assert!(by_name["mine"]);
+    assert!(!by_name["theirs"]);
+}
+
+#[test]
+fn legacy_class_annotation_is_honoured() {
+    let yaml = service("web", 1)
+        + &class("xdp", CONTROLLER, false)
+        + r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: annotated
+  annotations: {kubernetes.io/ingress.class: xdp}
+spec:
+  rules:
+  - host: a.com
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+"#;
+    assert_eq!(routed(&snapshot_of(&yaml), "a.com", "/").unwrap(), "web");
+}
+
+#[test]
+fn translation_is_deterministic() {
+    let yaml = service("a", 1)
+        + &service("b", 2)
+        + &ingress("x", "2023-01-01T00:00:00Z", "h.com", "/", "a")
+        + &ingress("y", "2023-01-01T00:00:00Z", "h.com", "/", "b");
+    let first = warnings_of(&snapshot_of(&yaml));
+    for _ in 0..5 {
+        assert_eq!(warnings_of(&snapshot_of(&yaml)), first);
+    }
+}

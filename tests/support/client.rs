@@ -1,0 +1,140 @@
+//! HTTP clients for the tests: an async one with keep-alive, and a one-shot blocking GET for
+//! polling the admin endpoints from synchronous code.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream as TokioTcp;
+
+/// What a test needs from a response.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    /// The body as JSON (what the echo backend sends).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    /// The name of the backend service that answered.
+    pub fn service(&self) -> String {
+        self.json()["service"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// A keep-alive HTTP/1.1 client, or an HTTP/2 (h2c prior knowledge) one.
+pub struct HttpClient {
+    /// `None` for HTTP/2, which opens a connection per request so that `:authority` can name
+    /// the host while the connection goes to the gateway's address.
+    client: Option<Client<HttpConnector, Full<Bytes>>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpClient {
+    pub fn new() -> Self {
+        Self {
+            client: Some(Client::builder(TokioExecutor::new()).build_http()),
+        }
+    }
+
+    /// A client that speaks HTTP/2 with prior knowledge (h2c).
+    pub fn http2() -> Self {
+        Self { client: None }
+    }
+
+    /// GET `path` from `addr` with `Host: host`.
+    pub async fn get(&self, addr: SocketAddr, host: &str, path: &str) -> Answer {
+        self.send(addr, host, Request::get(path), Bytes::new())
+            .await
+            .expect("request failed")
+    }
+
+    /// Sends a request; `Err` for connection-level failures.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        builder: hyper::http::request::Builder,
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        let path = builder.uri_ref().map(|u| u.to_string()).unwrap_or_default();
+        let exchange = async {
+            match &self.client {
+                Some(client) => {
+                    let mut request = builder
+                        .uri(format!("http://{addr}{path}"))
+                        .body(Full::new(body))
+                        .map_err(|e| e.to_string())?;
+                    request
+                        .headers_mut()
+                        .insert(hyper::header::HOST, host.parse().map_err(|_| "bad host")?);
+                    client.request(request).await.map_err(|e| format!("{e:?}"))
+                }
+                None => {
+                    let request = builder
+                        .uri(format!("http://{host}{path}"))
+                        .body(Full::new(body))
+                        .map_err(|e| e.to_string())?;
+                    let stream = TokioTcp::connect(addr).await.map_err(|e| e.to_string())?;
+                    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+                        TokioExecutor::new(),
+                        TokioIo::new(stream),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    tokio::spawn(connection);
+                    sender
+                        .send_request(request)
+                        .await
+                        .map_err(|e| format!("{e:?}"))
+                }
+            }
+        };
+        let response = tokio::time::timeout(Duration::from_secs(30), exchange)
+            .await
+            .map_err(|_| "timed out".to_string())??;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// A blocking GET with `Connection: close`: status and body, or `None` if it failed.
+pub fn blocking_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}

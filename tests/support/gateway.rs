@@ -1,0 +1,147 @@
+//! The real `gateway` binary in a child process, killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// The path of a binary built from this workspace (`gateway`, `echo-backend`). `cargo xtask
+/// test` builds them before running the tests.
+pub fn binary(name: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(format!("{}_BIN", name.to_uppercase().replace('-', "_"))) {
+        return PathBuf::from(path);
+    }
+    // Test executables live in target/<profile>/deps; binaries one folder up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target folder");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo xtask test` does, or `cargo build --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// A running gateway.
+pub struct Gateway {
+    child: Child,
+    /// Where it serves plain HTTP.
+    pub http: SocketAddr,
+    /// Where it serves /healthz, /readyz and /routes.
+    pub admin: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    /// Starts `gateway run --manifests DIR` on ephemeral loopback ports with `extra` flags, and
+    /// waits until it is ready.
+    pub fn start(manifests: &Path, extra: &[&str]) -> Gateway {
+        let mut child = Command::new(binary("gateway"))
+            .arg("run")
+            .arg("--manifests")
+            .arg(manifests)
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info,gateway=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the gateway binary");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addresses, found) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = log.clone();
+        // Drains stderr for the life of the process (a full pipe would block the gateway),
+        // keeping the lines for assertions and picking out the bound addresses.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[gateway] {line}");
+                if line.contains("listening") {
+                    let _ = addresses.send((field(&line, "http="), field(&line, "admin=")));
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let (http, admin) = match found.recv_timeout(Duration::from_secs(20)) {
+            Ok((Some(http), Some(admin))) => (http, admin),
+            other => {
+                let _ = child.kill();
+                panic!("gateway did not report its addresses: {other:?}");
+            }
+        };
+        let gateway = Gateway {
+            child,
+            http,
+            admin,
+            log,
+        };
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if crate::client::blocking_get(self.admin, "/readyz")
+                .is_some_and(|(status, _)| status == 200)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("gateway not ready within 20s");
+    }
+
+    /// The admin /routes document.
+    pub fn routes(&self) -> serde_json::Value {
+        let (status, body) =
+            crate::client::blocking_get(self.admin, "/routes").expect("GET /routes");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).expect("/routes is JSON")
+    }
+
+    /// Waits until /routes satisfies `condition` (the manifests folder is applied
+    /// asynchronously), panicking after 10 seconds.
+    pub fn wait_routes(&self, what: &str, condition: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if condition(&self.routes()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out waiting for {what}: {:#}", self.routes());
+    }
+
+    /// Every line the gateway logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address after `key` in a log line (`http=127.0.0.1:8080`).
+fn field(line: &str, key: &str) -> Option<SocketAddr> {
+    let start = line.find(key)? + key.len();
+    line[start..].split_whitespace().next()?.parse().ok()
+}

@@ -1,0 +1,89 @@
+//! A manifests folder for one test, removed when dropped, and the YAML of the usual objects.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A temporary manifests folder.
+pub struct ManifestsDir {
+    pub path: PathBuf,
+}
+
+impl ManifestsDir {
+    /// An empty folder, unique to this test.
+    pub fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "gateway-e2e-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create manifests folder");
+        Self { path }
+    }
+
+    /// Writes `name` atomically (a hidden temporary file renamed into place), as a
+    /// deployment tool would, so the gateway never reads a half-written file.
+    pub fn write(&self, name: &str, yaml: &str) {
+        let temp = self.path.join(format!(".{name}.tmp"));
+        std::fs::write(&temp, yaml).expect("write manifest");
+        std::fs::rename(&temp, self.path.join(name)).expect("rename manifest");
+    }
+
+    /// Removes `name`.
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.path.join(name)).expect("remove manifest");
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Default for ManifestsDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ManifestsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A Service `name` (port 80, named `http`) and an EndpointSlice with `endpoints` as its ready
+/// addresses, each with its own port: what a test needs to route to loopback backends.
+pub fn service(name: &str, endpoints: &[SocketAddr]) -> String {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n\
+         spec: {{ports: [{{name: http, port: 80}}]}}\n---\n"
+    );
+    // A slice has one port per name, so endpoints with different ports get a slice each.
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        yaml += &format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {name}-{i}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {port}}}]\n\
+             endpoints: [{{addresses: [\"{ip}\"]}}]\n---\n",
+            port = endpoint.port(),
+            ip = endpoint.ip(),
+        );
+    }
+    yaml
+}
+
+/// An Ingress `name` with one rule: `host` (`None` for any host), `path` of `path_type`, to
+/// port 80 of `service`.
+pub fn ingress(
+    name: &str,
+    host: Option<&str>,
+    path: &str,
+    path_type: &str,
+    service: &str,
+) -> String {
+    let host = host.map_or(String::new(), |h| format!("host: \"{h}\"\n    "));
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\nspec:\n  rules:\n  - {host}http:\n      paths:\n      - path: {path}\n        pathType: {path_type}\n        backend: {{service: {{name: {service}, port: {{number: 80}}}}}}\n---\n"
+    )
+}
