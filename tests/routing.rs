@@ -714,3 +714,20 @@ async fn admin_endpoints_and_the_routes_report() {
             .contains("path must start with")
     );
 }
+
+#[test]
+fn bundled_examples_translate_without_warnings() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let output = std::process::Command::new(binary("gateway"))
+        .args(["routes", "--json", "--manifests"])
+        .arg(&examples)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["warnings"], serde_json::json!([]), "{report:#}");
+    assert_eq!(report["routes"].as_array().unwrap().len(), 5, "{report:#}");
+    for route in report["routes"].as_array().unwrap() {
+        assert_eq!(route["backend"]["endpoints"].as_array().unwrap().len(), 1, "{route}");
+    }
+}

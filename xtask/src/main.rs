@@ -1,1 +1,91 @@
-fn main() {}
+//! Project tasks: `cargo xtask build-ebpf`, `cargo xtask test`, `cargo xtask demo`.
+
+mod demo;
+mod ebpf;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "xdp-gateway project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the eBPF programs (installs rust-src and a bpf-linker matching rustc if missing).
+    BuildEbpf,
+    /// Build everything and run the whole test suite.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run the gateway on deploy/examples with example backends, and show routing working.
+    Demo {
+        /// Exit after showing the example requests instead of serving until Ctrl-C.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::BuildEbpf => ebpf::build().map(|_| ()),
+        Task::Test { args } => test(&args),
+        Task::Demo { no_wait } => demo::run(!no_wait),
+    }
+}
+
+fn test(args: &[String]) -> Result<()> {
+    ebpf::build()?;
+    // The end-to-end tests start the real binaries, so they are built first.
+    cargo(&["build", "--workspace", "--bins"])?;
+    let mut test = vec!["test", "--workspace"];
+    test.extend(args.iter().map(String::as_str));
+    cargo(&test)
+}
+
+/// The workspace root (the folder above xtask/).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs cargo in the workspace root.
+fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new(env!("CARGO")).args(args).current_dir(root()))
+}
+
+/// Runs a command, failing with the command line if it fails.
+fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its standard output.
+fn output(command: &mut Command) -> Result<String> {
+    let out = command
+        .output()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,133 @@
+//! `cargo xtask demo`: the gateway on deploy/examples with example backends on loopback, and
+//! the requests that show host and path routing working.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, root};
+
+const HTTP: &str = "127.0.0.1:8080";
+const ADMIN: &str = "127.0.0.1:9180";
+
+/// Host and path of each example request, and the service that should answer it.
+const EXAMPLES: [(&str, &str, &str); 6] = [
+    ("shop.example.com", "/", "web"),
+    ("shop.example.com", "/api/orders?id=7", "api"),
+    ("shop.example.com", "/healthz", "api"),
+    ("docs.127.0.0.1.nip.io", "/guide", "docs"),
+    ("v2.docs.example.com", "/", "docs"),
+    ("unknown.example.com", "/", "(404)"),
+];
+
+/// Children that are killed when the demo ends, however it ends.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn run(wait: bool) -> Result<()> {
+    cargo(&["build", "--bins", "-p", "gateway-userspace", "-p", "gateway-e2e"])?;
+    let bin = root().join("target/debug");
+    let examples = root().join("deploy/examples");
+    let mut processes = Processes(Vec::new());
+    processes.0.push(
+        Command::new(bin.join("echo-backend"))
+            .args(["web=127.0.0.1:9001", "api=127.0.0.1:9002", "docs=127.0.0.1:9003"])
+            .spawn()
+            .context("starting the example backends")?,
+    );
+    processes.0.push(
+        Command::new(bin.join("gateway"))
+            .arg("run")
+            .arg("--manifests")
+            .arg(&examples)
+            .args(["--http-listen", HTTP, "--admin-listen", ADMIN])
+            .spawn()
+            .context("starting the gateway")?,
+    );
+    wait_ready(&mut processes)?;
+
+    println!("\n== Routes (gateway routes --manifests deploy/examples) ==\n");
+    let routes = Command::new(bin.join("gateway"))
+        .arg("routes")
+        .arg("--manifests")
+        .arg(&examples)
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&routes.stdout));
+
+    println!("\n== Requests through the gateway ==\n");
+    let mut wrong = 0;
+    for (host, path, expected) in EXAMPLES {
+        let (status, body) = get(HTTP, host, path)?;
+        let answered = match service_in(&body) {
+            Some(service) => service,
+            None => format!("({status})"),
+        };
+        let mark = if answered == expected { "ok" } else { "UNEXPECTED" };
+        wrong += usize::from(answered != expected);
+        println!("curl -H 'Host: {host}' 'http://{HTTP}{path}'\n    -> {status}, answered by {answered}  [{mark}]");
+    }
+    if wrong > 0 {
+        bail!("{wrong} example requests were not routed as expected");
+    }
+    if !wait {
+        return Ok(());
+    }
+    println!(
+        "\nThe gateway serves http://{HTTP} (admin: http://{ADMIN}/routes). Edit the files in \
+         deploy/examples/ and the routes change live. Ctrl-C stops everything."
+    );
+    for child in &mut processes.0 {
+        child.wait()?;
+    }
+    Ok(())
+}
+
+fn wait_ready(processes: &mut Processes) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        for child in &mut processes.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!("a demo process exited early ({status}); is port 8080, 9180 or 9001-9003 taken?");
+            }
+        }
+        if get(ADMIN, "admin", "/readyz").is_ok_and(|(status, _)| status == 200) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the gateway was not ready within 30s")
+}
+
+/// A one-shot HTTP/1.1 GET: status and body.
+fn get(addr: &str, host: &str, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status line")?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The `service` field of the example backend's JSON answer.
+fn service_in(body: &str) -> Option<String> {
+    let start = body.find("\"service\":\"")? + "\"service\":\"".len();
+    let end = body[start..].find('"')?;
+    Some(body[start..start + end].to_string())
+}
