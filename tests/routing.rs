@@ -728,6 +728,10 @@ fn bundled_examples_translate_without_warnings() {
     assert_eq!(report["warnings"], serde_json::json!([]), "{report:#}");
     assert_eq!(report["routes"].as_array().unwrap().len(), 5, "{report:#}");
     for route in report["routes"].as_array().unwrap() {
-        assert_eq!(route["backend"]["endpoints"].as_array().unwrap().len(), 1, "{route}");
+        assert_eq!(
+            route["backend"]["endpoints"].as_array().unwrap().len(),
+            1,
+            "{route}"
+        );
     }
 }

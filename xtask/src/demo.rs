@@ -36,13 +36,24 @@ impl Drop for Processes {
 }
 
 pub fn run(wait: bool) -> Result<()> {
-    cargo(&["build", "--bins", "-p", "gateway-userspace", "-p", "gateway-e2e"])?;
+    cargo(&[
+        "build",
+        "--bins",
+        "-p",
+        "gateway-userspace",
+        "-p",
+        "gateway-e2e",
+    ])?;
     let bin = root().join("target/debug");
     let examples = root().join("deploy/examples");
     let mut processes = Processes(Vec::new());
     processes.0.push(
         Command::new(bin.join("echo-backend"))
-            .args(["web=127.0.0.1:9001", "api=127.0.0.1:9002", "docs=127.0.0.1:9003"])
+            .args([
+                "web=127.0.0.1:9001",
+                "api=127.0.0.1:9002",
+                "docs=127.0.0.1:9003",
+            ])
             .spawn()
             .context("starting the example backends")?,
     );
@@ -73,9 +84,15 @@ pub fn run(wait: bool) -> Result<()> {
             Some(service) => service,
             None => format!("({status})"),
         };
-        let mark = if answered == expected { "ok" } else { "UNEXPECTED" };
+        let mark = if answered == expected {
+            "ok"
+        } else {
+            "UNEXPECTED"
+        };
         wrong += usize::from(answered != expected);
-        println!("curl -H 'Host: {host}' 'http://{HTTP}{path}'\n    -> {status}, answered by {answered}  [{mark}]");
+        println!(
+            "curl -H 'Host: {host}' 'http://{HTTP}{path}'\n    -> {status}, answered by {answered}  [{mark}]"
+        );
     }
     if wrong > 0 {
         bail!("{wrong} example requests were not routed as expected");
@@ -98,7 +115,9 @@ fn wait_ready(processes: &mut Processes) -> Result<()> {
     while Instant::now() < deadline {
         for child in &mut processes.0 {
             if let Some(status) = child.try_wait()? {
-                bail!("a demo process exited early ({status}); is port 8080, 9180 or 9001-9003 taken?");
+                bail!(
+                    "a demo process exited early ({status}); is port 8080, 9180 or 9001-9003 taken?"
+                );
             }
         }
         if get(ADMIN, "admin", "/readyz").is_ok_and(|(status, _)| status == 200) {
@@ -113,7 +132,10 @@ fn wait_ready(processes: &mut Processes) -> Result<()> {
 fn get(addr: &str, host: &str, path: &str) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response
@@ -121,7 +143,10 @@ fn get(addr: &str, host: &str, path: &str) -> Result<(u16, String)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("no HTTP status line")?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 

@@ -20,18 +20,32 @@ pub fn build() -> Result<PathBuf> {
     let mut command = Command::new("cargo");
     command
         .current_dir(&crate_dir)
-        .args(["build", "--release", "--target", TARGET, "-Z", "build-std=core"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            TARGET,
+            "-Z",
+            "build-std=core",
+        ])
         // -Z flags on the stable compiler, for this build only.
         .env("RUSTC_BOOTSTRAP", "1")
         .env("PATH", path_with(&linker_dir)?);
     // The outer cargo's settings are for the host build, not this one.
     for (key, _) in std::env::vars() {
-        if (key.starts_with("CARGO_") && key != "CARGO_HOME") || key == "RUSTFLAGS" || key == "RUSTC" {
+        if (key.starts_with("CARGO_") && key != "CARGO_HOME")
+            || key == "RUSTFLAGS"
+            || key == "RUSTC"
+        {
             command.env_remove(&key);
         }
     }
     run(&mut command).context("building the eBPF programs")?;
-    let built = crate_dir.join("target").join(TARGET).join("release").join("gateway-ebpf");
+    let built = crate_dir
+        .join("target")
+        .join(TARGET)
+        .join("release")
+        .join("gateway-ebpf");
     let out_dir = root().join("target").join("ebpf");
     std::fs::create_dir_all(&out_dir)?;
     let object = out_dir.join("gateway-ebpf.o");
@@ -69,11 +83,16 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
     // A linker built for another toolchain links against a libLLVM that may be gone or
     // different: rebuild it rather than fail later with an obscure linker error.
     let usable = built_for == version
-        && Command::new(&linker).arg("--version").output().is_ok_and(|o| o.status.success());
+        && Command::new(&linker)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
     if usable {
         return Ok(install_root.join("bin"));
     }
-    println!("building bpf-linker against rustc's LLVM {major} (once per toolchain, about a minute)");
+    println!(
+        "building bpf-linker against rustc's LLVM {major} (once per toolchain, about a minute)"
+    );
     let lib = std::fs::read_dir(sysroot.join("lib"))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -90,7 +109,13 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
     }
     let mut install = Command::new("cargo");
     install
-        .args(["install", "bpf-linker", "--locked", "--force", "--no-default-features"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--force",
+            "--no-default-features",
+        ])
         .args(["--features", &format!("llvm-{major}")])
         .arg("--root")
         .arg(&install_root)
@@ -101,8 +126,15 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
         }
     }
     run(&mut install).context("building bpf-linker")?;
-    if !Command::new(&linker).arg("--version").output().is_ok_and(|o| o.status.success()) {
-        bail!("bpf-linker was built but does not run: {}", linker.display());
+    if !Command::new(&linker)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        bail!(
+            "bpf-linker was built but does not run: {}",
+            linker.display()
+        );
     }
     std::fs::write(&stamp, &version)?;
     Ok(install_root.join("bin"))

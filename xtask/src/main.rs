@@ -3,8 +3,9 @@
 mod demo;
 mod ebpf;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -46,9 +47,40 @@ fn test(args: &[String]) -> Result<()> {
     ebpf::build()?;
     // The end-to-end tests start the real binaries, so they are built first.
     cargo(&["build", "--workspace", "--bins"])?;
-    let mut test = vec!["test", "--workspace"];
-    test.extend(args.iter().map(String::as_str));
-    cargo(&test)
+    let mut child = Command::new(env!("CARGO"))
+        .args(["test", "--workspace"])
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    // cargo prints one result line per test binary; the sum is the suite's result.
+    let (mut passed, mut failed) = (0, 0);
+    let stdout = child.stdout.take().context("cargo test output")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            passed += count(result, " passed");
+            failed += count(result, " failed");
+        }
+    }
+    let status = child.wait()?;
+    println!("\nsummary: {passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("the test suite failed ({status})");
+    }
+    Ok(())
+}
+
+/// The number before `label` in a result line (`ok. 16 passed; 0 failed; ...`).
+fn count(result: &str, label: &str) -> usize {
+    result
+        .split(';')
+        .find_map(|part| part.strip_suffix(label))
+        .and_then(|n| n.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The workspace root (the folder above xtask/).
