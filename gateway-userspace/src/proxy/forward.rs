@@ -20,12 +20,14 @@ pub async fn handle(
     connection: Arc<Connection>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    // Both are reference-counted: cheap to keep for the log line of a failure.
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    let uri = request.uri().clone();
     match forward(&proxy, &connection, request).await {
         Ok(response) => Ok(response),
         Err(error) => {
-            tracing::debug!(client = %connection.client, %method, %path, %error, "answered by the gateway");
+            tracing::debug!(client = %connection.client, %method, path = uri.path(), %error,
+                "answered by the gateway");
             Ok(error.into_response())
         }
     }
@@ -36,10 +38,11 @@ async fn forward(
     connection: &Connection,
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let host = request_host(&request).ok_or(ProxyError::NoRoute)?;
+    // HTTP/1.0 clients may send no Host: such a request can still match rules without a host.
+    let host = request_host(&request);
     let backend = {
         let snapshot = proxy.table.current();
-        let host = host.to_str().unwrap_or_default();
+        let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default();
         let found = snapshot.route(host, request.uri().path());
         found
             .map(|m| m.backend.clone())
@@ -55,7 +58,7 @@ async fn forward(
         connection.client,
         connection.listener,
         connection.scheme,
-        &host,
+        host.as_ref(),
     );
     let path_and_query = parts
         .uri

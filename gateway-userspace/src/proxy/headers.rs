@@ -61,16 +61,18 @@ pub fn set_forwarding(
     client: SocketAddr,
     listener: SocketAddr,
     scheme: &'static str,
-    host: &HeaderValue,
+    host: Option<&HeaderValue>,
 ) {
     let ip = HeaderValue::from_str(&client.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
     headers.insert(X_REAL_IP.clone(), ip);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(listener.port()));
-    headers.insert(header::HOST, host.clone());
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        headers.insert(header::HOST, host.clone());
+    }
 }
 
 #[cfg(test)]
@@ -125,7 +127,7 @@ mod tests {
             "10.1.2.3:5555".parse().unwrap(),
             "127.0.0.1:8080".parse().unwrap(),
             "http",
-            &host,
+            Some(&host),
         );
         assert_eq!(headers["x-forwarded-for"], "10.1.2.3");
         assert_eq!(headers["x-real-ip"], "10.1.2.3");
