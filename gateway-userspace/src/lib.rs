@@ -9,5 +9,6 @@ pub mod snapshot;
 pub mod source;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod translate;
 pub mod warning;

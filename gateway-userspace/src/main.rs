@@ -3,15 +3,19 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use hyper::header::HeaderValue;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use gateway::admin::Admin;
 use gateway::proxy::{Proxy, ProxyConfig};
 use gateway::publish::RouteTable;
+use gateway::snapshot::Snapshot;
+use gateway::tls;
 use gateway::source::files::ManifestDir;
 use gateway::translate::{ClassSelector, TranslateOptions, translate};
 
@@ -49,6 +53,9 @@ struct SourceArgs {
     /// Where plain HTTP is served.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http_listen: SocketAddr,
+    /// Where HTTPS is served.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    https_listen: SocketAddr,
 }
 
 impl SourceArgs {
@@ -78,6 +85,22 @@ struct RunArgs {
     /// Worker threads of the proxy (default: one per CPU).
     #[arg(long, env = "GATEWAY_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    /// Certificate chain (PEM) for handshakes no Secret answers; self-signed if not given.
+    #[arg(long, requires = "default_key", value_name = "PEM")]
+    default_cert: Option<String>,
+    /// Private key (PEM) of --default-cert.
+    #[arg(long, requires = "default_cert", value_name = "PEM")]
+    default_key: Option<String>,
+    /// Strict-Transport-Security value sent on HTTPS responses of TLS hosts; empty turns it off.
+    #[arg(long, default_value = "max-age=31536000; includeSubDomains")]
+    hsts: String,
+    /// The port HTTP-to-HTTPS redirects point to (default: the --https-listen port; use 443
+    /// when a load balancer maps 443 to it).
+    #[arg(long)]
+    redirect_https_port: Option<u16>,
+    /// Turn off TLS session resumption (tickets and the session cache).
+    #[arg(long)]
+    no_tls_resumption: bool,
 }
 
 #[derive(Args)]
@@ -113,35 +136,42 @@ async fn run(args: RunArgs) -> Result<()> {
     let options = args.source.translate_options();
     let table = Arc::new(RouteTable::default());
 
-    let http = TcpListener::bind(args.source.http_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (--http-listen)",
-                args.source.http_listen
-            )
-        })?;
-    let admin = TcpListener::bind(args.admin_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
+    let default_files = args.default_cert.as_deref().zip(args.default_key.as_deref());
+    let default_certificate = tls::default_certificate(default_files)?;
+    let resolver = Arc::new(tls::SniResolver::new(table.clone(), default_certificate));
+    let tls_settings = tls::TlsSettings {
+        resumption: !args.no_tls_resumption,
+    };
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver, &tls_settings)?));
+
+    let http = bind(args.source.http_listen, "--http-listen").await?;
+    let https = bind(args.source.https_listen, "--https-listen").await?;
+    let admin = bind(args.admin_listen, "--admin-listen").await?;
     let http_address = http.local_addr()?;
-    tracing::info!(http = %http_address, admin = %admin.local_addr()?, "listening");
+    let https_address = https.local_addr()?;
+    tracing::info!(http = %http_address, https = %https_address, admin = %admin.local_addr()?, "listening");
 
     let mut manifests = ManifestDir::new(&args.source.manifests);
     manifests.rescan();
     let (store, warnings) = manifests.store();
-    table.publish(translate(&store, &options, warnings));
+    table.apply(&store, &options, warnings);
 
     let watcher_table = table.clone();
     tokio::spawn(manifests.watch(move |store, warnings| {
-        watcher_table.publish(translate(&store, &options, warnings));
+        watcher_table.apply(&store, &options, warnings);
     }));
 
+    let hsts = match args.hsts.as_str() {
+        "" => None,
+        value => Some(HeaderValue::from_str(value).context("--hsts is not a valid header value")?),
+    };
     let proxy = Arc::new(Proxy::new(
         table.clone(),
         ProxyConfig {
             connect_timeout: Duration::from_secs(args.proxy_connect_timeout),
             read_timeout: Duration::from_secs(args.proxy_read_timeout),
+            hsts,
+            https_redirect_port: args.redirect_https_port.unwrap_or(https_address.port()),
         },
     ));
     let admin_server = Arc::new(Admin {
@@ -150,17 +180,30 @@ async fn run(args: RunArgs) -> Result<()> {
     });
     tokio::spawn(admin_server.serve(admin));
     tokio::select! {
-        _ = proxy.serve_http(http) => {}
+        _ = proxy.clone().serve(http, None) => {}
+        _ = proxy.serve(https, Some(acceptor)) => {}
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; exiting"),
     }
     Ok(())
+}
+
+async fn bind(address: SocketAddr, flag: &str) -> Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} ({flag})"))
 }
 
 fn routes(args: RoutesArgs) -> Result<()> {
     let mut manifests = ManifestDir::new(&args.source.manifests);
     manifests.rescan();
     let (store, warnings) = manifests.store();
-    let snapshot = translate(&store, &args.source.translate_options(), warnings);
+    let snapshot = translate(
+        &store,
+        &args.source.translate_options(),
+        warnings,
+        &Snapshot::default(),
+        SystemTime::now(),
+    );
     let report = gateway::status::report(&snapshot, 1, args.source.http_listen);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -4,10 +4,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
 use crate::snapshot::Snapshot;
+use crate::store::Store;
+use crate::translate::{TranslateOptions, translate};
 use crate::warning::Warning;
 
 /// The published route table.
@@ -22,6 +25,15 @@ impl RouteTable {
     /// The snapshot to route the next request with.
     pub fn current(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Translates `store` against the table served now (whose certificates it may keep) and
+    /// publishes the result.
+    pub fn apply(&self, store: &Store, options: &TranslateOptions, source_warnings: Vec<Warning>) {
+        let previous = self.current();
+        let next = translate(store, options, source_warnings, &previous, SystemTime::now());
+        drop(previous);
+        self.publish(next);
     }
 
     /// Makes `snapshot` the table that new requests are routed with, logging the warnings that
@@ -54,5 +66,13 @@ impl RouteTable {
     /// How many tables have been published.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteTable")
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
     }
 }

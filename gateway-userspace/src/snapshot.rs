@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
+use crate::tls::CertificateTable;
 use crate::warning::Warning;
 
 /// One generation of the route table, with the report of how it was made.
@@ -25,6 +26,8 @@ pub struct Snapshot {
     pub ingresses: Vec<IngressReport>,
     /// Every warning, including those about files and objects other than Ingresses.
     pub warnings: Vec<Warning>,
+    /// Certificates by host, for the TLS handshake.
+    pub certificates: CertificateTable,
 }
 
 /// The routes of one host.
@@ -38,6 +41,8 @@ pub struct VirtualHost {
     /// The `spec.defaultBackend` of an Ingress that has rules for this host: it serves this
     /// host's requests that match no path.
     pub default_backend: Option<Arc<Backend>>,
+    /// Listed under `spec.tls` of an Ingress: served over HTTPS, with HSTS.
+    pub tls: bool,
 }
 
 /// How a rule's path is compared with the request's path.
@@ -88,6 +93,8 @@ pub struct Route {
     pub backend: Arc<Backend>,
     /// The Ingress the route came from (`namespace/name`).
     pub ingress: String,
+    /// Plain-HTTP requests get a 308 to HTTPS instead of being proxied.
+    pub https_redirect: bool,
 }
 
 impl Route {
@@ -152,31 +159,41 @@ pub struct RouteMatch<'a> {
     pub backend: &'a Arc<Backend>,
     /// The matched route, or `None` when a default backend answered.
     pub route: Option<&'a Route>,
+    /// Plain-HTTP requests go to HTTPS instead.
+    pub https_redirect: bool,
+    /// The host has TLS configured (HSTS applies).
+    pub tls_host: bool,
 }
 
 impl Snapshot {
-    /// Finds the backend for a request. `host` is the Host header or `:authority` as received
-    /// (any case, possibly with a port); `path` is the request path without the query.
+    /// Finds the backend for a request. `host` is the Host header or `:authority` after
+    /// [`normalize_host`]; `path` is the request path without the query.
     pub fn route(&self, host: &str, path: &str) -> Option<RouteMatch<'_>> {
-        let host = normalize_host(host);
-        let vhost = self.virtual_host(&host);
+        let vhost = self.virtual_host(host);
         if let Some(vhost) = vhost {
             if let Some(route) = vhost.routes.iter().find(|r| r.matches(path)) {
                 return Some(RouteMatch {
                     backend: &route.backend,
                     route: Some(route),
+                    https_redirect: route.https_redirect,
+                    tls_host: vhost.tls,
                 });
             }
             if let Some(backend) = &vhost.default_backend {
                 return Some(RouteMatch {
                     backend,
                     route: None,
+                    https_redirect: vhost.tls,
+                    tls_host: vhost.tls,
                 });
             }
         }
+        let tls_host = vhost.is_some_and(|v| v.tls);
         self.default_backend.as_ref().map(|backend| RouteMatch {
             backend,
             route: None,
+            https_redirect: tls_host,
+            tls_host,
         })
     }
 
@@ -261,6 +278,7 @@ mod tests {
             path_type,
             backend: Arc::new(Backend::new("default", service, "80", vec![])),
             ingress: "default/test".into(),
+            https_redirect: false,
         }
     }
 
@@ -317,12 +335,13 @@ mod tests {
             name: name.into(),
             routes,
             default_backend: None,
+            tls: false,
         }
     }
 
     fn service_for(snapshot: &Snapshot, host: &str, path: &str) -> Option<String> {
         snapshot
-            .route(host, path)
+            .route(&normalize_host(host), path)
             .map(|m| m.backend.service.clone())
     }
 

@@ -30,6 +30,8 @@ pub struct Gateway {
     child: Child,
     /// Where it serves plain HTTP.
     pub http: SocketAddr,
+    /// Where it serves HTTPS.
+    pub https: SocketAddr,
     /// Where it serves /healthz, /readyz and /routes.
     pub admin: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
@@ -66,13 +68,17 @@ impl Gateway {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[gateway] {line}");
                 if line.contains("listening") {
-                    let _ = addresses.send((field(&line, "http="), field(&line, "admin=")));
+                    let _ = addresses.send([
+                        field(&line, "http="),
+                        field(&line, "https="),
+                        field(&line, "admin="),
+                    ]);
                 }
                 lines.lock().unwrap().push(line);
             }
         });
-        let (http, admin) = match found.recv_timeout(Duration::from_secs(20)) {
-            Ok((Some(http), Some(admin))) => (http, admin),
+        let (http, https, admin) = match found.recv_timeout(Duration::from_secs(20)) {
+            Ok([Some(http), Some(https), Some(admin)]) => (http, https, admin),
             other => {
                 let _ = child.kill();
                 panic!("gateway did not report its addresses: {other:?}");
@@ -81,6 +87,7 @@ impl Gateway {
         let gateway = Gateway {
             child,
             http,
+            https,
             admin,
             log,
         };

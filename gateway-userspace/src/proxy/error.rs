@@ -20,6 +20,8 @@ pub enum ProxyError {
     Timeout { backend: String, seconds: u64 },
     #[error("backend {backend} failed: {reason}")]
     Upstream { backend: String, reason: String },
+    #[error("this connection is for {sni:?}, whose certificate does not cover {host:?}")]
+    Misdirected { sni: String, host: String },
 }
 
 impl ProxyError {
@@ -32,6 +34,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 

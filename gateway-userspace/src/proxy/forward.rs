@@ -9,10 +9,15 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
-use super::error::ProxyError;
+use super::error::{ProxyError, plain_response};
 use super::headers;
 use super::upstream::ReclaimableBody;
 use super::{Connection, Proxy, ProxyBody};
+use crate::snapshot::normalize_host;
+
+/// Where ACME HTTP-01 challenges are answered: never redirected, so certificates can be issued
+/// for hosts that already redirect (as in ingress-nginx).
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 /// Routes and forwards one request; every failure is turned into its response.
 pub async fn handle(
@@ -40,13 +45,42 @@ async fn forward(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // HTTP/1.0 clients may send no Host: such a request can still match rules without a host.
     let host = request_host(&request);
-    let backend = {
+    let host_name = host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .map(normalize_host)
+        .unwrap_or_default();
+    let (backend, add_hsts) = {
         let snapshot = proxy.table.current();
-        let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default();
-        let found = snapshot.route(host, request.uri().path());
-        found
-            .map(|m| m.backend.clone())
-            .ok_or(ProxyError::NoRoute)?
+        // A connection set up for one tenant's name must not carry requests for another's
+        // (domain fronting), unless its certificate covers that name too.
+        if let Some(sni) = &connection.sni
+            && !host_name.is_empty()
+            && *sni != host_name
+            && !snapshot
+                .certificates
+                .lookup(sni)
+                .is_some_and(|c| c.covers(&host_name))
+        {
+            return Err(ProxyError::Misdirected {
+                sni: sni.clone(),
+                host: host_name,
+            });
+        }
+        let path = request.uri().path();
+        let found = snapshot
+            .route(&host_name, path)
+            .ok_or(ProxyError::NoRoute)?;
+        if connection.scheme == "http"
+            && found.https_redirect
+            && !path.starts_with(ACME_CHALLENGE)
+        {
+            return Ok(redirect_to_https(proxy, connection, &host_name, request.uri()));
+        }
+        (
+            found.backend.clone(),
+            connection.scheme == "https" && found.tls_host,
+        )
     };
 
     let upgrade = headers::requested_upgrade(request.headers());
@@ -106,7 +140,16 @@ async fn forward(
                     seconds: proxy.config.read_timeout.as_secs(),
                 });
             }
-            Ok(Ok(response)) => return Ok(respond(response, client_upgrade)),
+            Ok(Ok(response)) => {
+                let mut response = respond(response, client_upgrade);
+                if add_hsts && let Some(hsts) = &proxy.config.hsts {
+                    response
+                        .headers_mut()
+                        .entry(header::STRICT_TRANSPORT_SECURITY)
+                        .or_insert_with(|| hsts.clone());
+                }
+                return Ok(response);
+            }
             Ok(Err(error)) if error.is_connect() => {
                 let reason = format!("{endpoint}: {}", error_chain(&error));
                 tracing::warn!(backend = %backend.name(), %endpoint, error = %reason, "connect to backend failed");
@@ -128,6 +171,35 @@ async fn forward(
         backend: backend.name(),
         reason: last_error.unwrap_or_else(|| "no endpoint left to try".to_string()),
     })
+}
+
+/// The permanent redirect (308, which keeps method and body) of a plain-HTTP request to the
+/// same host, path and query over HTTPS.
+fn redirect_to_https(
+    proxy: &Proxy,
+    connection: &Connection,
+    host_name: &str,
+    uri: &Uri,
+) -> Response<ProxyBody> {
+    let host = if host_name.is_empty() {
+        connection.listener.ip().to_string()
+    } else {
+        host_name.to_string()
+    };
+    let port = match proxy.config.https_redirect_port {
+        443 => String::new(),
+        port => format!(":{port}"),
+    };
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{port}{target}");
+    let mut response = plain_response(
+        StatusCode::PERMANENT_REDIRECT,
+        format!("redirecting to {location}\n"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 /// The backend's response, on its way back to the client.

@@ -16,20 +16,31 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper::header::HeaderValue;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
-pub use error::{ProxyError, plain_response};
+pub use error::ProxyError;
 
 use crate::publish::RouteTable;
+use crate::snapshot::normalize_host;
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the proxy sends to clients: a backend's streamed body, or the gateway's own answer.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
-/// Timeouts towards backends (ingress-nginx's defaults: connect 5s, read 60s).
+/// How the proxy behaves beyond what the route table says.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
+    /// Timeouts towards backends (ingress-nginx's defaults: connect 5s, read 60s).
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// `Strict-Transport-Security` for HTTPS responses of TLS hosts.
+    pub hsts: Option<HeaderValue>,
+    /// The port that HTTP-to-HTTPS redirects name (omitted from the URL when 443).
+    pub https_redirect_port: u16,
 }
 
 /// Everything a request needs: the route table and the upstream client.
@@ -45,6 +56,8 @@ pub struct Connection {
     /// The address the client connected to (a VIP:port once steering is on).
     pub listener: SocketAddr,
     pub scheme: &'static str,
+    /// The TLS server name the client asked for (lower-case), on HTTPS connections with SNI.
+    pub sni: Option<String>,
 }
 
 impl Proxy {
@@ -57,8 +70,9 @@ impl Proxy {
         }
     }
 
-    /// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) on `listener` forever.
-    pub async fn serve_http(self: Arc<Self>, listener: TcpListener) {
+    /// Serves `listener` forever: plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge), or
+    /// HTTPS when `tls` is given (HTTP/2 or HTTP/1.1 by ALPN).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: Option<TlsAcceptor>) {
         let server = Arc::new(auto::Builder::new(TokioExecutor::new()));
         loop {
             let (stream, client) = match listener.accept().await {
@@ -74,24 +88,55 @@ impl Proxy {
             let Ok(local) = stream.local_addr() else {
                 continue;
             };
-            let connection = Arc::new(Connection {
-                client,
-                listener: local,
-                scheme: "http",
-            });
             let proxy = self.clone();
             let server = server.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    forward::handle(proxy.clone(), connection.clone(), request)
-                });
-                if let Err(error) = server
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(%client, %error, "connection ended with an error");
-                }
+                let Some(tls) = tls else {
+                    let connection = Connection {
+                        client,
+                        listener: local,
+                        scheme: "http",
+                        sni: None,
+                    };
+                    proxy.serve_connection(&server, connection, stream).await;
+                    return;
+                };
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%client, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%client, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let sni = stream.get_ref().1.server_name().map(normalize_host);
+                let connection = Connection {
+                    client,
+                    listener: local,
+                    scheme: "https",
+                    sni,
+                };
+                proxy.serve_connection(&server, connection, stream).await;
             });
+        }
+    }
+
+    async fn serve_connection<S>(self: Arc<Self>, server: &auto::Builder<TokioExecutor>, connection: Connection, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let client = connection.client;
+        let connection = Arc::new(connection);
+        let service = service_fn(move |request| forward::handle(self.clone(), connection.clone(), request));
+        if let Err(error) = server
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .await
+        {
+            tracing::debug!(%client, %error, "connection ended with an error");
         }
     }
 }

@@ -4,13 +4,16 @@
 //! Ingresses are visited oldest first (creationTimestamp, then namespace/name), so that when two
 //! claim the same host and path, the older one wins and the younger one gets the warning.
 
+mod annotations;
 mod backend;
 mod class;
+mod tls;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend, IngressClass};
 
@@ -19,7 +22,9 @@ pub use class::ClassSelector;
 use crate::snapshot::{Backend, IngressReport, PathType, Route, Snapshot, VirtualHost};
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::warning::Warning;
+use annotations::Annotations;
 use backend::BackendResolver;
+use tls::TlsBuilder;
 
 /// What shapes the translation besides the objects.
 #[derive(Clone, Debug)]
@@ -29,10 +34,14 @@ pub struct TranslateOptions {
 
 /// Translates every object of `store` into one route table. `source_warnings` (problems the
 /// source met while reading, such as unparsable files) are carried into the snapshot's report.
+/// `previous` is the table served until now: certificates of unchanged Secrets are reused from
+/// it, and a Secret that breaks keeps the certificate it had there. `now` decides expiry.
 pub fn translate(
     store: &Store,
     options: &TranslateOptions,
     source_warnings: Vec<Warning>,
+    previous: &Snapshot,
+    now: SystemTime,
 ) -> Snapshot {
     let mut ingresses: Vec<&Sourced<Ingress>> = store.ingresses.iter().collect();
     ingresses.sort_by_key(|i| {
@@ -46,6 +55,7 @@ pub fn translate(
 
     let mut table = TableBuilder {
         resolver: BackendResolver::new(store),
+        tls: TlsBuilder::new(store, &previous.certificates, now),
         hosts: HashMap::new(),
         default_backend: None,
     };
@@ -56,14 +66,16 @@ pub fn translate(
 
     let mut warnings = source_warnings;
     warnings.extend(reports.iter().flat_map(|r| r.warnings.iter().cloned()));
+    let (certificates, tls_hosts) = table.tls.finish();
     let mut snapshot = Snapshot {
         default_backend: table.default_backend.map(|(backend, _)| backend),
         ingresses: reports,
         warnings,
+        certificates,
         ..Snapshot::default()
     };
     for (pattern, host) in table.hosts {
-        let vhost = host.build(&pattern);
+        let vhost = host.build(&pattern, tls_hosts.contains(&pattern));
         match pattern {
             HostPattern::Exact(name) => {
                 snapshot.exact_hosts.insert(name, vhost);
@@ -142,6 +154,7 @@ fn check_dns_name(name: &str) -> Result<(), String> {
 /// The table being built, one Ingress at a time.
 struct TableBuilder<'a> {
     resolver: BackendResolver<'a>,
+    tls: TlsBuilder<'a>,
     hosts: HashMap<HostPattern, HostBuilder>,
     /// The global default backend and the Ingress (`namespace/name`) it came from.
     default_backend: Option<(Arc<Backend>, String)>,
@@ -150,13 +163,33 @@ struct TableBuilder<'a> {
 #[derive(Default)]
 struct HostBuilder {
     /// Routes by (match path, exact?), so that a second claim on the same path is a conflict.
-    routes: HashMap<(String, bool), Route>,
+    routes: HashMap<(String, bool), (Route, Redirect)>,
     default_backend: Option<(Arc<Backend>, String)>,
 }
 
+/// When a route sends plain-HTTP requests to HTTPS (ingress-nginx's `ssl-redirect` and
+/// `force-ssl-redirect`).
+#[derive(Clone, Copy, Debug)]
+enum Redirect {
+    IfTls,
+    Never,
+    Always,
+}
+
 impl HostBuilder {
-    fn build(self, pattern: &HostPattern) -> VirtualHost {
-        let mut routes: Vec<Route> = self.routes.into_values().collect();
+    fn build(self, pattern: &HostPattern, tls: bool) -> VirtualHost {
+        let mut routes: Vec<Route> = self
+            .routes
+            .into_values()
+            .map(|(mut route, redirect)| {
+                route.https_redirect = match redirect {
+                    Redirect::Always => true,
+                    Redirect::Never => false,
+                    Redirect::IfTls => tls,
+                };
+                route
+            })
+            .collect();
         routes.sort_by(|a, b| {
             b.match_path
                 .len()
@@ -168,6 +201,7 @@ impl HostBuilder {
             name: pattern.display(),
             routes,
             default_backend: self.default_backend.map(|(backend, _)| backend),
+            tls,
         }
     }
 }
@@ -217,6 +251,14 @@ impl TableBuilder<'_> {
             return report;
         }
         report.served = true;
+        let annotations = Annotations::parse(&ingress.metadata, &mut warnings);
+        let redirect = if annotations.force_ssl_redirect {
+            Redirect::Always
+        } else if annotations.ssl_redirect == Some(false) {
+            Redirect::Never
+        } else {
+            Redirect::IfTls
+        };
         let Some(spec) = &ingress.spec else {
             warnings.add("spec", "the Ingress has no spec; nothing to route");
             report.warnings = warnings.list;
@@ -248,11 +290,14 @@ impl TableBuilder<'_> {
             for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let field = format!("{field}.http.paths[{p}]");
                 if let Some(route) = self.route(&namespace, &owner, path, &field, &mut warnings) {
-                    self.add_route(&pattern, route, &field, &mut warnings);
+                    self.add_route(&pattern, route, redirect, &field, &mut warnings);
                 }
             }
         }
         report.hosts.dedup();
+        let tls_entries = spec.tls.as_deref().unwrap_or_default();
+        self.tls
+            .add_ingress(&namespace, &owner, tls_entries, &own_hosts, &mut warnings);
 
         if let Some(backend) = default_backend {
             self.add_default_backend(backend, &owner, &own_hosts, &mut warnings);
@@ -322,6 +367,7 @@ impl TableBuilder<'_> {
             path_type,
             backend,
             ingress: owner.to_string(),
+            https_redirect: false,
         })
     }
 
@@ -352,6 +398,7 @@ impl TableBuilder<'_> {
         &mut self,
         pattern: &HostPattern,
         route: Route,
+        redirect: Redirect,
         field: &str,
         warnings: &mut IngressWarnings<'_>,
     ) {
@@ -359,10 +406,10 @@ impl TableBuilder<'_> {
         let key = (route.match_path.clone(), !route.path_type.is_prefix());
         match host.routes.entry(key) {
             Entry::Vacant(slot) => {
-                slot.insert(route);
+                slot.insert((route, redirect));
             }
             Entry::Occupied(existing) => {
-                let existing = existing.get();
+                let (existing, _) = existing.get();
                 if existing.ingress != route.ingress {
                     warnings.add(
                         field,

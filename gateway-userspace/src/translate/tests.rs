@@ -43,12 +43,12 @@ fn snapshot_of(yaml: &str) -> Snapshot {
     for object in objects {
         store.insert(Some("test.yaml".into()), object);
     }
-    translate(&store, &options(), warnings)
+    translate(&store, &options(), warnings, &Snapshot::default(), SystemTime::now())
 }
 
 fn routed(snapshot: &Snapshot, host: &str, path: &str) -> Option<String> {
     snapshot
-        .route(host, path)
+        .route(&crate::snapshot::normalize_host(host), path)
         .map(|m| m.backend.service.clone())
 }
 
