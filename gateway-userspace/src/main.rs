@@ -15,8 +15,8 @@ use gateway::admin::Admin;
 use gateway::proxy::{Proxy, ProxyConfig};
 use gateway::publish::RouteTable;
 use gateway::snapshot::Snapshot;
-use gateway::tls;
 use gateway::source::files::ManifestDir;
+use gateway::tls;
 use gateway::translate::{ClassSelector, TranslateOptions, translate};
 
 #[derive(Parser)]
@@ -136,7 +136,10 @@ async fn run(args: RunArgs) -> Result<()> {
     let options = args.source.translate_options();
     let table = Arc::new(RouteTable::default());
 
-    let default_files = args.default_cert.as_deref().zip(args.default_key.as_deref());
+    let default_files = args
+        .default_cert
+        .as_deref()
+        .zip(args.default_key.as_deref());
     let default_certificate = tls::default_certificate(default_files)?;
     let resolver = Arc::new(tls::SniResolver::new(table.clone(), default_certificate));
     let tls_settings = tls::TlsSettings {

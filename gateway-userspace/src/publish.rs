@@ -31,7 +31,13 @@ impl RouteTable {
     /// publishes the result.
     pub fn apply(&self, store: &Store, options: &TranslateOptions, source_warnings: Vec<Warning>) {
         let previous = self.current();
-        let next = translate(store, options, source_warnings, &previous, SystemTime::now());
+        let next = translate(
+            store,
+            options,
+            source_warnings,
+            &previous,
+            SystemTime::now(),
+        );
         drop(previous);
         self.publish(next);
     }

@@ -59,7 +59,10 @@ impl Certificate {
             return Err(format!("the certificate expired on {}", validity.not_after));
         }
         if validity.not_before.timestamp() > now {
-            return Err(format!("the certificate is not valid before {}", validity.not_before));
+            return Err(format!(
+                "the certificate is not valid before {}",
+                validity.not_before
+            ));
         }
         let names: Vec<String> = parsed
             .subject_alternative_name()
@@ -77,8 +80,9 @@ impl Certificate {
             })
             .unwrap_or_default();
         drop(parsed);
-        let key = PrivateKeyDer::from_pem_slice(key_pem)
-            .map_err(|e| format!("tls.key is not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+            format!("tls.key is not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}")
+        })?;
         let certified = CertifiedKey::from_der(chain, key, provider()).map_err(|e| match e {
             rustls::Error::InconsistentKeys(_) => {
                 "tls.key does not belong to the certificate in tls.crt".to_string()
@@ -212,12 +216,14 @@ pub fn server_config(resolver: Arc<SniResolver>, settings: &TlsSettings) -> Resu
 pub fn default_certificate(files: Option<(&str, &str)>) -> Result<Arc<CertifiedKey>> {
     let (chain, key) = match files {
         Some((cert_path, key_path)) => (
-            std::fs::read(cert_path).with_context(|| format!("reading --default-cert {cert_path}"))?,
+            std::fs::read(cert_path)
+                .with_context(|| format!("reading --default-cert {cert_path}"))?,
             std::fs::read(key_path).with_context(|| format!("reading --default-key {key_path}"))?,
         ),
         None => {
-            let generated = rcgen::generate_simple_self_signed(vec!["xdp-gateway.invalid".to_string()])
-                .context("generating the default certificate")?;
+            let generated =
+                rcgen::generate_simple_self_signed(vec!["xdp-gateway.invalid".to_string()])
+                    .context("generating the default certificate")?;
             (
                 generated.cert.pem().into_bytes(),
                 generated.signing_key.serialize_pem().into_bytes(),
@@ -246,11 +252,16 @@ mod tests {
 
     #[test]
     fn table_lookup_prefers_exact() {
-        let generated = rcgen::generate_simple_self_signed(vec!["*.a.com".into(), "x.a.com".into()]).unwrap();
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["*.a.com".into(), "x.a.com".into()]).unwrap();
         let cert = |pem: &str| {
             Arc::new(
-                Certificate::from_pem(pem.as_bytes(), generated.signing_key.serialize_pem().as_bytes(), SystemTime::now())
-                    .unwrap(),
+                Certificate::from_pem(
+                    pem.as_bytes(),
+                    generated.signing_key.serialize_pem().as_bytes(),
+                    SystemTime::now(),
+                )
+                .unwrap(),
             )
         };
         let wild = cert(&generated.cert.pem());
@@ -271,8 +282,12 @@ mod tests {
         let b = rcgen::generate_simple_self_signed(vec!["b.com".into()]).unwrap();
         let now = SystemTime::now();
         let key_a = a.signing_key.serialize_pem();
-        let err = Certificate::from_pem(a.cert.pem().as_bytes(), b.signing_key.serialize_pem().as_bytes(), now)
-            .unwrap_err();
+        let err = Certificate::from_pem(
+            a.cert.pem().as_bytes(),
+            b.signing_key.serialize_pem().as_bytes(),
+            now,
+        )
+        .unwrap_err();
         assert!(err.contains("does not belong"), "{err}");
         let err = Certificate::from_pem(b"garbage", key_a.as_bytes(), now).unwrap_err();
         assert!(err.contains("holds no certificate"), "{err}");
@@ -283,8 +298,12 @@ mod tests {
         params.not_after = rcgen::date_time_ymd(2001, 1, 1);
         let old_key = rcgen::KeyPair::generate().unwrap();
         let old = params.self_signed(&old_key).unwrap();
-        let err = Certificate::from_pem(old.pem().as_bytes(), old_key.serialize_pem().as_bytes(), now)
-            .unwrap_err();
+        let err = Certificate::from_pem(
+            old.pem().as_bytes(),
+            old_key.serialize_pem().as_bytes(),
+            now,
+        )
+        .unwrap_err();
         assert!(err.contains("expired on"), "{err}");
         assert!(Certificate::from_pem(a.cert.pem().as_bytes(), key_a.as_bytes(), now).is_ok());
     }

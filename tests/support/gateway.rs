@@ -45,7 +45,12 @@ impl Gateway {
             .arg("run")
             .arg("--manifests")
             .arg(manifests)
-            .args(["--http-listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0"])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--https-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info,gateway=debug")

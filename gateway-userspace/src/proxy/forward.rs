@@ -71,11 +71,14 @@ async fn forward(
         let found = snapshot
             .route(&host_name, path)
             .ok_or(ProxyError::NoRoute)?;
-        if connection.scheme == "http"
-            && found.https_redirect
-            && !path.starts_with(ACME_CHALLENGE)
+        if connection.scheme == "http" && found.https_redirect && !path.starts_with(ACME_CHALLENGE)
         {
-            return Ok(redirect_to_https(proxy, connection, &host_name, request.uri()));
+            return Ok(redirect_to_https(
+                proxy,
+                connection,
+                &host_name,
+                request.uri(),
+            ));
         }
         (
             found.backend.clone(),

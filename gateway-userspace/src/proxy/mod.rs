@@ -13,10 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper::header::HeaderValue;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -102,7 +102,8 @@ impl Proxy {
                     proxy.serve_connection(&server, connection, stream).await;
                     return;
                 };
-                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await
+                {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => {
                         tracing::debug!(%client, %error, "TLS handshake failed");
@@ -125,13 +126,18 @@ impl Proxy {
         }
     }
 
-    async fn serve_connection<S>(self: Arc<Self>, server: &auto::Builder<TokioExecutor>, connection: Connection, stream: S)
-    where
+    async fn serve_connection<S>(
+        self: Arc<Self>,
+        server: &auto::Builder<TokioExecutor>,
+        connection: Connection,
+        stream: S,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let client = connection.client;
         let connection = Arc::new(connection);
-        let service = service_fn(move |request| forward::handle(self.clone(), connection.clone(), request));
+        let service =
+            service_fn(move |request| forward::handle(self.clone(), connection.clone(), request));
         if let Err(error) = server
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .await

@@ -46,7 +46,10 @@ fn boolean(value: &str, field: &str, warnings: &mut IngressWarnings<'_>) -> Opti
         "true" => Some(true),
         "false" => Some(false),
         other => {
-            warnings.add(field, format!("{other:?}: must be \"true\" or \"false\"; annotation ignored"));
+            warnings.add(
+                field,
+                format!("{other:?}: must be \"true\" or \"false\"; annotation ignored"),
+            );
             None
         }
     }

@@ -43,7 +43,13 @@ fn snapshot_of(yaml: &str) -> Snapshot {
     for object in objects {
         store.insert(Some("test.yaml".into()), object);
     }
-    translate(&store, &options(), warnings, &Snapshot::default(), SystemTime::now())
+    translate(
+        &store,
+        &options(),
+        warnings,
+        &Snapshot::default(),
+        SystemTime::now(),
+    )
 }
 
 fn routed(snapshot: &Snapshot, host: &str, path: &str) -> Option<String> {
@@ -507,4 +513,167 @@ fn translation_is_deterministic() {
     for _ in 0..5 {
         assert_eq!(warnings_of(&snapshot_of(&yaml)), first);
     }
+}
+
+/// A `kubernetes.io/tls` Secret for `names`, signed by itself, with its PEM under stringData.
+fn tls_secret(namespace: &str, name: &str, names: &[&str]) -> String {
+    let generated =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    secret_yaml(
+        namespace,
+        name,
+        &generated.cert.pem(),
+        &generated.signing_key.serialize_pem(),
+    )
+}
+
+fn secret_yaml(namespace: &str, name: &str, cert: &str, key: &str) -> String {
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}---\n",
+        indent(cert),
+        indent(key)
+    )
+}
+
+fn tls_ingress(name: &str, hosts: &[&str], secret: &str, annotations: &str) -> String {
+    let rules: String = hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "  - host: \"{h}\"\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}\n"
+            )
+        })
+        .collect();
+    let listed: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  annotations: {{{annotations}}}\nspec:\n  tls:\n  - hosts: [{}]\n    secretName: {secret}\n  rules:\n{rules}---\n",
+        listed.join(", ")
+    )
+}
+
+fn snapshot_after(yaml: &str, previous: &Snapshot) -> Snapshot {
+    let (objects, warnings) = manifest::parse("test.yaml", yaml).expect("valid YAML");
+    let mut store = Store::default();
+    for object in objects {
+        store.insert(Some("test.yaml".into()), object);
+    }
+    translate(&store, &options(), warnings, previous, SystemTime::now())
+}
+
+#[test]
+fn certificates_come_from_secrets_of_the_same_namespace() {
+    let yaml = service("web", 1)
+        + &tls_secret("default", "shop-tls", &["shop.com"])
+        + &tls_secret("default", "wild-tls", &["*.apps.com"])
+        + &tls_secret("other", "stolen", &["steal.com"])
+        + &tls_ingress("shop", &["shop.com"], "shop-tls", "")
+        + &tls_ingress("wild", &["*.apps.com"], "wild-tls", "")
+        + &tls_ingress("thief", &["steal.com"], "other/stolen", "");
+    let s = snapshot_of(&yaml);
+    let shop = s
+        .certificates
+        .lookup("shop.com")
+        .expect("shop.com has a certificate");
+    assert_eq!(shop.names, vec!["shop.com"]);
+    assert_eq!(
+        s.certificates.lookup("a.apps.com").unwrap().names,
+        vec!["*.apps.com"]
+    );
+    assert!(s.certificates.lookup("steal.com").is_none());
+    let w = warnings_of(&s);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].starts_with("ingress default/thief (test.yaml): spec.tls[0].secretName: \"other/stolen\": a Secret in another namespace is never used"),
+        "{}",
+        w[0]
+    );
+    // Hosts under spec.tls redirect plain HTTP; others do not.
+    assert!(s.route("shop.com", "/").unwrap().https_redirect);
+    assert!(s.route("x.apps.com", "/").unwrap().tls_host);
+}
+
+#[test]
+fn a_certificate_must_cover_its_hosts() {
+    let yaml = service("web", 1)
+        + &tls_secret("default", "narrow", &["a.com"])
+        + &tls_ingress("two", &["a.com", "b.com"], "narrow", "");
+    let s = snapshot_of(&yaml);
+    assert!(s.certificates.lookup("a.com").is_some());
+    assert!(s.certificates.lookup("b.com").is_none());
+    let w = warnings_of(&s);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(w[0].contains("spec.tls[0].hosts[1]: the certificate of secret default/narrow does not cover b.com (it names a.com); b.com gets the default certificate"), "{}", w[0]);
+    // b.com still has TLS (default certificate) and redirects.
+    assert!(s.route("b.com", "/").unwrap().https_redirect);
+}
+
+#[test]
+fn broken_or_missing_secrets_warn_and_a_broken_one_keeps_its_last_certificate() {
+    let good = service("web", 1)
+        + &tls_secret("default", "shop-tls", &["shop.com"])
+        + &tls_ingress("shop", &["shop.com"], "shop-tls", "")
+        + &tls_ingress("ghost", &["ghost.com"], "no-such-secret", "");
+    let first = snapshot_of(&good);
+    let w = warnings_of(&first);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(w[0].contains("spec.tls[0].secretName: secret default/no-such-secret: not found; its hosts get the default certificate"), "{}", w[0]);
+
+    // The same objects again: the certificate is reused, not parsed again.
+    let again = snapshot_after(&good, &first);
+    assert!(Arc::ptr_eq(
+        again.certificates.lookup("shop.com").unwrap(),
+        first.certificates.lookup("shop.com").unwrap()
+    ));
+
+    // A key that does not match: the previous certificate keeps serving.
+    let other = rcgen::generate_simple_self_signed(vec!["shop.com".to_string()]).unwrap();
+    let mismatched = rcgen::generate_simple_self_signed(vec!["x.com".to_string()]).unwrap();
+    let broken = service("web", 1)
+        + &secret_yaml(
+            "default",
+            "shop-tls",
+            &other.cert.pem(),
+            &mismatched.signing_key.serialize_pem(),
+        )
+        + &tls_ingress("shop", &["shop.com"], "shop-tls", "");
+    let after = snapshot_after(&broken, &first);
+    assert!(Arc::ptr_eq(
+        after.certificates.lookup("shop.com").unwrap(),
+        first.certificates.lookup("shop.com").unwrap()
+    ));
+    let w = warnings_of(&after);
+    assert!(w[0].contains("secret default/shop-tls: tls.key does not belong to the certificate in tls.crt; keeping the certificate it held before"), "{w:#?}");
+    // Without a previous certificate, the host falls back to the default one.
+    let fresh = snapshot_after(&broken, &Snapshot::default());
+    assert!(fresh.certificates.lookup("shop.com").is_none());
+    assert!(warnings_of(&fresh)[0].contains("its hosts get the default certificate"));
+}
+
+#[test]
+fn redirect_annotations() {
+    let yaml = service("web", 1)
+        + &tls_secret("default", "tls", &["*.a.com"])
+        + &tls_ingress("plain-allowed", &["x.a.com"], "tls", "nginx.ingress.kubernetes.io/ssl-redirect: \"false\"")
+        + &tls_ingress("typo", &["y.a.com"], "tls", "nginx.ingress.kubernetes.io/ssl-redirect: \"no\"")
+        + &ingress("forced", "2023-01-01T00:00:00Z", "forced.com", "/", "web").replace(
+            "metadata: {name: forced,",
+            "metadata: {annotations: {nginx.ingress.kubernetes.io/force-ssl-redirect: \"true\"}, name: forced,",
+        )
+        + &ingress("plain", "2023-01-01T00:00:00Z", "plain.com", "/", "web");
+    let s = snapshot_of(&yaml);
+    assert!(!s.route("x.a.com", "/").unwrap().https_redirect);
+    assert!(s.route("y.a.com", "/").unwrap().https_redirect);
+    assert!(s.route("forced.com", "/").unwrap().https_redirect);
+    assert!(!s.route("forced.com", "/").unwrap().tls_host);
+    assert!(!s.route("plain.com", "/").unwrap().https_redirect);
+    let w = warnings_of(&s);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(w[0].contains(r#"metadata.annotations["nginx.ingress.kubernetes.io/ssl-redirect"]: "no": must be "true" or "false""#), "{}", w[0]);
 }

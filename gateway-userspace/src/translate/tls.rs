@@ -171,7 +171,9 @@ impl<'a> TlsBuilder<'a> {
             }
         };
         if let Some(certificate) = &loaded.0 {
-            self.table.by_secret.insert(key.clone(), certificate.clone());
+            self.table
+                .by_secret
+                .insert(key.clone(), certificate.clone());
         }
         self.loaded.insert(key, loaded.clone());
         loaded
