@@ -1,6 +1,5 @@
 //! The admin listener: liveness, readiness and the routes report.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,8 +17,8 @@ use crate::status;
 /// What the admin endpoints read.
 pub struct Admin {
     pub table: Arc<RouteTable>,
-    /// The proxy's HTTP address, for the URLs in the report.
-    pub http_listen: SocketAddr,
+    /// The proxy's addresses, for the URLs in the report.
+    pub listeners: status::Listeners,
 }
 
 impl Admin {
@@ -55,7 +54,7 @@ impl Admin {
             ),
             "/routes" => {
                 let snapshot = self.table.current();
-                let report = status::report(&snapshot, self.table.generation(), self.http_listen);
+                let report = status::report(&snapshot, self.table.generation(), self.listeners);
                 match serde_json::to_vec_pretty(&report) {
                     Ok(json) => {
                         let mut response = Response::new(Full::new(Bytes::from(json)));

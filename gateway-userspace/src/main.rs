@@ -16,6 +16,7 @@ use gateway::proxy::{Proxy, ProxyConfig};
 use gateway::publish::RouteTable;
 use gateway::snapshot::Snapshot;
 use gateway::source::files::ManifestDir;
+use gateway::status::Listeners;
 use gateway::tls;
 use gateway::translate::{ClassSelector, TranslateOptions, translate};
 
@@ -179,7 +180,10 @@ async fn run(args: RunArgs) -> Result<()> {
     ));
     let admin_server = Arc::new(Admin {
         table,
-        http_listen: http_address,
+        listeners: Listeners {
+            http: http_address,
+            https: https_address,
+        },
     });
     tokio::spawn(admin_server.serve(admin));
     tokio::select! {
@@ -207,7 +211,11 @@ fn routes(args: RoutesArgs) -> Result<()> {
         &Snapshot::default(),
         SystemTime::now(),
     );
-    let report = gateway::status::report(&snapshot, 1, args.source.http_listen);
+    let listeners = Listeners {
+        http: args.source.http_listen,
+        https: args.source.https_listen,
+    };
+    let report = gateway::status::report(&snapshot, 1, listeners);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

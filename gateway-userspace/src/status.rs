@@ -65,33 +65,25 @@ impl BackendView {
     }
 }
 
-/// Builds the report of `snapshot` as served on `http_listen`.
-pub fn report<'a>(
-    snapshot: &'a Snapshot,
-    generation: u64,
-    http_listen: SocketAddr,
-) -> RoutesReport<'a> {
-    let address = http_listen.to_string();
+/// Where the gateway serves plain HTTP and HTTPS.
+#[derive(Clone, Copy, Debug)]
+pub struct Listeners {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+}
+
+/// Builds the report of `snapshot` as served on `listeners`.
+pub fn report(snapshot: &Snapshot, generation: u64, listeners: Listeners) -> RoutesReport<'_> {
+    let address = listeners.http.to_string();
     let mut routes = Vec::new();
     for vhost in snapshot.virtual_hosts() {
         for route in &vhost.routes {
-            let host_for_url = match vhost.name.as_str() {
-                "*" => http_listen.ip().to_string(),
-                name => name.replace('*', "any"),
-            };
-            let port = match http_listen.port() {
-                80 => String::new(),
-                port => format!(":{port}"),
-            };
-            let url = format!("http://{host_for_url}{port}{}", route.path);
-            let curl = if vhost.name == "*" {
-                format!("curl http://{address}{}", route.path)
-            } else {
-                format!(
-                    "curl -H 'Host: {host_for_url}' http://{address}{}",
-                    route.path
-                )
-            };
+            let (url, curl) = reach(
+                &vhost.name,
+                &route.path,
+                vhost.tls || route.https_redirect,
+                listeners,
+            );
             routes.push(RouteView {
                 host: vhost.name.clone(),
                 path: route.path.clone(),
@@ -198,4 +190,35 @@ impl RoutesReport<'_> {
         }
         out
     }
+}
+
+/// The URL of a route and a curl line that reaches it through the gateway's own address, over
+/// HTTPS where the route is served there.
+fn reach(host: &str, path: &str, https: bool, listeners: Listeners) -> (String, String) {
+    let (scheme, listener, default_port) = if https {
+        ("https", listeners.https, 443)
+    } else {
+        ("http", listeners.http, 80)
+    };
+    let port = match listener.port() {
+        p if p == default_port => String::new(),
+        p => format!(":{p}"),
+    };
+    if host == "*" {
+        let url = format!("{scheme}://{listener}{path}");
+        return (url.clone(), format!("curl {url}"));
+    }
+    // A wildcard host is shown with a sample first label.
+    let host = host.replace('*', "any");
+    let url = format!("{scheme}://{host}{port}{path}");
+    let curl = if https {
+        format!(
+            "curl --resolve {host}:{}:{} {url}",
+            listener.port(),
+            listener.ip()
+        )
+    } else {
+        format!("curl -H 'Host: {host}' http://{listener}{path}")
+    };
+    (url, curl)
 }

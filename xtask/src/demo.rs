@@ -13,15 +13,18 @@ use crate::{cargo, root};
 const HTTP: &str = "127.0.0.1:8080";
 const ADMIN: &str = "127.0.0.1:9180";
 
-/// Host and path of each example request, and the service that should answer it.
-const EXAMPLES: [(&str, &str, &str); 6] = [
-    ("shop.example.com", "/", "web"),
-    ("shop.example.com", "/api/orders?id=7", "api"),
-    ("shop.example.com", "/healthz", "api"),
-    ("docs.127.0.0.1.nip.io", "/guide", "docs"),
-    ("v2.docs.example.com", "/", "docs"),
-    ("unknown.example.com", "/", "(404)"),
+/// Scheme, host and path of each example request, and who should answer it.
+const EXAMPLES: [(&str, &str, &str, &str); 8] = [
+    ("http", "shop.example.com", "/", "(308)"),
+    ("https", "shop.example.com", "/", "web"),
+    ("https", "shop.example.com", "/api/orders?id=7", "api"),
+    ("https", "shop.example.com", "/healthz", "api"),
+    ("http", "docs.127.0.0.1.nip.io", "/guide", "docs"),
+    ("http", "v2.docs.example.com", "/", "docs"),
+    ("http", "unknown.example.com", "/", "(404)"),
+    ("https", "unknown.example.com", "/", "(404)"),
 ];
+const HTTPS_PORT: u16 = 8443;
 
 /// Children that are killed when the demo ends, however it ends.
 struct Processes(Vec<Child>);
@@ -63,6 +66,7 @@ pub fn run(wait: bool) -> Result<()> {
             .arg("--manifests")
             .arg(&examples)
             .args(["--http-listen", HTTP, "--admin-listen", ADMIN])
+            .args(["--https-listen", &format!("127.0.0.1:{HTTPS_PORT}")])
             .spawn()
             .context("starting the gateway")?,
     );
@@ -78,21 +82,32 @@ pub fn run(wait: bool) -> Result<()> {
 
     println!("\n== Requests through the gateway ==\n");
     let mut wrong = 0;
-    for (host, path, expected) in EXAMPLES {
-        let (status, body) = get(HTTP, host, path)?;
-        let answered = match service_in(&body) {
-            Some(service) => service,
-            None => format!("({status})"),
+    for (scheme, host, path, expected) in EXAMPLES {
+        let (command, answer) = if scheme == "https" {
+            // -k: the example certificate is self-signed.
+            let command = format!(
+                "curl -k --resolve {host}:{HTTPS_PORT}:127.0.0.1 'https://{host}:{HTTPS_PORT}{path}'"
+            );
+            (command, curl_https(host, path))
+        } else {
+            let command = format!("curl -H 'Host: {host}' 'http://{HTTP}{path}'");
+            (command, get(HTTP, host, path))
         };
+        let (status, body) = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                println!("{command}\n    -> skipped: {e:#}");
+                continue;
+            }
+        };
+        let answered = service_in(&body).unwrap_or_else(|| format!("({status})"));
         let mark = if answered == expected {
             "ok"
         } else {
             "UNEXPECTED"
         };
         wrong += usize::from(answered != expected);
-        println!(
-            "curl -H 'Host: {host}' 'http://{HTTP}{path}'\n    -> {status}, answered by {answered}  [{mark}]"
-        );
+        println!("{command}\n    -> {status}, answered by {answered}  [{mark}]");
     }
     if wrong > 0 {
         bail!("{wrong} example requests were not routed as expected");
@@ -116,7 +131,7 @@ fn wait_ready(processes: &mut Processes) -> Result<()> {
         for child in &mut processes.0 {
             if let Some(status) = child.try_wait()? {
                 bail!(
-                    "a demo process exited early ({status}); is port 8080, 9180 or 9001-9003 taken?"
+                    "a demo process exited early ({status}); is port 8080, 8443, 9180 or 9001-9003 taken?"
                 );
             }
         }
@@ -148,6 +163,23 @@ fn get(addr: &str, host: &str, path: &str) -> Result<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// An HTTPS GET through curl (which speaks TLS): status and body.
+fn curl_https(host: &str, path: &str) -> Result<(u16, String)> {
+    let output = Command::new("curl")
+        .args(["-sk", "--max-time", "5", "--resolve"])
+        .arg(format!("{host}:{HTTPS_PORT}:127.0.0.1"))
+        .arg(format!("https://{host}:{HTTPS_PORT}{path}"))
+        .args(["-w", "\n%{http_code}"])
+        .output()
+        .context("curl is needed for the HTTPS examples")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').context("no status from curl")?;
+    Ok((
+        status.trim().parse().context("curl status")?,
+        body.to_string(),
+    ))
 }
 
 /// The `service` field of the example backend's JSON answer.
