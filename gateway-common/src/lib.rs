@@ -1,8 +1,94 @@
 //! Types shared by the kernel programs (`gateway-ebpf`) and the daemon (`gateway-userspace`).
 //!
 //! Every map key and value is `#[repr(C)]`, `Copy`, made of integers only and free of implicit
-//! padding, so that the kernel and userspace agree on the layout byte for byte.
+//! padding (explicit `_pad` fields where alignment needs them), so that the kernel and userspace
+//! agree on the layout byte for byte. With the `user` feature the types implement `aya::Pod`.
 #![no_std]
+
+/// Most listeners (VIP:port pairs) one gateway serves; sizes the per-listener counters.
+pub const MAX_LISTENERS: u32 = 4096;
+/// Most allow-list entries (CIDRs over all listeners).
+pub const MAX_ALLOW_ENTRIES: u32 = 65536;
+/// Most sources tracked for SYN budgets at once (least recently used ones are forgotten).
+pub const MAX_SYN_SOURCES: u32 = 65536;
+
+/// Map names, as the programs define them and the daemon pins them.
+pub mod maps {
+    pub const LISTENERS: &str = "LISTENERS";
+    pub const ALLOW: &str = "ALLOW";
+    pub const SYN_BUCKETS: &str = "SYN_BUCKETS";
+    pub const STATS: &str = "STATS";
+    pub const SOCKETS: &str = "SOCKETS";
+}
+
+/// Program names (their functions in gateway-ebpf).
+pub mod programs {
+    pub const XDP: &str = "gateway_xdp";
+    pub const SK_LOOKUP: &str = "gateway_sk_lookup";
+}
+
+/// A listener: destination address and port of traffic the gateway owns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerKey {
+    /// An IPv6 address, or an IPv4 address mapped into IPv6 (`::ffff:a.b.c.d`), as on the wire.
+    pub addr: [u8; 16],
+    /// The port, host byte order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// What the gateway does with a listener's traffic.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Listener {
+    /// The listener's slot in the counters, below [`MAX_LISTENERS`].
+    pub id: u32,
+    /// The proxy socket that takes its connections: an index of the SOCKETS map.
+    pub socket: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// New connections (SYN without ACK) per second allowed from one source; 0 for no budget.
+    pub syn_rate: u32,
+    /// New connections one source may open at once before the rate applies.
+    pub syn_burst: u32,
+}
+
+/// Bits of [`Listener::flags`].
+pub mod flags {
+    /// Sources must match the listener's entries in ALLOW; without it every source is allowed.
+    pub const ALLOW_LIST: u32 = 1;
+}
+
+/// Indexes of the SOCKETS map: the proxy's listening sockets.
+pub mod sockets {
+    pub const HTTP: u32 = 0;
+    pub const HTTPS: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// A source address seen on a listener: the key of ALLOW (an LPM trie, whose prefix covers all
+/// 32 bits of `listener` and then the address) and of SYN_BUCKETS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKey {
+    pub listener: u32,
+    /// IPv6, or IPv4 mapped into IPv6, as on the wire.
+    pub addr: [u8; 16],
+}
+
+/// Bits of a [`SourceKey`] in an LPM prefix before the address starts.
+pub const SOURCE_KEY_LISTENER_BITS: u32 = 32;
+
+/// A token bucket of new connections for one source on one listener.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynBucket {
+    /// Tokens left, in thousandths of a connection.
+    pub tokens_milli: u64,
+    /// When the bucket was last refilled (bpf_ktime_get_ns).
+    pub last_ns: u64,
+}
 
 /// Packet and byte counters, one slot per CPU in a per-CPU array map.
 #[repr(C)]
@@ -12,15 +98,36 @@ pub struct Counters {
     pub bytes: u64,
 }
 
-/// Name of the per-CPU array that holds the XDP program's [`Counters`].
-pub const STATS_MAP: &str = "STATS";
-
-/// Slots of [`STATS_MAP`].
-pub mod stat {
-    /// Every packet the XDP program saw.
-    pub const SEEN: u32 = 0;
-    /// Number of slots in the map.
-    pub const COUNT: u32 = 1;
+/// Why a packet was counted: the STATS slot of listener `id` and reason `r` is
+/// `id * reason::COUNT + r`; slot [`reason::OTHER_SLOT`] counts traffic of no listener.
+pub mod reason {
+    pub const PASSED: u32 = 0;
+    pub const DROPPED_ACL: u32 = 1;
+    pub const DROPPED_SYN_BUDGET: u32 = 2;
+    pub const COUNT: u32 = 3;
+    /// Packets the gateway does not own (passed untouched).
+    pub const OTHER_SLOT: u32 = super::MAX_LISTENERS * COUNT;
+    /// Size of the STATS map.
+    pub const SLOTS: u32 = OTHER_SLOT + 1;
+    /// Names, by reason.
+    pub const NAMES: [&str; COUNT as usize] = ["passed", "dropped_acl", "dropped_syn_budget"];
 }
 
-const _: () = assert!(core::mem::size_of::<Counters>() == 16);
+const _: () = {
+    assert!(core::mem::size_of::<ListenerKey>() == 20);
+    assert!(core::mem::size_of::<Listener>() == 20);
+    assert!(core::mem::size_of::<SourceKey>() == 20);
+    assert!(core::mem::size_of::<SynBucket>() == 16);
+    assert!(core::mem::size_of::<Counters>() == 16);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: each type is repr(C), all-integer, with no implicit padding (asserted above), so
+    // every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::ListenerKey {}
+    unsafe impl aya::Pod for super::Listener {}
+    unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::SynBucket {}
+    unsafe impl aya::Pod for super::Counters {}
+}

@@ -1,25 +1,260 @@
-//! The gateway's XDP program. For now it only counts what it sees and passes everything on;
-//! classification by VIP/port, allow-lists and SYN budgets build on this entry point.
+//! The gateway's kernel programs.
+//!
+//! `gateway_xdp` classifies every packet of an interface by destination address and port: what
+//! is not for a gateway listener passes untouched; listener traffic from a source outside the
+//! listener's allow-list, or opening connections beyond the source's SYN budget, is dropped; the
+//! rest passes on to the kernel stack. Everything is counted per listener and reason.
+//!
+//! `gateway_sk_lookup` hands the connections of every listener to the proxy's one HTTP or HTTPS
+//! listening socket, so that any number of VIP:port pairs need no socket each and no NAT.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::map, macros::xdp, maps::PerCpuArray, programs::XdpContext};
-use gateway_common::{Counters, stat};
+use aya_ebpf::bindings::{sk_action, xdp_action};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::macros::{map, sk_lookup, xdp};
+use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, SockMap};
+use aya_ebpf::programs::{SkLookupContext, XdpContext};
+use gateway_common::{
+    Counters, Listener, ListenerKey, MAX_ALLOW_ENTRIES, MAX_LISTENERS, MAX_SYN_SOURCES,
+    SOURCE_KEY_LISTENER_BITS, SourceKey, SynBucket, flags, reason, sockets,
+};
+
+#[map(name = "LISTENERS")]
+static LISTENERS: HashMap<ListenerKey, Listener> = HashMap::pinned(MAX_LISTENERS, 0);
+
+#[map(name = "ALLOW")]
+static ALLOW: LpmTrie<SourceKey, u32> = LpmTrie::pinned(MAX_ALLOW_ENTRIES, 0);
+
+#[map(name = "SYN_BUCKETS")]
+static SYN_BUCKETS: LruHashMap<SourceKey, SynBucket> = LruHashMap::pinned(MAX_SYN_SOURCES, 0);
 
 #[map(name = "STATS")]
-static STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+static STATS: PerCpuArray<Counters> = PerCpuArray::pinned(reason::SLOTS, 0);
+
+#[map(name = "SOCKETS")]
+static SOCKETS: SockMap = SockMap::pinned(sockets::COUNT, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_TCP: u8 = 6;
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
+/// A bucket idle longer than this is simply full again (and the arithmetic cannot overflow).
+const MAX_REFILL_NS: u64 = 10_000_000_000;
 
 #[xdp]
 pub fn gateway_xdp(ctx: XdpContext) -> u32 {
-    let len = (ctx.data_end() - ctx.data()) as u64;
-    if let Some(slot) = STATS.get_ptr_mut(stat::SEEN) {
-        // SAFETY: the pointer comes from the map lookup and is this CPU's own slot.
-        unsafe {
-            (*slot).packets += 1;
-            (*slot).bytes += len;
+    match classify(&ctx) {
+        Some(action) => action,
+        None => {
+            count(reason::OTHER_SLOT, (ctx.data_end() - ctx.data()) as u64);
+            xdp_action::XDP_PASS
         }
     }
-    xdp_action::XDP_PASS
+}
+
+/// A pointer to a `T` at `offset` into the packet, if the packet is long enough.
+#[inline(always)]
+fn at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    if start + offset + core::mem::size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+/// Reads a `T` at `offset`; `None` (pass the packet) when it does not fit.
+#[inline(always)]
+fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+    // SAFETY: `at` checked that the whole `T` lies inside the packet; unaligned read because
+    // headers are not aligned for `T`.
+    at::<T>(ctx, offset).map(|p| unsafe { p.read_unaligned() })
+}
+
+/// `None` means "not for a listener, or not parsable": pass untouched.
+#[inline(always)]
+fn classify(ctx: &XdpContext) -> Option<u32> {
+    let mut protocol = u16::from_be(read::<u16>(ctx, 12)?);
+    let mut offset = ETH_HLEN;
+    // Up to two VLAN tags (802.1Q, or QinQ).
+    for _ in 0..2 {
+        if protocol != ETH_P_8021Q && protocol != ETH_P_8021AD {
+            break;
+        }
+        protocol = u16::from_be(read::<u16>(ctx, offset + 2)?);
+        offset += 4;
+    }
+    let mut source = [0u8; 16];
+    let mut destination = [0u8; 16];
+    let transport = match protocol {
+        ETH_P_IPV4 => {
+            let version_ihl = read::<u8>(ctx, offset)?;
+            let header_len = usize::from(version_ihl & 0x0f) * 4;
+            if version_ihl >> 4 != 4 || header_len < 20 {
+                return None;
+            }
+            // Only the first fragment carries the TCP header.
+            let fragment = u16::from_be(read::<u16>(ctx, offset + 6)?);
+            if fragment & 0x1fff != 0 || read::<u8>(ctx, offset + 9)? != IPPROTO_TCP {
+                return None;
+            }
+            source[10] = 0xff;
+            source[11] = 0xff;
+            destination[10] = 0xff;
+            destination[11] = 0xff;
+            source[12..].copy_from_slice(&read::<[u8; 4]>(ctx, offset + 12)?);
+            destination[12..].copy_from_slice(&read::<[u8; 4]>(ctx, offset + 16)?);
+            offset + header_len
+        }
+        ETH_P_IPV6 => {
+            // Extension headers before TCP are rare on service traffic: passed, not parsed.
+            if read::<u8>(ctx, offset)? >> 4 != 6 || read::<u8>(ctx, offset + 6)? != IPPROTO_TCP {
+                return None;
+            }
+            source = read::<[u8; 16]>(ctx, offset + 8)?;
+            destination = read::<[u8; 16]>(ctx, offset + 24)?;
+            offset + 40
+        }
+        _ => return None,
+    };
+    let port = u16::from_be(read::<u16>(ctx, transport + 2)?);
+    let tcp_flags = read::<u8>(ctx, transport + 13)?;
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+
+    let key = ListenerKey {
+        addr: destination,
+        port,
+        _pad: 0,
+    };
+    // SAFETY: the value is copied out at once; a concurrent update can at worst give a mix of
+    // old and new fields for this one packet.
+    let listener = (unsafe { LISTENERS.get(&key) }).copied()?;
+
+    let slot = |r: u32| listener.id * reason::COUNT + r;
+    let source_key = SourceKey {
+        listener: listener.id,
+        addr: source,
+    };
+    if listener.flags & flags::ALLOW_LIST != 0
+        && ALLOW
+            .get(Key::new(SOURCE_KEY_LISTENER_BITS + 128, source_key))
+            .is_none()
+    {
+        count(slot(reason::DROPPED_ACL), bytes);
+        return Some(xdp_action::XDP_DROP);
+    }
+    let opens_connection = tcp_flags & TCP_FLAG_SYN != 0 && tcp_flags & TCP_FLAG_ACK == 0;
+    if opens_connection && listener.syn_rate > 0 && !take_syn_token(&listener, &source_key) {
+        count(slot(reason::DROPPED_SYN_BUDGET), bytes);
+        return Some(xdp_action::XDP_DROP);
+    }
+    count(slot(reason::PASSED), bytes);
+    Some(xdp_action::XDP_PASS)
+}
+
+/// Takes one new-connection token from the source's bucket; `false` when it is empty.
+#[inline(always)]
+fn take_syn_token(listener: &Listener, source: &SourceKey) -> bool {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let full = u64::from(listener.syn_burst.max(1)) * 1000;
+    let Some(bucket) = SYN_BUCKETS.get_ptr_mut(source) else {
+        let fresh = SynBucket {
+            tokens_milli: full - 1000,
+            last_ns: now,
+        };
+        // A full LRU map evicts its oldest source: never a reason to refuse this one.
+        let _ = SYN_BUCKETS.insert(source, &fresh, 0);
+        return true;
+    };
+    // SAFETY: the pointer comes from the map lookup; concurrent updates from other CPUs may
+    // race, which only makes the budget approximate.
+    unsafe {
+        let elapsed = now.saturating_sub((*bucket).last_ns).min(MAX_REFILL_NS);
+        let refill = elapsed * u64::from(listener.syn_rate) / 1_000_000;
+        let tokens = ((*bucket).tokens_milli + refill).min(full);
+        (*bucket).last_ns = now;
+        if tokens < 1000 {
+            (*bucket).tokens_milli = tokens;
+            return false;
+        }
+        (*bucket).tokens_milli = tokens - 1000;
+    }
+    true
+}
+
+#[inline(always)]
+fn count(slot: u32, bytes: u64) {
+    if let Some(counters) = STATS.get_ptr_mut(slot) {
+        // SAFETY: this CPU's own slot of a per-CPU array; nothing else writes it meanwhile.
+        unsafe {
+            (*counters).packets += 1;
+            (*counters).bytes += bytes;
+        }
+    }
+}
+
+#[sk_lookup]
+pub fn gateway_sk_lookup(ctx: SkLookupContext) -> u32 {
+    let lookup = ctx.lookup;
+    // The verifier only accepts context reads at constant offsets from the context pointer:
+    // every field is read on its own, volatile so that the compiler cannot merge the reads
+    // into pointer arithmetic.
+    // SAFETY: the kernel passes a valid bpf_sk_lookup for the duration of the call.
+    let field = |f: *const u32| unsafe { core::ptr::read_volatile(f) };
+    // SAFETY: only field addresses are taken here, never dereferenced outside `field`.
+    let (protocol, family) = unsafe { (field(&raw const (*lookup).protocol), field(&raw const (*lookup).family)) };
+    if protocol != u32::from(IPPROTO_TCP) {
+        return sk_action::SK_PASS;
+    }
+    // Every field is read before branching on the family, so that no branch merges its reads
+    // into a computed offset. SAFETY: as above.
+    let (ip4, ip6, port) = unsafe {
+        (
+            field(&raw const (*lookup).local_ip4),
+            [
+                field(&raw const (*lookup).local_ip6[0]),
+                field(&raw const (*lookup).local_ip6[1]),
+                field(&raw const (*lookup).local_ip6[2]),
+                field(&raw const (*lookup).local_ip6[3]),
+            ],
+            field(&raw const (*lookup).local_port),
+        )
+    };
+    let mut addr = [0u8; 16];
+    match family {
+        AF_INET => {
+            addr[10] = 0xff;
+            addr[11] = 0xff;
+            addr[12..].copy_from_slice(&ip4.to_ne_bytes());
+        }
+        AF_INET6 => {
+            for (i, word) in ip6.iter().enumerate() {
+                addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+        }
+        _ => return sk_action::SK_PASS,
+    }
+
+    let key = ListenerKey {
+        addr,
+        port: port as u16,
+        _pad: 0,
+    };
+
+    // SAFETY: copied out at once, as in the XDP program.
+    if let Some(listener) = unsafe { LISTENERS.get(&key) }.copied() {
+        // Without a socket in the slot (the proxy is restarting), the usual lookup runs.
+        let _ = SOCKETS.redirect_sk_lookup(&ctx, listener.socket, 0);
+    }
+    sk_action::SK_PASS
 }
 
 #[cfg(not(test))]

@@ -13,9 +13,13 @@ use tokio::net::TcpListener;
 
 use crate::publish::RouteTable;
 use crate::status;
+use crate::steering::Steering;
+
 
 /// What the admin endpoints read.
 pub struct Admin {
+    /// The kernel fast path, when the gateway has VIPs.
+    pub steering: Option<Arc<Steering>>,
     pub table: Arc<RouteTable>,
     /// The proxy's addresses, for the URLs in the report.
     pub listeners: status::Listeners,
@@ -52,30 +56,39 @@ impl Admin {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: no route table yet\n",
             ),
+            "/bpf/stats" => match self.steering.as_ref().and_then(|s| s.stats()) {
+                Some(Ok(report)) => json(&report),
+                Some(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}\n")),
+                None => text(StatusCode::NOT_FOUND, "the kernel fast path is off\n"),
+            },
             "/routes" => {
                 let snapshot = self.table.current();
-                let report = status::report(&snapshot, self.table.generation(), self.listeners);
-                match serde_json::to_vec_pretty(&report) {
-                    Ok(json) => {
-                        let mut response = Response::new(Full::new(Bytes::from(json)));
-                        response.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            header::HeaderValue::from_static("application/json"),
-                        );
-                        response
-                    }
-                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
-                }
+                json(&status::report(&snapshot, self.table.generation(), self.listeners))
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /healthz, /readyz, /routes\n",
+                "not found: try /healthz, /readyz, /routes, /bpf/stats\n",
             ),
         }
     }
 }
 
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+    }
+}
+
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response

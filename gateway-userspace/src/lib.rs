@@ -3,11 +3,16 @@
 //! source (files) -> store -> translate -> snapshot -> publish -> proxy / admin
 
 pub mod admin;
+pub mod bpf;
+pub mod cidr;
+
 pub mod proxy;
 pub mod publish;
 pub mod snapshot;
 pub mod source;
 pub mod status;
+pub mod steering;
+
 pub mod store;
 pub mod tls;
 pub mod translate;

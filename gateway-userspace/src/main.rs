@@ -12,6 +12,13 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use gateway::admin::Admin;
+use gateway::bpf::plan::{FastPathConfig, SynBudget};
+use gateway::bpf::{AttachMode, BpfSettings};
+use gateway::cidr::CidrList;
+
+use gateway::snapshot::ListenerSpec;
+use gateway::steering::Steering;
+
 use gateway::proxy::{Proxy, ProxyConfig};
 use gateway::publish::RouteTable;
 use gateway::snapshot::Snapshot;
@@ -37,7 +44,30 @@ enum Command {
     Run(RunArgs),
     /// Print the route table of a manifests folder, with the URL of every route.
     Routes(RoutesArgs),
+    /// Inspect or remove the kernel fast path (its pinned maps and links).
+    #[command(subcommand)]
+    Bpf(BpfCommand),
 }
+
+#[derive(Subcommand)]
+enum BpfCommand {
+    /// Print the XDP counters per listener and reason.
+    Stats {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        bpf_pin_dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach the programs and remove every pinned map and link.
+    Detach {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        bpf_pin_dir: PathBuf,
+    },
+}
+
+/// Where maps and links are pinned (on bpffs, shared by restarts of the daemon).
+const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xdp-gateway";
 
 #[derive(Args)]
 struct SourceArgs {
@@ -57,6 +87,20 @@ struct SourceArgs {
     /// Where HTTPS is served.
     #[arg(long, default_value = "127.0.0.1:8443")]
     https_listen: SocketAddr,
+    /// The gateway's own Service (NAMESPACE/NAME): its LoadBalancer IPs, external IPs and
+    /// NodePorts become listeners of the fast path.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_namespaced)]
+    publish_service: Option<(String, String)>,
+    /// This node's address, on which the published Service's NodePorts are served (repeatable).
+    #[arg(long, value_name = "IP")]
+    node_ip: Vec<std::net::IpAddr>,
+}
+
+fn parse_namespaced(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => Ok((ns.into(), name.into())),
+        _ => Err(format!("{text:?}: expected NAMESPACE/NAME")),
+    }
 }
 
 impl SourceArgs {
@@ -66,6 +110,9 @@ impl SourceArgs {
                 class_name: self.ingress_class.clone(),
                 controller: self.controller.clone(),
             },
+            publish_service: self.publish_service.clone(),
+            node_ips: self.node_ip.clone(),
+
         }
     }
 }
@@ -102,7 +149,29 @@ struct RunArgs {
     /// Turn off TLS session resumption (tickets and the session cache).
     #[arg(long)]
     no_tls_resumption: bool,
+    /// A VIP:port the gateway owns, and whether it speaks http or https (repeatable):
+    /// `198.51.100.10:80=http`. Its connections reach the proxy through sk_lookup.
+    #[arg(long, value_name = "ADDR:PORT=http|https")]
+    vip: Vec<ListenerSpec>,
+    /// Interfaces that get the XDP classifier (comma-separated).
+    #[arg(long, value_name = "IFACE[,IFACE...]", value_delimiter = ',')]
+    xdp_iface: Vec<String>,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    xdp_mode: AttachMode,
+    /// Sources allowed on every listener, dropped in XDP otherwise (comma-separated CIDRs);
+    /// without it, the Ingresses' whitelist-source-range applies where they all agree.
+    #[arg(long, value_name = "CIDR[,CIDR...]")]
+    allow_source: Option<CidrList>,
+    /// New connections per second one source may open on one listener (RATE or RATE/BURST);
+    /// SYNs beyond it are dropped in XDP.
+    #[arg(long, value_name = "RATE[/BURST]")]
+    syn_budget: Option<SynBudget>,
+    /// Folder on bpffs for the pinned maps and links.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    bpf_pin_dir: PathBuf,
 }
+
 
 #[derive(Args)]
 struct RoutesArgs {
@@ -130,6 +199,7 @@ fn main() -> Result<()> {
             runtime.enable_all().build()?.block_on(run(args))
         }
         Command::Routes(args) => routes(args),
+        Command::Bpf(command) => bpf(command),
     }
 }
 
@@ -178,7 +248,29 @@ async fn run(args: RunArgs) -> Result<()> {
             https_redirect_port: args.redirect_https_port.unwrap_or(https_address.port()),
         },
     ));
+    // The kernel fast path is for VIPs; a gateway that has none needs no BPF.
+    let wants_fast_path = !args.vip.is_empty()
+        || args.source.publish_service.is_some()
+        || !args.xdp_iface.is_empty();
+    let steering = wants_fast_path.then(|| {
+        let config = FastPathConfig {
+            vips: args.vip.clone(),
+            allow_source: args.allow_source.clone().map(|list| list.0),
+            syn_budget: args.syn_budget,
+        };
+        let settings = BpfSettings {
+            pin_dir: args.bpf_pin_dir.clone(),
+            interfaces: args.xdp_iface.clone(),
+            mode: args.xdp_mode,
+        };
+        Arc::new(Steering::start(config, &settings, (&http, &https), proxy.clone(), acceptor.clone()))
+    });
+    if let Some(steering) = &steering {
+        tokio::spawn(steering.clone().follow(table.clone()));
+    }
+
     let admin_server = Arc::new(Admin {
+        steering,
         table,
         listeners: Listeners {
             http: http_address,
@@ -222,4 +314,36 @@ fn routes(args: RoutesArgs) -> Result<()> {
         print!("{}", report.to_text());
     }
     Ok(())
+}
+
+fn bpf(command: BpfCommand) -> Result<()> {
+    match command {
+        BpfCommand::Stats { bpf_pin_dir, json } => {
+            let report = gateway::bpf::read_stats(&bpf_pin_dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            println!("{:<44} {:<6} {:<20} {:>12} {:>14}", "LISTENER", "PROTO", "REASON", "PACKETS", "BYTES");
+            for listener in &report.listeners {
+                for (reason, count) in &listener.counters {
+                    println!(
+                        "{:<44} {:<6} {:<20} {:>12} {:>14}",
+                        listener.address, listener.protocol, reason, count.packets, count.bytes
+                    );
+                }
+            }
+            println!("{:<44} {:<6} {:<20} {:>12} {:>14}", "(not a listener)", "", "passed", report.other.packets, report.other.bytes);
+            Ok(())
+        }
+        BpfCommand::Detach { bpf_pin_dir } => {
+            let removed = gateway::bpf::detach(&bpf_pin_dir)?;
+            if removed.is_empty() {
+                println!("nothing pinned in {}", bpf_pin_dir.display());
+            } else {
+                println!("removed from {}: {}", bpf_pin_dir.display(), removed.join(", "));
+            }
+            Ok(())
+        }
+    }
 }

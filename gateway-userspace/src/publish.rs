@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
 
 use crate::snapshot::Snapshot;
 use crate::store::Store;
@@ -14,11 +16,23 @@ use crate::translate::{TranslateOptions, translate};
 use crate::warning::Warning;
 
 /// The published route table.
-#[derive(Default)]
 pub struct RouteTable {
     current: ArcSwap<Snapshot>,
     generation: AtomicU64,
     ready: AtomicBool,
+    /// Tells followers (the kernel maps) the generation just published.
+    published: watch::Sender<u64>,
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        Self {
+            current: ArcSwap::default(),
+            generation: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            published: watch::Sender::new(0),
+        }
+    }
 }
 
 impl RouteTable {
@@ -62,6 +76,12 @@ impl RouteTable {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(generation, hosts, routes, "route table published");
         self.ready.store(true, Ordering::Release);
+        self.published.send_replace(generation);
+    }
+
+    /// A receiver that wakes whenever a new table is published.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// Whether a table from the source has been published (until then only the empty one is).

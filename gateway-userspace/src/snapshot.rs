@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
+use crate::cidr::Cidr;
 use crate::tls::CertificateTable;
+
 use crate::warning::Warning;
 
 /// One generation of the route table, with the report of how it was made.
@@ -28,6 +30,39 @@ pub struct Snapshot {
     pub warnings: Vec<Warning>,
     /// Certificates by host, for the TLS handshake.
     pub certificates: CertificateTable,
+    /// VIP:port pairs of the published gateway Service (LoadBalancer IPs, external IPs,
+    /// NodePorts on the node's addresses), for the kernel fast path.
+    pub listeners: Vec<ListenerSpec>,
+    /// The source ranges every served Ingress allows (`whitelist-source-range`), when they all
+    /// name the same ones: what the kernel can enforce for every host of a listener.
+    pub source_allow: Option<Vec<Cidr>>,
+}
+
+/// A VIP:port the gateway owns, and whether its connections are HTTPS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ListenerSpec {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+impl std::str::FromStr for ListenerSpec {
+    type Err = String;
+
+    /// `ADDR:PORT=http` or `ADDR:PORT=https` (`[v6]:PORT=...` for IPv6).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, kind) = text
+            .rsplit_once('=')
+            .ok_or_else(|| format!("{text:?}: expected ADDR:PORT=http or ADDR:PORT=https"))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?}: not an ADDR:PORT"))?;
+        let tls = match kind {
+            "http" => false,
+            "https" => true,
+            other => return Err(format!("{other:?}: must be http or https")),
+        };
+        Ok(Self { addr, tls })
+    }
 }
 
 /// The routes of one host.

@@ -4,6 +4,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::IngressWarnings;
+use crate::cidr::Cidr;
+
 
 /// The prefix of every ingress-nginx annotation.
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
@@ -15,6 +17,8 @@ pub struct Annotations {
     pub ssl_redirect: Option<bool>,
     /// `force-ssl-redirect`: redirect even hosts without a TLS entry.
     pub force_ssl_redirect: bool,
+    /// `whitelist-source-range`: the only client ranges allowed.
+    pub whitelist_source_range: Option<Vec<Cidr>>,
 }
 
 impl Annotations {
@@ -34,6 +38,11 @@ impl Annotations {
                 "force-ssl-redirect" => {
                     parsed.force_ssl_redirect = boolean(value, &field, warnings).unwrap_or(false);
                 }
+                "whitelist-source-range" => match Cidr::parse_list(value) {
+                    Ok(list) if !list.is_empty() => parsed.whitelist_source_range = Some(list),
+                    Ok(_) => warnings.add(field, "empty list; annotation ignored"),
+                    Err(reason) => warnings.add(field, format!("{reason}; annotation ignored")),
+                },
                 _ => {}
             }
         }

@@ -7,6 +7,7 @@
 mod annotations;
 mod backend;
 mod class;
+mod listeners;
 mod tls;
 
 use std::collections::HashMap;
@@ -22,14 +23,21 @@ pub use class::ClassSelector;
 use crate::snapshot::{Backend, IngressReport, PathType, Route, Snapshot, VirtualHost};
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::warning::Warning;
+use crate::cidr::Cidr;
 use annotations::Annotations;
+
 use backend::BackendResolver;
 use tls::TlsBuilder;
 
 /// What shapes the translation besides the objects.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct TranslateOptions {
     pub classes: ClassSelector,
+    /// The gateway's own Service (`namespace`, `name`), whose addresses and ports are the
+    /// listeners of the kernel fast path.
+    pub publish_service: Option<(String, String)>,
+    /// This node's addresses, on which the published Service's NodePorts are listeners.
+    pub node_ips: Vec<IpAddr>,
 }
 
 /// Translates every object of `store` into one route table. `source_warnings` (problems the
@@ -58,6 +66,7 @@ pub fn translate(
         tls: TlsBuilder::new(store, &previous.certificates, now),
         hosts: HashMap::new(),
         default_backend: None,
+        allow_lists: Vec::new(),
     };
     let reports: Vec<IngressReport> = ingresses
         .into_iter()
@@ -66,12 +75,21 @@ pub fn translate(
 
     let mut warnings = source_warnings;
     warnings.extend(reports.iter().flat_map(|r| r.warnings.iter().cloned()));
+    let listeners = match &options.publish_service {
+        Some((namespace, name)) => {
+            listeners::published(store, (namespace, name), &options.node_ips, &mut warnings)
+        }
+        None => Vec::new(),
+    };
+    let source_allow = consensus(&table.allow_lists);
     let (certificates, tls_hosts) = table.tls.finish();
     let mut snapshot = Snapshot {
         default_backend: table.default_backend.map(|(backend, _)| backend),
         ingresses: reports,
         warnings,
         certificates,
+        listeners,
+        source_allow,
         ..Snapshot::default()
     };
     for (pattern, host) in table.hosts {
@@ -158,6 +176,17 @@ struct TableBuilder<'a> {
     hosts: HashMap<HostPattern, HostBuilder>,
     /// The global default backend and the Ingress (`namespace/name`) it came from.
     default_backend: Option<(Arc<Backend>, String)>,
+    /// The `whitelist-source-range` of every served Ingress (sorted), `None` where it has none.
+    allow_lists: Vec<Option<Vec<Cidr>>>,
+}
+
+/// The allow-list every served Ingress agrees on, if they all have the same one.
+fn consensus(lists: &[Option<Vec<Cidr>>]) -> Option<Vec<Cidr>> {
+    let first = lists.first()?.as_ref()?;
+    lists
+        .iter()
+        .all(|list| list.as_ref() == Some(first))
+        .then(|| first.clone())
 }
 
 #[derive(Default)]
@@ -252,6 +281,12 @@ impl TableBuilder<'_> {
         }
         report.served = true;
         let annotations = Annotations::parse(&ingress.metadata, &mut warnings);
+        self.allow_lists
+            .push(annotations.whitelist_source_range.clone().map(|mut list| {
+                list.sort();
+                list.dedup();
+                list
+            }));
         let redirect = if annotations.force_ssl_redirect {
             Redirect::Always
         } else if annotations.ssl_redirect == Some(false) {

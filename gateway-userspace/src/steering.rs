@@ -1,0 +1,129 @@
+//! How VIP:port traffic reaches the proxy, kept in line with every published route table:
+//! through the kernel fast path (XDP classification, sk_lookup into the proxy's two sockets),
+//! or, where BPF is unavailable, by binding each VIP:port itself.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::bpf::plan::{self, FastPathConfig};
+use crate::bpf::{BpfSettings, FastPath, StatsReport};
+use crate::proxy::Proxy;
+use crate::publish::RouteTable;
+use crate::snapshot::Snapshot;
+
+/// The steering in force.
+pub struct Steering {
+    config: FastPathConfig,
+    mode: Mode,
+}
+
+enum Mode {
+    Kernel(Mutex<FastPath>),
+    /// One socket per VIP:port, each served by the proxy.
+    Direct {
+        proxy: Arc<Proxy>,
+        acceptor: TlsAcceptor,
+        bound: Mutex<HashMap<SocketAddr, JoinHandle<()>>>,
+    },
+}
+
+impl Steering {
+    /// Starts the fast path; where it cannot start, says why once and falls back to binding.
+    pub fn start(
+        config: FastPathConfig,
+        bpf: &BpfSettings,
+        sockets: (&TcpListener, &TcpListener),
+        proxy: Arc<Proxy>,
+        acceptor: TlsAcceptor,
+    ) -> Self {
+        let mode = match FastPath::start(bpf, sockets.0, sockets.1) {
+            Ok(fast_path) => {
+                tracing::info!(pin_dir = %fast_path.pin_dir().display(),
+                    interfaces = ?fast_path.attached, "kernel fast path on: XDP classification and sk_lookup steering");
+                Mode::Kernel(Mutex::new(fast_path))
+            }
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"),
+                    "KERNEL FAST PATH OFF: no XDP filtering, no sk_lookup steering; binding each VIP:port directly");
+                Mode::Direct {
+                    proxy,
+                    acceptor,
+                    bound: Mutex::new(HashMap::new()),
+                }
+            }
+        };
+        Self { config, mode }
+    }
+
+    /// Applies `snapshot`'s listeners and allow-lists.
+    pub fn sync(&self, snapshot: &Snapshot) {
+        let wanted = plan::wanted(&self.config, snapshot);
+        match &self.mode {
+            Mode::Kernel(fast_path) => {
+                let mut fast_path = fast_path.lock().unwrap_or_else(|e| e.into_inner());
+                match fast_path.sync(&wanted) {
+                    Ok(0) => {}
+                    Ok(changes) => tracing::info!(changes, listeners = wanted.len(), "kernel maps updated"),
+                    Err(error) => tracing::error!(error = format!("{error:#}"), "updating the kernel maps failed"),
+                }
+            }
+            Mode::Direct { proxy, acceptor, bound } => {
+                let mut bound = bound.lock().unwrap_or_else(|e| e.into_inner());
+                let specs: Vec<_> = self.config.vips.iter().chain(&snapshot.listeners).copied().collect();
+                bound.retain(|addr, task| {
+                    let keep = specs.iter().any(|s| s.addr == *addr);
+                    if !keep {
+                        task.abort();
+                    }
+                    keep
+                });
+                for spec in specs {
+                    if bound.contains_key(&spec.addr) {
+                        continue;
+                    }
+                    let listener = match std::net::TcpListener::bind(spec.addr)
+                        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                        .and_then(TcpListener::from_std)
+                    {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            tracing::warn!(address = %spec.addr, %error, "cannot bind VIP address");
+                            continue;
+                        }
+                    };
+                    let tls = spec.tls.then(|| acceptor.clone());
+                    bound.insert(spec.addr, tokio::spawn(proxy.clone().serve(listener, tls)));
+                }
+            }
+        }
+    }
+
+    /// The fast path's counters, when it is on.
+    pub fn stats(&self) -> Option<Result<StatsReport>> {
+        match &self.mode {
+            Mode::Kernel(fast_path) => {
+                let pin_dir = fast_path.lock().unwrap_or_else(|e| e.into_inner()).pin_dir().to_path_buf();
+                Some(crate::bpf::read_stats(&pin_dir))
+            }
+            Mode::Direct { .. } => None,
+        }
+    }
+
+    /// Syncs after every published table, forever.
+    pub async fn follow(self: Arc<Self>, table: Arc<RouteTable>) {
+        let mut published = table.subscribe();
+        loop {
+            let snapshot = table.current();
+            self.sync(&snapshot);
+            if published.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
