@@ -60,11 +60,13 @@ pub mod flags {
     pub const ALLOW_LIST: u32 = 1;
 }
 
-/// Indexes of the SOCKETS map: the proxy's listening sockets.
+/// Indexes of the SOCKETS map: the proxy's listening sockets. A socket takes connections of
+/// its own address family only, so IPv6 connections go to the slot [`sockets::IPV6`] further.
 pub mod sockets {
     pub const HTTP: u32 = 0;
     pub const HTTPS: u32 = 1;
-    pub const COUNT: u32 = 2;
+    pub const IPV6: u32 = 2;
+    pub const COUNT: u32 = 4;
 }
 
 /// A source address seen on a listener: the key of ALLOW (an LPM trie, whose prefix covers all

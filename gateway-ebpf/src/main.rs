@@ -229,19 +229,21 @@ pub fn gateway_sk_lookup(ctx: SkLookupContext) -> u32 {
         )
     };
     let mut addr = [0u8; 16];
-    match family {
+    let family_slot = match family {
         AF_INET => {
             addr[10] = 0xff;
             addr[11] = 0xff;
             addr[12..].copy_from_slice(&ip4.to_ne_bytes());
+            0
         }
         AF_INET6 => {
             for (i, word) in ip6.iter().enumerate() {
                 addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
             }
+            sockets::IPV6
         }
         _ => return sk_action::SK_PASS,
-    }
+    };
 
     let key = ListenerKey {
         addr,
@@ -252,7 +254,8 @@ pub fn gateway_sk_lookup(ctx: SkLookupContext) -> u32 {
     // SAFETY: copied out at once, as in the XDP program.
     if let Some(listener) = unsafe { LISTENERS.get(&key) }.copied() {
         // Without a socket in the slot (the proxy is restarting), the usual lookup runs.
-        let _ = SOCKETS.redirect_sk_lookup(&ctx, listener.socket, 0);
+        let _ = SOCKETS.redirect_sk_lookup(&ctx, listener.socket + family_slot, 0);
+
     }
     sk_action::SK_PASS
 }

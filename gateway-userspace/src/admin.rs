@@ -15,7 +15,6 @@ use crate::publish::RouteTable;
 use crate::status;
 use crate::steering::Steering;
 
-
 /// What the admin endpoints read.
 pub struct Admin {
     /// The kernel fast path, when the gateway has VIPs.
@@ -63,7 +62,11 @@ impl Admin {
             },
             "/routes" => {
                 let snapshot = self.table.current();
-                json(&status::report(&snapshot, self.table.generation(), self.listeners))
+                json(&status::report(
+                    &snapshot,
+                    self.table.generation(),
+                    self.listeners,
+                ))
             }
             _ => text(
                 StatusCode::NOT_FOUND,
@@ -88,7 +91,6 @@ fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response

@@ -34,7 +34,11 @@ impl Cidr {
         };
         let mask = |b: usize| -> u8 {
             let bits_here = (usize::from(bits)).saturating_sub(b * 8).min(8);
-            if bits_here == 0 { 0 } else { 0xffu8 << (8 - bits_here) }
+            if bits_here == 0 {
+                0
+            } else {
+                0xffu8 << (8 - bits_here)
+            }
         };
         (0..16).all(|b| ip[b] & mask(b) == network[b])
     }
@@ -99,7 +103,6 @@ impl FromStr for CidrList {
 }
 
 impl fmt::Display for Cidr {
-
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
     }
@@ -119,15 +122,26 @@ mod tests {
     fn parses_and_normalizes() {
         let c: Cidr = "10.1.2.3/8".parse().unwrap();
         assert_eq!(c.to_string(), "10.0.0.0/8");
-        assert_eq!("192.0.2.7".parse::<Cidr>().unwrap().to_string(), "192.0.2.7/32");
-        assert_eq!("2001:db8::1/32".parse::<Cidr>().unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(
+            "192.0.2.7".parse::<Cidr>().unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            "2001:db8::1/32".parse::<Cidr>().unwrap().to_string(),
+            "2001:db8::/32"
+        );
         assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().mapped().1, 96);
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("nope".parse::<Cidr>().is_err());
         assert!("10.0.0.0/x".parse::<Cidr>().is_err());
         let err = Cidr::parse_list("10.0.0.0/8, 1.2.3.4/40").unwrap_err();
         assert!(err.starts_with("\"1.2.3.4/40\": prefix length"), "{err}");
-        assert_eq!(Cidr::parse_list("10.0.0.0/8,,192.168.0.0/16 ").unwrap().len(), 2);
+        assert_eq!(
+            Cidr::parse_list("10.0.0.0/8,,192.168.0.0/16 ")
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -139,6 +153,11 @@ mod tests {
         let v6: Cidr = "2001:db8::/33".parse().unwrap();
         assert!(v6.contains("2001:db8:7fff::1".parse().unwrap()));
         assert!(!v6.contains("2001:db8:8000::1".parse().unwrap()));
-        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            "0.0.0.0/0"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
     }
 }

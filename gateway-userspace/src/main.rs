@@ -112,7 +112,6 @@ impl SourceArgs {
             },
             publish_service: self.publish_service.clone(),
             node_ips: self.node_ip.clone(),
-
         }
     }
 }
@@ -171,7 +170,6 @@ struct RunArgs {
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
     bpf_pin_dir: PathBuf,
 }
-
 
 #[derive(Args)]
 struct RoutesArgs {
@@ -249,9 +247,8 @@ async fn run(args: RunArgs) -> Result<()> {
         },
     ));
     // The kernel fast path is for VIPs; a gateway that has none needs no BPF.
-    let wants_fast_path = !args.vip.is_empty()
-        || args.source.publish_service.is_some()
-        || !args.xdp_iface.is_empty();
+    let wants_fast_path =
+        !args.vip.is_empty() || args.source.publish_service.is_some() || !args.xdp_iface.is_empty();
     let steering = wants_fast_path.then(|| {
         let config = FastPathConfig {
             vips: args.vip.clone(),
@@ -263,7 +260,12 @@ async fn run(args: RunArgs) -> Result<()> {
             interfaces: args.xdp_iface.clone(),
             mode: args.xdp_mode,
         };
-        Arc::new(Steering::start(config, &settings, (&http, &https), proxy.clone(), acceptor.clone()))
+        Arc::new(Steering::start(
+            config,
+            &settings,
+            proxy.clone(),
+            acceptor.clone(),
+        ))
     });
     if let Some(steering) = &steering {
         tokio::spawn(steering.clone().follow(table.clone()));
@@ -324,7 +326,10 @@ fn bpf(command: BpfCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 return Ok(());
             }
-            println!("{:<44} {:<6} {:<20} {:>12} {:>14}", "LISTENER", "PROTO", "REASON", "PACKETS", "BYTES");
+            println!(
+                "{:<44} {:<6} {:<20} {:>12} {:>14}",
+                "LISTENER", "PROTO", "REASON", "PACKETS", "BYTES"
+            );
             for listener in &report.listeners {
                 for (reason, count) in &listener.counters {
                     println!(
@@ -333,7 +338,10 @@ fn bpf(command: BpfCommand) -> Result<()> {
                     );
                 }
             }
-            println!("{:<44} {:<6} {:<20} {:>12} {:>14}", "(not a listener)", "", "passed", report.other.packets, report.other.bytes);
+            println!(
+                "{:<44} {:<6} {:<20} {:>12} {:>14}",
+                "(not a listener)", "", "passed", report.other.packets, report.other.bytes
+            );
             Ok(())
         }
         BpfCommand::Detach { bpf_pin_dir } => {
@@ -341,7 +349,11 @@ fn bpf(command: BpfCommand) -> Result<()> {
             if removed.is_empty() {
                 println!("nothing pinned in {}", bpf_pin_dir.display());
             } else {
-                println!("removed from {}: {}", bpf_pin_dir.display(), removed.join(", "));
+                println!(
+                    "removed from {}: {}",
+                    bpf_pin_dir.display(),
+                    removed.join(", ")
+                );
             }
             Ok(())
         }

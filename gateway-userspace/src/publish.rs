@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 use crate::translate::{TranslateOptions, translate};

@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::bpf::plan::{self, FastPathConfig};
-use crate::bpf::{BpfSettings, FastPath, StatsReport};
+use crate::bpf::{BpfSettings, FastPath, StatsReport, SteeringSockets};
+
 use crate::proxy::Proxy;
 use crate::publish::RouteTable;
 use crate::snapshot::Snapshot;
@@ -33,24 +34,59 @@ enum Mode {
     },
 }
 
+/// Loopback sockets on ephemeral ports for steered connections (sk_lookup hands them
+/// connections to any VIP; nothing else reaches them).
+fn steering_sockets() -> Result<SteeringSockets> {
+    let bind = |address: &str| -> std::io::Result<TcpListener> {
+        let socket = std::net::TcpListener::bind(address)?;
+        socket.set_nonblocking(true)?;
+        TcpListener::from_std(socket)
+    };
+    Ok(SteeringSockets {
+        http4: bind("127.0.0.1:0")?,
+        https4: bind("127.0.0.1:0")?,
+        http6: bind("[::1]:0").ok(),
+        https6: bind("[::1]:0").ok(),
+    })
+}
+
 impl Steering {
     /// Starts the fast path; where it cannot start, says why once and falls back to binding.
+    /// Steered connections go to two sockets of their own (HTTP and HTTPS), dual-stack so
+    /// that IPv4 and IPv6 VIPs can both be handed to them.
     pub fn start(
         config: FastPathConfig,
         bpf: &BpfSettings,
-        sockets: (&TcpListener, &TcpListener),
         proxy: Arc<Proxy>,
         acceptor: TlsAcceptor,
     ) -> Self {
-        let mode = match FastPath::start(bpf, sockets.0, sockets.1) {
+        let started = steering_sockets().and_then(|sockets| {
+            let fast_path = FastPath::start(bpf, &sockets)?;
+            let SteeringSockets {
+                http4,
+                https4,
+                http6,
+                https6,
+            } = sockets;
+            for http in std::iter::once(http4).chain(http6) {
+                tokio::spawn(proxy.clone().serve(http, None));
+            }
+            for https in std::iter::once(https4).chain(https6) {
+                tokio::spawn(proxy.clone().serve(https, Some(acceptor.clone())));
+            }
+            Ok(fast_path)
+        });
+        let mode = match started {
             Ok(fast_path) => {
                 tracing::info!(pin_dir = %fast_path.pin_dir().display(),
                     interfaces = ?fast_path.attached, "kernel fast path on: XDP classification and sk_lookup steering");
                 Mode::Kernel(Mutex::new(fast_path))
             }
             Err(error) => {
-                tracing::warn!(error = format!("{error:#}"),
-                    "KERNEL FAST PATH OFF: no XDP filtering, no sk_lookup steering; binding each VIP:port directly");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "KERNEL FAST PATH OFF: no XDP filtering, no sk_lookup steering; binding each VIP:port directly"
+                );
                 Mode::Direct {
                     proxy,
                     acceptor,
@@ -69,13 +105,28 @@ impl Steering {
                 let mut fast_path = fast_path.lock().unwrap_or_else(|e| e.into_inner());
                 match fast_path.sync(&wanted) {
                     Ok(0) => {}
-                    Ok(changes) => tracing::info!(changes, listeners = wanted.len(), "kernel maps updated"),
-                    Err(error) => tracing::error!(error = format!("{error:#}"), "updating the kernel maps failed"),
+                    Ok(changes) => {
+                        tracing::info!(changes, listeners = wanted.len(), "kernel maps updated")
+                    }
+                    Err(error) => tracing::error!(
+                        error = format!("{error:#}"),
+                        "updating the kernel maps failed"
+                    ),
                 }
             }
-            Mode::Direct { proxy, acceptor, bound } => {
+            Mode::Direct {
+                proxy,
+                acceptor,
+                bound,
+            } => {
                 let mut bound = bound.lock().unwrap_or_else(|e| e.into_inner());
-                let specs: Vec<_> = self.config.vips.iter().chain(&snapshot.listeners).copied().collect();
+                let specs: Vec<_> = self
+                    .config
+                    .vips
+                    .iter()
+                    .chain(&snapshot.listeners)
+                    .copied()
+                    .collect();
                 bound.retain(|addr, task| {
                     let keep = specs.iter().any(|s| s.addr == *addr);
                     if !keep {
@@ -108,7 +159,11 @@ impl Steering {
     pub fn stats(&self) -> Option<Result<StatsReport>> {
         match &self.mode {
             Mode::Kernel(fast_path) => {
-                let pin_dir = fast_path.lock().unwrap_or_else(|e| e.into_inner()).pin_dir().to_path_buf();
+                let pin_dir = fast_path
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pin_dir()
+                    .to_path_buf();
                 Some(crate::bpf::read_stats(&pin_dir))
             }
             Mode::Direct { .. } => None,

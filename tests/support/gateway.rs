@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::netns::Topology;
+
 /// The path of a binary built from this workspace (`gateway`, `echo-backend`). `cargo xtask
 /// test` builds them before running the tests.
 pub fn binary(name: &str) -> PathBuf {
@@ -35,13 +37,36 @@ pub struct Gateway {
     /// Where it serves /healthz, /readyz and /routes.
     pub admin: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// The network namespace it runs in, when not this process's.
+    netns: Option<String>,
 }
 
 impl Gateway {
     /// Starts `gateway run --manifests DIR` on ephemeral loopback ports with `extra` flags, and
     /// waits until it is ready.
     pub fn start(manifests: &Path, extra: &[&str]) -> Gateway {
-        let mut child = Command::new(binary("gateway"))
+        Self::launch(Command::new(binary("gateway")), None, manifests, extra)
+    }
+
+    /// Starts it in the gateway namespace of `topology`, with its pin folder.
+    pub fn start_in(topology: &Topology, manifests: &Path, extra: &[&str]) -> Gateway {
+        let mut args = vec!["--bpf-pin-dir", topology.pin_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Self::launch(
+            topology.in_gateway(binary("gateway")),
+            Some(topology.gateway_ns.clone()),
+            manifests,
+            &args,
+        )
+    }
+
+    fn launch(
+        mut command: Command,
+        netns: Option<String>,
+        manifests: &Path,
+        extra: &[&str],
+    ) -> Gateway {
+        let mut child = command
             .arg("run")
             .arg("--manifests")
             .arg(manifests)
@@ -91,6 +116,7 @@ impl Gateway {
             https,
             admin,
             log,
+            netns,
         };
         gateway.wait_ready();
         gateway
@@ -99,7 +125,8 @@ impl Gateway {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if crate::client::blocking_get(self.admin, "/readyz")
+            if self
+                .admin_get("/readyz")
                 .is_some_and(|(status, _)| status == 200)
             {
                 return;
@@ -111,8 +138,7 @@ impl Gateway {
 
     /// The admin /routes document.
     pub fn routes(&self) -> serde_json::Value {
-        let (status, body) =
-            crate::client::blocking_get(self.admin, "/routes").expect("GET /routes");
+        let (status, body) = self.admin_get("/routes").expect("GET /routes");
         assert_eq!(status, 200);
         serde_json::from_str(&body).expect("/routes is JSON")
     }
@@ -128,6 +154,21 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("timed out waiting for {what}: {:#}", self.routes());
+    }
+
+    /// GET `path` from the admin listener (from inside the gateway's namespace if it has one).
+    pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
+        let admin = self.admin;
+        match &self.netns {
+            None => crate::client::blocking_get(admin, path),
+            Some(ns) => crate::netns::within(ns, || crate::client::blocking_get(admin, path)),
+        }
+    }
+
+    /// Stops the process at once (SIGKILL), as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Every line the gateway logged so far.

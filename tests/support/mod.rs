@@ -5,4 +5,5 @@ pub mod backend;
 pub mod client;
 pub mod gateway;
 pub mod manifests;
+pub mod netns;
 pub mod pki;

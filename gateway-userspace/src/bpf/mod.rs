@@ -5,15 +5,15 @@
 pub mod plan;
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuValues, SockMap};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{SkLookup, Xdp, XdpMode};
 use aya::programs::xdp::XdpLink;
+use aya::programs::{SkLookup, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use gateway_common::{Counters, Listener, ListenerKey, SourceKey, maps, programs, reason, sockets};
 use serde::Serialize;
@@ -22,6 +22,15 @@ use plan::{Applied, Change, WantedListener};
 
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded so a user runs one binary.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf.o"));
+
+/// The proxy's listening sockets that steered connections are handed to: one per protocol
+/// and address family (IPv6 ones are absent on a node without IPv6).
+pub struct SteeringSockets {
+    pub http4: tokio::net::TcpListener,
+    pub https4: tokio::net::TcpListener,
+    pub http6: Option<tokio::net::TcpListener>,
+    pub https6: Option<tokio::net::TcpListener>,
+}
 
 /// The pinned sk_lookup link, in the pin folder.
 const SK_LOOKUP_LINK: &str = "sk_lookup_link";
@@ -61,9 +70,11 @@ pub struct FastPath {
 impl FastPath {
     /// Loads the programs (reusing the maps a previous run pinned), attaches them, and puts
     /// the proxy's listening sockets into the SOCKETS map.
-    pub fn start(settings: &BpfSettings, http: &impl AsRawFd, https: &impl AsRawFd) -> Result<Self> {
+    pub fn start(settings: &BpfSettings, sockets: &SteeringSockets) -> Result<Self> {
         if OBJECT.is_empty() {
-            bail!("this binary was built without its eBPF programs (build with `cargo xtask build-ebpf` first)");
+            bail!(
+                "this binary was built without its eBPF programs (build with `cargo xtask build-ebpf` first)"
+            );
         }
         let pin_dir = settings.pin_dir.clone();
         ensure_bpffs(&pin_dir)?;
@@ -82,10 +93,12 @@ impl FastPath {
         let sk_lookup_link = pin_dir.join(SK_LOOKUP_LINK);
         // A link pinned by a previous run keeps steering with the same pinned maps.
         if !sk_lookup_link.exists() {
-            let netns = File::open("/proc/self/ns/net").context("opening this network namespace")?;
+            let netns =
+                File::open("/proc/self/ns/net").context("opening this network namespace")?;
             let id = sk_lookup.attach(netns).context("attaching sk_lookup")?;
             let link = FdLink::try_from(sk_lookup.take_link(id)?)?;
-            link.pin(&sk_lookup_link).context("pinning the sk_lookup link")?;
+            link.pin(&sk_lookup_link)
+                .context("pinning the sk_lookup link")?;
         }
 
         let xdp: &mut Xdp = ebpf
@@ -114,8 +127,19 @@ impl FastPath {
         }
 
         let mut socket_map = SockMap::try_from(map_mut(&mut ebpf, maps::SOCKETS)?)?;
-        socket_map.set(sockets::HTTP, http, 0).context("adding the HTTP socket to SOCKETS")?;
-        socket_map.set(sockets::HTTPS, https, 0).context("adding the HTTPS socket to SOCKETS")?;
+        let slots = [
+            (sockets::HTTP, Some(&sockets.http4)),
+            (sockets::HTTPS, Some(&sockets.https4)),
+            (sockets::IPV6 + sockets::HTTP, sockets.http6.as_ref()),
+            (sockets::IPV6 + sockets::HTTPS, sockets.https6.as_ref()),
+        ];
+        for (slot, socket) in slots {
+            if let Some(socket) = socket {
+                socket_map
+                    .set(slot, socket, 0)
+                    .with_context(|| format!("adding a proxy socket to SOCKETS[{slot}]"))?;
+            }
+        }
 
         let applied = read_applied(&mut ebpf)?;
         Ok(Self {
@@ -127,7 +151,10 @@ impl FastPath {
     }
 
     /// Brings the maps to `wanted` by diff; returns the number of changes made.
-    pub fn sync(&mut self, wanted: &std::collections::BTreeMap<ListenerKey, WantedListener>) -> Result<usize> {
+    pub fn sync(
+        &mut self,
+        wanted: &std::collections::BTreeMap<ListenerKey, WantedListener>,
+    ) -> Result<usize> {
         let (list, next) = plan::changes(&self.applied, wanted).map_err(anyhow::Error::msg)?;
         let count = list.len();
         let result = list.into_iter().try_for_each(|change| self.apply(change));
@@ -142,11 +169,13 @@ impl FastPath {
     fn apply(&mut self, change: Change) -> Result<()> {
         match change {
             Change::PutAllow((key, bits)) => {
-                let mut allow: LpmTrie<_, SourceKey, u32> = LpmTrie::try_from(map_mut(&mut self.ebpf, maps::ALLOW)?)?;
+                let mut allow: LpmTrie<_, SourceKey, u32> =
+                    LpmTrie::try_from(map_mut(&mut self.ebpf, maps::ALLOW)?)?;
                 allow.insert(&Key::new(bits, key), 1, 0)?;
             }
             Change::DeleteAllow((key, bits)) => {
-                let mut allow: LpmTrie<_, SourceKey, u32> = LpmTrie::try_from(map_mut(&mut self.ebpf, maps::ALLOW)?)?;
+                let mut allow: LpmTrie<_, SourceKey, u32> =
+                    LpmTrie::try_from(map_mut(&mut self.ebpf, maps::ALLOW)?)?;
                 allow.remove(&Key::new(bits, key))?;
             }
             Change::PutListener(key, listener) => {
@@ -160,7 +189,8 @@ impl FastPath {
                 listeners.remove(&key)?;
             }
             Change::ResetCounters(id) => {
-                let mut stats: PerCpuArray<_, Counters> = PerCpuArray::try_from(map_mut(&mut self.ebpf, maps::STATS)?)?;
+                let mut stats: PerCpuArray<_, Counters> =
+                    PerCpuArray::try_from(map_mut(&mut self.ebpf, maps::STATS)?)?;
                 let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
                 for r in 0..reason::COUNT {
                     let zeros = PerCpuValues::try_from(vec![Counters::default(); cpus])?;
@@ -178,10 +208,15 @@ impl FastPath {
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Map> {
-    ebpf.map_mut(name).with_context(|| format!("map {name} missing"))
+    ebpf.map_mut(name)
+        .with_context(|| format!("map {name} missing"))
 }
 
-fn attach_xdp(xdp: &mut Xdp, interface: &str, mode: AttachMode) -> Result<(aya::programs::xdp::XdpLinkId, &'static str)> {
+fn attach_xdp(
+    xdp: &mut Xdp,
+    interface: &str,
+    mode: AttachMode,
+) -> Result<(aya::programs::xdp::XdpLinkId, &'static str)> {
     match mode {
         AttachMode::Native => Ok((xdp_attach(xdp, interface, XdpMode::Driver)?, "native")),
         AttachMode::Generic => Ok((xdp_attach(xdp, interface, XdpMode::Skb)?, "generic")),
@@ -195,7 +230,11 @@ fn attach_xdp(xdp: &mut Xdp, interface: &str, mode: AttachMode) -> Result<(aya::
     }
 }
 
-fn xdp_attach(xdp: &mut Xdp, interface: &str, mode: XdpMode) -> Result<aya::programs::xdp::XdpLinkId> {
+fn xdp_attach(
+    xdp: &mut Xdp,
+    interface: &str,
+    mode: XdpMode,
+) -> Result<aya::programs::xdp::XdpLinkId> {
     xdp.attach(interface, mode)
         .with_context(|| format!("attaching XDP to {interface} in {mode:?} mode"))
 }
@@ -203,7 +242,8 @@ fn xdp_attach(xdp: &mut Xdp, interface: &str, mode: XdpMode) -> Result<aya::prog
 /// What the pinned maps hold (after a restart, the previous run's listeners).
 fn read_applied(ebpf: &mut Ebpf) -> Result<Applied> {
     let mut applied = Applied::default();
-    let listeners: HashMap<_, ListenerKey, Listener> = HashMap::try_from(map_mut(ebpf, maps::LISTENERS)?)?;
+    let listeners: HashMap<_, ListenerKey, Listener> =
+        HashMap::try_from(map_mut(ebpf, maps::LISTENERS)?)?;
     for entry in listeners.iter() {
         let (key, listener) = entry?;
         applied.listeners.insert(key, listener);
@@ -226,10 +266,19 @@ fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
     let target = c"/sys/fs/bpf";
     // SAFETY: valid NUL-terminated strings and no data argument.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), source.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            source.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
-        bail!("mounting bpffs on /sys/fs/bpf: {}", std::io::Error::last_os_error());
+        bail!(
+            "mounting bpffs on /sys/fs/bpf: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
@@ -295,14 +344,20 @@ pub fn read_stats(pin_dir: &Path) -> Result<StatsReport> {
     for entry in listeners.iter() {
         let (key, listener) = entry?;
         let ip = std::net::Ipv6Addr::from(key.addr);
-        let ip = ip.to_ipv4_mapped().map_or(std::net::IpAddr::V6(ip), std::net::IpAddr::V4);
+        let ip = ip
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(ip), std::net::IpAddr::V4);
         let mut counters = std::collections::BTreeMap::new();
         for (r, name) in reason::NAMES.iter().enumerate() {
             counters.insert(*name, sum(listener.id * reason::COUNT + r as u32)?);
         }
         report.listeners.push(ListenerStats {
             address: std::net::SocketAddr::new(ip, key.port),
-            protocol: if listener.socket == sockets::HTTPS { "https" } else { "http" },
+            protocol: if listener.socket == sockets::HTTPS {
+                "https"
+            } else {
+                "http"
+            },
             id: listener.id,
             allow_list: listener.flags & gateway_common::flags::ALLOW_LIST != 0,
             counters,
@@ -325,10 +380,17 @@ pub fn detach(pin_dir: &Path) -> Result<Vec<String>> {
     // Links first: once a link is gone, its program no longer runs.
     paths.sort_by_key(|p| !is_link(p));
     for path in paths {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if is_link(&path) {
-            let link = PinnedLink::from_pin(&path).with_context(|| format!("opening link {}", path.display()))?;
-            drop(link.unpin().with_context(|| format!("unpinning {}", path.display()))?);
+            let link = PinnedLink::from_pin(&path)
+                .with_context(|| format!("opening link {}", path.display()))?;
+            drop(
+                link.unpin()
+                    .with_context(|| format!("unpinning {}", path.display()))?,
+            );
         } else {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }

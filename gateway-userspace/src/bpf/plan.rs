@@ -59,7 +59,10 @@ pub struct WantedListener {
 }
 
 /// The listeners the maps should hold, from the flags and the current route table.
-pub fn wanted(config: &FastPathConfig, snapshot: &Snapshot) -> BTreeMap<ListenerKey, WantedListener> {
+pub fn wanted(
+    config: &FastPathConfig,
+    snapshot: &Snapshot,
+) -> BTreeMap<ListenerKey, WantedListener> {
     let allow = config
         .allow_source
         .clone()
@@ -71,7 +74,11 @@ pub fn wanted(config: &FastPathConfig, snapshot: &Snapshot) -> BTreeMap<Listener
         .chain(&snapshot.listeners)
         .map(|spec| {
             let wanted = WantedListener {
-                socket: if spec.tls { sockets::HTTPS } else { sockets::HTTP },
+                socket: if spec.tls {
+                    sockets::HTTPS
+                } else {
+                    sockets::HTTP
+                },
                 allow: allow.clone(),
                 syn_budget: config.syn_budget,
             };
@@ -121,7 +128,10 @@ pub enum Change {
 /// The changes that turn `applied` into `wanted`, in a safe order: allow entries go in before
 /// the listener that needs them, and come out after the listener that used them, so that no
 /// allowed packet is dropped in between. Listeners keep their ids (and counters).
-pub fn changes(applied: &Applied, wanted: &BTreeMap<ListenerKey, WantedListener>) -> Result<(Vec<Change>, Applied), String> {
+pub fn changes(
+    applied: &Applied,
+    wanted: &BTreeMap<ListenerKey, WantedListener>,
+) -> Result<(Vec<Change>, Applied), String> {
     let mut used: BTreeSet<u32> = applied
         .listeners
         .iter()
@@ -148,7 +158,11 @@ pub fn changes(applied: &Applied, wanted: &BTreeMap<ListenerKey, WantedListener>
             Listener {
                 id,
                 socket: want.socket,
-                flags: if want.allow.is_empty() { 0 } else { flags::ALLOW_LIST },
+                flags: if want.allow.is_empty() {
+                    0
+                } else {
+                    flags::ALLOW_LIST
+                },
                 syn_rate: rate,
                 syn_burst: burst,
             },
@@ -163,7 +177,11 @@ pub fn changes(applied: &Applied, wanted: &BTreeMap<ListenerKey, WantedListener>
     }
 
     let mut list = resets;
-    list.extend(next.allow.difference(&applied.allow).map(|e| Change::PutAllow(*e)));
+    list.extend(
+        next.allow
+            .difference(&applied.allow)
+            .map(|e| Change::PutAllow(*e)),
+    );
     for (key, listener) in &next.listeners {
         if applied.listeners.get(key) != Some(listener) {
             list.push(Change::PutListener(*key, *listener));
@@ -174,7 +192,12 @@ pub fn changes(applied: &Applied, wanted: &BTreeMap<ListenerKey, WantedListener>
             list.push(Change::DeleteListener(*key));
         }
     }
-    list.extend(applied.allow.difference(&next.allow).map(|e| Change::DeleteAllow(*e)));
+    list.extend(
+        applied
+            .allow
+            .difference(&next.allow)
+            .map(|e| Change::DeleteAllow(*e)),
+    );
     Ok((list, next))
 }
 
@@ -202,18 +225,45 @@ mod tests {
         assert!(spec("[2001:db8::1]:80=http").addr.is_ipv6());
         assert!("198.51.100.10:80".parse::<ListenerSpec>().is_err());
         assert!("198.51.100.10:80=ftp".parse::<ListenerSpec>().is_err());
-        assert_eq!("50/100".parse::<SynBudget>().unwrap(), SynBudget { rate: 50, burst: 100 });
-        assert_eq!("20".parse::<SynBudget>().unwrap(), SynBudget { rate: 20, burst: 20 });
+        assert_eq!(
+            "50/100".parse::<SynBudget>().unwrap(),
+            SynBudget {
+                rate: 50,
+                burst: 100
+            }
+        );
+        assert_eq!(
+            "20".parse::<SynBudget>().unwrap(),
+            SynBudget {
+                rate: 20,
+                burst: 20
+            }
+        );
         assert!("0".parse::<SynBudget>().is_err());
     }
 
     #[test]
     fn first_sync_adds_everything_allow_entries_first() {
-        let wanted = wanted(&config(&["198.51.100.10:80=http"], Some("10.0.0.0/8")), &Snapshot::default());
+        let wanted = wanted(
+            &config(&["198.51.100.10:80=http"], Some("10.0.0.0/8")),
+            &Snapshot::default(),
+        );
         let (list, applied) = changes(&Applied::default(), &wanted).unwrap();
         assert!(matches!(list[0], Change::ResetCounters(0)));
-        assert!(matches!(list[1], Change::PutAllow((SourceKey { listener: 0, .. }, 136))));
-        assert!(matches!(list[2], Change::PutListener(_, Listener { flags: flags::ALLOW_LIST, .. })));
+        assert!(matches!(
+            list[1],
+            Change::PutAllow((SourceKey { listener: 0, .. }, 136))
+        ));
+        assert!(matches!(
+            list[2],
+            Change::PutListener(
+                _,
+                Listener {
+                    flags: flags::ALLOW_LIST,
+                    ..
+                }
+            )
+        ));
         assert_eq!(list.len(), 3);
         // Nothing changed, nothing to do.
         let (again, same) = changes(&applied, &wanted).unwrap();
@@ -223,16 +273,29 @@ mod tests {
 
     #[test]
     fn ids_are_kept_and_reused_and_removals_come_last() {
-        let two = wanted(&config(&["198.51.100.10:80=http", "198.51.100.11:443=https"], Some("10.0.0.0/8")), &Snapshot::default());
+        let two = wanted(
+            &config(
+                &["198.51.100.10:80=http", "198.51.100.11:443=https"],
+                Some("10.0.0.0/8"),
+            ),
+            &Snapshot::default(),
+        );
         let (_, applied) = changes(&Applied::default(), &two).unwrap();
         let ids: Vec<u32> = applied.listeners.values().map(|l| l.id).collect();
         assert_eq!(ids, [0, 1]);
 
         // .10 goes, .12 comes: .11 keeps id 1, .12 takes the freed id 0; the allow-list
         // shrinks to nothing, so listeners lose the flag before the entries are deleted.
-        let next = wanted(&config(&["198.51.100.11:443=https", "198.51.100.12:80=http"], None), &Snapshot::default());
+        let next = wanted(
+            &config(&["198.51.100.11:443=https", "198.51.100.12:80=http"], None),
+            &Snapshot::default(),
+        );
         let (list, applied) = changes(&applied, &next).unwrap();
-        let by_addr: Vec<(u16, u32)> = applied.listeners.iter().map(|(k, l)| (k.addr[15] as u16, l.id)).collect();
+        let by_addr: Vec<(u16, u32)> = applied
+            .listeners
+            .iter()
+            .map(|(k, l)| (k.addr[15] as u16, l.id))
+            .collect();
         assert_eq!(by_addr, [(11, 1), (12, 0)]);
         let kinds: Vec<&str> = list
             .iter()
@@ -244,7 +307,17 @@ mod tests {
                 Change::DeleteAllow(_) => "delete-allow",
             })
             .collect();
-        assert_eq!(kinds, ["reset", "put", "put", "delete", "delete-allow", "delete-allow"]);
+        assert_eq!(
+            kinds,
+            [
+                "reset",
+                "put",
+                "put",
+                "delete",
+                "delete-allow",
+                "delete-allow"
+            ]
+        );
     }
 
     #[test]
@@ -256,10 +329,16 @@ mod tests {
         };
         let w = wanted(&config(&["198.51.100.10:80=http"], None), &snapshot);
         assert_eq!(w.len(), 2);
-        assert!(w.values().all(|l| l.allow == Cidr::parse_list("192.0.2.0/24").unwrap()));
+        assert!(
+            w.values()
+                .all(|l| l.allow == Cidr::parse_list("192.0.2.0/24").unwrap())
+        );
         // The flag wins over the annotations.
         let w = wanted(&config(&[], Some("10.0.0.0/8")), &snapshot);
-        assert_eq!(w.values().next().unwrap().allow, Cidr::parse_list("10.0.0.0/8").unwrap());
+        assert_eq!(
+            w.values().next().unwrap().allow,
+            Cidr::parse_list("10.0.0.0/8").unwrap()
+        );
         assert_eq!(w.values().next().unwrap().socket, sockets::HTTPS);
     }
 }

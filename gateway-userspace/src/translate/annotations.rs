@@ -6,7 +6,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::IngressWarnings;
 use crate::cidr::Cidr;
 
-
 /// The prefix of every ingress-nginx annotation.
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 

@@ -12,7 +12,6 @@ const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// This gateway's class name and controller.
 #[derive(Clone, Debug, Default)]
 pub struct ClassSelector {
-
     /// The class name served when no IngressClass object exists for it (file mode).
     pub class_name: String,
     /// The `spec.controller` value that makes an IngressClass ours.

@@ -60,7 +60,12 @@ pub fn published(
     if let Some(ip) = spec.and_then(|s| s.load_balancer_ip.clone()) {
         texts.push(("spec.loadBalancerIP".to_string(), ip));
     }
-    for (i, ip) in spec.and_then(|s| s.external_ips.as_ref()).into_iter().flatten().enumerate() {
+    for (i, ip) in spec
+        .and_then(|s| s.external_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         texts.push((format!("spec.externalIPs[{i}]"), ip.clone()));
     }
     for (field, text) in texts {
@@ -68,7 +73,12 @@ pub fn published(
             Ok(ip) => {
                 addresses.insert(ip);
             }
-            Err(_) => warnings.push(Warning::new(&key, source, field, format!("{text:?} is not an IP address; ignored"))),
+            Err(_) => warnings.push(Warning::new(
+                &key,
+                source,
+                field,
+                format!("{text:?} is not an IP address; ignored"),
+            )),
         }
     }
     let mut listeners = BTreeSet::new();
@@ -158,7 +168,11 @@ status:
             ]
         );
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].to_string().contains("spec.externalIPs[1]: \"not-an-ip\""));
+        assert!(
+            warnings[0]
+                .to_string()
+                .contains("spec.externalIPs[1]: \"not-an-ip\"")
+        );
         let missing = published(&store, ("xdp-gateway", "nope"), &[], &mut warnings);
         assert!(missing.is_empty());
         assert!(warnings[1].to_string().contains("does not exist"));

@@ -20,10 +20,10 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend,
 
 pub use class::ClassSelector;
 
+use crate::cidr::Cidr;
 use crate::snapshot::{Backend, IngressReport, PathType, Route, Snapshot, VirtualHost};
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::warning::Warning;
-use crate::cidr::Cidr;
 use annotations::Annotations;
 
 use backend::BackendResolver;
