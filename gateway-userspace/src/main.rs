@@ -41,7 +41,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the routes of a manifests folder, applying every change live.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+
     /// Print the route table of a manifests folder, with the URL of every route.
     Routes(RoutesArgs),
     /// Inspect or remove the kernel fast path (its pinned maps and links).
@@ -194,7 +195,7 @@ fn main() -> Result<()> {
             if let Some(threads) = args.worker_threads {
                 runtime.worker_threads(threads.max(1));
             }
-            runtime.enable_all().build()?.block_on(run(args))
+            runtime.enable_all().build()?.block_on(run(*args))
         }
         Command::Routes(args) => routes(args),
         Command::Bpf(command) => bpf(command),

@@ -96,7 +96,7 @@ impl FastPath {
             let netns =
                 File::open("/proc/self/ns/net").context("opening this network namespace")?;
             let id = sk_lookup.attach(netns).context("attaching sk_lookup")?;
-            let link = FdLink::try_from(sk_lookup.take_link(id)?)?;
+            let link = FdLink::from(sk_lookup.take_link(id)?);
             link.pin(&sk_lookup_link)
                 .context("pinning the sk_lookup link")?;
         }

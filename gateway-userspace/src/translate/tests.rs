@@ -11,6 +11,7 @@ fn options() -> TranslateOptions {
             class_name: "xdp-gateway".into(),
             controller: CONTROLLER.into(),
         },
+        ..TranslateOptions::default()
     }
 }
 
