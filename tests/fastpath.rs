@@ -488,3 +488,41 @@ for _ in range(3):
         "QinQ frames are classified too"
     );
 }
+
+#[test]
+fn without_bpf_the_gateway_binds_its_vips_and_says_so() {
+    let Some(t) = Topology::new() else { return };
+    let (dir, _backend) = routes_to_web(&t, "");
+    // A pin folder that is not on bpffs: the fast path cannot start.
+    let not_bpffs = std::env::temp_dir().join(format!("gwt-not-bpffs-{}", std::process::id()));
+    let gw = Gateway::start_in(
+        &t,
+        dir.path(),
+        &[
+            "--vip",
+            "198.18.1.1:80=http",
+            "--xdp-iface",
+            GATEWAY_IFACE,
+            "--bpf-pin-dir",
+            not_bpffs.to_str().unwrap(),
+        ],
+    );
+    let off: Vec<String> = gw
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("KERNEL FAST PATH OFF"))
+        .collect();
+    assert_eq!(off.len(), 1, "said once: {:#?}", gw.log());
+    assert!(eventually(LONG, || t.curl(
+        &format!("http://{VIP}/"),
+        "a.com",
+        None,
+        SHORT
+    ) == Some(200)));
+    let listening = run(t.in_gateway("ss").args(["-Htln"]));
+    assert!(
+        String::from_utf8_lossy(&listening.stdout).contains("198.18.1.1:80"),
+        "the VIP is bound directly"
+    );
+    let _ = std::fs::remove_dir_all(not_bpffs);
+}

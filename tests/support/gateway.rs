@@ -50,8 +50,11 @@ impl Gateway {
 
     /// Starts it in the gateway namespace of `topology`, with its pin folder.
     pub fn start_in(topology: &Topology, manifests: &Path, extra: &[&str]) -> Gateway {
-        let mut args = vec!["--bpf-pin-dir", topology.pin_dir.to_str().unwrap()];
-        args.extend_from_slice(extra);
+        let mut args = extra.to_vec();
+        if !extra.contains(&"--bpf-pin-dir") {
+            args.extend(["--bpf-pin-dir", topology.pin_dir.to_str().unwrap()]);
+        }
+
         Self::launch(
             topology.in_gateway(binary("gateway")),
             Some(topology.gateway_ns.clone()),
