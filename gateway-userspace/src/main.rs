@@ -149,6 +149,13 @@ struct RunArgs {
     /// Turn off TLS session resumption (tickets and the session cache).
     #[arg(long)]
     no_tls_resumption: bool,
+    /// Only these TLS cipher suites, in order (comma-separated rustls names, e.g.
+    /// TLS13_AES_128_GCM_SHA256).
+    #[arg(long, value_delimiter = ',')]
+    tls_ciphers: Vec<String>,
+    /// Only these TLS key exchange groups, in order (comma-separated, e.g. X25519,secp256r1).
+    #[arg(long, value_delimiter = ',')]
+    tls_kx_groups: Vec<String>,
     /// A VIP:port the gateway owns, and whether it speaks http or https (repeatable):
     /// `198.51.100.10:80=http`. Its connections reach the proxy through sk_lookup.
     #[arg(long, value_name = "ADDR:PORT=http|https")]
@@ -214,7 +221,10 @@ async fn run(args: RunArgs) -> Result<()> {
     let resolver = Arc::new(tls::SniResolver::new(table.clone(), default_certificate));
     let tls_settings = tls::TlsSettings {
         resumption: !args.no_tls_resumption,
+        cipher_suites: args.tls_ciphers.clone(),
+        kx_groups: args.tls_kx_groups.clone(),
     };
+
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver, &tls_settings)?));
 
     let http = bind(args.source.http_listen, "--http-listen").await?;

@@ -186,16 +186,33 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// How the HTTPS listener negotiates.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct TlsSettings {
     /// Session tickets (with rotating keys) and a session-ID cache.
     pub resumption: bool,
+    /// Only these cipher suites (rustls names, e.g. `TLS13_AES_128_GCM_SHA256`), in this order.
+    pub cipher_suites: Vec<String>,
+    /// Only these key exchange groups (e.g. `X25519`, `secp256r1`), in this order.
+    pub kx_groups: Vec<String>,
 }
 
-/// The rustls configuration: TLS 1.2 and 1.3 with rustls' default (modern AEAD) suites, ALPN
-/// h2 and http/1.1, certificates from `resolver`.
+/// The rustls configuration: TLS 1.2 and 1.3 with rustls' default (modern AEAD) suites unless
+/// narrowed, ALPN h2 and http/1.1, certificates from `resolver`.
 pub fn server_config(resolver: Arc<SniResolver>, settings: &TlsSettings) -> Result<ServerConfig> {
-    let mut config = ServerConfig::builder_with_provider(provider().clone())
+    let mut provider = CryptoProvider::clone(provider());
+    if !settings.cipher_suites.is_empty() {
+        provider.cipher_suites = pick(&provider.cipher_suites, &settings.cipher_suites, |s| {
+            format!("{:?}", s.suite())
+        })
+        .context("--tls-ciphers")?;
+    }
+    if !settings.kx_groups.is_empty() {
+        provider.kx_groups = pick(&provider.kx_groups, &settings.kx_groups, |g| {
+            format!("{:?}", g.name())
+        })
+        .context("--tls-kx-groups")?;
+    }
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&version::TLS13, &version::TLS12])
         .context("TLS versions")?
         .with_no_client_auth()
@@ -211,7 +228,30 @@ pub fn server_config(resolver: Arc<SniResolver>, settings: &TlsSettings) -> Resu
     Ok(config)
 }
 
+/// The entries of `available` named in `wanted`, in that order; an unknown name is an error
+/// that lists the known ones.
+fn pick<T: Clone>(
+    available: &[T],
+    wanted: &[String],
+    name: impl Fn(&T) -> String,
+) -> Result<Vec<T>> {
+    wanted
+        .iter()
+        .map(|w| {
+            available
+                .iter()
+                .find(|a| name(a).eq_ignore_ascii_case(w))
+                .cloned()
+                .with_context(|| {
+                    let known: Vec<String> = available.iter().map(&name).collect();
+                    format!("unknown name {w:?}; known: {}", known.join(", "))
+                })
+        })
+        .collect()
+}
+
 /// The certificate for handshakes no Secret answers: from files, or self-signed at start (as
+
 /// ingress-nginx's "Fake Certificate").
 pub fn default_certificate(files: Option<(&str, &str)>) -> Result<Arc<CertifiedKey>> {
     let (chain, key) = match files {
