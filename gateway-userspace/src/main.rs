@@ -279,8 +279,11 @@ async fn run(args: RunArgs) -> Result<()> {
         ))
     });
     if let Some(steering) = &steering {
+        // Listeners are in place before /readyz says so; later tables follow as published.
+        steering.sync(&table.current());
         tokio::spawn(steering.clone().follow(table.clone()));
     }
+
 
     let admin_server = Arc::new(Admin {
         steering,

@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask build-ebpf`, `cargo xtask test`, `cargo xtask demo`.
 
+mod bench;
 mod demo;
 mod ebpf;
 
@@ -27,6 +28,18 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Benchmark the gateway side by side with nginx and HAProxy (installs what it needs).
+    Bench {
+        /// A short run (about 3 minutes) instead of the full one.
+        #[arg(long)]
+        quick: bool,
+        /// Only these tests (comma-separated: T1,T2,T3,T4,T5,T6,T7,T8,T9).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// The benchmark backend (started by `bench`).
+    #[command(hide = true)]
+    BenchBackend,
     /// Run the gateway on deploy/examples with example backends, and show routing working.
     Demo {
         /// Exit after showing the example requests instead of serving until Ctrl-C.
@@ -40,6 +53,8 @@ fn main() -> Result<()> {
         Task::BuildEbpf => ebpf::build().map(|_| ()),
         Task::Test { args } => test(&args),
         Task::Demo { no_wait } => demo::run(!no_wait),
+        Task::Bench { quick, only } => bench::run_all(quick, only),
+        Task::BenchBackend => bench::backend::run(),
     }
 }
 

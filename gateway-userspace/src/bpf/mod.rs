@@ -40,7 +40,9 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// How to attach the XDP program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
-    /// Driver (native) mode, or generic mode where the driver has no XDP support.
+    /// Driver (native) mode, or generic mode where the driver has no XDP support or is veth
+    /// (where native mode costs other traffic most of its throughput).
+
     Auto,
     /// Driver mode only.
     Native,
@@ -220,6 +222,11 @@ fn attach_xdp(
     match mode {
         AttachMode::Native => Ok((xdp_attach(xdp, interface, XdpMode::Driver)?, "native")),
         AttachMode::Generic => Ok((xdp_attach(xdp, interface, XdpMode::Skb)?, "generic")),
+        // Native XDP on veth turns off GRO and copies packets: measured, it cuts TCP throughput
+        // of unrelated traffic by three quarters, where generic mode costs nothing.
+        AttachMode::Auto if driver_of(interface).as_deref() == Some("veth") => {
+            Ok((xdp_attach(xdp, interface, XdpMode::Skb)?, "generic (veth)"))
+        }
         AttachMode::Auto => match xdp_attach(xdp, interface, XdpMode::Driver) {
             Ok(id) => Ok((id, "native")),
             Err(native_error) => {
@@ -228,6 +235,44 @@ fn attach_xdp(
             }
         },
     }
+}
+
+/// The kernel driver of an interface (ethtool's GDRVINFO), e.g. `veth`, `mlx5_core`.
+fn driver_of(interface: &str) -> Option<String> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 160],
+    }
+    let mut info = DrvInfo { cmd: ETHTOOL_GDRVINFO, driver: [0; 32], rest: [0; 160] };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = interface.as_bytes();
+    if name.len() >= request.ifr_name.len() {
+        return None;
+    }
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name) {
+        *slot = *byte as libc::c_char;
+    }
+    request.ifr_ifru.ifru_data = (&raw mut info).cast();
+    // SAFETY: a datagram socket for the ioctl, closed below; the request points at `info`,
+    // which outlives the call.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if socket < 0 {
+            return None;
+        }
+        let rc = libc::ioctl(socket, SIOCETHTOOL, &mut request);
+        libc::close(socket);
+        if rc != 0 {
+            return None;
+        }
+    }
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(info.driver.len());
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
 fn xdp_attach(

@@ -1,0 +1,206 @@
+//! One set of routes, one certificate and equivalent configurations for every system under
+//! test, generated into the bench work folder (../shared/BENCHMARKS.md 6.2).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// Backend ports: four "pods" answering `ok`.
+pub const BACKEND_PORTS: [u16; 4] = [9000, 9001, 9002, 9003];
+/// A fifth backend answering `new`: routes added during route-churn tests point at it, so a
+/// client can tell when a new route is served (and not a default one).
+pub const NEW_BACKEND_PORT: u16 = 9004;
+
+/// Ports of each system under test: (HTTP, HTTPS).
+pub const GATEWAY_PORTS: (u16, u16) = (8083, 8443);
+pub const NGINX_PORTS: (u16, u16) = (8081, 8441);
+pub const HAPROXY_PORTS: (u16, u16) = (8082, 8442);
+
+/// The generated files.
+pub struct Fixtures {
+    pub dir: PathBuf,
+}
+
+impl Fixtures {
+    pub fn manifests(&self) -> PathBuf {
+        self.dir.join("manifests")
+    }
+}
+
+/// Writes routes `r0..r{routes-1}.bench.test` (to backend `i % 4`), the certificate and the
+/// nginx, HAProxy and gateway configurations into `dir`.
+pub fn generate(dir: &Path, routes: usize) -> Result<Fixtures> {
+    std::fs::create_dir_all(dir.join("routes"))?;
+    let manifests = dir.join("manifests");
+    if manifests.exists() {
+        std::fs::remove_dir_all(&manifests)?;
+    }
+    std::fs::create_dir_all(&manifests)?;
+    let write = |path: PathBuf, text: String| {
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+
+    // One ECDSA P-256 certificate for *.bench.test, used by all three.
+    let mut params = rcgen::CertificateParams::new(vec!["*.bench.test".to_string()])?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "bench.test");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let cert = params.self_signed(&key)?;
+    write(dir.join("cert.pem"), cert.pem())?;
+    write(dir.join("key.pem"), key.serialize_pem())?;
+    write(dir.join("combined.pem"), cert.pem() + &key.serialize_pem())?;
+
+    let all_backends: Vec<u16> = BACKEND_PORTS
+        .iter()
+        .copied()
+        .chain([NEW_BACKEND_PORT])
+        .collect();
+    let mut upstreams = String::new();
+    for (i, port) in all_backends.iter().enumerate() {
+        writeln!(
+            upstreams,
+            "upstream be{i} {{ server 127.0.0.1:{port}; keepalive 256; }}"
+        )?;
+    }
+    write(dir.join("routes/nginx-upstreams.conf"), upstreams)?;
+    let mut nginx_map = String::new();
+    let mut haproxy_map = String::new();
+    for i in 0..routes {
+        writeln!(nginx_map, "r{i}.bench.test be{};", i % 4)?;
+        writeln!(haproxy_map, "r{i}.bench.test be{}", i % 4)?;
+    }
+    write(dir.join("routes/nginx-hosts.map"), nginx_map)?;
+    write(dir.join("routes/haproxy-hosts.map"), haproxy_map)?;
+    write(dir.join("nginx.conf"), nginx_conf(dir, false))?;
+    write(dir.join("nginx-resume.conf"), nginx_conf(dir, true))?;
+    write(
+        dir.join("haproxy.cfg"),
+        haproxy_cfg(dir, false, &all_backends),
+    )?;
+    write(
+        dir.join("haproxy-resume.cfg"),
+        haproxy_cfg(dir, true, &all_backends),
+    )?;
+    write(
+        dir.join("hosts.lua"),
+        format!(
+            "math.randomseed(42)\nrequest = function()\n  wrk.headers[\"Host\"] = \"r\" .. math.random(0, {}) .. \".bench.test\"\n  return wrk.format(nil, \"/\")\nend\n",
+            routes - 1
+        ),
+    )?;
+
+    let mut services = String::new();
+    for (i, port) in all_backends.iter().enumerate() {
+        write!(
+            services,
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: be{i}, namespace: bench}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: be{i}-1, namespace: bench, labels: {{kubernetes.io/service-name: be{i}}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n---\n"
+        )?;
+    }
+    write(manifests.join("services.yaml"), services)?;
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    write(
+        manifests.join("secret.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: bench-tls, namespace: bench}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(&cert.pem()),
+            indent(&key.serialize_pem())
+        ),
+    )?;
+    let mut ingress = String::from(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: bench\n  namespace: bench\n  annotations: {nginx.ingress.kubernetes.io/ssl-redirect: \"false\"}\nspec:\n  tls:\n  - hosts: [\"*.bench.test\"]\n    secretName: bench-tls\n  rules:\n",
+    );
+    // r7 has a file of its own: the route-churn test flips its backend by rewriting it.
+    for i in (0..routes).filter(|i| *i != 7) {
+        writeln!(
+            ingress,
+            "  - host: r{i}.bench.test\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: be{}, port: {{number: 80}}}}}}}}]}}",
+            i % 4
+        )?;
+    }
+    write(manifests.join("routes.yaml"), ingress)?;
+    write(manifests.join("r7.yaml"), extra_route("r7", 3))?;
+    Ok(Fixtures {
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// The manifest of one extra route, `name.bench.test` to backend `backend` (route churn).
+pub fn extra_route(name: &str, backend: usize) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: bench}}\nspec:\n  rules:\n  - host: {name}.bench.test\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: be{backend}, port: {{number: 80}}}}}}}}]}}\n"
+    )
+}
+
+fn nginx_conf(dir: &Path, resume: bool) -> String {
+    let d = dir.display();
+    let (tickets, cache) = if resume {
+        ("on", "shared:SSL:10m")
+    } else {
+        ("off", "off")
+    };
+    let (http, https) = NGINX_PORTS;
+    format!(
+        r#"worker_processes 1; worker_cpu_affinity 10; worker_rlimit_nofile 65536; pid {d}/nginx.pid;
+daemon off; user root;
+events {{ worker_connections 32768; }}
+http {{
+  access_log off; error_log {d}/nginx-error.log warn;
+  client_body_temp_path {d}/nginx-tmp; proxy_temp_path {d}/nginx-tmp;
+  keepalive_timeout 75s; keepalive_requests 1000000;
+  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519; ssl_session_tickets {tickets}; ssl_session_cache {cache};
+  ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+  include {d}/routes/nginx-upstreams.conf;
+  map $host $be {{ hostnames; default be0; include {d}/routes/nginx-hosts.map; }}
+  server {{ listen 127.0.0.1:{http} backlog=4096; listen 127.0.0.1:{https} ssl http2;
+           ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;
+           location / {{ proxy_pass http://$be; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+"#
+    )
+}
+
+fn haproxy_cfg(dir: &Path, resume: bool, backends: &[u16]) -> String {
+    let d = dir.display();
+    let (http, https) = HAPROXY_PORTS;
+    let options = if resume {
+        "ssl-min-ver TLSv1.3"
+    } else {
+        "ssl-min-ver TLSv1.3 no-tls-tickets"
+    };
+    let cache = if resume { "20000" } else { "0" };
+    let backends: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("backend be{i}\n  server s0 127.0.0.1:{port} pool-max-conn 256\n"))
+        .collect();
+    format!(
+        r#"global
+  nbthread 1
+  cpu-map 1/1 1
+  maxconn 40000
+  tune.ssl.cachesize {cache}
+  ssl-default-bind-options {options}
+  ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
+  stats socket {d}/haproxy.sock mode 600 level admin expose-fd listeners
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 75s
+  timeout server 30s
+  timeout http-keep-alive 75s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{http}
+  bind 127.0.0.1:{https} ssl crt {d}/combined.pem alpn h2,http/1.1 curves X25519
+  use_backend %[req.hdr(host),field(1,:),lower,map({d}/routes/haproxy-hosts.map,be0)]
+{backends}"#
+    )
+}

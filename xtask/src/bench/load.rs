@@ -1,0 +1,220 @@
+//! The load generators, pinned to the load CPU, and what their output says.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::sut::LOAD_CPU;
+
+/// What one load run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Measured {
+    pub requests: f64,
+    pub rps: f64,
+    pub errors: f64,
+    /// Latency percentiles in milliseconds, where the generator reports them.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p999_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+fn pinned(program: &str) -> Command {
+    let mut command = Command::new("taskset");
+    command.args(["-c", LOAD_CPU, program]);
+    command
+}
+
+fn output(command: &mut Command) -> Result<String> {
+    let out = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Closed-loop maximum throughput with wrk (HTTP/1.1 keep-alive, random route per request).
+pub fn wrk(
+    port: u16,
+    duration: Duration,
+    connections: u32,
+    script: &std::path::Path,
+) -> Result<Measured> {
+    let text = output(
+        pinned("wrk")
+            .args([
+                "-t1",
+                &format!("-c{connections}"),
+                &format!("-d{}s", duration.as_secs()),
+                "--latency",
+                "-s",
+            ])
+            .arg(script)
+            .arg(format!("http://127.0.0.1:{port}/")),
+    )?;
+    let number_after = |label: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    };
+    let percentile = |label: &str| -> Option<f64> {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(label))
+            .map(str::trim)
+            .and_then(parse_duration_ms)
+    };
+    let socket_errors: f64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+        .map(|rest| {
+            rest.split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or(0.0);
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    Ok(Measured {
+        requests,
+        rps: number_after("Requests/sec:").context("wrk printed no Requests/sec")?,
+        errors: number_after("Non-2xx or 3xx responses:").unwrap_or(0.0) + socket_errors,
+        p50_ms: percentile("50%"),
+        p99_ms: percentile("99%"),
+        ..Measured::default()
+    })
+}
+
+/// `1.23ms`, `456.00us`, `2.01s` in milliseconds.
+fn parse_duration_ms(text: &str) -> Option<f64> {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
+}
+
+/// What oha runs against.
+pub struct OhaTarget<'a> {
+    pub port: u16,
+    pub host: &'a str,
+    pub tls: bool,
+}
+
+/// oha for `duration`: open loop at `rate` requests per second (with latency correction) when
+/// given, else as fast as `connections` allow; `keepalive: false` makes every request a new
+/// connection (and, over TLS, a new handshake).
+pub fn oha(
+    target: &OhaTarget<'_>,
+    duration: Duration,
+    connections: u32,
+    rate: Option<u32>,
+    keepalive: bool,
+) -> Result<Measured> {
+    let mut command = pinned("oha");
+    command
+        .args([
+            "--no-tui",
+            "--output-format",
+            "json",
+            "-z",
+            &format!("{}s", duration.as_secs()),
+        ])
+        .args(["-c", &connections.to_string()]);
+    if let Some(rate) = rate {
+        command.args(["-q", &rate.to_string(), "--latency-correction"]);
+    }
+    if !keepalive {
+        command.arg("--disable-keepalive");
+    }
+    let url = if target.tls {
+        command.arg("--insecure").args([
+            "--connect-to",
+            &format!("{}:{}:127.0.0.1:{}", target.host, target.port, target.port),
+        ]);
+        format!("https://{}:{}/", target.host, target.port)
+    } else {
+        command.args(["-H", &format!("Host: {}", target.host)]);
+        format!("http://127.0.0.1:{}/", target.port)
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&output(command.arg(url))?).context("oha JSON")?;
+    let summary = &json["summary"];
+    let seconds = |v: &serde_json::Value| v.as_f64().map(|s| s * 1000.0);
+    let percentiles = &json["latencyPercentiles"];
+    let ok: f64 = json["statusCodeDistribution"]["200"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let all_statuses: f64 = json["statusCodeDistribution"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_f64()).sum())
+        .unwrap_or(0.0);
+    let connection_errors: f64 = json["errorDistribution"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_f64()).sum())
+        .unwrap_or(0.0);
+    Ok(Measured {
+        requests: all_statuses,
+        rps: summary["requestsPerSec"].as_f64().unwrap_or(0.0),
+        errors: (all_statuses - ok) + connection_errors,
+        p50_ms: seconds(&percentiles["p50"]),
+        p99_ms: seconds(&percentiles["p99"]),
+        p999_ms: seconds(&percentiles["p99.9"]),
+        max_ms: seconds(&summary["slowest"]),
+    })
+}
+
+/// h2load over TLS (HTTP/2): `clients` connections, `streams` concurrent streams each.
+pub fn h2load(
+    port: u16,
+    path: &str,
+    duration: Duration,
+    clients: u32,
+    streams: u32,
+) -> Result<Measured> {
+    let text = output(
+        pinned("h2load")
+            .args(["-t1", &format!("-c{clients}"), &format!("-m{streams}")])
+            .args(["-D", &duration.as_secs().to_string()])
+            .args(["--connect-to", &format!("127.0.0.1:{port}")])
+            .arg(format!("https://r7.bench.test:{port}{path}")),
+    )?;
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|part| part.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .context("h2load printed no req/s")?;
+    let count = |label: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with("requests:"))
+            .and_then(|l| l.split(',').find(|p| p.trim().ends_with(label)))
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(Measured {
+        requests: count("succeeded"),
+        rps,
+        errors: count("failed") + count("errored") + count("timeout"),
+        ..Measured::default()
+    })
+}

@@ -1,0 +1,598 @@
+//! `cargo xtask bench`: the gateway side by side with nginx and HAProxy in one run, on one
+//! machine, as ../shared/BENCHMARKS.md describes. Results go to bench/results/<date>.json and a
+//! Markdown table of medians and ratios beside it.
+
+pub mod backend;
+mod churn;
+mod fixtures;
+mod load;
+mod report;
+mod sut;
+mod xdp;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::{cargo, root, run};
+use load::{Measured, OhaTarget};
+use sut::{Kind, Options, Sut};
+
+/// How long and how often.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub quick: bool,
+    /// Only these tests (`T1`, `T3`, ...); all when empty.
+    pub only: Vec<String>,
+    pub rounds: usize,
+    /// Length of each throughput or latency run.
+    pub run: Duration,
+    pub route_updates: usize,
+    pub churn_mutations: usize,
+}
+
+impl Plan {
+    pub fn new(quick: bool, only: Vec<String>) -> Self {
+        if quick {
+            Plan {
+                quick,
+                only,
+                rounds: 1,
+                run: Duration::from_secs(5),
+                route_updates: 20,
+                churn_mutations: 100,
+            }
+        } else {
+            Plan {
+                quick,
+                only,
+                rounds: 3,
+                run: Duration::from_secs(10),
+                route_updates: 100,
+                churn_mutations: 1000,
+            }
+        }
+    }
+
+    fn wants(&self, test: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|t| t.eq_ignore_ascii_case(test))
+    }
+}
+
+/// One measurement of one system in one round.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    pub sut: String,
+    pub test: String,
+    pub round: usize,
+    /// Named figures: rps, sut_cpu_s, per_cpu_s, p50_ms, p99_ms, errors, pss_bytes, ...
+    pub values: BTreeMap<String, f64>,
+}
+
+impl Record {
+    fn new(sut: &str, test: &str, round: usize) -> Self {
+        Self {
+            sut: sut.to_string(),
+            test: test.to_string(),
+            round,
+            values: BTreeMap::new(),
+        }
+    }
+
+    fn set(&mut self, name: &str, value: f64) -> &mut Self {
+        self.values.insert(name.to_string(), value);
+        self
+    }
+
+    fn measured(&mut self, m: &Measured) -> &mut Self {
+        self.set("rps", m.rps)
+            .set("requests", m.requests)
+            .set("errors", m.errors);
+        for (name, value) in [
+            ("p50_ms", m.p50_ms),
+            ("p99_ms", m.p99_ms),
+            ("p999_ms", m.p999_ms),
+            ("max_ms", m.max_ms),
+        ] {
+            if let Some(value) = value {
+                self.set(name, value);
+            }
+        }
+        self
+    }
+}
+
+/// The whole run.
+pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
+    let plan = Plan::new(quick, only);
+    install_tools()?;
+    crate::ebpf::build()?;
+    cargo(&["build", "--release", "-p", "gateway-userspace"])?;
+    let gateway = root().join("target/release/gateway");
+    let work = root().join("bench/work");
+    let started = Instant::now();
+    let steal_before = steal_ticks()?;
+    let fixtures = fixtures::generate(&work, 100)?;
+    let _backend = Backend::start()?;
+    let mut records = Vec::new();
+
+    if plan.wants("T1") {
+        println!("== T0/T1 max throughput (wrk, HTTP/1.1 keep-alive, 100 routes)");
+        let direct = load::wrk(
+            fixtures::BACKEND_PORTS[0],
+            plan.run,
+            64,
+            &fixtures.dir.join("hosts.lua"),
+        )?;
+        records.push({
+            let mut r = Record::new("direct", "T1", 0);
+            r.measured(&direct);
+            r
+        });
+        for round in 0..plan.rounds {
+            for kind in shuffled(round) {
+                let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+                let cpu = sut.cpu_seconds();
+                let m = load::wrk(
+                    kind.ports().0,
+                    plan.run,
+                    64,
+                    &fixtures.dir.join("hosts.lua"),
+                )?;
+                let used = sut.cpu_seconds() - cpu;
+                let mut r = Record::new(kind.name(), "T1", round);
+                r.measured(&m)
+                    .set("sut_cpu_s", used)
+                    .set("per_cpu_s", m.requests / used.max(1e-9));
+                println!(
+                    "  {:8} round {round}: {:>9.0} rps, {:>9.0} req per SUT CPU-s, errors {}",
+                    kind.name(),
+                    m.rps,
+                    m.requests / used.max(1e-9),
+                    m.errors
+                );
+                records.push(r);
+            }
+        }
+    }
+
+    if plan.wants("T2") {
+        println!("== T2 added latency, open loop (oha, latency correction)");
+        let slowest = Kind::ALL
+            .iter()
+            .filter_map(|k| {
+                median(
+                    records
+                        .iter()
+                        .filter(|r| r.test == "T1" && r.sut == k.name())
+                        .map(|r| r.values["rps"]),
+                )
+            })
+            .fold(f64::INFINITY, f64::min);
+        // Without a T1 in this run, a rate every system sustains on these machines.
+        let slowest = if slowest.is_finite() {
+            slowest
+        } else {
+            10_000.0
+        };
+        let fractions: &[f64] = if plan.quick {
+            &[0.5]
+        } else {
+            &[0.25, 0.5, 0.75]
+        };
+        for &fraction in fractions {
+            let rate = (slowest * fraction) as u32;
+            let direct = load::oha(
+                &OhaTarget {
+                    port: fixtures::BACKEND_PORTS[3],
+                    host: "r7.bench.test",
+                    tls: false,
+                },
+                plan.run,
+                32,
+                Some(rate),
+                true,
+            )?;
+            let mut r = Record::new("direct", "T2", 0);
+            r.measured(&direct).set("rate", f64::from(rate));
+            records.push(r);
+            for kind in shuffled(0) {
+                let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+                let m = load::oha(
+                    &OhaTarget {
+                        port: kind.ports().0,
+                        host: "r7.bench.test",
+                        tls: false,
+                    },
+                    plan.run,
+                    32,
+                    Some(rate),
+                    true,
+                )?;
+                drop(sut);
+                let mut r = Record::new(kind.name(), "T2", 0);
+                r.measured(&m).set("rate", f64::from(rate));
+                if let (Some(p99), Some(direct_p99)) = (m.p99_ms, direct.p99_ms) {
+                    r.set("added_p99_ms", p99 - direct_p99);
+                }
+                if let (Some(p50), Some(direct_p50)) = (m.p50_ms, direct.p50_ms) {
+                    r.set("added_p50_ms", p50 - direct_p50);
+                }
+                println!(
+                    "  {:8} at {rate:>6}/s: p50 {:.3} ms, p99 {:.3} ms (direct p99 {:.3} ms), errors {}",
+                    kind.name(),
+                    m.p50_ms.unwrap_or(0.0),
+                    m.p99_ms.unwrap_or(0.0),
+                    direct.p99_ms.unwrap_or(0.0),
+                    m.errors
+                );
+                records.push(r);
+            }
+        }
+    }
+
+    if plan.wants("T3") {
+        println!(
+            "== T3 TLS 1.3 handshakes (ECDSA P-256, X25519, AES-128-GCM), one request per connection"
+        );
+        for (test, resumption) in [("T3", false), ("T3b", true)] {
+            for round in 0..plan.rounds {
+                for kind in shuffled(round) {
+                    let sut = Sut::start(kind, &fixtures, &gateway, Options { resumption })?;
+                    let cpu = sut.cpu_seconds();
+                    let m = load::oha(
+                        &OhaTarget {
+                            port: kind.ports().1,
+                            host: "r7.bench.test",
+                            tls: true,
+                        },
+                        plan.run,
+                        32,
+                        None,
+                        false,
+                    )?;
+                    let used = sut.cpu_seconds() - cpu;
+                    let mut r = Record::new(kind.name(), test, round);
+                    r.measured(&m)
+                        .set("sut_cpu_s", used)
+                        .set("per_cpu_s", m.requests / used.max(1e-9))
+                        .set("cpu_us_per_handshake", used * 1e6 / m.requests.max(1.0));
+                    println!(
+                        "  {test} {:8} round {round}: {:>7.0} handshakes/s, {:>7.0} per SUT CPU-s, errors {}",
+                        kind.name(),
+                        m.rps,
+                        m.requests / used.max(1e-9),
+                        m.errors
+                    );
+                    records.push(r);
+                }
+            }
+        }
+    }
+
+    if !plan.quick && plan.wants("T4") {
+        println!("== T4 HTTP/2 over TLS (h2load)");
+        for (test, path, clients, streams) in [("T4", "/", 16, 10), ("T4-bulk", "/bytes/1m", 4, 1)]
+        {
+            for kind in shuffled(0) {
+                let sut = Sut::start(kind, &fixtures, &gateway, Options { resumption: true })?;
+                let cpu = sut.cpu_seconds();
+                match load::h2load(kind.ports().1, path, plan.run, clients, streams) {
+                    Ok(m) => {
+                        let used = sut.cpu_seconds() - cpu;
+                        let mut r = Record::new(kind.name(), test, 0);
+                        r.measured(&m)
+                            .set("sut_cpu_s", used)
+                            .set("per_cpu_s", m.requests / used.max(1e-9));
+                        if test == "T4-bulk" {
+                            r.set("mb_per_cpu_s", m.requests / used.max(1e-9));
+                        }
+                        println!(
+                            "  {test} {:8}: {:>8.0} req/s, {:>8.0} per SUT CPU-s, errors {}",
+                            kind.name(),
+                            m.rps,
+                            m.requests / used.max(1e-9),
+                            m.errors
+                        );
+                        records.push(r);
+                    }
+                    Err(e) => println!("  {test} {:8}: h2load failed: {e:#}", kind.name()),
+                }
+            }
+        }
+    }
+    if !plan.quick && plan.wants("T5") {
+        println!("== T5 memory per idle connection (10,000 keep-alive connections)");
+        for kind in shuffled(0) {
+            let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+            let m = idle_connections(&sut, 10_000)?;
+            println!(
+                "  {:8}: {:>7.0} bytes per connection (Pss), {:>7.0} kernel bytes",
+                kind.name(),
+                m.0,
+                m.1
+            );
+            let mut r = Record::new(kind.name(), "T5", 0);
+            r.set("pss_bytes_per_conn", m.0)
+                .set("kernel_bytes_per_conn", m.1);
+            records.push(r);
+        }
+    }
+
+    if plan.wants("T6") {
+        println!("== T6 route update to first served request");
+        for kind in shuffled(0) {
+            let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+            let latencies = churn::update_latencies(&sut, &fixtures, plan.route_updates)?;
+            let mut r = Record::new(kind.name(), "T6", 0);
+            r.set("p50_ms", percentile(&latencies, 0.5))
+                .set("p99_ms", percentile(&latencies, 0.99))
+                .set("max_ms", percentile(&latencies, 1.0));
+            println!(
+                "  {:8}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} updates",
+                kind.name(),
+                r.values["p50_ms"],
+                r.values["p99_ms"],
+                r.values["max_ms"],
+                latencies.len()
+            );
+            records.push(r);
+            drop(sut);
+            // Every run starts from the same 100 routes.
+            fixtures::generate(&work, 100)?;
+        }
+    }
+
+    if plan.wants("T7") {
+        println!(
+            "== T7 failed requests during {} route changes under load",
+            plan.churn_mutations
+        );
+        for kind in shuffled(0) {
+            let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+            let (m, processes) =
+                churn::failures_under_churn(&sut, &fixtures, plan.churn_mutations)?;
+            let mut r = Record::new(kind.name(), "T7", 0);
+            r.measured(&m)
+                .set("pss_bytes", sut.pss_bytes() as f64)
+                .set("processes", processes as f64);
+            println!(
+                "  {:8}: {} requests, {} failed, p99.9 {:.1} ms, max {:.1} ms, {} processes after",
+                kind.name(),
+                m.requests,
+                m.errors,
+                m.p999_ms.unwrap_or(0.0),
+                m.max_ms.unwrap_or(0.0),
+                processes
+            );
+            records.push(r);
+            drop(sut);
+            fixtures::generate(&work, 100)?;
+        }
+    }
+
+    if !plan.quick && plan.wants("T8") {
+        println!("== T8 10,000 routes: start to ready, memory");
+        let big = fixtures::generate(&work, 10_000)?;
+        for kind in shuffled(0) {
+            let begin = Instant::now();
+            let sut = Sut::start(kind, &big, &gateway, Options::default())?;
+            let ready = begin.elapsed().as_secs_f64() * 1000.0;
+            let mut r = Record::new(kind.name(), "T8", 0);
+            r.set("ready_ms", ready)
+                .set("pss_bytes", sut.pss_bytes() as f64);
+            println!(
+                "  {:8}: ready in {ready:.0} ms, Pss {:.1} MB",
+                kind.name(),
+                sut.pss_bytes() as f64 / 1e6
+            );
+            records.push(r);
+        }
+        fixtures::generate(&work, 100)?;
+    }
+
+    if plan.wants("T9") {
+        println!("== T9 XDP drops and the tax on other traffic (veth in network namespaces)");
+        match xdp::run(&gateway, &plan) {
+            Ok(mut xdp_records) => records.append(&mut xdp_records),
+            Err(e) => println!("  skipped: {e:#}"),
+        }
+    }
+
+    let steal = steal_ticks()?.saturating_sub(steal_before);
+    let elapsed = started.elapsed();
+    let environment = Environment {
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        quick: plan.quick,
+        rounds: plan.rounds,
+        seconds: elapsed.as_secs(),
+        steal_ticks: steal,
+    };
+    report::write(&root().join("bench/results"), &environment, &records)
+}
+
+/// Facts about the run that go with the figures.
+#[derive(Debug, Serialize)]
+pub struct Environment {
+    pub kernel: String,
+    pub quick: bool,
+    pub rounds: usize,
+    pub seconds: u64,
+    pub steal_ticks: u64,
+}
+
+/// The order of the systems in `round`: rotated, so no system always runs first.
+fn shuffled(round: usize) -> Vec<Kind> {
+    let mut kinds = Kind::ALL.to_vec();
+    let turn = round % kinds.len();
+    kinds.rotate_left(turn);
+    kinds
+}
+
+pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[v.len() / 2])
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    let index = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[index]
+}
+
+/// Steal ticks of all CPUs so far (/proc/stat): a noisy neighbour shows here.
+fn steal_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("/proc/stat is empty")?;
+    Ok(cpu
+        .split_whitespace()
+        .nth(8)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The benchmark backend on CPU 0 (this very binary, `xtask bench-backend`).
+struct Backend(Child);
+
+impl Backend {
+    fn start() -> Result<Self> {
+        let child = Command::new("taskset")
+            .args(["-c", sut::LOAD_CPU])
+            .arg(std::env::current_exe()?)
+            .arg("bench-backend")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sut::get(fixtures::BACKEND_PORTS[3], "x", "/").is_err() {
+            if Instant::now() > deadline {
+                bail!("the benchmark backend did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Opens `count` keep-alive connections that each made one request, holds them, and returns
+/// the system's Pss growth and the kernel's TCP memory growth per connection.
+fn idle_connections(sut: &Sut, count: usize) -> Result<(f64, f64)> {
+    let pss_before = sut.pss_bytes() as f64;
+    let tcp_before = tcp_memory_bytes()?;
+    let script = format!(
+        r#"
+import asyncio, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+async def one():
+    r, w = await asyncio.open_connection("127.0.0.1", {port})
+    w.write(b"GET / HTTP/1.1\r\nHost: r1.bench.test\r\n\r\n")
+    await w.drain()
+    await r.readuntil(b"ok")
+    return w
+async def main():
+    held = []
+    for i in range(0, {count}, 500):
+        held += await asyncio.gather(*[one() for _ in range(min(500, {count} - i))])
+    print("ready", flush=True)
+    sys.stdin.readline()
+asyncio.run(main())
+"#,
+        port = sut.kind.ports().0
+    );
+    let mut holder = Command::new("taskset")
+        .args(["-c", sut::LOAD_CPU, "python3", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().context("stdout")?),
+        &mut line,
+    )?;
+    if line.trim() != "ready" {
+        let _ = holder.kill();
+        bail!("the idle connection holder failed");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let pss = (sut.pss_bytes() as f64 - pss_before) / count as f64;
+    let kernel = (tcp_memory_bytes()? - tcp_before) / count as f64;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    Ok((pss, kernel))
+}
+
+/// The kernel's TCP buffer memory (/proc/net/sockstat, pages).
+fn tcp_memory_bytes() -> Result<f64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat")?;
+    let pages: f64 = sockstat
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "mem").nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    Ok(pages * 4096.0)
+}
+
+/// Debian packages and crates the benchmarks drive, installed when missing.
+fn install_tools() -> Result<()> {
+    let packages = [
+        "nginx",
+        "haproxy",
+        "wrk",
+        "nghttp2-client",
+        "netsniff-ng",
+        "iptables",
+        "nftables",
+        "iperf3",
+        "iproute2",
+        "python3",
+    ];
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg")
+                .args(["-s", p])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        println!("installing {}", missing.join(" "));
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        // Debian starts the packaged services; the benchmarks run their own.
+        for service in ["nginx", "haproxy"] {
+            let _ = Command::new("systemctl").args(["stop", service]).status();
+            let _ = Command::new("pkill").args(["-x", service]).status();
+        }
+    }
+    if Command::new("oha").arg("--version").output().is_err() {
+        println!("installing oha from crates.io (a few minutes, once)");
+        run(Command::new("cargo").args(["install", "oha", "--locked"]))?;
+    }
+    Ok(())
+}

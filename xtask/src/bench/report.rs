@@ -1,0 +1,271 @@
+//! Results: every figure of every round as JSON, and a Markdown table of medians (min-max) with
+//! the ratio of the gateway to the best peer, where "best" depends on whether more or less is
+//! better for that figure.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{Environment, Record};
+
+/// The figures the table shows, per test: (test, value, label, higher is better).
+const ROWS: [(&str, &str, &str, bool); 21] = [
+    ("T1", "rps", "T1 HTTP/1.1 keep-alive, requests/s", true),
+    ("T1", "per_cpu_s", "T1 requests per SUT CPU-second", true),
+    (
+        "T2",
+        "added_p50_ms",
+        "T2 added p50 latency (ms) at 50% load",
+        false,
+    ),
+    (
+        "T2",
+        "added_p99_ms",
+        "T2 added p99 latency (ms) at 50% load",
+        false,
+    ),
+    ("T3", "rps", "T3 full TLS handshakes/s", true),
+    (
+        "T3",
+        "per_cpu_s",
+        "T3 full handshakes per SUT CPU-second",
+        true,
+    ),
+    ("T3b", "rps", "T3b resumed TLS handshakes/s", true),
+    (
+        "T3b",
+        "per_cpu_s",
+        "T3b resumed handshakes per SUT CPU-second",
+        true,
+    ),
+    (
+        "T4",
+        "per_cpu_s",
+        "T4 HTTP/2+TLS requests per SUT CPU-second",
+        true,
+    ),
+    (
+        "T4-bulk",
+        "per_cpu_s",
+        "T4 bulk TLS MiB per SUT CPU-second",
+        true,
+    ),
+    (
+        "T5",
+        "pss_bytes_per_conn",
+        "T5 bytes per idle connection (Pss)",
+        false,
+    ),
+    ("T6", "p50_ms", "T6 route update to served, p50 (ms)", false),
+    ("T6", "p99_ms", "T6 route update to served, p99 (ms)", false),
+    (
+        "T7",
+        "errors",
+        "T7 failed requests during route churn",
+        false,
+    ),
+    ("T7", "p999_ms", "T7 p99.9 latency during churn (ms)", false),
+    ("T7", "processes", "T7 processes after churn", false),
+    (
+        "T8",
+        "ready_ms",
+        "T8 start to ready with 10k routes (ms)",
+        false,
+    ),
+    (
+        "T8",
+        "pss_bytes",
+        "T8 memory with 10k routes (Pss bytes)",
+        false,
+    ),
+    (
+        "T9",
+        "mpps",
+        "T9 denied-source drops, Mpps (generator-bound on veth)",
+        true,
+    ),
+    (
+        "T9",
+        "cpu_ns_per_packet",
+        "T9 CPU ns per dropped packet (whole machine)",
+        false,
+    ),
+    (
+        "T9-tax",
+        "gbps",
+        "T9 TCP throughput through the XDP interface, Gbit/s",
+        true,
+    ),
+];
+
+#[derive(Serialize)]
+struct Document<'a> {
+    environment: &'a Environment,
+    records: &'a [Record],
+}
+
+/// Writes `<dir>/<date>.json` and `<dir>/<date>.md`, and prints the table.
+pub fn write(dir: &Path, environment: &Environment, records: &[Record]) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let date = today();
+    let suffix = if environment.quick { "-quick" } else { "" };
+    let json = dir.join(format!("{date}{suffix}.json"));
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&Document {
+            environment,
+            records,
+        })?,
+    )?;
+    let table = markdown(environment, records);
+    std::fs::write(dir.join(format!("{date}{suffix}.md")), &table)?;
+    println!("\n{table}\nwritten: {}", json.display());
+    Ok(())
+}
+
+fn markdown(environment: &Environment, records: &[Record]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Benchmark {} ({} run, {} round(s), kernel {}, {} s, steal ticks {})\n",
+        today(),
+        if environment.quick { "quick" } else { "full" },
+        environment.rounds,
+        environment.kernel,
+        environment.seconds,
+        environment.steal_ticks
+    );
+    let _ = writeln!(
+        out,
+        "Medians (min-max over rounds). SUT pinned to CPU 1, load and backend on CPU 0.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| figure | gateway | nginx | haproxy | gateway vs best peer |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for (test, value, label, higher_is_better) in ROWS {
+        let cell = |sut: &str| -> Option<(f64, f64, f64)> {
+            let mut values: Vec<f64> = records
+                .iter()
+                .filter(|r| r.sut == sut && r.test == test)
+                .filter(|r| test != "T2" || is_half_load(r, records))
+                .filter_map(|r| r.values.get(value).copied())
+                .collect();
+            if values.is_empty() {
+                return None;
+            }
+            values.sort_by(|a, b| a.total_cmp(b));
+            Some((
+                values[values.len() / 2],
+                values[0],
+                values[values.len() - 1],
+            ))
+        };
+        let cells: BTreeMap<&str, Option<(f64, f64, f64)>> =
+            ["gateway", "nginx", "haproxy", "xdp-native", "iptables-raw"]
+                .iter()
+                .map(|s| (*s, cell(s)))
+                .collect();
+        if cells.values().all(Option::is_none) {
+            continue;
+        }
+        let show = |c: &Option<(f64, f64, f64)>| match c {
+            Some((median, min, max)) if (max - min).abs() > f64::EPSILON => {
+                format!("{} ({}-{})", number(*median), number(*min), number(*max))
+            }
+            Some((median, _, _)) => number(*median),
+            None => "-".to_string(),
+        };
+        let ours = cells["gateway"].or(cells["xdp-native"]).map(|c| c.0);
+        let peers = [cells["nginx"], cells["haproxy"], cells["iptables-raw"]];
+        let best = peers
+            .iter()
+            .flatten()
+            .map(|c| c.0)
+            .reduce(|a, b| if higher_is_better { a.max(b) } else { a.min(b) });
+        let ratio = match (ours, best) {
+            (Some(ours), Some(best)) if best.abs() > f64::EPSILON && ours.abs() > f64::EPSILON => {
+                let ratio = if higher_is_better {
+                    ours / best
+                } else {
+                    best / ours
+                };
+                format!(
+                    "{ratio:.2}x {}",
+                    if ratio >= 1.0 { "better" } else { "worse" }
+                )
+            }
+            (Some(ours), Some(best)) if ours == best => "equal".to_string(),
+            _ => "-".to_string(),
+        };
+        let gateway_cell = if test.starts_with("T9") {
+            show(&cells["xdp-native"])
+        } else {
+            show(&cells["gateway"])
+        };
+        let peer_cells = if test.starts_with("T9") {
+            (show(&cells["iptables-raw"]), "-".to_string())
+        } else {
+            (show(&cells["nginx"]), show(&cells["haproxy"]))
+        };
+        let _ = writeln!(
+            out,
+            "| {label} | {gateway_cell} | {} | {} | {ratio} |",
+            peer_cells.0, peer_cells.1
+        );
+    }
+    let xdp: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.test.starts_with("T9"))
+        .collect();
+    if !xdp.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nT9 detail (for T9 rows the nginx column holds iptables raw):\n"
+        );
+        for r in xdp {
+            let figures: Vec<String> = r
+                .values
+                .iter()
+                .map(|(k, v)| format!("{k} {}", number(*v)))
+                .collect();
+            let _ = writeln!(out, "- {} {}: {}", r.test, r.sut, figures.join(", "));
+        }
+    }
+    out
+}
+
+/// T2 rows in the table are the ones at 50% of the slowest system's maximum.
+fn is_half_load(record: &Record, records: &[Record]) -> bool {
+    let mut rates: Vec<f64> = records
+        .iter()
+        .filter(|r| r.test == "T2")
+        .filter_map(|r| r.values.get("rate").copied())
+        .collect();
+    rates.sort_by(|a, b| a.total_cmp(b));
+    rates.dedup();
+    let middle = rates.get(rates.len() / 2).copied();
+    record.values.get("rate").copied() == middle
+}
+
+fn number(value: f64) -> String {
+    if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "undated".to_string())
+}

@@ -1,0 +1,244 @@
+//! The systems under test: started pinned to CPU 1, their CPU time and memory read from /proc.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use super::fixtures::{Fixtures, GATEWAY_PORTS, HAPROXY_PORTS, NGINX_PORTS};
+
+/// The CPU every system under test runs on; load and backend run on the other.
+pub const SUT_CPU: &str = "1";
+pub const LOAD_CPU: &str = "0";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Gateway,
+    Nginx,
+    Haproxy,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Gateway, Kind::Nginx, Kind::Haproxy];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Gateway => "gateway",
+            Kind::Nginx => "nginx",
+            Kind::Haproxy => "haproxy",
+        }
+    }
+
+    /// (HTTP port, HTTPS port).
+    pub fn ports(self) -> (u16, u16) {
+        match self {
+            Kind::Gateway => GATEWAY_PORTS,
+            Kind::Nginx => NGINX_PORTS,
+            Kind::Haproxy => HAPROXY_PORTS,
+        }
+    }
+}
+
+/// How a system under test is configured for one test.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// TLS session resumption (tickets, caches) on.
+    pub resumption: bool,
+}
+
+/// A running system under test; stopped when dropped.
+pub struct Sut {
+    pub kind: Kind,
+    child: Child,
+}
+
+impl Sut {
+    pub fn start(kind: Kind, fixtures: &Fixtures, gateway: &Path, options: Options) -> Result<Sut> {
+        let dir = &fixtures.dir;
+        std::fs::create_dir_all(dir.join("nginx-tmp"))?;
+        let mut command = Command::new("taskset");
+        command.args(["-c", SUT_CPU]);
+        match kind {
+            Kind::Gateway => {
+                let (http, https) = kind.ports();
+                command
+                    .arg(gateway)
+                    .arg("run")
+                    .arg("--manifests")
+                    .arg(fixtures.manifests())
+                    .args(["--http-listen", &format!("127.0.0.1:{http}")])
+                    .args(["--https-listen", &format!("127.0.0.1:{https}")])
+                    .args(["--admin-listen", "127.0.0.1:9180", "--worker-threads", "1"])
+                    .args([
+                        "--tls-ciphers",
+                        "TLS13_AES_128_GCM_SHA256",
+                        "--tls-kx-groups",
+                        "X25519",
+                    ])
+                    .args(["--hsts", ""])
+                    .env("RUST_LOG", "warn");
+                if !options.resumption {
+                    command.arg("--no-tls-resumption");
+                }
+            }
+            Kind::Nginx => {
+                let conf = if options.resumption {
+                    "nginx-resume.conf"
+                } else {
+                    "nginx.conf"
+                };
+                command
+                    .arg("nginx")
+                    .arg("-c")
+                    .arg(dir.join(conf))
+                    .arg("-p")
+                    .arg(dir);
+            }
+            Kind::Haproxy => {
+                let conf = if options.resumption {
+                    "haproxy-resume.cfg"
+                } else {
+                    "haproxy.cfg"
+                };
+                command
+                    .arg("haproxy")
+                    .arg("-db")
+                    .arg("-f")
+                    .arg(dir.join(conf));
+            }
+        }
+        let log = std::fs::File::create(dir.join(format!("{}.log", kind.name())))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", kind.name()))?;
+        let sut = Sut { kind, child };
+        sut.wait_ready()?;
+        Ok(sut)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if get(self.kind.ports().0, "r0.bench.test", "/").is_ok_and(|s| s == 200) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "{} did not get ready (see its log in the bench folder)",
+            self.kind.name()
+        )
+    }
+
+    /// Every process of this system under test (nginx has a master and a worker).
+    pub fn pids(&self) -> Vec<u32> {
+        let root = self.child.id();
+        let mut pids = vec![root];
+        let mut i = 0;
+        while i < pids.len() {
+            pids.extend(children(pids[i]));
+            i += 1;
+        }
+        pids
+    }
+
+    /// User plus system CPU seconds used so far by all its processes.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.pids()
+            .iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .map(|stat| {
+                let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+                let fields: Vec<&str> = after.split_whitespace().collect();
+                let utime: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+                let stime: f64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+                (utime + stime) / CLOCK_TICKS_PER_SECOND
+            })
+            .sum()
+    }
+
+    /// Proportional set size of all its processes, in bytes.
+    pub fn pss_bytes(&self) -> u64 {
+        self.pids()
+            .iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+            .filter_map(|rollup| {
+                rollup
+                    .lines()
+                    .find(|l| l.starts_with("Pss:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .sum::<u64>()
+            * 1024
+    }
+
+    /// The processes of nginx (grows when reloads leave old workers behind).
+    pub fn process_count(&self) -> usize {
+        self.pids().len()
+    }
+
+    /// Tells nginx to reload its configuration.
+    pub fn nginx_reload(&self, fixtures: &Fixtures) -> Result<()> {
+        let status = Command::new("nginx")
+            .arg("-c")
+            .arg(fixtures.dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(&fixtures.dir)
+            .args(["-s", "reload"])
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("nginx -s reload failed");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Sut {
+    fn drop(&mut self) {
+        for pid in self.pids().into_iter().rev() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        let _ = self.child.wait();
+        // Let the ports go before the next system binds them.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let path = PathBuf::from(format!("/proc/{pid}/task/{pid}/children"));
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// /proc reports CPU times in clock ticks (USER_HZ), 100 per second on Linux.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// One GET with `Connection: close`; the status code.
+pub fn get(port: u16, host: &str, path: &str) -> Result<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no status line")
+}

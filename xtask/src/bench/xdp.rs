@@ -1,0 +1,449 @@
+//! T9: packets per second dropped for a denied source by iptables raw, nft netdev, tc, and the
+//! gateway's XDP program (native and generic), on one veth pair between two namespaces made for
+//! the run; and the throughput tax of the XDP program on traffic it does not match (iperf3).
+//! Every address here exists only inside those namespaces.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::{Plan, Record};
+
+const DENIED: [u8; 4] = [198, 18, 5, 5];
+
+/// The namespaces of the run; removed when dropped.
+struct Net {
+    gen_ns: String,
+    gw_ns: String,
+    pin_dir: PathBuf,
+}
+
+impl Net {
+    fn create() -> Result<Net> {
+        let id = std::process::id();
+        let net = Net {
+            gen_ns: format!("xgb-gen-{id}"),
+            gw_ns: format!("xgb-gw-{id}"),
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/xgb-{id}")),
+        };
+        let (gen_ns, gw) = (net.gen_ns.as_str(), net.gw_ns.as_str());
+        for args in [
+            vec!["netns", "add", gen_ns],
+            vec!["netns", "add", gw],
+            vec![
+                "link", "add", "veth-gw", "netns", gw, "type", "veth", "peer", "name", "veth-gen",
+                "netns", gen_ns,
+            ],
+            vec!["-n", gw, "addr", "add", "198.18.0.1/24", "dev", "veth-gw"],
+            vec!["-n", gw, "addr", "add", "198.18.1.1/32", "dev", "lo"],
+            vec!["-n", gw, "link", "set", "veth-gw", "up"],
+            vec!["-n", gw, "link", "set", "lo", "up"],
+            vec!["-n", gw, "route", "add", "198.18.5.0/24", "dev", "veth-gw"],
+            vec![
+                "-n",
+                gen_ns,
+                "addr",
+                "add",
+                "198.18.0.2/24",
+                "dev",
+                "veth-gen",
+            ],
+            vec!["-n", gen_ns, "link", "set", "veth-gen", "up"],
+            vec!["-n", gen_ns, "link", "set", "lo", "up"],
+        ] {
+            quiet(Command::new("ip").args(&args))?;
+        }
+        Ok(net)
+    }
+
+    fn gw(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.gw_ns, program]);
+        command
+    }
+
+    fn gen_cmd(&self, program: &str) -> Command {
+        let mut command = Command::new("taskset");
+        command.args(["-c", "0", "ip", "netns", "exec", &self.gen_ns, program]);
+        command
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.gen_ns])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.gw_ns])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+fn quiet(command: &mut Command) -> Result<String> {
+    let out = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A way to drop the denied source, set up and read on the gateway side.
+enum Dropper {
+    IptablesRaw,
+    NftNetdev,
+    TcClsact,
+    Xdp(&'static str),
+}
+
+impl Dropper {
+    fn name(&self) -> String {
+        match self {
+            Dropper::IptablesRaw => "iptables-raw".into(),
+            Dropper::NftNetdev => "nft-netdev".into(),
+            Dropper::TcClsact => "tc-clsact".into(),
+            Dropper::Xdp(mode) => format!("xdp-{mode}"),
+        }
+    }
+}
+
+pub fn run(gateway: &Path, plan: &Plan) -> Result<Vec<Record>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("needs root (network namespaces, XDP)");
+    }
+    let net = Net::create()?;
+    let seconds = if plan.quick { 3 } else { 10 };
+    let mac = quiet(Command::new("ip").args(["-n", &net.gw_ns, "-br", "link", "show", "veth-gw"]))?;
+    let mac = mac.split_whitespace().nth(2).context("no MAC")?.to_string();
+    let config = std::env::temp_dir().join(format!("xgb-syn-{}.cfg", std::process::id()));
+    std::fs::write(&config, trafgen_config(&mac))?;
+    let manifests = std::env::temp_dir().join(format!("xgb-manifests-{}", std::process::id()));
+    std::fs::create_dir_all(&manifests)?;
+
+    let mut records = Vec::new();
+    for dropper in [
+        Dropper::IptablesRaw,
+        Dropper::NftNetdev,
+        Dropper::TcClsact,
+        Dropper::Xdp("native"),
+        Dropper::Xdp("generic"),
+    ] {
+        match measure_drops(&net, &dropper, gateway, &manifests, &config, seconds) {
+            Ok(record) => records.push(record),
+            Err(e) => println!("  {:14} unavailable here: {e:#}", dropper.name()),
+        }
+    }
+
+    // The tax on traffic the program does not match.
+    let mut server = net
+        .gw("taskset")
+        .args(["-c", "1", "iperf3", "-s", "-B", "198.18.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    for mode in ["none", "native", "generic"] {
+        let daemon = match mode {
+            "none" => None,
+            mode => Some(start_gateway(&net, gateway, &manifests, mode)?),
+        };
+        let json = quiet(net.gen_cmd("iperf3").args([
+            "-c",
+            "198.18.0.1",
+            "-t",
+            &seconds.to_string(),
+            "-J",
+        ]))?;
+        let gbps = serde_json::from_str::<serde_json::Value>(&json)?["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e9;
+        if let Some(daemon) = daemon {
+            stop_gateway(&net, gateway, daemon)?;
+        }
+        println!("  iperf3 with {mode:8} XDP: {gbps:.2} Gbit/s");
+        let mut record = Record::new(&format!("xdp-{mode}"), "T9-tax", 0);
+        record.set("gbps", gbps);
+        records.push(record);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_dir_all(&manifests);
+    Ok(records)
+}
+
+/// Floods the denied source's SYNs for `seconds` and reads how many `dropper` dropped, and how
+/// much CPU the whole machine spent per packet (generator included: the generator is the same
+/// for every dropper, so differences are the droppers').
+fn measure_drops(
+    net: &Net,
+    dropper: &Dropper,
+    gateway: &Path,
+    manifests: &Path,
+    config: &Path,
+    seconds: u64,
+) -> Result<Record> {
+    let daemon = setup(net, dropper, gateway, manifests)?;
+    let result = (|| {
+        let before = dropped(net, dropper, gateway)?;
+        let busy_before = busy_ticks()?;
+        let begin = Instant::now();
+        let _ = net
+            .gen_cmd("timeout")
+            .args([
+                &seconds.to_string(),
+                "trafgen",
+                "--dev",
+                "veth-gen",
+                "--conf",
+            ])
+            .arg(config)
+            .args(["--cpus", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        let elapsed = begin.elapsed().as_secs_f64();
+        let busy = busy_ticks()? - busy_before;
+        let count = dropped(net, dropper, gateway)? - before;
+        Ok::<_, anyhow::Error>((count, elapsed, busy))
+    })();
+    teardown(net, dropper, gateway, daemon)?;
+    let (count, elapsed, busy) = result?;
+    if count == 0 {
+        bail!("nothing was dropped");
+    }
+    let mpps = count as f64 / elapsed / 1e6;
+    let ns_per_packet = busy as f64 * 1e7 / count as f64;
+    println!(
+        "  {:14} dropped {mpps:>6.3} Mpps, {ns_per_packet:>6.0} ns of CPU per packet (all CPUs, generator included)",
+        dropper.name()
+    );
+    let mut record = Record::new(&dropper.name(), "T9", 0);
+    record
+        .set("mpps", mpps)
+        .set("dropped", count as f64)
+        .set("cpu_ns_per_packet", ns_per_packet);
+    Ok(record)
+}
+
+/// Non-idle CPU ticks of all CPUs so far (/proc/stat: user, nice, system, irq, softirq).
+fn busy_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .context("/proc/stat")?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    Ok([0, 1, 2, 5, 6].iter().filter_map(|i| fields.get(*i)).sum())
+}
+
+/// A TCP SYN from the denied source to the VIP's port 80, from random source ports.
+fn trafgen_config(mac: &str) -> String {
+    let mac: Vec<String> = mac.split(':').map(|b| format!("0x{b}")).collect();
+    let [a, b, c, d] = DENIED;
+    format!(
+        "{{\n  {}, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x08, 0x00,\n  \
+         0x45, 0x00, 0x00, 0x28, 0x00, 0x01, 0x00, 0x00, 0x40, 0x06, csumip(14, 33),\n  \
+         {a}, {b}, {c}, {d}, 198, 18, 1, 1,\n  \
+         drnd(2), 0x00, 0x50, drnd(4), 0x00, 0x00, 0x00, 0x00, 0x50, 0x02, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00\n}}\n",
+        mac.join(", ")
+    )
+}
+
+fn setup(net: &Net, dropper: &Dropper, gateway: &Path, manifests: &Path) -> Result<Option<Child>> {
+    let source = DENIED.map(|b| b.to_string()).join(".");
+    match dropper {
+        Dropper::IptablesRaw => {
+            quiet(net.gw("iptables").args([
+                "-t",
+                "raw",
+                "-A",
+                "PREROUTING",
+                "-s",
+                &source,
+                "-j",
+                "DROP",
+            ]))?;
+        }
+        Dropper::NftNetdev => {
+            let rules = format!(
+                "table netdev xgb {{\n  chain ingress {{\n    type filter hook ingress device veth-gw priority 0;\n    ip saddr {source} counter drop\n  }}\n}}\n"
+            );
+            let file = write_temp("xgb.nft", &rules)?;
+            quiet(net.gw("nft").arg("-f").arg(&file))?;
+            let _ = std::fs::remove_file(file);
+        }
+        Dropper::TcClsact => {
+            quiet(
+                net.gw("tc")
+                    .args(["qdisc", "add", "dev", "veth-gw", "clsact"]),
+            )?;
+            quiet(
+                net.gw("tc")
+                    .args([
+                        "filter", "add", "dev", "veth-gw", "ingress", "protocol", "ip", "prio",
+                        "1", "u32",
+                    ])
+                    .args([
+                        "match",
+                        "ip",
+                        "src",
+                        &format!("{source}/32"),
+                        "action",
+                        "drop",
+                    ]),
+            )?;
+        }
+        Dropper::Xdp(mode) => return Ok(Some(start_gateway(net, gateway, manifests, mode)?)),
+    }
+    Ok(None)
+}
+
+fn teardown(net: &Net, dropper: &Dropper, gateway: &Path, daemon: Option<Child>) -> Result<()> {
+    match dropper {
+        Dropper::IptablesRaw => {
+            quiet(net.gw("iptables").args(["-t", "raw", "-F", "PREROUTING"]))?;
+        }
+        Dropper::NftNetdev => {
+            quiet(net.gw("nft").args(["delete", "table", "netdev", "xgb"]))?;
+        }
+        Dropper::TcClsact => {
+            quiet(
+                net.gw("tc")
+                    .args(["qdisc", "del", "dev", "veth-gw", "clsact"]),
+            )?;
+        }
+        Dropper::Xdp(_) => {}
+    }
+    if let Some(daemon) = daemon {
+        stop_gateway(net, gateway, daemon)?;
+    }
+    Ok(())
+}
+
+/// Packets dropped so far by `dropper`'s own counter.
+fn dropped(net: &Net, dropper: &Dropper, gateway: &Path) -> Result<u64> {
+    let first_number_after = |text: &str, marker: &str| -> u64 {
+        text.split(marker)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(match dropper {
+        Dropper::IptablesRaw => {
+            let text = quiet(net.gw("iptables").args([
+                "-t",
+                "raw",
+                "-L",
+                "PREROUTING",
+                "-v",
+                "-x",
+                "-n",
+            ]))?;
+            text.lines()
+                .nth(2)
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        }
+        Dropper::NftNetdev => first_number_after(
+            &quiet(net.gw("nft").args(["list", "table", "netdev", "xgb"]))?,
+            "packets ",
+        ),
+        Dropper::TcClsact => {
+            let text = quiet(
+                net.gw("tc")
+                    .args(["-s", "filter", "show", "dev", "veth-gw", "ingress"]),
+            )?;
+            text.split("Sent ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().nth(2))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        }
+        Dropper::Xdp(_) => {
+            let json = quiet(
+                Command::new(gateway)
+                    .args(["bpf", "stats", "--json", "--bpf-pin-dir"])
+                    .arg(&net.pin_dir),
+            )?;
+            let stats: serde_json::Value = serde_json::from_str(&json)?;
+            stats["listeners"][0]["counters"]["dropped_acl"]["packets"]
+                .as_u64()
+                .unwrap_or(0)
+        }
+    })
+}
+
+fn start_gateway(net: &Net, gateway: &Path, manifests: &Path, mode: &str) -> Result<Child> {
+    let child = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", net.gw_ns))
+        .args(["--", "taskset", "-c", "1"])
+        .arg(gateway)
+        .arg("run")
+        .arg("--manifests")
+        .arg(manifests)
+        .args([
+            "--http-listen",
+            "127.0.0.1:18080",
+            "--https-listen",
+            "127.0.0.1:18443",
+            "--admin-listen",
+            "127.0.0.1:19180",
+        ])
+        .args([
+            "--vip",
+            "198.18.1.1:80=http",
+            "--xdp-iface",
+            "veth-gw",
+            "--xdp-mode",
+            mode,
+        ])
+        .args(["--allow-source", "198.18.0.0/24", "--bpf-pin-dir"])
+        .arg(&net.pin_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    // Ready once the pins exist and the listener is in the map.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !net.pin_dir.join("xdp_veth-gw").exists() {
+        if Instant::now() > deadline {
+            bail!("the gateway did not attach XDP in {mode} mode");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(child)
+}
+
+fn stop_gateway(net: &Net, gateway: &Path, mut daemon: Child) -> Result<()> {
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    quiet(
+        Command::new(gateway)
+            .args(["bpf", "detach", "--bpf-pin-dir"])
+            .arg(&net.pin_dir),
+    )?;
+    Ok(())
+}
+
+fn write_temp(name: &str, text: &str) -> Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!("{}-{name}", std::process::id()));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
