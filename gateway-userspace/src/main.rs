@@ -284,7 +284,6 @@ async fn run(args: RunArgs) -> Result<()> {
         tokio::spawn(steering.clone().follow(table.clone()));
     }
 
-
     let admin_server = Arc::new(Admin {
         steering,
         table,

@@ -49,8 +49,11 @@ pub fn build() -> Result<PathBuf> {
     let out_dir = root().join("target").join("ebpf");
     std::fs::create_dir_all(&out_dir)?;
     let object = out_dir.join("gateway-ebpf.o");
-    std::fs::copy(&built, &object)
-        .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
+    let bytes = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+    // Rewritten only when it changed: the userspace build embeds it and rebuilds when it does.
+    if std::fs::read(&object).ok().as_deref() != Some(bytes.as_slice()) {
+        std::fs::write(&object, &bytes).with_context(|| format!("writing {}", object.display()))?;
+    }
     println!("eBPF object: {}", object.display());
     Ok(object)
 }

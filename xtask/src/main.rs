@@ -40,6 +40,15 @@ enum Task {
     /// The benchmark backend (started by `bench`).
     #[command(hide = true)]
     BenchBackend,
+    /// The TLS handshake load client (started by `bench`).
+    #[command(hide = true)]
+    TlsLoad {
+        port: u16,
+        seconds: u64,
+        connections: usize,
+        #[arg(long)]
+        resume: bool,
+    },
     /// Run the gateway on deploy/examples with example backends, and show routing working.
     Demo {
         /// Exit after showing the example requests instead of serving until Ctrl-C.
@@ -55,6 +64,12 @@ fn main() -> Result<()> {
         Task::Demo { no_wait } => demo::run(!no_wait),
         Task::Bench { quick, only } => bench::run_all(quick, only),
         Task::BenchBackend => bench::backend::run(),
+        Task::TlsLoad {
+            port,
+            seconds,
+            connections,
+            resume,
+        } => bench::tls_client::run(port, seconds, connections, resume),
     }
 }
 

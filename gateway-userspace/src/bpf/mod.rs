@@ -42,7 +42,6 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub enum AttachMode {
     /// Driver (native) mode, or generic mode where the driver has no XDP support or is veth
     /// (where native mode costs other traffic most of its throughput).
-
     Auto,
     /// Driver mode only.
     Native,
@@ -247,7 +246,11 @@ fn driver_of(interface: &str) -> Option<String> {
         driver: [u8; 32],
         rest: [u8; 160],
     }
-    let mut info = DrvInfo { cmd: ETHTOOL_GDRVINFO, driver: [0; 32], rest: [0; 160] };
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 160],
+    };
     // SAFETY: ifreq is plain data; zeroed is a valid value.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     let name = interface.as_bytes();
@@ -271,7 +274,11 @@ fn driver_of(interface: &str) -> Option<String> {
             return None;
         }
     }
-    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(info.driver.len());
+    let end = info
+        .driver
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(info.driver.len());
     Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 

@@ -108,12 +108,10 @@ pub fn failures_under_churn(
             &OhaTarget {
                 port,
                 host: "r7.bench.test",
-                tls: false,
             },
             Duration::from_secs(seconds),
             64,
             Some(2000),
-            true,
         )
     });
     std::thread::sleep(Duration::from_millis(500));

@@ -148,7 +148,7 @@ fn nginx_conf(dir: &Path, resume: bool) -> String {
     };
     let (http, https) = NGINX_PORTS;
     format!(
-        r#"worker_processes 1; worker_cpu_affinity 10; worker_rlimit_nofile 65536; pid {d}/nginx.pid;
+        r#"worker_processes 1; worker_cpu_affinity 10; worker_rlimit_nofile 20000; pid {d}/nginx.pid;
 daemon off; user root;
 events {{ worker_connections 32768; }}
 http {{
@@ -184,7 +184,7 @@ fn haproxy_cfg(dir: &Path, resume: bool, backends: &[u16]) -> String {
         r#"global
   nbthread 1
   cpu-map 1/1 1
-  maxconn 40000
+  maxconn 9500
   tune.ssl.cachesize {cache}
   ssl-default-bind-options {options}
   ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256

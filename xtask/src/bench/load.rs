@@ -115,18 +115,15 @@ fn parse_duration_ms(text: &str) -> Option<f64> {
 pub struct OhaTarget<'a> {
     pub port: u16,
     pub host: &'a str,
-    pub tls: bool,
 }
 
 /// oha for `duration`: open loop at `rate` requests per second (with latency correction) when
-/// given, else as fast as `connections` allow; `keepalive: false` makes every request a new
-/// connection (and, over TLS, a new handshake).
+/// given, else as fast as `connections` allow.
 pub fn oha(
     target: &OhaTarget<'_>,
     duration: Duration,
     connections: u32,
     rate: Option<u32>,
-    keepalive: bool,
 ) -> Result<Measured> {
     let mut command = pinned("oha");
     command
@@ -141,21 +138,39 @@ pub fn oha(
     if let Some(rate) = rate {
         command.args(["-q", &rate.to_string(), "--latency-correction"]);
     }
-    if !keepalive {
-        command.arg("--disable-keepalive");
-    }
-    let url = if target.tls {
-        command.arg("--insecure").args([
+    command.args(["-H", &format!("Host: {}", target.host)]);
+    oha_measured(command.arg(format!("http://127.0.0.1:{}/", target.port)))
+}
+
+/// Full TLS handshakes with oha (the fastest client here): one request per connection to
+/// `r7.bench.test` on `port`.
+pub fn oha_handshakes(port: u16, duration: Duration, connections: u32) -> Result<Measured> {
+    let mut command = pinned("oha");
+    command
+        .args([
+            "--no-tui",
+            "--output-format",
+            "json",
+            "--insecure",
+            "--disable-keepalive",
+        ])
+        .args([
+            "-z",
+            &format!("{}s", duration.as_secs()),
+            "-c",
+            &connections.to_string(),
+        ])
+        .args([
             "--connect-to",
-            &format!("{}:{}:127.0.0.1:{}", target.host, target.port, target.port),
-        ]);
-        format!("https://{}:{}/", target.host, target.port)
-    } else {
-        command.args(["-H", &format!("Host: {}", target.host)]);
-        format!("http://127.0.0.1:{}/", target.port)
-    };
-    let json: serde_json::Value =
-        serde_json::from_str(&output(command.arg(url))?).context("oha JSON")?;
+            &format!("r7.bench.test:{port}:127.0.0.1:{port}"),
+        ])
+        .arg(format!("https://r7.bench.test:{port}/"));
+    oha_measured(&mut command)
+}
+
+/// Runs an oha command and reads its JSON summary.
+fn oha_measured(command: &mut Command) -> Result<Measured> {
+    let json: serde_json::Value = serde_json::from_str(&output(command)?).context("oha JSON")?;
     let summary = &json["summary"];
     let seconds = |v: &serde_json::Value| v.as_f64().map(|s| s * 1000.0);
     let percentiles = &json["latencyPercentiles"];
@@ -166,9 +181,15 @@ pub fn oha(
         .as_object()
         .map(|m| m.values().filter_map(|v| v.as_f64()).sum())
         .unwrap_or(0.0);
+    // Requests still in flight when the duration ends are cut off by oha itself: not failures.
     let connection_errors: f64 = json["errorDistribution"]
         .as_object()
-        .map(|m| m.values().filter_map(|v| v.as_f64()).sum())
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !k.contains("aborted due to deadline"))
+                .filter_map(|(_, v)| v.as_f64())
+                .sum()
+        })
         .unwrap_or(0.0);
     Ok(Measured {
         requests: all_statuses,
@@ -215,6 +236,35 @@ pub fn h2load(
         requests: count("succeeded"),
         rps,
         errors: count("failed") + count("errored") + count("timeout"),
+        ..Measured::default()
+    })
+}
+
+/// Resumed TLS handshakes, one request per connection, from this tool's own rustls client
+/// (oha never resumes a session), pinned to the load CPU.
+pub fn resumed_handshakes(port: u16, duration: Duration, connections: u32) -> Result<Measured> {
+    let mut command = Command::new("taskset");
+    command
+        .args(["-c", LOAD_CPU])
+        .arg(std::env::current_exe()?)
+        .args([
+            "tls-load",
+            &port.to_string(),
+            &duration.as_secs().to_string(),
+            &connections.to_string(),
+        ]);
+    command.arg("--resume");
+    let json: serde_json::Value =
+        serde_json::from_str(&output(&mut command)?).context("tls-load JSON")?;
+    let requests = json["requests"].as_f64().unwrap_or(0.0);
+    let seconds = json["seconds"].as_f64().unwrap_or(1.0);
+    if json["resumed"].as_f64().unwrap_or(0.0) == 0.0 {
+        bail!("the server resumed no session: {json}");
+    }
+    Ok(Measured {
+        requests,
+        rps: requests / seconds,
+        errors: json["errors"].as_f64().unwrap_or(0.0),
         ..Measured::default()
     })
 }

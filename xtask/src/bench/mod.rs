@@ -8,6 +8,7 @@ mod fixtures;
 mod load;
 mod report;
 mod sut;
+pub mod tls_client;
 mod xdp;
 
 use std::collections::BTreeMap;
@@ -108,6 +109,7 @@ impl Record {
 /// The whole run.
 pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
     let plan = Plan::new(quick, only);
+    raise_file_limit()?;
     install_tools()?;
     crate::ebpf::build()?;
     cargo(&["build", "--release", "-p", "gateway-userspace"])?;
@@ -189,12 +191,10 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
                 &OhaTarget {
                     port: fixtures::BACKEND_PORTS[3],
                     host: "r7.bench.test",
-                    tls: false,
                 },
                 plan.run,
                 32,
                 Some(rate),
-                true,
             )?;
             let mut r = Record::new("direct", "T2", 0);
             r.measured(&direct).set("rate", f64::from(rate));
@@ -205,12 +205,10 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
                     &OhaTarget {
                         port: kind.ports().0,
                         host: "r7.bench.test",
-                        tls: false,
                     },
                     plan.run,
                     32,
                     Some(rate),
-                    true,
                 )?;
                 drop(sut);
                 let mut r = Record::new(kind.name(), "T2", 0);
@@ -243,17 +241,11 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
                 for kind in shuffled(round) {
                     let sut = Sut::start(kind, &fixtures, &gateway, Options { resumption })?;
                     let cpu = sut.cpu_seconds();
-                    let m = load::oha(
-                        &OhaTarget {
-                            port: kind.ports().1,
-                            host: "r7.bench.test",
-                            tls: true,
-                        },
-                        plan.run,
-                        32,
-                        None,
-                        false,
-                    )?;
+                    let m = if resumption {
+                        load::resumed_handshakes(kind.ports().1, plan.run, 32)?
+                    } else {
+                        load::oha_handshakes(kind.ports().1, plan.run, 32)?
+                    };
                     let used = sut.cpu_seconds() - cpu;
                     let mut r = Record::new(kind.name(), test, round);
                     r.measured(&m)
@@ -452,6 +444,31 @@ fn percentile(values: &[f64], p: f64) -> f64 {
     }
     let index = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[index]
+}
+
+/// Lets this process and the systems it starts hold the connections of the tests (HAProxy
+/// checks that its maxconn fits under the soft limit).
+fn raise_file_limit() -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        bail!(
+            "reading the open file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        bail!(
+            "raising the open file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 /// Steal ticks of all CPUs so far (/proc/stat): a noisy neighbour shows here.

@@ -188,16 +188,18 @@ impl Sut {
 
     /// Tells nginx to reload its configuration.
     pub fn nginx_reload(&self, fixtures: &Fixtures) -> Result<()> {
-        let status = Command::new("nginx")
+        let out = Command::new("nginx")
             .arg("-c")
             .arg(fixtures.dir.join("nginx.conf"))
             .arg("-p")
             .arg(&fixtures.dir)
             .args(["-s", "reload"])
-            .stderr(Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("nginx -s reload failed");
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "nginx -s reload failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
