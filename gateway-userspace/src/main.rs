@@ -27,6 +27,11 @@ use gateway::status::Listeners;
 use gateway::tls;
 use gateway::translate::{ClassSelector, TranslateOptions, translate};
 
+/// Many small allocations per request (header values, URIs): mimalloc serves them faster than
+/// the system allocator, measured on the benchmark's request path.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gateway",
@@ -198,10 +203,16 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Run(args) => {
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            if let Some(threads) = args.worker_threads {
-                runtime.worker_threads(threads.max(1));
-            }
+            // One worker is one thread: no work stealing, no cross-thread wake-ups.
+            let mut runtime = match args.worker_threads {
+                Some(1) => tokio::runtime::Builder::new_current_thread(),
+                Some(threads) => {
+                    let mut builder = tokio::runtime::Builder::new_multi_thread();
+                    builder.worker_threads(threads.max(1));
+                    builder
+                }
+                None => tokio::runtime::Builder::new_multi_thread(),
+            };
             runtime.enable_all().build()?.block_on(run(*args))
         }
         Command::Routes(args) => routes(args),
@@ -293,11 +304,11 @@ async fn run(args: RunArgs) -> Result<()> {
         },
     });
     tokio::spawn(admin_server.serve(admin));
-    tokio::select! {
-        _ = proxy.clone().serve(http, None) => {}
-        _ = proxy.serve(https, Some(acceptor)) => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; exiting"),
-    }
+    // Accept loops are tasks of the runtime's workers, not of the thread that waits here.
+    tokio::spawn(proxy.clone().serve(http, None));
+    tokio::spawn(proxy.serve(https, Some(acceptor)));
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("interrupted; exiting");
     Ok(())
 }
 

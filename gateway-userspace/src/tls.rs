@@ -251,7 +251,6 @@ fn pick<T: Clone>(
 }
 
 /// The certificate for handshakes no Secret answers: from files, or self-signed at start (as
-
 /// ingress-nginx's "Fake Certificate").
 pub fn default_certificate(files: Option<(&str, &str)>) -> Result<Arc<CertifiedKey>> {
     let (chain, key) = match files {

@@ -166,7 +166,12 @@ impl ManifestDir {
     /// the task is dropped. Falls back to polling when file events are unavailable.
     pub async fn watch(mut self, mut on_change: impl FnMut(Store, Vec<Warning>)) {
         let (wake, mut woken) = mpsc::channel::<()>(1);
-        let watcher = notify::recommended_watcher(move |_event| {
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Our own reads raise access events: only changes wake the rescan, or it would
+            // wake itself forever.
+            if event.is_ok_and(|e| e.kind.is_access()) {
+                return;
+            }
             // A full channel already holds a wake-up: nothing is lost by dropping this one.
             let _ = wake.try_send(());
         })

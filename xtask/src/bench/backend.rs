@@ -24,12 +24,11 @@ pub fn run() -> Result<()> {
         .build()?;
     runtime.block_on(async {
         let megabyte = Bytes::from(vec![b'x'; 1 << 20]);
-        let mut tasks = Vec::new();
         for &port in BACKEND_PORTS.iter().chain([&new_port]) {
             let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
             let megabyte = megabyte.clone();
             let answer: &'static [u8] = if port == new_port { b"new" } else { b"ok" };
-            tasks.push(tokio::spawn(async move {
+            tokio::spawn(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
@@ -52,11 +51,10 @@ pub fn run() -> Result<()> {
                             .await;
                     });
                 }
-            }));
+            });
         }
-        for task in tasks {
-            task.await?;
-        }
+        // Served until the benchmark kills this process.
+        tokio::signal::ctrl_c().await?;
         Ok(())
     })
 }

@@ -1,5 +1,7 @@
 //! One set of routes, one certificate and equivalent configurations for every system under
-//! test, generated into the bench work folder (../shared/BENCHMARKS.md 6.2).
+//! test, generated into the bench work folder (../shared/BENCHMARKS.md 6.2). Every system sets
+//! the forwarding headers an Ingress controller sets (X-Forwarded-For/-Proto/-Host/-Port,
+//! X-Real-IP), as the gateway does: the same work for all.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -161,7 +163,10 @@ http {{
   map $host $be {{ hostnames; default be0; include {d}/routes/nginx-hosts.map; }}
   server {{ listen 127.0.0.1:{http} backlog=4096; listen 127.0.0.1:{https} ssl http2;
            ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;
-           location / {{ proxy_pass http://$be; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+           location / {{ proxy_pass http://$be; proxy_http_version 1.1; proxy_set_header Connection "";
+             proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $remote_addr;
+             proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
+             proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Forwarded-Port $server_port; }} }} }}
 "#
     )
 }
@@ -200,6 +205,12 @@ defaults
 frontend fe
   bind 127.0.0.1:{http}
   bind 127.0.0.1:{https} ssl crt {d}/combined.pem alpn h2,http/1.1 curves X25519
+  http-request set-header X-Forwarded-For %[src]
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Port %[dst_port]
   use_backend %[req.hdr(host),field(1,:),lower,map({d}/routes/haproxy-hosts.map,be0)]
 {backends}"#
     )

@@ -246,7 +246,7 @@ pub fn resumed_handshakes(port: u16, duration: Duration, connections: u32) -> Re
     let mut command = Command::new("taskset");
     command
         .args(["-c", LOAD_CPU])
-        .arg(std::env::current_exe()?)
+        .arg(super::release_tool())
         .args([
             "tls-load",
             &port.to_string(),

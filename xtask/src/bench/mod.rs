@@ -112,7 +112,16 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
     raise_file_limit()?;
     install_tools()?;
     crate::ebpf::build()?;
-    cargo(&["build", "--release", "-p", "gateway-userspace"])?;
+    // The backend and the TLS load client are this tool's own code: optimized like the
+    // gateway, or they would be the bottleneck.
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "gateway-userspace",
+        "-p",
+        "xtask",
+    ])?;
     let gateway = root().join("target/release/gateway");
     let work = root().join("bench/work");
     let started = Instant::now();
@@ -446,6 +455,11 @@ fn percentile(values: &[f64], p: f64) -> f64 {
     v[index]
 }
 
+/// This tool built with optimizations (for the backend and the TLS load client).
+pub fn release_tool() -> std::path::PathBuf {
+    root().join("target/release/xtask")
+}
+
 /// Lets this process and the systems it starts hold the connections of the tests (HAProxy
 /// checks that its maxconn fits under the soft limit).
 fn raise_file_limit() -> Result<()> {
@@ -489,7 +503,7 @@ impl Backend {
     fn start() -> Result<Self> {
         let child = Command::new("taskset")
             .args(["-c", sut::LOAD_CPU])
-            .arg(std::env::current_exe()?)
+            .arg(release_tool())
             .arg("bench-backend")
             .stdout(Stdio::null())
             .spawn()?;
