@@ -4,7 +4,9 @@
 
 pub mod admin;
 pub mod bpf;
+
 pub mod cidr;
+pub mod cluster;
 
 pub mod proxy;
 pub mod publish;

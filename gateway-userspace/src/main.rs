@@ -15,6 +15,8 @@ use gateway::admin::Admin;
 use gateway::bpf::plan::{FastPathConfig, SynBudget};
 use gateway::bpf::{AttachMode, BpfSettings};
 use gateway::cidr::CidrList;
+use gateway::cluster::{ClusterWriter, PublishedAddress};
+use gateway::source::kube::KubeSource;
 
 use gateway::snapshot::ListenerSpec;
 use gateway::steering::Steering;
@@ -80,7 +82,7 @@ struct SourceArgs {
     /// Folder of Kubernetes YAML manifests (Ingress, IngressClass, Service, EndpointSlice,
     /// Secret); every *.yaml and *.yml file below it is read.
     #[arg(long, value_name = "DIR")]
-    manifests: PathBuf,
+    manifests: Option<PathBuf>,
     /// The IngressClass name this gateway serves.
     #[arg(long, default_value = "xdp-gateway")]
     ingress_class: String,
@@ -115,6 +117,7 @@ impl SourceArgs {
             classes: ClassSelector {
                 class_name: self.ingress_class.clone(),
                 controller: self.controller.clone(),
+                serve_classless: false,
             },
             publish_service: self.publish_service.clone(),
             node_ips: self.node_ip.clone(),
@@ -126,6 +129,29 @@ impl SourceArgs {
 struct RunArgs {
     #[command(flatten)]
     source: SourceArgs,
+    /// Watch the Kubernetes API (in-cluster config, --kubeconfig, or KUBECONFIG) instead of a
+    /// manifests folder.
+    #[arg(long, conflicts_with = "manifests")]
+    kubernetes: bool,
+    /// The kubeconfig file to use with --kubernetes.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (a per-project gateway).
+    #[arg(long, value_name = "NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Serve Ingresses without a class even when none of our IngressClasses is the default.
+    #[arg(long)]
+    watch_ingress_without_class: bool,
+    /// Addresses written to the status of served Ingresses (comma-separated IPs or host
+    /// names), in addition to those of --publish-service.
+    #[arg(long, value_delimiter = ',')]
+    publish_address: Vec<String>,
+    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long)]
+    election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "xdp-gateway-leader")]
+    election_id: String,
     /// Where /healthz, /readyz and /routes are served.
     #[arg(long, default_value = "127.0.0.1:9180")]
     admin_listen: SocketAddr,
@@ -245,15 +271,20 @@ async fn run(args: RunArgs) -> Result<()> {
     let https_address = https.local_addr()?;
     tracing::info!(http = %http_address, https = %https_address, admin = %admin.local_addr()?, "listening");
 
-    let mut manifests = ManifestDir::new(&args.source.manifests);
-    manifests.rescan();
-    let (store, warnings) = manifests.store();
-    table.apply(&store, &options, warnings);
-
-    let watcher_table = table.clone();
-    tokio::spawn(manifests.watch(move |store, warnings| {
-        watcher_table.apply(&store, &options, warnings);
-    }));
+    match (&args.source.manifests, args.kubernetes) {
+        (Some(folder), false) => {
+            let mut manifests = ManifestDir::new(folder);
+            manifests.rescan();
+            let (store, warnings) = manifests.store();
+            table.apply(&store, &options, warnings);
+            let watcher_table = table.clone();
+            tokio::spawn(manifests.watch(move |store, warnings| {
+                watcher_table.apply(&store, &options, warnings);
+            }));
+        }
+        (None, true) => start_kubernetes(&args, table.clone(), options).await?,
+        _ => anyhow::bail!("give either --manifests DIR or --kubernetes"),
+    }
 
     let hsts = match args.hsts.as_str() {
         "" => None,
@@ -312,6 +343,65 @@ async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Watches the API server into the route table, and writes status and Events back from the
+/// leader replica.
+async fn start_kubernetes(
+    args: &RunArgs,
+    table: Arc<RouteTable>,
+    mut options: TranslateOptions,
+) -> Result<()> {
+    options.classes.serve_classless = args.watch_ingress_without_class;
+    let client = gateway::source::kube::client(args.kubeconfig.as_deref())
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| format!("gateway-{}", std::process::id()));
+    let election_namespace = args
+        .election_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".to_string());
+    let writer = Arc::new(ClusterWriter::new(
+        client.clone(),
+        identity,
+        election_namespace,
+        args.election_id.clone(),
+        PublishedAddress {
+            addresses: args.publish_address.clone(),
+            service: args.source.publish_service.clone(),
+            node_ips: args.source.node_ip.clone(),
+        },
+    ));
+    tokio::spawn(writer.clone().lead());
+
+    let (latest, mut stores) = tokio::sync::watch::channel(None::<Arc<gateway::store::Store>>);
+    let source = KubeSource {
+        namespace: args.watch_namespace.clone(),
+    };
+    let watched_table = table.clone();
+    tokio::spawn(source.watch(client, move |store| {
+        watched_table.apply(&store, &options, Vec::new());
+        latest.send_replace(Some(Arc::new(store)));
+    }));
+    // Status follows every table, and catches up when this replica becomes the leader.
+    tokio::spawn(async move {
+        loop {
+            let store = stores.borrow_and_update().clone();
+            if let Some(store) = store {
+                writer.write(&store, &table.current()).await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), stores.changed()).await;
+        }
+    });
+    Ok(())
+}
+
 async fn bind(address: SocketAddr, flag: &str) -> Result<TcpListener> {
     TcpListener::bind(address)
         .await
@@ -319,7 +409,12 @@ async fn bind(address: SocketAddr, flag: &str) -> Result<TcpListener> {
 }
 
 fn routes(args: RoutesArgs) -> Result<()> {
-    let mut manifests = ManifestDir::new(&args.source.manifests);
+    let folder = args
+        .source
+        .manifests
+        .as_ref()
+        .context("gateway routes needs --manifests DIR")?;
+    let mut manifests = ManifestDir::new(folder);
     manifests.rescan();
     let (store, warnings) = manifests.store();
     let snapshot = translate(

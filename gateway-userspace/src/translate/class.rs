@@ -16,6 +16,9 @@ pub struct ClassSelector {
     pub class_name: String,
     /// The `spec.controller` value that makes an IngressClass ours.
     pub controller: String,
+    /// Serve Ingresses without a class even when none of our classes is the default
+    /// (`--watch-ingress-without-class`, as in ingress-nginx).
+    pub serve_classless: bool,
 }
 
 impl ClassSelector {
@@ -56,7 +59,7 @@ impl ClassSelector {
                 }
             }
             None => {
-                if classes.is_empty() {
+                if classes.is_empty() || self.serve_classless {
                     return Ok(self.class_name.clone());
                 }
                 let default = classes

@@ -1,0 +1,297 @@
+//! What the gateway writes back to the cluster, from one replica only (the holder of a
+//! `coordination.k8s.io` Lease): the address of every Ingress it serves in
+//! `status.loadBalancer.ingress` (never touching other Ingresses, never rewriting a status that
+//! is already right), and an Event for every warning about an Ingress (once per warning).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+
+use crate::snapshot::Snapshot;
+use crate::store::{Store, namespace_of};
+use crate::warning::Warning;
+
+/// How long a Lease stays held without renewal.
+const LEASE_SECONDS: i32 = 15;
+/// How often the holder renews it (and others try to take it).
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the gateway is reached, for Ingress status.
+#[derive(Clone, Debug, Default)]
+pub struct PublishedAddress {
+    /// `--publish-address`: IPs or host names, used as they are.
+    pub addresses: Vec<String>,
+    /// `--publish-service`: its LoadBalancer IPs and host names, or the node IPs for a
+    /// NodePort Service.
+    pub service: Option<(String, String)>,
+    pub node_ips: Vec<IpAddr>,
+}
+
+impl PublishedAddress {
+    /// The status entries, sorted, from the flags and the current objects.
+    fn entries(&self, store: &Store) -> Vec<IngressLoadBalancerIngress> {
+        let mut texts: Vec<String> = self.addresses.clone();
+        if let Some((namespace, name)) = &self.service {
+            let service = store.services.iter().map(|s| &s.object).find(|s| {
+                namespace_of(&s.metadata) == namespace && s.metadata.name.as_deref() == Some(name)
+            });
+            if let Some(service) = service {
+                let balancer = service
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.load_balancer.as_ref());
+                for ingress in balancer
+                    .and_then(|b| b.ingress.as_ref())
+                    .into_iter()
+                    .flatten()
+                {
+                    texts.extend(ingress.ip.clone().or_else(|| ingress.hostname.clone()));
+                }
+                texts.extend(
+                    service
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.external_ips.clone())
+                        .unwrap_or_default(),
+                );
+                let node_port =
+                    service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("NodePort");
+                if node_port {
+                    texts.extend(self.node_ips.iter().map(IpAddr::to_string));
+                }
+            }
+        }
+        texts.sort();
+        texts.dedup();
+        texts
+            .into_iter()
+            .map(|text| {
+                if text.parse::<IpAddr>().is_ok() {
+                    IngressLoadBalancerIngress {
+                        ip: Some(text),
+                        ..Default::default()
+                    }
+                } else {
+                    IngressLoadBalancerIngress {
+                        hostname: Some(text),
+                        ..Default::default()
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// The writer: leadership, status, events.
+pub struct ClusterWriter {
+    client: Client,
+    identity: String,
+    lease_namespace: String,
+    lease_name: String,
+    leader: AtomicBool,
+    address: PublishedAddress,
+    recorder: Recorder,
+    reported: Mutex<HashSet<Warning>>,
+}
+
+impl ClusterWriter {
+    pub fn new(
+        client: Client,
+        identity: String,
+        lease_namespace: String,
+        lease_name: String,
+        address: PublishedAddress,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "xdp-gateway".into(),
+                instance: Some(identity.clone()),
+            },
+        );
+        Self {
+            client,
+            identity,
+            lease_namespace,
+            lease_name,
+            leader: AtomicBool::new(false),
+            address,
+            recorder,
+            reported: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Whether this replica writes.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    /// Takes or renews the Lease every few seconds, forever.
+    pub async fn lead(self: std::sync::Arc<Self>) {
+        loop {
+            let leading = match self.try_lead().await {
+                Ok(leading) => leading,
+                Err(error) => {
+                    tracing::warn!(%error, "leader election: cannot reach the Lease");
+                    false
+                }
+            };
+            if leading != self.leader.swap(leading, Ordering::AcqRel) {
+                tracing::info!(identity = %self.identity, leading, "leadership changed");
+            }
+            tokio::time::sleep(RENEW_EVERY).await;
+        }
+    }
+
+    async fn try_lead(&self) -> kube::Result<bool> {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.lease_namespace);
+        let now = Timestamp::now();
+        let spec = |acquired: Option<MicroTime>| LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(LEASE_SECONDS),
+            acquire_time: acquired.or(Some(MicroTime(now))),
+            renew_time: Some(MicroTime(now)),
+            ..LeaseSpec::default()
+        };
+        let Some(mut lease) = leases.get_opt(&self.lease_name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.lease_name.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(spec(None)),
+            };
+            return Ok(conflict_is_false(
+                leases.create(&PostParams::default(), &lease).await,
+            )?);
+        };
+        let current = lease.spec.clone().unwrap_or_default();
+        let mine = current.holder_identity.as_deref() == Some(self.identity.as_str());
+        let expired = current.renew_time.as_ref().is_none_or(|renewed| {
+            let duration = i64::from(current.lease_duration_seconds.unwrap_or(LEASE_SECONDS));
+            renewed.0 + SignedDuration::from_secs(duration) < now
+        });
+        if !mine && !expired {
+            return Ok(false);
+        }
+        lease.spec = Some(spec(if mine { current.acquire_time } else { None }));
+        // The resourceVersion from the read makes this a compare-and-swap: two replicas
+        // taking over at once cannot both win.
+        Ok(conflict_is_false(
+            leases
+                .replace(&self.lease_name, &PostParams::default(), &lease)
+                .await,
+        )?)
+    }
+
+    /// After a table is published: status for every served Ingress, Events for new warnings.
+    pub async fn write(&self, store: &Store, snapshot: &Snapshot) {
+        if !self.is_leader() {
+            return;
+        }
+        let wanted = self.address.entries(store);
+        for report in snapshot.ingresses.iter().filter(|r| r.served) {
+            let current = store.ingresses.iter().map(|i| &i.object).find(|i| {
+                namespace_of(&i.metadata) == report.namespace
+                    && i.metadata.name.as_deref() == Some(report.name.as_str())
+            });
+            let Some(ingress) = current else { continue };
+            let mut have = ingress
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|b| b.ingress.clone())
+                .unwrap_or_default();
+            have.sort_by(|a, b| (&a.ip, &a.hostname).cmp(&(&b.ip, &b.hostname)));
+            if have == wanted {
+                continue;
+            }
+            let api: Api<Ingress> = Api::namespaced(self.client.clone(), &report.namespace);
+            let patch = serde_json::json!({ "status": { "loadBalancer": { "ingress": wanted } } });
+            match api
+                .patch_status(&report.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(namespace = %report.namespace, name = %report.name, "Ingress status updated")
+                }
+                Err(error) => {
+                    tracing::warn!(namespace = %report.namespace, name = %report.name, %error, "cannot update Ingress status")
+                }
+            }
+        }
+        self.report_warnings(store, snapshot).await;
+    }
+
+    async fn report_warnings(&self, store: &Store, snapshot: &Snapshot) {
+        let fresh: Vec<Warning> = {
+            let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+            snapshot
+                .ingresses
+                .iter()
+                .flat_map(|r| r.warnings.iter())
+                .filter(|w| reported.insert((*w).clone()))
+                .cloned()
+                .collect()
+        };
+        for warning in fresh {
+            let Some(ingress) = store.ingresses.iter().map(|i| &i.object).find(|i| {
+                format!(
+                    "ingress {}/{}",
+                    namespace_of(&i.metadata),
+                    i.metadata.name.as_deref().unwrap_or_default()
+                ) == warning.object
+            }) else {
+                continue;
+            };
+            let reference = ObjectReference {
+                api_version: Some("networking.k8s.io/v1".into()),
+                kind: Some("Ingress".into()),
+                namespace: Some(namespace_of(&ingress.metadata).to_string()),
+                name: ingress.metadata.name.clone(),
+                uid: ingress.metadata.uid.clone(),
+                ..ObjectReference::default()
+            };
+            let note = if warning.field.is_empty() {
+                warning.message.clone()
+            } else {
+                format!("{}: {}", warning.field, warning.message)
+            };
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "InvalidIngress".into(),
+                note: Some(note.chars().take(1000).collect()),
+                action: "Translate".into(),
+                secondary: None,
+            };
+            if let Err(error) = self.recorder.publish(&event, &reference).await {
+                tracing::warn!(%error, object = %warning.object, "cannot publish an Event");
+                // Try again with the next table.
+                self.reported
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&warning);
+            }
+        }
+    }
+}
+
+/// A 409 Conflict (someone else wrote first) is a lost election, not an error.
+fn conflict_is_false<T>(result: kube::Result<T>) -> kube::Result<bool> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(error) => Err(error),
+    }
+}

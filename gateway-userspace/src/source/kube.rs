@@ -1,0 +1,168 @@
+//! The Kubernetes API as a source: reflectors (list, then watch, re-listed with backoff after
+//! errors, disconnects or 410 Gone) for Ingress, IngressClass, Service, EndpointSlice and TLS
+//! Secrets, feeding the same `Store` as the manifests folder. Nothing is handed on before every
+//! kind has completed its first full list; after that, changes are debounced into one store.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::reflector::{self, Store as Reader};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::store::{Sourced, Store};
+
+/// Changes within this window are published together.
+const DEBOUNCE: Duration = Duration::from_millis(30);
+
+/// What to watch.
+#[derive(Clone, Debug, Default)]
+pub struct KubeSource {
+    /// Only this namespace (a per-project gateway); all namespaces when `None`.
+    pub namespace: Option<String>,
+}
+
+/// The reflector stores of every kind.
+struct Readers {
+    ingresses: Reader<Ingress>,
+    ingress_classes: Reader<IngressClass>,
+    services: Reader<Service>,
+    endpoint_slices: Reader<EndpointSlice>,
+    secrets: Reader<Secret>,
+}
+
+impl Readers {
+    fn store(&self) -> Store {
+        fn all<K: Clone + kube::Resource<DynamicType = ()>>(reader: &Reader<K>) -> Vec<Sourced<K>>
+        where
+            K: 'static,
+        {
+            reader
+                .state()
+                .iter()
+                .map(|o| Sourced::unsourced(K::clone(o)))
+                .collect()
+        }
+        Store {
+            ingresses: all(&self.ingresses),
+            ingress_classes: all(&self.ingress_classes),
+            services: all(&self.services),
+            endpoint_slices: all(&self.endpoint_slices),
+            secrets: all(&self.secrets),
+        }
+    }
+}
+
+impl KubeSource {
+    /// Watches until the task is dropped, calling `on_change` with the whole store once every
+    /// kind is listed, then after every (debounced) change.
+    pub async fn watch(self, client: Client, mut on_change: impl FnMut(Store)) {
+        let (changed, mut changes) = mpsc::channel::<()>(1);
+        let namespaced =
+            |client: &Client| -> (Api<Ingress>, Api<Service>, Api<EndpointSlice>, Api<Secret>) {
+                match &self.namespace {
+                    Some(ns) => (
+                        Api::namespaced(client.clone(), ns),
+                        Api::namespaced(client.clone(), ns),
+                        Api::namespaced(client.clone(), ns),
+                        Api::namespaced(client.clone(), ns),
+                    ),
+                    None => (
+                        Api::all(client.clone()),
+                        Api::all(client.clone()),
+                        Api::all(client.clone()),
+                        Api::all(client.clone()),
+                    ),
+                }
+            };
+        let (ingresses, services, slices, secrets) = namespaced(&client);
+        let classes: Api<IngressClass> = Api::all(client.clone());
+        let config = watcher::Config::default();
+        let readers = Readers {
+            ingresses: reflect(ingresses, config.clone(), changed.clone()),
+            ingress_classes: reflect(classes, config.clone(), changed.clone()),
+            services: reflect(services, config.clone(), changed.clone()),
+            endpoint_slices: reflect(slices, config.clone(), changed.clone()),
+            // Only certificates: the other Secrets of the cluster are none of the gateway's business.
+            secrets: reflect(
+                secrets,
+                config.fields("type=kubernetes.io/tls"),
+                changed.clone(),
+            ),
+        };
+        let listed = tokio::try_join!(
+            readers.ingresses.wait_until_ready(),
+            readers.ingress_classes.wait_until_ready(),
+            readers.services.wait_until_ready(),
+            readers.endpoint_slices.wait_until_ready(),
+            readers.secrets.wait_until_ready(),
+        );
+        if listed.is_err() {
+            return;
+        }
+        tracing::info!("Kubernetes objects listed");
+        loop {
+            on_change(readers.store());
+            if changes.recv().await.is_none() {
+                return;
+            }
+            tokio::time::sleep(DEBOUNCE).await;
+            while changes.try_recv().is_ok() {}
+        }
+    }
+}
+
+/// Starts a reflector for `api` and returns its store; every event signals `changed`.
+fn reflect<K>(api: Api<K>, config: watcher::Config, changed: mpsc::Sender<()>) -> Reader<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&()).to_string();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    tokio::spawn(drive(stream, kind, changed));
+    reader
+}
+
+async fn drive<K>(
+    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    kind: String,
+    changed: mpsc::Sender<()>,
+) {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            // The list restarting and its pages carry no complete state yet: wait for its end.
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Ok(_) => {
+                let _ = changed.try_send(());
+            }
+            Err(error) => {
+                // The watcher backs off and lists again; the last table keeps serving.
+                tracing::warn!(kind, %error, "watching the API server failed; retrying");
+            }
+        }
+    }
+}
+
+/// A client from `--kubeconfig`, else KUBECONFIG / ~/.kube/config, else in-cluster config.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
