@@ -3,7 +3,7 @@
 //! `status.loadBalancer.ingress` (never touching other Ingresses, never rewriting a status that
 //! is already right), and an Event for every warning about an Ingress (once per warning).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,9 +72,7 @@ impl PublishedAddress {
                 }
             }
         }
-        texts.sort();
-        texts.dedup();
-        texts
+        let mut entries: Vec<IngressLoadBalancerIngress> = texts
             .into_iter()
             .map(|text| {
                 if text.parse::<IpAddr>().is_ok() {
@@ -89,8 +87,16 @@ impl PublishedAddress {
                     }
                 }
             })
-            .collect()
+            .collect();
+        sort_entries(&mut entries);
+        entries.dedup();
+        entries
     }
+}
+
+/// One order for wanted and current status, so that equal sets compare equal.
+fn sort_entries(entries: &mut [IngressLoadBalancerIngress]) {
+    entries.sort_by(|a, b| (&a.ip, &a.hostname).cmp(&(&b.ip, &b.hostname)));
 }
 
 /// The writer: leadership, status, events.
@@ -103,6 +109,9 @@ pub struct ClusterWriter {
     address: PublishedAddress,
     recorder: Recorder,
     reported: Mutex<HashSet<Warning>>,
+    /// The status last written to each Ingress, with the resourceVersion it was written over:
+    /// until the watch brings the new version, the store still shows the old status.
+    written: Mutex<HashMap<(String, String), (Option<String>, Vec<IngressLoadBalancerIngress>)>>,
 }
 
 impl ClusterWriter {
@@ -129,6 +138,7 @@ impl ClusterWriter {
             address,
             recorder,
             reported: Mutex::new(HashSet::new()),
+            written: Mutex::new(HashMap::new()),
         }
     }
 
@@ -213,8 +223,16 @@ impl ClusterWriter {
                 .and_then(|s| s.load_balancer.as_ref())
                 .and_then(|b| b.ingress.clone())
                 .unwrap_or_default();
-            have.sort_by(|a, b| (&a.ip, &a.hostname).cmp(&(&b.ip, &b.hostname)));
-            if have == wanted {
+            sort_entries(&mut have);
+            let key = (report.namespace.clone(), report.name.clone());
+            let version = ingress.metadata.resource_version.clone();
+            let pending = self
+                .written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                == Some(&(version.clone(), wanted.clone()));
+            if have == wanted || pending {
                 continue;
             }
             let api: Api<Ingress> = Api::namespaced(self.client.clone(), &report.namespace);
@@ -224,7 +242,11 @@ impl ClusterWriter {
                 .await
             {
                 Ok(_) => {
-                    tracing::info!(namespace = %report.namespace, name = %report.name, "Ingress status updated")
+                    tracing::info!(namespace = %report.namespace, name = %report.name, "Ingress status updated");
+                    self.written
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, (version, wanted.clone()));
                 }
                 Err(error) => {
                     tracing::warn!(namespace = %report.namespace, name = %report.name, %error, "cannot update Ingress status")

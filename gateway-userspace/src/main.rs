@@ -354,14 +354,11 @@ async fn start_kubernetes(
     let client = gateway::source::kube::client(args.kubeconfig.as_deref())
         .await
         .context("connecting to the Kubernetes API")?;
-    let identity = std::env::var("POD_NAME")
-        .ok()
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .unwrap_or_else(|| format!("gateway-{}", std::process::id()));
+    // Unique per replica: the pod name in a cluster, else host name and process id.
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
     let election_namespace = args
         .election_namespace
         .clone()

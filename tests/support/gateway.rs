@@ -45,7 +45,18 @@ impl Gateway {
     /// Starts `gateway run --manifests DIR` on ephemeral loopback ports with `extra` flags, and
     /// waits until it is ready.
     pub fn start(manifests: &Path, extra: &[&str]) -> Gateway {
-        Self::launch(Command::new(binary("gateway")), None, manifests, extra)
+        let mut command = Command::new(binary("gateway"));
+        command.arg("run").arg("--manifests").arg(manifests);
+        Self::launch(command, None, extra)
+    }
+
+    /// Starts `gateway run --kubernetes` against the API server of `kubeconfig`.
+    pub fn start_kubernetes(kubeconfig: &Path, extra: &[&str]) -> Gateway {
+        let mut command = Command::new(binary("gateway"));
+        command
+            .args(["run", "--kubernetes", "--kubeconfig"])
+            .arg(kubeconfig);
+        Self::launch(command, None, extra)
     }
 
     /// Starts it in the gateway namespace of `topology`, with its pin folder.
@@ -55,24 +66,13 @@ impl Gateway {
             args.extend(["--bpf-pin-dir", topology.pin_dir.to_str().unwrap()]);
         }
 
-        Self::launch(
-            topology.in_gateway(binary("gateway")),
-            Some(topology.gateway_ns.clone()),
-            manifests,
-            &args,
-        )
+        let mut command = topology.in_gateway(binary("gateway"));
+        command.arg("run").arg("--manifests").arg(manifests);
+        Self::launch(command, Some(topology.gateway_ns.clone()), &args)
     }
 
-    fn launch(
-        mut command: Command,
-        netns: Option<String>,
-        manifests: &Path,
-        extra: &[&str],
-    ) -> Gateway {
+    fn launch(mut command: Command, netns: Option<String>, extra: &[&str]) -> Gateway {
         let mut child = command
-            .arg("run")
-            .arg("--manifests")
-            .arg(manifests)
             .args([
                 "--http-listen",
                 "127.0.0.1:0",

@@ -1,6 +1,7 @@
 //! What the end-to-end tests stand on: real backends on loopback, the real `gateway` binary in
 //! its own process, a manifests folder, and an HTTP client.
 
+pub mod apiserver;
 pub mod backend;
 pub mod client;
 pub mod gateway;

@@ -1,0 +1,392 @@
+//! The real gateway in Kubernetes mode, its real kube-rs client talking the list/watch protocol
+//! to a fake API server in this process, real backends on loopback.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gateway_e2e::apiserver::FakeApiServer;
+use gateway_e2e::backend::Backend;
+use gateway_e2e::client::HttpClient;
+use gateway_e2e::gateway::Gateway;
+use gateway_e2e::pki::{Ca, connect, presented};
+use hyper::{Request, StatusCode};
+
+fn service(namespace: &str, name: &str, endpoint: SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         spec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: {namespace}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n---\n",
+        endpoint.port(),
+        endpoint.ip()
+    )
+}
+
+fn ingress(
+    namespace: &str,
+    name: &str,
+    host: &str,
+    path: &str,
+    service: &str,
+    extra_spec: &str,
+) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         spec:\n{extra_spec}  rules:\n  - host: {host}\n    http: {{paths: [{{path: {path}, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]}}\n---\n"
+    )
+}
+
+/// Polls `check` every 20 ms until it holds or `limit` passes; returns whether it held.
+async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn served_by(client: &HttpClient, gateway: SocketAddr, host: &str) -> Option<String> {
+    let answer = client
+        .send(gateway, host, Request::get("/"), Bytes::new())
+        .await
+        .ok()?;
+    (answer.status == StatusCode::OK).then(|| answer.service())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_in_the_api_server_are_served_within_a_second_without_failures() {
+    let api = FakeApiServer::start().await;
+    let one = Backend::start("one").await;
+    let two = Backend::start("two").await;
+    api.apply(
+        &(service("shop", "web", one.addr)
+            + &ingress("shop", "steady", "steady.com", "/", "web", "")),
+    );
+    let gw = Gateway::start_kubernetes(api.kubeconfig(), &[]);
+    let client = HttpClient::new();
+    assert_eq!(
+        served_by(&client, gw.http, "steady.com").await.as_deref(),
+        Some("one")
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (stop, served, http) = (stop.clone(), served.clone(), gw.http);
+        tokio::spawn(async move {
+            let client = HttpClient::new();
+            let mut failures = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match client
+                    .send(http, "steady.com", Request::get("/"), Bytes::new())
+                    .await
+                {
+                    Ok(a) if a.status == StatusCode::OK => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(a) => failures.push(format!("{} {}", a.status, a.body)),
+                    Err(e) => failures.push(e),
+                }
+            }
+            failures
+        })
+    };
+    let second = Duration::from_secs(1);
+
+    // A new Ingress.
+    api.apply(&ingress("shop", "new", "new.com", "/", "web", ""));
+    assert!(
+        within(second, async || served_by(&client, gw.http, "new.com")
+            .await
+            .is_some())
+        .await,
+        "new Ingress"
+    );
+    // An EndpointSlice moves the Service to another pod.
+    api.apply(&service("shop", "web", two.addr));
+    assert!(
+        within(second, async || served_by(&client, gw.http, "steady.com")
+            .await
+            .as_deref()
+            == Some("two"))
+        .await,
+        "new endpoints"
+    );
+    // A Service that is gone leaves its route answering 503.
+    api.apply(&ingress("shop", "other", "other.com", "/", "other-svc", ""));
+    api.apply(&service("shop", "other-svc", one.addr));
+    assert!(
+        within(second, async || served_by(&client, gw.http, "other.com")
+            .await
+            .as_deref()
+            == Some("one"))
+        .await
+    );
+    api.delete("Service", Some("shop"), "other-svc");
+    assert!(
+        within(second, async || {
+            client.get(gw.http, "other.com", "/").await.status == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await,
+        "deleted Service"
+    );
+    // A deleted Ingress.
+    api.delete("Ingress", Some("shop"), "new");
+    assert!(
+        within(second, async || client
+            .get(gw.http, "new.com", "/")
+            .await
+            .status
+            == StatusCode::NOT_FOUND)
+        .await,
+        "deleted Ingress"
+    );
+    // A TLS Secret and the Ingress that uses it.
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["secure.com"]);
+    api.apply(&leaf.secret("shop", "secure-tls"));
+    api.apply(&ingress(
+        "shop",
+        "secure",
+        "secure.com",
+        "/",
+        "web",
+        "  tls: [{hosts: [secure.com], secretName: secure-tls}]\n",
+    ));
+    let config = ca.client_config(&["http/1.1"]);
+    assert!(
+        within(second, async || {
+            match connect(config.clone(), gw.https, "secure.com").await {
+                Ok(stream) => presented(&stream) == Some(leaf.der.clone()),
+                Err(_) => false,
+            }
+        })
+        .await,
+        "certificate from the new Secret"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let failures = load.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(served.load(Ordering::Relaxed) > 50);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_routes_serve_through_api_server_outages_and_it_resyncs_after() {
+    let api = FakeApiServer::start().await;
+    let web = Backend::start("web").await;
+    api.apply(
+        &(service("default", "web", web.addr) + &ingress("default", "a", "a.com", "/", "web", "")),
+    );
+    let gw = Gateway::start_kubernetes(api.kubeconfig(), &[]);
+    let client = HttpClient::new();
+    assert_eq!(
+        served_by(&client, gw.http, "a.com").await.as_deref(),
+        Some("web")
+    );
+
+    api.set_down(true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..20 {
+        assert_eq!(
+            served_by(&client, gw.http, "a.com").await.as_deref(),
+            Some("web"),
+            "served while the API server is down"
+        );
+    }
+    api.set_down(false);
+    api.apply(&ingress("default", "b", "b.com", "/", "web", ""));
+    assert!(
+        within(Duration::from_secs(15), async || served_by(
+            &client, gw.http, "b.com"
+        )
+        .await
+        .is_some())
+        .await,
+        "resynced after the outage"
+    );
+
+    // Dropped watches resume; an expired version (410 Gone) makes the client list again.
+    api.disconnect_watches();
+    api.apply(&ingress("default", "c", "c.com", "/", "web", ""));
+    assert!(
+        within(Duration::from_secs(15), async || served_by(
+            &client, gw.http, "c.com"
+        )
+        .await
+        .is_some())
+        .await,
+        "after a disconnect"
+    );
+    api.expire_history();
+    api.apply(&ingress("default", "d", "d.com", "/", "web", ""));
+    assert!(
+        within(Duration::from_secs(15), async || served_by(
+            &client, gw.http, "d.com"
+        )
+        .await
+        .is_some())
+        .await,
+        "after 410 Gone"
+    );
+    let relisted = api
+        .log()
+        .iter()
+        .filter(|l| {
+            l.method == "GET" && l.path.contains("/ingresses?") && !l.path.contains("watch=true")
+        })
+        .count();
+    let paths: Vec<String> = api
+        .log()
+        .into_iter()
+        .filter(|l| l.path.contains("/ingresses"))
+        .map(|l| l.path)
+        .collect();
+    assert!(
+        relisted >= 2,
+        "the client listed again after 410: {paths:#?}"
+    );
+    assert_eq!(
+        served_by(&client, gw.http, "a.com").await.as_deref(),
+        Some("web")
+    );
+}
+
+fn status_patches(api: &FakeApiServer, name: &str) -> usize {
+    api.log()
+        .iter()
+        .filter(|l| l.method == "PATCH" && l.path.contains(&format!("/ingresses/{name}/status")))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_goes_to_our_ingresses_only_from_the_leader_and_is_not_rewritten() {
+    let api = FakeApiServer::start().await;
+    let web = Backend::start("web").await;
+    api.apply(
+        &(service("default", "web", web.addr)
+            + "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: xdp-gateway, annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}}\nspec: {controller: xdp-gateway.io/ingress}\n---\n"
+            + "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n---\n"
+            + &ingress("default", "ours", "ours.com", "/", "web", "")
+            + &ingress("default", "theirs", "theirs.com", "/", "web", "  ingressClassName: nginx\n")),
+    );
+    let flags = ["--publish-address", "203.0.113.10,gateway.example.com"];
+    let first = Gateway::start_kubernetes(api.kubeconfig(), &flags);
+    let second = Gateway::start_kubernetes(api.kubeconfig(), &flags);
+    let written = within(Duration::from_secs(10), async || {
+        api.get("Ingress", Some("default"), "ours")
+            .is_some_and(|i| {
+                i["status"]["loadBalancer"]["ingress"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == 2)
+            })
+    })
+    .await;
+    assert!(
+        written,
+        "status of ours: {:?}",
+        api.get("Ingress", Some("default"), "ours")
+    );
+    let status =
+        api.get("Ingress", Some("default"), "ours").unwrap()["status"]["loadBalancer"]["ingress"]
+            .clone();
+    assert_eq!(
+        status,
+        serde_json::json!([{"hostname": "gateway.example.com"}, {"ip": "203.0.113.10"}])
+    );
+    let lease = api
+        .get("Lease", Some("default"), "xdp-gateway-leader")
+        .expect("a Lease");
+    assert!(lease["spec"]["holderIdentity"].is_string());
+
+    // More changes and more renewals: the right status is not written again, by anyone.
+    api.apply(&ingress("default", "later", "later.com", "/", "web", ""));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        status_patches(&api, "ours"),
+        1,
+        "written once, by one replica"
+    );
+    assert_eq!(
+        status_patches(&api, "theirs"),
+        0,
+        "another controller's Ingress is never touched"
+    );
+    assert!(api.get("Ingress", Some("default"), "theirs").unwrap()["status"].is_null());
+    assert_eq!(status_patches(&api, "later"), 1);
+    drop((first, second));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_scoped_gateway_ignores_other_namespaces() {
+    let api = FakeApiServer::start().await;
+    let web = Backend::start("web").await;
+    api.apply(
+        &(service("team-a", "web", web.addr)
+            + &service("team-b", "web", web.addr)
+            + &ingress("team-a", "a", "a.team.com", "/", "web", "")
+            + &ingress("team-b", "b", "b.team.com", "/", "web", "")),
+    );
+    let gw = Gateway::start_kubernetes(api.kubeconfig(), &["--watch-namespace", "team-a"]);
+    let client = HttpClient::new();
+    assert_eq!(
+        served_by(&client, gw.http, "a.team.com").await.as_deref(),
+        Some("web")
+    );
+    assert_eq!(
+        client.get(gw.http, "b.team.com", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let namespaced = ["/ingresses", "/services", "/endpointslices", "/secrets"];
+    for request in api
+        .log()
+        .iter()
+        .filter(|l| l.method == "GET" && namespaced.iter().any(|k| l.path.contains(k)))
+    {
+        assert!(request.path.contains("/namespaces/team-a/"), "{request:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_ingress_gets_an_event_once() {
+    let api = FakeApiServer::start().await;
+    let web = Backend::start("web").await;
+    api.apply(
+        &(service("default", "web", web.addr)
+            + &ingress("default", "broken", "x.com", "no-slash", "web", "")),
+    );
+    let _gw = Gateway::start_kubernetes(api.kubeconfig(), &[]);
+    let has_event = within(Duration::from_secs(10), async || {
+        !api.list("Event").is_empty()
+    })
+    .await;
+    assert!(has_event, "an Event for the broken Ingress");
+    api.apply(&ingress("default", "fine", "fine.com", "/", "web", ""));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let events = api.list("Event");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(event["regarding"]["name"], "broken");
+    assert_eq!(event["regarding"]["kind"], "Ingress");
+    assert_eq!(event["type"], "Warning");
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.contains("spec.rules[0].http.paths[0].path") && note.contains("must start with"),
+        "{note}"
+    );
+}
