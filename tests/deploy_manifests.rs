@@ -58,16 +58,31 @@ fn every_deploy_manifest_is_a_valid_kubernetes_object() {
                 "Secret" => round_trip::<Secret>(&value),
                 "DaemonSet" => round_trip::<DaemonSet>(&value),
                 "Deployment" => round_trip::<Deployment>(&value),
-                other => panic!("{}: kind {other} is not checked by this test", file.display()),
+                other => panic!(
+                    "{}: kind {other} is not checked by this test",
+                    file.display()
+                ),
             };
             let name = format!("{} {kind} {}", file.display(), value["metadata"]["name"]);
             let back = back.unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(back, value, "{name}: a field is unknown to its type or malformed");
+            assert_eq!(
+                back, value,
+                "{name}: a field is unknown to its type or malformed"
+            );
             kinds.insert(kind);
             checked += 1;
         }
     }
-    for wanted in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "IngressClass", "DaemonSet", "Service", "Ingress", "Secret"] {
+    for wanted in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "IngressClass",
+        "DaemonSet",
+        "Service",
+        "Ingress",
+        "Secret",
+    ] {
         assert!(kinds.contains(wanted), "deploy/ has no {wanted}");
     }
     assert!(checked > 20, "{checked} documents");

@@ -111,8 +111,11 @@ pub struct ClusterWriter {
     reported: Mutex<HashSet<Warning>>,
     /// The status last written to each Ingress, with the resourceVersion it was written over:
     /// until the watch brings the new version, the store still shows the old status.
-    written: Mutex<HashMap<(String, String), (Option<String>, Vec<IngressLoadBalancerIngress>)>>,
+    written: Mutex<HashMap<(String, String), WrittenStatus>>,
 }
+
+/// A status written, and the resourceVersion of the Ingress it was written over.
+type WrittenStatus = (Option<String>, Vec<IngressLoadBalancerIngress>);
 
 impl ClusterWriter {
     pub fn new(
@@ -182,9 +185,7 @@ impl ClusterWriter {
                 },
                 spec: Some(spec(None)),
             };
-            return Ok(conflict_is_false(
-                leases.create(&PostParams::default(), &lease).await,
-            )?);
+            return conflict_is_false(leases.create(&PostParams::default(), &lease).await);
         };
         let current = lease.spec.clone().unwrap_or_default();
         let mine = current.holder_identity.as_deref() == Some(self.identity.as_str());
@@ -198,11 +199,11 @@ impl ClusterWriter {
         lease.spec = Some(spec(if mine { current.acquire_time } else { None }));
         // The resourceVersion from the read makes this a compare-and-swap: two replicas
         // taking over at once cannot both win.
-        Ok(conflict_is_false(
+        conflict_is_false(
             leases
                 .replace(&self.lease_name, &PostParams::default(), &lease)
                 .await,
-        )?)
+        )
     }
 
     /// After a table is published: status for every served Ingress, Events for new warnings.

@@ -304,8 +304,15 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(format!("{}\n", json!({ "type": kind, "object": object })))
 }
 
-/// Parsed request target: (plural, namespace, name, subresource).
-fn route(path: &str) -> Option<(&'static str, Option<String>, Option<String>, Option<String>)> {
+/// A parsed request target.
+struct Target {
+    plural: &'static str,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn route(path: &str) -> Option<Target> {
     for (_, prefix, plural, _) in KINDS {
         let Some(rest) = path.strip_prefix(prefix) else {
             continue;
@@ -315,19 +322,16 @@ fn route(path: &str) -> Option<(&'static str, Option<String>, Option<String>, Op
             ["namespaces", ns, rest @ ..] => (Some(ns.to_string()), rest.to_vec()),
             rest => (None, rest.to_vec()),
         };
+        let target = |name: Option<&&str>, subresource: Option<&&str>| Target {
+            plural,
+            namespace: namespace.clone(),
+            name: name.map(|n| n.to_string()),
+            subresource: subresource.map(|s| s.to_string()),
+        };
         match rest.as_slice() {
-            [p] if *p == plural => return Some((plural, namespace, None, None)),
-            [p, name] if *p == plural => {
-                return Some((plural, namespace, Some(name.to_string()), None));
-            }
-            [p, name, sub] if *p == plural => {
-                return Some((
-                    plural,
-                    namespace,
-                    Some(name.to_string()),
-                    Some(sub.to_string()),
-                ));
-            }
+            [p] if *p == plural => return Some(target(None, None)),
+            [p, name] if *p == plural => return Some(target(Some(name), None)),
+            [p, name, sub] if *p == plural => return Some(target(Some(name), Some(sub))),
             _ => {}
         }
     }
@@ -378,7 +382,13 @@ async fn handle(
             ));
         }
     }
-    let Some((plural, namespace, name, subresource)) = route(&path) else {
+    let Some(Target {
+        plural,
+        namespace,
+        name,
+        subresource,
+    }) = route(&path)
+    else {
         return Ok(status(404, "NotFound", &format!("no route for {path}")));
     };
     let body = request

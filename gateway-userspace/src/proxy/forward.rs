@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 
 use super::error::{ProxyError, plain_response};
 use super::headers;
-use super::upstream::ReclaimableBody;
+use super::upstream::{PooledBody, UpstreamError};
 use super::{Connection, Proxy, ProxyBody};
 use crate::snapshot::normalize_host;
 
@@ -97,43 +97,27 @@ async fn forward(
         connection.scheme,
         host.as_ref(),
     );
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    // Origin form (`/path?query`) towards the backend, whatever form the client used.
+    let mut target = hyper::http::uri::Parts::default();
+    target.path_and_query = parts.uri.path_and_query().cloned();
+    let target = Uri::from_parts(target).unwrap_or_else(|_| Uri::from_static("/"));
+    let mut upstream_request = Request::from_parts(parts, body);
+    *upstream_request.uri_mut() = target;
+    *upstream_request.version_mut() = Version::HTTP_11;
 
     // One more endpoint is tried when connecting fails, as nginx's proxy_next_upstream does
-    // for `error`; the body was not touched, so it is sent as it is.
-    let mut body = body;
-    let attempts = backend.endpoints.len().min(2);
+    // for `error`; the request was not written anywhere, so it is sent as it is.
+    let attempts = backend.endpoints.len().clamp(1, 2);
     let mut last_error = None;
-    for attempt in 1..=attempts.max(1) {
+    for _ in 0..attempts {
         let endpoint = backend
             .next_endpoint()
             .ok_or_else(|| ProxyError::NoEndpoints {
                 backend: backend.name(),
             })?;
-        let uri: Uri = format!("http://{endpoint}{path_and_query}")
-            .parse()
-            .map_err(|e| ProxyError::Upstream {
-                backend: backend.name(),
-                reason: format!("bad request target: {e}"),
-            })?;
-        let (reclaimable, reclaimed) = ReclaimableBody::new(body);
-        let mut upstream_request = Request::new(reclaimable);
-        *upstream_request.method_mut() = parts.method.clone();
-        *upstream_request.uri_mut() = uri;
-        *upstream_request.version_mut() = Version::HTTP_11;
-        *upstream_request.headers_mut() = if attempt < attempts {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
-        };
-
         let sent = tokio::time::timeout(
             proxy.config.read_timeout,
-            proxy.client.request(upstream_request),
+            proxy.upstream.send(endpoint, upstream_request),
         )
         .await;
         match sent {
@@ -153,19 +137,20 @@ async fn forward(
                 }
                 return Ok(response);
             }
-            Ok(Err(error)) if error.is_connect() => {
-                let reason = format!("{endpoint}: {}", error_chain(&error));
+            Ok(Err((UpstreamError::Connect(reason), Some(unsent)))) => {
+                let reason = format!("{endpoint}: {reason}");
                 tracing::warn!(backend = %backend.name(), %endpoint, error = %reason, "connect to backend failed");
                 last_error = Some(reason);
-                match reclaimed.await {
-                    Ok(unused) => body = unused,
-                    Err(_) => break,
-                }
+                upstream_request = unsent;
             }
-            Ok(Err(error)) => {
+            Ok(Err((error, _))) => {
+                let reason = match error {
+                    UpstreamError::Connect(reason) => reason,
+                    UpstreamError::Exchange(error) => error_chain(&error),
+                };
                 return Err(ProxyError::Upstream {
                     backend: backend.name(),
-                    reason: format!("{endpoint}: {}", error_chain(&error)),
+                    reason: format!("{endpoint}: {reason}"),
                 });
             }
         }
@@ -207,7 +192,7 @@ fn redirect_to_https(
 
 /// The backend's response, on its way back to the client.
 fn respond(
-    mut response: Response<Incoming>,
+    mut response: Response<PooledBody>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {

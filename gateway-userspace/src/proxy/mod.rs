@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -29,7 +28,7 @@ use crate::snapshot::normalize_host;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the proxy sends to clients: a backend's streamed body, or the gateway's own answer.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<upstream::PooledBody, Full<Bytes>>;
 
 /// How the proxy behaves beyond what the route table says.
 #[derive(Clone, Debug)]
@@ -46,7 +45,7 @@ pub struct ProxyConfig {
 /// Everything a request needs: the route table and the upstream client.
 pub struct Proxy {
     table: Arc<RouteTable>,
-    client: upstream::UpstreamClient,
+    upstream: upstream::UpstreamPool,
     config: ProxyConfig,
 }
 
@@ -64,7 +63,7 @@ impl Proxy {
     /// A proxy that routes with `table`.
     pub fn new(table: Arc<RouteTable>, config: ProxyConfig) -> Self {
         Self {
-            client: upstream::client(config.connect_timeout),
+            upstream: upstream::UpstreamPool::new(config.connect_timeout),
             table,
             config,
         }

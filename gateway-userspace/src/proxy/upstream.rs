@@ -1,20 +1,22 @@
-//! Connections to backends: one keep-alive pool per endpoint, and a request body that comes
-//! back when a connection attempt fails before the body was touched, so that the request can
-//! be tried on another endpoint without buffering it.
+//! Connections to backends: one keep-alive pool per endpoint, of HTTP/1.1 connections driven
+//! directly (no generic client in between). A connection goes back to its pool when the
+//! response body has been read to its end; a request is handed to a connection only once the
+//! connection exists, so a failed connect leaves the request (body untouched) for another
+//! endpoint, and a pooled connection that turns out closed is replaced by a fresh one.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use tokio::sync::oneshot;
-
-/// The pooled HTTP client every request to a backend goes through.
-pub type UpstreamClient = Client<HttpConnector, ReclaimableBody>;
+use hyper::client::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 /// Idle keep-alive connections are closed after this long (nginx's upstream keepalive_timeout
 /// is 60s; backends commonly time out idle connections later than that).
@@ -22,39 +24,186 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per endpoint (nginx benchmarks use `keepalive 256`).
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
-/// A client that pools connections per endpoint address.
-pub fn client(connect_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
-        .set_host(false)
-        .build(connector)
+type Sender = http1::SendRequest<Incoming>;
+
+/// Why a request did not get a response.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// No connection could be made (refused, unreachable, timed out).
+    Connect(String),
+    /// The connection failed while the request was on it.
+    Exchange(hyper::Error),
 }
 
-/// The client's request body. If the request is dropped before its body was first polled
-/// (the connection to the endpoint failed), the body is sent back through `reclaim`.
-pub struct ReclaimableBody {
-    inner: Option<Incoming>,
-    reclaim: Option<oneshot::Sender<Incoming>>,
+/// The pools of every endpoint.
+#[derive(Clone)]
+pub struct UpstreamPool {
+    inner: Arc<PoolInner>,
 }
 
-impl ReclaimableBody {
-    /// Wraps `body`; returns the wrapper and where the body comes back if it is never used.
-    pub fn new(body: Incoming) -> (Self, oneshot::Receiver<Incoming>) {
-        let (reclaim, reclaimed) = oneshot::channel();
-        let body = Self {
-            inner: Some(body),
-            reclaim: Some(reclaim),
+struct PoolInner {
+    idle: Mutex<HashMap<SocketAddr, Vec<(Sender, Instant)>>>,
+    connect_timeout: Duration,
+}
+
+impl UpstreamPool {
+    /// An empty pool; a background task closes connections idle for too long.
+    pub fn new(connect_timeout: Duration) -> Self {
+        let pool = Self {
+            inner: Arc::new(PoolInner {
+                idle: Mutex::new(HashMap::new()),
+                connect_timeout,
+            }),
         };
-        (body, reclaimed)
+        let weak = Arc::downgrade(&pool.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(IDLE_TIMEOUT / 2);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.retain(|_, senders| {
+                    senders.retain(|(sender, since)| {
+                        !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT
+                    });
+                    !senders.is_empty()
+                });
+            }
+        });
+        pool
+    }
+
+    /// Sends `request` to `endpoint`. On failure, the request comes back when it was never
+    /// written to a connection (so it can go to another endpoint).
+    pub async fn send(
+        &self,
+        endpoint: SocketAddr,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<PooledBody>, (UpstreamError, Option<Request<Incoming>>)> {
+        // A pooled connection may have been closed by the backend while idle: then the request
+        // is tried once more on a new connection.
+        for reuse in [true, false] {
+            let pooled = if reuse {
+                self.checkout(endpoint).await
+            } else {
+                None
+            };
+            let reused = pooled.is_some();
+            let mut sender = match pooled {
+                Some(sender) => sender,
+                None => match self.connect(endpoint).await {
+                    Ok(sender) => sender,
+                    Err(reason) => return Err((UpstreamError::Connect(reason), Some(request))),
+                },
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.pooled(endpoint, sender, response)),
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    unsent => return Err((UpstreamError::Exchange(error.into_error()), unsent)),
+                },
+            }
+        }
+        unreachable!("the second attempt always returns")
+    }
+
+    /// A ready idle connection to `endpoint`, if there is one.
+    async fn checkout(&self, endpoint: SocketAddr) -> Option<Sender> {
+        loop {
+            let (mut sender, since) = {
+                let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.get_mut(&endpoint)?.pop()?
+            };
+            // A returned connection becomes ready as soon as its task has seen the response end.
+            if since.elapsed() < IDLE_TIMEOUT && sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self, endpoint: SocketAddr) -> Result<Sender, String> {
+        let stream = tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(endpoint))
+            .await
+            .map_err(|_| format!("timed out after {:?}", self.inner.connect_timeout))?
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            // Upgrades (WebSocket) take the connection over when the response says 101.
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%endpoint, %error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// The response, with its connection going back to the pool when the body ends.
+    fn pooled(
+        &self,
+        endpoint: SocketAddr,
+        sender: Sender,
+        response: Response<Incoming>,
+    ) -> Response<PooledBody> {
+        let upgraded = response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
+        let (parts, inner) = response.into_parts();
+        let mut body = PooledBody {
+            inner: Some(inner),
+            checkin: None,
+        };
+        // An upgraded connection belongs to the tunnel now.
+        if !upgraded {
+            body.checkin = Some(Checkin {
+                pool: self.inner.clone(),
+                endpoint,
+                sender,
+            });
+            if body.is_end_stream() {
+                body.check_in();
+            }
+        }
+        Response::from_parts(parts, body)
     }
 }
 
-impl Body for ReclaimableBody {
+impl PoolInner {
+    fn put(&self, endpoint: SocketAddr, sender: Sender) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let senders = idle.entry(endpoint).or_default();
+        if senders.len() < MAX_IDLE_PER_ENDPOINT {
+            senders.push((sender, Instant::now()));
+        }
+    }
+}
+
+struct Checkin {
+    pool: Arc<PoolInner>,
+    endpoint: SocketAddr,
+    sender: Sender,
+}
+
+/// A backend's response body; its end returns the connection to the pool.
+pub struct PooledBody {
+    inner: Option<Incoming>,
+    checkin: Option<Checkin>,
+}
+
+impl PooledBody {
+    fn check_in(&mut self) {
+        if let Some(Checkin {
+            pool,
+            endpoint,
+            sender,
+        }) = self.checkin.take()
+        {
+            pool.put(endpoint, sender);
+        }
+    }
+}
+
+impl Body for PooledBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -62,12 +211,20 @@ impl Body for ReclaimableBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        // Once polled, the body may be partly sent: it can no longer be handed back.
-        self.reclaim = None;
-        match self.inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_frame(cx),
-            None => Poll::Ready(None),
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        // The server stops polling once the body says it ended: check in on that, not on None.
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.as_ref().is_some_and(Body::is_end_stream),
+            _ => false,
+        };
+        if ended {
+            self.check_in();
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -78,14 +235,5 @@ impl Body for ReclaimableBody {
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
-    }
-}
-
-impl Drop for ReclaimableBody {
-    fn drop(&mut self) {
-        if let (Some(reclaim), Some(inner)) = (self.reclaim.take(), self.inner.take()) {
-            // The receiver is gone only when the request already finished: nothing to do.
-            let _ = reclaim.send(inner);
-        }
     }
 }

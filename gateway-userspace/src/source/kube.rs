@@ -39,10 +39,9 @@ struct Readers {
 
 impl Readers {
     fn store(&self) -> Store {
-        fn all<K: Clone + kube::Resource<DynamicType = ()>>(reader: &Reader<K>) -> Vec<Sourced<K>>
-        where
-            K: 'static,
-        {
+        fn all<K: Clone + kube::Resource<DynamicType = ()> + 'static>(
+            reader: &Reader<K>,
+        ) -> Vec<Sourced<K>> {
             reader
                 .state()
                 .iter()

@@ -10,6 +10,7 @@ fn options() -> TranslateOptions {
         classes: ClassSelector {
             class_name: "xdp-gateway".into(),
             controller: CONTROLLER.into(),
+            serve_classless: false,
         },
         ..TranslateOptions::default()
     }
