@@ -123,7 +123,22 @@ pub fn write(dir: &Path, environment: &Environment, records: &[Record]) -> Resul
     let table = markdown(environment, records);
     std::fs::write(dir.join(format!("{date}{suffix}.md")), &table)?;
     println!("\n{table}\nwritten: {}", json.display());
+    chart(&json);
     Ok(())
+}
+
+/// The PNG chart beside the JSON, drawn by bench/chart.py with matplotlib (installed from
+/// PyPI when missing); a run without it still has its JSON and table.
+fn chart(json: &Path) {
+    let python = |args: &[&str]| std::process::Command::new("python3").args(args).status().is_ok_and(|s| s.success());
+    if !python(&["-c", "import matplotlib"]) && !python(&["-m", "pip", "install", "--quiet", "matplotlib"]) {
+        println!("no chart: matplotlib is not installable here");
+        return;
+    }
+    let script = crate::root().join("bench/chart.py");
+    if !python(&[&script.to_string_lossy(), &json.to_string_lossy()]) {
+        println!("no chart: bench/chart.py failed");
+    }
 }
 
 fn markdown(environment: &Environment, records: &[Record]) -> String {
