@@ -3,6 +3,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -113,14 +114,21 @@ impl Sut {
             }
         }
         let log = std::fs::File::create(dir.join(format!("{}.log", kind.name())))?;
+        // A process group of its own: stopping it stops every process it made (a master
+        // killed before its workers would leave them serving the next test).
         let child = command
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", kind.name()))?;
-        let sut = Sut { kind, child };
+        let mut sut = Sut { kind, child };
         sut.wait_ready()?;
+        // Something else answering on its ports (a leftover from another run) is not it.
+        if let Some(status) = sut.child.try_wait()? {
+            bail!("{} exited at start ({status}); see its log in the bench folder", kind.name());
+        }
         Ok(sut)
     }
 
@@ -207,8 +215,9 @@ impl Sut {
 
 impl Drop for Sut {
     fn drop(&mut self) {
-        for pid in self.pids().into_iter().rev() {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        // SAFETY: kill has no memory preconditions; the group is the one the child leads.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
         }
         let _ = self.child.wait();
         // Let the ports go before the next system binds them.
