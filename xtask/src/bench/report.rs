@@ -113,6 +113,16 @@ pub fn write(dir: &Path, environment: &Environment, records: &[Record]) -> Resul
     let date = today();
     let suffix = if environment.quick { "-quick" } else { "" };
     let json = dir.join(format!("{date}{suffix}.json"));
+    // A run of some tests (`--only`) replaces those tests in the day's results, and keeps
+    // the others.
+    let mut all: Vec<Record> = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|document| serde_json::from_value(document["records"].clone()).ok())
+        .unwrap_or_default();
+    all.retain(|old: &Record| !records.iter().any(|new| new.test == old.test));
+    all.extend(records.iter().cloned());
+    let records = all.as_slice();
     std::fs::write(
         &json,
         serde_json::to_string_pretty(&Document {
@@ -130,8 +140,15 @@ pub fn write(dir: &Path, environment: &Environment, records: &[Record]) -> Resul
 /// The PNG chart beside the JSON, drawn by bench/chart.py with matplotlib (installed from
 /// PyPI when missing); a run without it still has its JSON and table.
 fn chart(json: &Path) {
-    let python = |args: &[&str]| std::process::Command::new("python3").args(args).status().is_ok_and(|s| s.success());
-    if !python(&["-c", "import matplotlib"]) && !python(&["-m", "pip", "install", "--quiet", "matplotlib"]) {
+    let python = |args: &[&str]| {
+        std::process::Command::new("python3")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !python(&["-c", "import matplotlib"])
+        && !python(&["-m", "pip", "install", "--quiet", "matplotlib"])
+    {
         println!("no chart: matplotlib is not installable here");
         return;
     }

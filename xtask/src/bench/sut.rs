@@ -2,8 +2,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -127,7 +127,10 @@ impl Sut {
         sut.wait_ready()?;
         // Something else answering on its ports (a leftover from another run) is not it.
         if let Some(status) = sut.child.try_wait()? {
-            bail!("{} exited at start ({status}); see its log in the bench folder", kind.name());
+            bail!(
+                "{} exited at start ({status}); see its log in the bench folder",
+                kind.name()
+            );
         }
         Ok(sut)
     }
