@@ -1,14 +1,12 @@
 //! `cargo xtask demo`: the gateway on deploy/examples with example backends on loopback, and
 //! the requests that show host and path routing working.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, root};
+use crate::{cargo, http_get, root};
 
 const HTTP: &str = "127.0.0.1:8080";
 const ADMIN: &str = "127.0.0.1:9180";
@@ -91,7 +89,7 @@ pub fn run(wait: bool) -> Result<()> {
             (command, curl_https(host, path))
         } else {
             let command = format!("curl -H 'Host: {host}' 'http://{HTTP}{path}'");
-            (command, get(HTTP, host, path))
+            (command, http_get(HTTP, host, path))
         };
         let (status, body) = match answer {
             Ok(answer) => answer,
@@ -135,34 +133,12 @@ fn wait_ready(processes: &mut Processes) -> Result<()> {
                 );
             }
         }
-        if get(ADMIN, "admin", "/readyz").is_ok_and(|(status, _)| status == 200) {
+        if http_get(ADMIN, "admin", "/readyz").is_ok_and(|(status, _)| status == 200) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("the gateway was not ready within 30s")
-}
-
-/// A one-shot HTTP/1.1 GET: status and body.
-fn get(addr: &str, host: &str, path: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status line")?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 /// An HTTPS GET through curl (which speaks TLS): status and body.

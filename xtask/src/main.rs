@@ -138,10 +138,10 @@ fn run(command: &mut Command) -> Result<()> {
 }
 
 /// Runs a command and returns its standard output.
-fn output(command: &mut Command) -> Result<String> {
+pub fn output(command: &mut Command) -> Result<String> {
     let out = command
         .output()
-        .with_context(|| format!("cannot start {command:?}"))?;
+        .with_context(|| format!("running {command:?}"))?;
     if !out.status.success() {
         bail!(
             "{command:?} failed: {}\n{}",
@@ -150,4 +150,32 @@ fn output(command: &mut Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One HTTP/1.1 GET with `Connection: close`: status and body.
+pub fn http_get(
+    addr: impl std::net::ToSocketAddrs,
+    host: &str,
+    path: &str,
+) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    // A server that resets after answering still answered.
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }

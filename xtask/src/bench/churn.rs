@@ -4,11 +4,10 @@
 //! HAProxy through its runtime API.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use super::fixtures::{self, Fixtures};
 use super::load::{self, Measured, OhaTarget};
@@ -80,7 +79,9 @@ pub fn update_latencies(sut: &Sut, fixtures: &Fixtures, count: usize) -> Result<
         let begin = Instant::now();
         set_route(sut, fixtures, &host, Some(NEW_BACKEND))?;
         loop {
-            if body(sut.kind.ports().0, &host).is_ok_and(|b| b == "new") {
+            if crate::http_get(("127.0.0.1", sut.kind.ports().0), &host, "/")
+                .is_ok_and(|(status, body)| status == 200 && body == "new")
+            {
                 break;
             }
             if begin.elapsed() > Duration::from_secs(10) {
@@ -132,21 +133,4 @@ pub fn failures_under_churn(
         .join()
         .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
     Ok((measured, sut.process_count()))
-}
-
-/// The body of a GET for `host`.
-fn body(port: u16, host: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let (head, body) = response.split_once("\r\n\r\n").context("no response")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("not 200");
-    }
-    Ok(body.to_string())
 }

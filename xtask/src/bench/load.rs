@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::sut::LOAD_CPU;
+use crate::output;
 
 /// What one load run measured.
 #[derive(Clone, Debug, Default)]
@@ -24,20 +25,6 @@ fn pinned(program: &str) -> Command {
     let mut command = Command::new("taskset");
     command.args(["-c", LOAD_CPU, program]);
     command
-}
-
-fn output(command: &mut Command) -> Result<String> {
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Closed-loop maximum throughput with wrk (HTTP/1.1 keep-alive, random route per request).

@@ -559,7 +559,7 @@ impl Backend {
             .stdout(Stdio::null())
             .spawn()?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while sut::get(fixtures::BACKEND_PORTS[3], "x", "/").is_err() {
+        while crate::http_get(("127.0.0.1", fixtures::BACKEND_PORTS[3]), "x", "/").is_err() {
             if Instant::now() > deadline {
                 bail!("the benchmark backend did not start");
             }

@@ -1,7 +1,5 @@
 //! The systems under test: started pinned to CPU 1, their CPU time and memory read from /proc.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -138,7 +136,9 @@ impl Sut {
     fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
-            if get(self.kind.ports().0, "r0.bench.test", "/").is_ok_and(|s| s == 200) {
+            if crate::http_get(("127.0.0.1", self.kind.ports().0), "r0.bench.test", "/")
+                .is_ok_and(|(s, _)| s == 200)
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -239,20 +239,3 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// /proc reports CPU times in clock ticks (USER_HZ), 100 per second on Linux.
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
-
-/// One GET with `Connection: close`; the status code.
-pub fn get(port: u16, host: &str, path: &str) -> Result<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no status line")
-}

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::{Plan, Record};
+use crate::output;
 
 const DENIED: [u8; 4] = [198, 18, 5, 5];
 
@@ -53,7 +54,7 @@ impl Net {
             vec!["-n", gen_ns, "link", "set", "veth-gen", "up"],
             vec!["-n", gen_ns, "link", "set", "lo", "up"],
         ] {
-            quiet(Command::new("ip").args(&args))?;
+            output(Command::new("ip").args(&args))?;
         }
         Ok(net)
     }
@@ -83,19 +84,6 @@ impl Drop for Net {
     }
 }
 
-fn quiet(command: &mut Command) -> Result<String> {
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// A way to drop the denied source, set up and read on the gateway side.
 enum Dropper {
     IptablesRaw,
@@ -122,7 +110,8 @@ pub fn run(gateway: &Path, plan: &Plan) -> Result<Vec<Record>> {
     }
     let net = Net::create()?;
     let seconds = if plan.quick { 3 } else { 10 };
-    let mac = quiet(Command::new("ip").args(["-n", &net.gw_ns, "-br", "link", "show", "veth-gw"]))?;
+    let mac =
+        output(Command::new("ip").args(["-n", &net.gw_ns, "-br", "link", "show", "veth-gw"]))?;
     let mac = mac.split_whitespace().nth(2).context("no MAC")?.to_string();
     let config = std::env::temp_dir().join(format!("xgb-syn-{}.cfg", std::process::id()));
     std::fs::write(&config, trafgen_config(&mac))?;
@@ -156,7 +145,7 @@ pub fn run(gateway: &Path, plan: &Plan) -> Result<Vec<Record>> {
             "none" => None,
             mode => Some(start_gateway(&net, gateway, &manifests, mode)?),
         };
-        let json = quiet(net.gen_cmd("iperf3").args([
+        let json = output(net.gen_cmd("iperf3").args([
             "-c",
             "198.18.0.1",
             "-t",
@@ -267,7 +256,7 @@ fn setup(net: &Net, dropper: &Dropper, gateway: &Path, manifests: &Path) -> Resu
     let source = DENIED.map(|b| b.to_string()).join(".");
     match dropper {
         Dropper::IptablesRaw => {
-            quiet(net.gw("iptables").args([
+            output(net.gw("iptables").args([
                 "-t",
                 "raw",
                 "-A",
@@ -283,15 +272,15 @@ fn setup(net: &Net, dropper: &Dropper, gateway: &Path, manifests: &Path) -> Resu
                 "table netdev xgb {{\n  chain ingress {{\n    type filter hook ingress device veth-gw priority 0;\n    ip saddr {source} counter drop\n  }}\n}}\n"
             );
             let file = write_temp("xgb.nft", &rules)?;
-            quiet(net.gw("nft").arg("-f").arg(&file))?;
+            output(net.gw("nft").arg("-f").arg(&file))?;
             let _ = std::fs::remove_file(file);
         }
         Dropper::TcClsact => {
-            quiet(
+            output(
                 net.gw("tc")
                     .args(["qdisc", "add", "dev", "veth-gw", "clsact"]),
             )?;
-            quiet(
+            output(
                 net.gw("tc")
                     .args([
                         "filter", "add", "dev", "veth-gw", "ingress", "protocol", "ip", "prio",
@@ -315,13 +304,13 @@ fn setup(net: &Net, dropper: &Dropper, gateway: &Path, manifests: &Path) -> Resu
 fn teardown(net: &Net, dropper: &Dropper, gateway: &Path, daemon: Option<Child>) -> Result<()> {
     match dropper {
         Dropper::IptablesRaw => {
-            quiet(net.gw("iptables").args(["-t", "raw", "-F", "PREROUTING"]))?;
+            output(net.gw("iptables").args(["-t", "raw", "-F", "PREROUTING"]))?;
         }
         Dropper::NftNetdev => {
-            quiet(net.gw("nft").args(["delete", "table", "netdev", "xgb"]))?;
+            output(net.gw("nft").args(["delete", "table", "netdev", "xgb"]))?;
         }
         Dropper::TcClsact => {
-            quiet(
+            output(
                 net.gw("tc")
                     .args(["qdisc", "del", "dev", "veth-gw", "clsact"]),
             )?;
@@ -345,7 +334,7 @@ fn dropped(net: &Net, dropper: &Dropper, gateway: &Path) -> Result<u64> {
     };
     Ok(match dropper {
         Dropper::IptablesRaw => {
-            let text = quiet(net.gw("iptables").args([
+            let text = output(net.gw("iptables").args([
                 "-t",
                 "raw",
                 "-L",
@@ -361,11 +350,11 @@ fn dropped(net: &Net, dropper: &Dropper, gateway: &Path) -> Result<u64> {
                 .unwrap_or(0)
         }
         Dropper::NftNetdev => first_number_after(
-            &quiet(net.gw("nft").args(["list", "table", "netdev", "xgb"]))?,
+            &output(net.gw("nft").args(["list", "table", "netdev", "xgb"]))?,
             "packets ",
         ),
         Dropper::TcClsact => {
-            let text = quiet(
+            let text = output(
                 net.gw("tc")
                     .args(["-s", "filter", "show", "dev", "veth-gw", "ingress"]),
             )?;
@@ -376,7 +365,7 @@ fn dropped(net: &Net, dropper: &Dropper, gateway: &Path) -> Result<u64> {
                 .unwrap_or(0)
         }
         Dropper::Xdp(_) => {
-            let json = quiet(
+            let json = output(
                 Command::new(gateway)
                     .args(["bpf", "stats", "--json", "--bpf-pin-dir"])
                     .arg(&net.pin_dir),
@@ -434,7 +423,7 @@ fn start_gateway(net: &Net, gateway: &Path, manifests: &Path, mode: &str) -> Res
 fn stop_gateway(net: &Net, gateway: &Path, mut daemon: Child) -> Result<()> {
     let _ = daemon.kill();
     let _ = daemon.wait();
-    quiet(
+    output(
         Command::new(gateway)
             .args(["bpf", "detach", "--bpf-pin-dir"])
             .arg(&net.pin_dir),
