@@ -735,3 +735,35 @@ fn bundled_examples_translate_without_warnings() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backends_closing_idle_keepalive_connections_cost_no_request() {
+    use std::io::{Read, Write};
+    // A backend that answers each connection once, keep-alive in words, then closes it, as a
+    // backend whose idle timeout is shorter than the gateway's does.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(50) {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 19\r\n\r\n{\"service\":\"brief\"}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let dir = ManifestsDir::new();
+    dir.write("service.yaml", &service("brief", &[addr]));
+    dir.write(
+        "ingress.yaml",
+        &ingress("brief", Some("a.com"), "/", "Prefix", "brief"),
+    );
+    let gw = Gateway::start(dir.path(), &[]);
+    let client = HttpClient::new();
+    for _ in 0..10 {
+        let answer = client.get(gw.http, "a.com", "/").await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+}

@@ -82,14 +82,10 @@ impl UpstreamPool {
     ) -> Result<Response<PooledBody>, (UpstreamError, Option<Request<Incoming>>)> {
         // A pooled connection may have been closed by the backend while idle: then the request
         // is tried once more on a new connection.
-        for reuse in [true, false] {
-            let pooled = if reuse {
-                self.checkout(endpoint).await
-            } else {
-                None
-            };
+        let mut pooled = self.checkout(endpoint).await;
+        loop {
             let reused = pooled.is_some();
-            let mut sender = match pooled {
+            let mut sender = match pooled.take() {
                 Some(sender) => sender,
                 None => match self.connect(endpoint).await {
                     Ok(sender) => sender,
@@ -98,13 +94,13 @@ impl UpstreamPool {
             };
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(self.pooled(endpoint, sender, response)),
+                // Unsent on a reused connection: the next turn connects afresh.
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if reused => request = unsent,
                     unsent => return Err((UpstreamError::Exchange(error.into_error()), unsent)),
                 },
             }
         }
-        unreachable!("the second attempt always returns")
     }
 
     /// A ready idle connection to `endpoint`, if there is one.
