@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{Environment, Record};
 
 /// The figures the table shows, per test: (test, value, label, higher is better).
-const ROWS: [(&str, &str, &str, bool); 21] = [
+const ROWS: [(&str, &str, &str, bool); 23] = [
     ("T1", "rps", "T1 HTTP/1.1 keep-alive, requests/s", true),
     ("T1", "per_cpu_s", "T1 requests per SUT CPU-second", true),
     (
@@ -99,6 +99,18 @@ const ROWS: [(&str, &str, &str, bool); 21] = [
         "T9 TCP throughput through the XDP interface, Gbit/s",
         true,
     ),
+    (
+        "T10",
+        "per_cpu_s",
+        "T10 keep-alive requests to a VIP per gateway CPU-second",
+        true,
+    ),
+    (
+        "T10-new-conn",
+        "per_machine_cpu_s",
+        "T10 new connections to a VIP per machine CPU-second",
+        true,
+    ),
 ];
 
 #[derive(Serialize)]
@@ -115,6 +127,8 @@ pub fn write(dir: &Path, environment: &Environment, records: &[Record]) -> Resul
     let json = dir.join(format!("{date}{suffix}.json"));
     // A run of some tests (`--only`) replaces those tests in the day's results, and keeps
     // the others.
+    let mut ran: Vec<String> = records.iter().map(|r| r.test.clone()).collect();
+    ran.dedup();
     let mut all: Vec<Record> = std::fs::read_to_string(&json)
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
@@ -130,7 +144,7 @@ pub fn write(dir: &Path, environment: &Environment, records: &[Record]) -> Resul
             records,
         })?,
     )?;
-    let table = markdown(environment, records);
+    let table = markdown(environment, records, &ran);
     std::fs::write(dir.join(format!("{date}{suffix}.md")), &table)?;
     println!("\n{table}\nwritten: {}", json.display());
     chart(&json);
@@ -158,17 +172,18 @@ fn chart(json: &Path) {
     }
 }
 
-fn markdown(environment: &Environment, records: &[Record]) -> String {
+fn markdown(environment: &Environment, records: &[Record], ran: &[String]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Benchmark {} ({} run, {} round(s), kernel {}, {} s, steal ticks {})\n",
+        "# Benchmark {} ({} runs, {} round(s), kernel {})\n\nThe last run took {} s (steal ticks {}) and measured {}; figures of other tests come from earlier runs of the day.\n",
         today(),
         if environment.quick { "quick" } else { "full" },
         environment.rounds,
         environment.kernel,
         environment.seconds,
-        environment.steal_ticks
+        environment.steal_ticks,
+        ran.join(", ")
     );
     let _ = writeln!(
         out,
@@ -197,11 +212,18 @@ fn markdown(environment: &Environment, records: &[Record]) -> String {
                 values[values.len() - 1],
             ))
         };
-        let cells: BTreeMap<&str, Option<(f64, f64, f64)>> =
-            ["gateway", "nginx", "haproxy", "xdp-native", "iptables-raw"]
-                .iter()
-                .map(|s| (*s, cell(s)))
-                .collect();
+        let cells: BTreeMap<&str, Option<(f64, f64, f64)>> = [
+            "gateway",
+            "nginx",
+            "haproxy",
+            "xdp-native",
+            "iptables-raw",
+            "sk_lookup",
+            "dnat",
+        ]
+        .iter()
+        .map(|s| (*s, cell(s)))
+        .collect();
         if cells.values().all(Option::is_none) {
             continue;
         }
@@ -212,8 +234,16 @@ fn markdown(environment: &Environment, records: &[Record]) -> String {
             Some((median, _, _)) => number(*median),
             None => "-".to_string(),
         };
-        let ours = cells["gateway"].or(cells["xdp-native"]).map(|c| c.0);
-        let peers = [cells["nginx"], cells["haproxy"], cells["iptables-raw"]];
+        let ours = cells["gateway"]
+            .or(cells["xdp-native"])
+            .or(cells["sk_lookup"])
+            .map(|c| c.0);
+        let peers = [
+            cells["nginx"],
+            cells["haproxy"],
+            cells["iptables-raw"],
+            cells["dnat"],
+        ];
         let best = peers
             .iter()
             .flatten()
@@ -234,15 +264,23 @@ fn markdown(environment: &Environment, records: &[Record]) -> String {
             (Some(ours), Some(best)) if ours == best => "equal".to_string(),
             _ => "-".to_string(),
         };
-        let gateway_cell = if test.starts_with("T9") {
-            show(&cells["xdp-native"])
+        // T9 and T10 compare kernel paths: XDP with iptables raw, sk_lookup with DNAT (shown in
+        // the nginx column).
+        let (gateway_cell, peer_cells) = if test.starts_with("T9") {
+            (
+                show(&cells["xdp-native"]),
+                (show(&cells["iptables-raw"]), "-".to_string()),
+            )
+        } else if test.starts_with("T10") {
+            (
+                show(&cells["sk_lookup"]),
+                (show(&cells["dnat"]), "-".to_string()),
+            )
         } else {
-            show(&cells["gateway"])
-        };
-        let peer_cells = if test.starts_with("T9") {
-            (show(&cells["iptables-raw"]), "-".to_string())
-        } else {
-            (show(&cells["nginx"]), show(&cells["haproxy"]))
+            (
+                show(&cells["gateway"]),
+                (show(&cells["nginx"]), show(&cells["haproxy"])),
+            )
         };
         let _ = writeln!(
             out,
@@ -252,12 +290,12 @@ fn markdown(environment: &Environment, records: &[Record]) -> String {
     }
     let xdp: Vec<&Record> = records
         .iter()
-        .filter(|r| r.test.starts_with("T9"))
+        .filter(|r| r.test.starts_with("T9") || r.test.starts_with("T10"))
         .collect();
     if !xdp.is_empty() {
         let _ = writeln!(
             out,
-            "\nT9 detail (for T9 rows the nginx column holds iptables raw):\n"
+            "\nT9 and T10 detail (in their rows the nginx column holds iptables raw, and DNAT):\n"
         );
         for r in xdp {
             let figures: Vec<String> = r

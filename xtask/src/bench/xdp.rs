@@ -53,6 +53,15 @@ impl Net {
             ],
             vec!["-n", gen_ns, "link", "set", "veth-gen", "up"],
             vec!["-n", gen_ns, "link", "set", "lo", "up"],
+            vec![
+                "-n",
+                gen_ns,
+                "route",
+                "add",
+                "198.18.1.0/24",
+                "via",
+                "198.18.0.1",
+            ],
         ] {
             output(Command::new("ip").args(&args))?;
         }
@@ -166,9 +175,162 @@ pub fn run(gateway: &Path, plan: &Plan) -> Result<Vec<Record>> {
     }
     let _ = server.kill();
     let _ = server.wait();
+
+    // T10: connections to the VIP handed to the proxy by sk_lookup, against the usual way, a
+    // DNAT rule to an address the proxy binds.
+    for (delivery, keepalive) in [
+        ("sk_lookup", true),
+        ("dnat", true),
+        ("sk_lookup", false),
+        ("dnat", false),
+    ] {
+        match measure_delivery(&net, gateway, &manifests, delivery, keepalive, seconds) {
+            Ok(record) => records.push(record),
+            Err(e) => println!("  T10 {delivery}: unavailable here: {e:#}"),
+        }
+    }
     let _ = std::fs::remove_file(&config);
     let _ = std::fs::remove_dir_all(&manifests);
     Ok(records)
+}
+
+/// HTTP requests from the client namespace to the VIP for `seconds` (the gateway answers them
+/// itself: no route, so only delivery and HTTP are measured), with keep-alive or a new
+/// connection per request; requests per gateway CPU-second and per machine CPU-second.
+fn measure_delivery(
+    net: &Net,
+    gateway: &Path,
+    manifests: &Path,
+    delivery: &str,
+    keepalive: bool,
+    seconds: u64,
+) -> Result<Record> {
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net=/var/run/netns/{}", net.gw_ns))
+        .args(["--", "taskset", "-c", "1"])
+        .arg(gateway)
+        .arg("run")
+        .arg("--manifests")
+        .arg(manifests)
+        .args([
+            "--https-listen",
+            "127.0.0.1:18443",
+            "--admin-listen",
+            "127.0.0.1:19180",
+            "--worker-threads",
+            "1",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let dnat = [
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-d",
+        "198.18.1.1",
+        "-p",
+        "tcp",
+        "--dport",
+        "80",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "198.18.0.1:18080",
+    ];
+    if delivery == "dnat" {
+        output(net.gw("iptables").args(dnat))?;
+        command.args(["--http-listen", "198.18.0.1:18080"]);
+    } else {
+        command
+            .args([
+                "--http-listen",
+                "127.0.0.1:18080",
+                "--vip",
+                "198.18.1.1:80=http",
+                "--bpf-pin-dir",
+            ])
+            .arg(&net.pin_dir);
+    }
+    let mut daemon = command.spawn()?;
+    let result = (|| {
+        std::thread::sleep(Duration::from_millis(800));
+        let pid = daemon.id();
+        let cpu = |pid: u32| -> f64 {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let fields: Vec<String> = stat
+                        .rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect();
+                    Some(
+                        (fields.get(11)?.parse::<f64>().ok()?
+                            + fields.get(12)?.parse::<f64>().ok()?)
+                            / 100.0,
+                    )
+                })
+                .unwrap_or(0.0)
+        };
+        let (cpu_before, busy_before) = (cpu(pid), busy_ticks()?);
+        let mut wrk = net.gen_cmd("wrk");
+        wrk.args([
+            "-t1",
+            "-c32",
+            &format!("-d{seconds}s"),
+            "-H",
+            "Host: nothing.bench.test",
+        ]);
+        if !keepalive {
+            wrk.args(["-H", "Connection: close"]);
+        }
+        let text = output(wrk.arg("http://198.18.1.1/"))?;
+        let requests: f64 = text
+            .lines()
+            .find(|l| l.contains("requests in"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .context("wrk printed no request count")?;
+        let used = cpu(pid) - cpu_before;
+        let busy = (busy_ticks()? - busy_before) as f64 / 100.0;
+        Ok::<_, anyhow::Error>((requests, used, busy))
+    })();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    if delivery == "dnat" {
+        let mut undo = dnat;
+        undo[2] = "-D";
+        output(net.gw("iptables").args(undo))?;
+    } else {
+        output(
+            Command::new(gateway)
+                .args(["bpf", "detach", "--bpf-pin-dir"])
+                .arg(&net.pin_dir),
+        )?;
+    }
+    let (requests, used, busy) = result?;
+    let connections = if keepalive {
+        "keep-alive"
+    } else {
+        "new connection per request"
+    };
+    println!(
+        "  T10 {delivery:9} {connections:26}: {:>7.0} req/s, {:>7.0} per gateway CPU-s, {:>7.0} per machine CPU-s",
+        requests / seconds as f64,
+        requests / used.max(1e-9),
+        requests / busy.max(1e-9)
+    );
+    let test = if keepalive { "T10" } else { "T10-new-conn" };
+    let mut record = Record::new(delivery, test, 0);
+    record
+        .set("rps", requests / seconds as f64)
+        .set("per_cpu_s", requests / used.max(1e-9))
+        .set("per_machine_cpu_s", requests / busy.max(1e-9));
+    Ok(record)
 }
 
 /// Floods the denied source's SYNs for `seconds` and reads how many `dropper` dropped, and how
