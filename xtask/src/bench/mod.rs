@@ -127,7 +127,7 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
     let started = Instant::now();
     let steal_before = steal_ticks()?;
     let fixtures = fixtures::generate(&work, 100)?;
-    let _backend = Backend::start()?;
+    let backend = Backend::start()?;
     let mut records = Vec::new();
 
     if plan.wants("T1") {
@@ -148,6 +148,7 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
                 for kind in shuffled(round) {
                     let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
                     let cpu = sut.cpu_seconds();
+                    let backend_cpu = backend.cpu_seconds();
                     let m = load::wrk(
                         kind.ports().0,
                         plan.run,
@@ -155,9 +156,19 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
                         &fixtures.dir.join("hosts.lua"),
                     )?;
                     let used = sut.cpu_seconds() - cpu;
+                    // The backend shares CPU 0 with the load: it must not be what limits.
+                    let backend_share =
+                        (backend.cpu_seconds() - backend_cpu) / plan.run.as_secs_f64();
+                    if backend_share > 0.9 {
+                        println!(
+                            "  warning: the backend used {:.0}% of its CPU: it may be the limit",
+                            backend_share * 100.0
+                        );
+                    }
                     let mut r = Record::new(kind.name(), "T1", round);
                     r.measured(&m)
                         .set("sut_cpu_s", used)
+                        .set("backend_cpu_share", backend_share)
                         .set("per_cpu_s", m.requests / used.max(1e-9));
                     println!(
                         "  {:8} round {round}: {:>9.0} rps, {:>9.0} req per SUT CPU-s, errors {}",
@@ -566,6 +577,13 @@ impl Backend {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(Self(child))
+    }
+}
+
+impl Backend {
+    /// CPU seconds the backend has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        sut::process_cpu_seconds(self.0.id())
     }
 }
 

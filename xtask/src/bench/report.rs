@@ -189,6 +189,19 @@ fn markdown(environment: &Environment, records: &[Record], ran: &[String]) -> St
         out,
         "Medians (min-max over rounds). SUT pinned to CPU 1, load and backend on CPU 0.\n"
     );
+    let backend = records
+        .iter()
+        .filter_map(|r| r.values.get("backend_cpu_share"))
+        .fold(None, |max: Option<f64>, v| {
+            Some(max.map_or(*v, |m| m.max(*v)))
+        });
+    if let Some(share) = backend {
+        let _ = writeln!(
+            out,
+            "The benchmark backend used at most {:.0}% of a CPU during T1 (below 100%: it was not the limit).\n",
+            share * 100.0
+        );
+    }
     let _ = writeln!(
         out,
         "| figure | gateway | nginx | haproxy | gateway vs best peer |"

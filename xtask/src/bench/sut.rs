@@ -163,17 +163,7 @@ impl Sut {
 
     /// User plus system CPU seconds used so far by all its processes.
     pub fn cpu_seconds(&self) -> f64 {
-        self.pids()
-            .iter()
-            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-            .map(|stat| {
-                let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-                let fields: Vec<&str> = after.split_whitespace().collect();
-                let utime: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0);
-                let stime: f64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
-                (utime + stime) / CLOCK_TICKS_PER_SECOND
-            })
-            .sum()
+        self.pids().into_iter().map(process_cpu_seconds).sum()
     }
 
     /// Proportional set size of all its processes, in bytes.
@@ -235,6 +225,18 @@ fn children(pid: u32) -> Vec<u32> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect()
+}
+
+/// User plus system CPU seconds one process has used so far (0 when it is gone).
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+    let stime: f64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+    (utime + stime) / CLOCK_TICKS_PER_SECOND
 }
 
 /// /proc reports CPU times in clock ticks (USER_HZ), 100 per second on Linux.

@@ -258,24 +258,7 @@ fn measure_delivery(
     let result = (|| {
         std::thread::sleep(Duration::from_millis(800));
         let pid = daemon.id();
-        let cpu = |pid: u32| -> f64 {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let fields: Vec<String> = stat
-                        .rsplit_once(')')?
-                        .1
-                        .split_whitespace()
-                        .map(str::to_string)
-                        .collect();
-                    Some(
-                        (fields.get(11)?.parse::<f64>().ok()?
-                            + fields.get(12)?.parse::<f64>().ok()?)
-                            / 100.0,
-                    )
-                })
-                .unwrap_or(0.0)
-        };
+        let cpu = super::sut::process_cpu_seconds;
         let (cpu_before, busy_before) = (cpu(pid), busy_ticks()?);
         let mut wrk = net.gen_cmd("wrk");
         wrk.args([
