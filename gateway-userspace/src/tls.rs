@@ -316,6 +316,33 @@ mod tests {
     }
 
     #[test]
+    fn pkcs1_rsa_and_sec1_ec_keys_load() {
+        let now = SystemTime::now();
+        let rsa = Certificate::from_pem(
+            include_bytes!("../testdata/rsa.crt"),
+            include_bytes!("../testdata/rsa-pkcs1.key"),
+            now,
+        )
+        .unwrap();
+        assert_eq!(rsa.names, ["rsa.test"]);
+        let ec = Certificate::from_pem(
+            include_bytes!("../testdata/ec.crt"),
+            include_bytes!("../testdata/ec-sec1.key"),
+            now,
+        )
+        .unwrap();
+        assert_eq!(ec.names, ["ec.test"]);
+        // And a key of one with the certificate of the other is refused.
+        let err = Certificate::from_pem(
+            include_bytes!("../testdata/rsa.crt"),
+            include_bytes!("../testdata/ec-sec1.key"),
+            now,
+        )
+        .unwrap_err();
+        assert!(err.contains("does not belong"), "{err}");
+    }
+
+    #[test]
     fn bad_material_is_refused_with_a_reason() {
         let a = rcgen::generate_simple_self_signed(vec!["a.com".into()]).unwrap();
         let b = rcgen::generate_simple_self_signed(vec!["b.com".into()]).unwrap();
