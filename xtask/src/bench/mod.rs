@@ -130,48 +130,151 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
     let backend = Backend::start()?;
     let mut records = Vec::new();
 
-    if plan.wants("T1") {
-        let result = (|| -> Result<()> {
-            println!("== T0/T1 max throughput (wrk, HTTP/1.1 keep-alive, 100 routes)");
-            let direct = load::wrk(
-                fixtures::BACKEND_PORTS[0],
+    section(&plan, "T1", false, || {
+        println!("== T0/T1 max throughput (wrk, HTTP/1.1 keep-alive, 100 routes)");
+        let direct = load::wrk(
+            fixtures::BACKEND_PORTS[0],
+            plan.run,
+            64,
+            &fixtures.dir.join("hosts.lua"),
+        )?;
+        records.push({
+            let mut r = Record::new("direct", "T1", 0);
+            r.measured(&direct);
+            r
+        });
+        for round in 0..plan.rounds {
+            for kind in shuffled(round) {
+                let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+                let cpu = sut.cpu_seconds();
+                let backend_cpu = backend.cpu_seconds();
+                let m = load::wrk(
+                    kind.ports().0,
+                    plan.run,
+                    64,
+                    &fixtures.dir.join("hosts.lua"),
+                )?;
+                let used = sut.cpu_seconds() - cpu;
+                // The backend shares CPU 0 with the load: it must not be what limits.
+                let backend_share = (backend.cpu_seconds() - backend_cpu) / plan.run.as_secs_f64();
+                if backend_share > 0.9 {
+                    println!(
+                        "  warning: the backend used {:.0}% of its CPU: it may be the limit",
+                        backend_share * 100.0
+                    );
+                }
+                let mut r = Record::new(kind.name(), "T1", round);
+                r.measured(&m)
+                    .set("sut_cpu_s", used)
+                    .set("backend_cpu_share", backend_share)
+                    .set("per_cpu_s", m.requests / used.max(1e-9));
+                println!(
+                    "  {:8} round {round}: {:>9.0} rps, {:>9.0} req per SUT CPU-s, errors {}",
+                    kind.name(),
+                    m.rps,
+                    m.requests / used.max(1e-9),
+                    m.errors
+                );
+                records.push(r);
+            }
+        }
+        Ok(())
+    });
+
+    section(&plan, "T2", false, || {
+        println!("== T2 added latency, open loop (oha, latency correction)");
+        let slowest = Kind::ALL
+            .iter()
+            .filter_map(|k| {
+                median(
+                    records
+                        .iter()
+                        .filter(|r| r.test == "T1" && r.sut == k.name())
+                        .map(|r| r.values["rps"]),
+                )
+            })
+            .fold(f64::INFINITY, f64::min);
+        // Without a T1 in this run, a rate every system sustains on these machines.
+        let slowest = if slowest.is_finite() {
+            slowest
+        } else {
+            10_000.0
+        };
+        let fractions: &[f64] = if plan.quick {
+            &[0.5]
+        } else {
+            &[0.25, 0.5, 0.75]
+        };
+        for &fraction in fractions {
+            let rate = (slowest * fraction) as u32;
+            let direct = load::oha(
+                &OhaTarget {
+                    port: fixtures::BACKEND_PORTS[3],
+                    host: "r7.bench.test",
+                },
                 plan.run,
-                64,
-                &fixtures.dir.join("hosts.lua"),
+                32,
+                Some(rate),
             )?;
-            records.push({
-                let mut r = Record::new("direct", "T1", 0);
-                r.measured(&direct);
-                r
-            });
+            let mut r = Record::new("direct", "T2", 0);
+            r.measured(&direct).set("rate", f64::from(rate));
+            records.push(r);
+            for kind in shuffled(0) {
+                let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+                let m = load::oha(
+                    &OhaTarget {
+                        port: kind.ports().0,
+                        host: "r7.bench.test",
+                    },
+                    plan.run,
+                    32,
+                    Some(rate),
+                )?;
+                drop(sut);
+                let mut r = Record::new(kind.name(), "T2", 0);
+                r.measured(&m).set("rate", f64::from(rate));
+                if let (Some(p99), Some(direct_p99)) = (m.p99_ms, direct.p99_ms) {
+                    r.set("added_p99_ms", p99 - direct_p99);
+                }
+                if let (Some(p50), Some(direct_p50)) = (m.p50_ms, direct.p50_ms) {
+                    r.set("added_p50_ms", p50 - direct_p50);
+                }
+                println!(
+                    "  {:8} at {rate:>6}/s: p50 {:.3} ms, p99 {:.3} ms (direct p99 {:.3} ms), errors {}",
+                    kind.name(),
+                    m.p50_ms.unwrap_or(0.0),
+                    m.p99_ms.unwrap_or(0.0),
+                    direct.p99_ms.unwrap_or(0.0),
+                    m.errors
+                );
+                records.push(r);
+            }
+        }
+        Ok(())
+    });
+
+    section(&plan, "T3", false, || {
+        println!(
+            "== T3 TLS 1.3 handshakes (ECDSA P-256, X25519, AES-128-GCM), one request per connection"
+        );
+        for (test, resumption) in [("T3", false), ("T3b", true)] {
             for round in 0..plan.rounds {
                 for kind in shuffled(round) {
-                    let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+                    let sut = Sut::start(kind, &fixtures, &gateway, Options { resumption })?;
                     let cpu = sut.cpu_seconds();
-                    let backend_cpu = backend.cpu_seconds();
-                    let m = load::wrk(
-                        kind.ports().0,
-                        plan.run,
-                        64,
-                        &fixtures.dir.join("hosts.lua"),
-                    )?;
+                    let m = if resumption {
+                        load::resumed_handshakes(kind.ports().1, plan.run, 32)?
+                    } else {
+                        load::oha_handshakes(kind.ports().1, plan.run, 32)?
+                    };
                     let used = sut.cpu_seconds() - cpu;
-                    // The backend shares CPU 0 with the load: it must not be what limits.
-                    let backend_share =
-                        (backend.cpu_seconds() - backend_cpu) / plan.run.as_secs_f64();
-                    if backend_share > 0.9 {
-                        println!(
-                            "  warning: the backend used {:.0}% of its CPU: it may be the limit",
-                            backend_share * 100.0
-                        );
-                    }
-                    let mut r = Record::new(kind.name(), "T1", round);
+                    let mut r = Record::new(kind.name(), test, round);
                     r.measured(&m)
                         .set("sut_cpu_s", used)
-                        .set("backend_cpu_share", backend_share)
-                        .set("per_cpu_s", m.requests / used.max(1e-9));
+                        .set("per_cpu_s", m.requests / used.max(1e-9))
+                        .set("cpu_us_per_handshake", used * 1e6 / m.requests.max(1.0));
                     println!(
-                        "  {:8} round {round}: {:>9.0} rps, {:>9.0} req per SUT CPU-s, errors {}",
+                        "  {test} {:8} round {round}: {:>7.0} handshakes/s, {:>7.0} per SUT CPU-s, errors {}",
                         kind.name(),
                         m.rps,
                         m.requests / used.max(1e-9),
@@ -180,113 +283,29 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
                     records.push(r);
                 }
             }
-            Ok(())
-        })();
-        if let Err(error) = result {
-            println!("  T1 failed: {error:#}");
         }
-    }
+        Ok(())
+    });
 
-    if plan.wants("T2") {
-        let result = (|| -> Result<()> {
-            println!("== T2 added latency, open loop (oha, latency correction)");
-            let slowest = Kind::ALL
-                .iter()
-                .filter_map(|k| {
-                    median(
-                        records
-                            .iter()
-                            .filter(|r| r.test == "T1" && r.sut == k.name())
-                            .map(|r| r.values["rps"]),
-                    )
-                })
-                .fold(f64::INFINITY, f64::min);
-            // Without a T1 in this run, a rate every system sustains on these machines.
-            let slowest = if slowest.is_finite() {
-                slowest
-            } else {
-                10_000.0
-            };
-            let fractions: &[f64] = if plan.quick {
-                &[0.5]
-            } else {
-                &[0.25, 0.5, 0.75]
-            };
-            for &fraction in fractions {
-                let rate = (slowest * fraction) as u32;
-                let direct = load::oha(
-                    &OhaTarget {
-                        port: fixtures::BACKEND_PORTS[3],
-                        host: "r7.bench.test",
-                    },
-                    plan.run,
-                    32,
-                    Some(rate),
-                )?;
-                let mut r = Record::new("direct", "T2", 0);
-                r.measured(&direct).set("rate", f64::from(rate));
-                records.push(r);
-                for kind in shuffled(0) {
-                    let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
-                    let m = load::oha(
-                        &OhaTarget {
-                            port: kind.ports().0,
-                            host: "r7.bench.test",
-                        },
-                        plan.run,
-                        32,
-                        Some(rate),
-                    )?;
-                    drop(sut);
-                    let mut r = Record::new(kind.name(), "T2", 0);
-                    r.measured(&m).set("rate", f64::from(rate));
-                    if let (Some(p99), Some(direct_p99)) = (m.p99_ms, direct.p99_ms) {
-                        r.set("added_p99_ms", p99 - direct_p99);
-                    }
-                    if let (Some(p50), Some(direct_p50)) = (m.p50_ms, direct.p50_ms) {
-                        r.set("added_p50_ms", p50 - direct_p50);
-                    }
-                    println!(
-                        "  {:8} at {rate:>6}/s: p50 {:.3} ms, p99 {:.3} ms (direct p99 {:.3} ms), errors {}",
-                        kind.name(),
-                        m.p50_ms.unwrap_or(0.0),
-                        m.p99_ms.unwrap_or(0.0),
-                        direct.p99_ms.unwrap_or(0.0),
-                        m.errors
-                    );
-                    records.push(r);
-                }
-            }
-            Ok(())
-        })();
-        if let Err(error) = result {
-            println!("  T2 failed: {error:#}");
-        }
-    }
-
-    if plan.wants("T3") {
-        let result = (|| -> Result<()> {
-            println!(
-                "== T3 TLS 1.3 handshakes (ECDSA P-256, X25519, AES-128-GCM), one request per connection"
-            );
-            for (test, resumption) in [("T3", false), ("T3b", true)] {
-                for round in 0..plan.rounds {
-                    for kind in shuffled(round) {
-                        let sut = Sut::start(kind, &fixtures, &gateway, Options { resumption })?;
-                        let cpu = sut.cpu_seconds();
-                        let m = if resumption {
-                            load::resumed_handshakes(kind.ports().1, plan.run, 32)?
-                        } else {
-                            load::oha_handshakes(kind.ports().1, plan.run, 32)?
-                        };
+    section(&plan, "T4", true, || {
+        println!("== T4 HTTP/2 over TLS (h2load)");
+        for (test, path, clients, streams) in [("T4", "/", 16, 10), ("T4-bulk", "/bytes/1m", 4, 1)]
+        {
+            for kind in shuffled(0) {
+                let sut = Sut::start(kind, &fixtures, &gateway, Options { resumption: true })?;
+                let cpu = sut.cpu_seconds();
+                match load::h2load(kind.ports().1, path, plan.run, clients, streams) {
+                    Ok(m) => {
                         let used = sut.cpu_seconds() - cpu;
-                        let mut r = Record::new(kind.name(), test, round);
+                        let mut r = Record::new(kind.name(), test, 0);
                         r.measured(&m)
                             .set("sut_cpu_s", used)
-                            .set("per_cpu_s", m.requests / used.max(1e-9))
-                            .set("cpu_us_per_handshake", used * 1e6 / m.requests.max(1.0));
+                            .set("per_cpu_s", m.requests / used.max(1e-9));
+                        if test == "T4-bulk" {
+                            r.set("mb_per_cpu_s", m.requests / used.max(1e-9));
+                        }
                         println!(
-                            "  {test} {:8} round {round}: {:>7.0} handshakes/s, {:>7.0} per SUT CPU-s, errors {}",
+                            "  {test} {:8}: {:>8.0} req/s, {:>8.0} per SUT CPU-s, errors {}",
                             kind.name(),
                             m.rps,
                             m.requests / used.max(1e-9),
@@ -294,176 +313,115 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
                         );
                         records.push(r);
                     }
+                    Err(e) => println!("  {test} {:8}: h2load failed: {e:#}", kind.name()),
                 }
             }
-            Ok(())
-        })();
-        if let Err(error) = result {
-            println!("  T3 failed: {error:#}");
         }
-    }
-
-    if !plan.quick && plan.wants("T4") {
-        let result = (|| -> Result<()> {
-            println!("== T4 HTTP/2 over TLS (h2load)");
-            for (test, path, clients, streams) in
-                [("T4", "/", 16, 10), ("T4-bulk", "/bytes/1m", 4, 1)]
-            {
-                for kind in shuffled(0) {
-                    let sut = Sut::start(kind, &fixtures, &gateway, Options { resumption: true })?;
-                    let cpu = sut.cpu_seconds();
-                    match load::h2load(kind.ports().1, path, plan.run, clients, streams) {
-                        Ok(m) => {
-                            let used = sut.cpu_seconds() - cpu;
-                            let mut r = Record::new(kind.name(), test, 0);
-                            r.measured(&m)
-                                .set("sut_cpu_s", used)
-                                .set("per_cpu_s", m.requests / used.max(1e-9));
-                            if test == "T4-bulk" {
-                                r.set("mb_per_cpu_s", m.requests / used.max(1e-9));
-                            }
-                            println!(
-                                "  {test} {:8}: {:>8.0} req/s, {:>8.0} per SUT CPU-s, errors {}",
-                                kind.name(),
-                                m.rps,
-                                m.requests / used.max(1e-9),
-                                m.errors
-                            );
-                            records.push(r);
-                        }
-                        Err(e) => println!("  {test} {:8}: h2load failed: {e:#}", kind.name()),
-                    }
-                }
-            }
-            Ok(())
-        })();
-        if let Err(error) = result {
-            println!("  T4 failed: {error:#}");
-        }
-    }
-    if !plan.quick && plan.wants("T5") {
-        let result = (|| -> Result<()> {
+        Ok(())
+    });
+    section(&plan, "T5", true, || {
+        println!(
+            "== T5 memory per idle connection (9,000 keep-alive connections: HAProxy's maxconn fits the file limit here)"
+        );
+        for kind in shuffled(0) {
+            let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+            let m = idle_connections(&sut, 9_000)?;
             println!(
-                "== T5 memory per idle connection (9,000 keep-alive connections: HAProxy's maxconn fits the file limit here)"
+                "  {:8}: {:>7.0} bytes per connection (Pss), {:>7.0} kernel bytes",
+                kind.name(),
+                m.0,
+                m.1
             );
-            for kind in shuffled(0) {
-                let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
-                let m = idle_connections(&sut, 9_000)?;
-                println!(
-                    "  {:8}: {:>7.0} bytes per connection (Pss), {:>7.0} kernel bytes",
-                    kind.name(),
-                    m.0,
-                    m.1
-                );
-                let mut r = Record::new(kind.name(), "T5", 0);
-                r.set("pss_bytes_per_conn", m.0)
-                    .set("kernel_bytes_per_conn", m.1);
-                records.push(r);
-            }
-            Ok(())
-        })();
-        if let Err(error) = result {
-            println!("  T5 failed: {error:#}");
+            let mut r = Record::new(kind.name(), "T5", 0);
+            r.set("pss_bytes_per_conn", m.0)
+                .set("kernel_bytes_per_conn", m.1);
+            records.push(r);
         }
-    }
+        Ok(())
+    });
 
-    if plan.wants("T6") {
-        let result = (|| -> Result<()> {
-            println!("== T6 route update to first served request");
-            for kind in shuffled(0) {
-                let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
-                let latencies = churn::update_latencies(&sut, &fixtures, plan.route_updates)?;
-                let mut r = Record::new(kind.name(), "T6", 0);
-                r.set("p50_ms", percentile(&latencies, 0.5))
-                    .set("p99_ms", percentile(&latencies, 0.99))
-                    .set("max_ms", percentile(&latencies, 1.0));
-                println!(
-                    "  {:8}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} updates",
-                    kind.name(),
-                    r.values["p50_ms"],
-                    r.values["p99_ms"],
-                    r.values["max_ms"],
-                    latencies.len()
-                );
-                records.push(r);
-                drop(sut);
-                // Every run starts from the same 100 routes.
-                fixtures::generate(&work, 100)?;
-            }
-            Ok(())
-        })();
-        if let Err(error) = result {
-            println!("  T6 failed: {error:#}");
-        }
-    }
-
-    if plan.wants("T7") {
-        let result = (|| -> Result<()> {
+    section(&plan, "T6", false, || {
+        println!("== T6 route update to first served request");
+        for kind in shuffled(0) {
+            let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+            let latencies = churn::update_latencies(&sut, &fixtures, plan.route_updates)?;
+            let mut r = Record::new(kind.name(), "T6", 0);
+            r.set("p50_ms", percentile(&latencies, 0.5))
+                .set("p99_ms", percentile(&latencies, 0.99))
+                .set("max_ms", percentile(&latencies, 1.0));
             println!(
-                "== T7 failed requests during {} route changes under load",
-                plan.churn_mutations
+                "  {:8}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} updates",
+                kind.name(),
+                r.values["p50_ms"],
+                r.values["p99_ms"],
+                r.values["max_ms"],
+                latencies.len()
             );
-            for kind in shuffled(0) {
-                let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
-                let (m, processes) =
-                    churn::failures_under_churn(&sut, &fixtures, plan.churn_mutations)?;
-                let mut r = Record::new(kind.name(), "T7", 0);
-                r.measured(&m)
-                    .set("pss_bytes", sut.pss_bytes() as f64)
-                    .set("processes", processes as f64);
-                println!(
-                    "  {:8}: {} requests, {} failed, p99.9 {:.1} ms, max {:.1} ms, {} processes after",
-                    kind.name(),
-                    m.requests,
-                    m.errors,
-                    m.p999_ms.unwrap_or(0.0),
-                    m.max_ms.unwrap_or(0.0),
-                    processes
-                );
-                records.push(r);
-                drop(sut);
-                fixtures::generate(&work, 100)?;
-            }
-            Ok(())
-        })();
-        if let Err(error) = result {
-            println!("  T7 failed: {error:#}");
-        }
-    }
-
-    if !plan.quick && plan.wants("T8") {
-        let result = (|| -> Result<()> {
-            println!("== T8 10,000 routes: start to ready, memory");
-            let big = fixtures::generate(&work, 10_000)?;
-            for kind in shuffled(0) {
-                let begin = Instant::now();
-                let sut = Sut::start(kind, &big, &gateway, Options::default())?;
-                let ready = begin.elapsed().as_secs_f64() * 1000.0;
-                let mut r = Record::new(kind.name(), "T8", 0);
-                r.set("ready_ms", ready)
-                    .set("pss_bytes", sut.pss_bytes() as f64);
-                println!(
-                    "  {:8}: ready in {ready:.0} ms, Pss {:.1} MB",
-                    kind.name(),
-                    sut.pss_bytes() as f64 / 1e6
-                );
-                records.push(r);
-            }
+            records.push(r);
+            drop(sut);
+            // Every run starts from the same 100 routes.
             fixtures::generate(&work, 100)?;
-            Ok(())
-        })();
-        if let Err(error) = result {
-            println!("  T8 failed: {error:#}");
         }
-    }
+        Ok(())
+    });
 
-    if plan.wants("T9") {
-        println!("== T9 XDP drops and the tax on other traffic (veth in network namespaces)");
-        match xdp::run(&gateway, &plan) {
-            Ok(mut xdp_records) => records.append(&mut xdp_records),
-            Err(e) => println!("  skipped: {e:#}"),
+    section(&plan, "T7", false, || {
+        println!(
+            "== T7 failed requests during {} route changes under load",
+            plan.churn_mutations
+        );
+        for kind in shuffled(0) {
+            let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+            let (m, processes) =
+                churn::failures_under_churn(&sut, &fixtures, plan.churn_mutations)?;
+            let mut r = Record::new(kind.name(), "T7", 0);
+            r.measured(&m)
+                .set("pss_bytes", sut.pss_bytes() as f64)
+                .set("processes", processes as f64);
+            println!(
+                "  {:8}: {} requests, {} failed, p99.9 {:.1} ms, max {:.1} ms, {} processes after",
+                kind.name(),
+                m.requests,
+                m.errors,
+                m.p999_ms.unwrap_or(0.0),
+                m.max_ms.unwrap_or(0.0),
+                processes
+            );
+            records.push(r);
+            drop(sut);
+            fixtures::generate(&work, 100)?;
         }
-    }
+        Ok(())
+    });
+
+    section(&plan, "T8", true, || {
+        println!("== T8 10,000 routes: start to ready, memory");
+        let big = fixtures::generate(&work, 10_000)?;
+        for kind in shuffled(0) {
+            let begin = Instant::now();
+            let sut = Sut::start(kind, &big, &gateway, Options::default())?;
+            let ready = begin.elapsed().as_secs_f64() * 1000.0;
+            let mut r = Record::new(kind.name(), "T8", 0);
+            r.set("ready_ms", ready)
+                .set("pss_bytes", sut.pss_bytes() as f64);
+            println!(
+                "  {:8}: ready in {ready:.0} ms, Pss {:.1} MB",
+                kind.name(),
+                sut.pss_bytes() as f64 / 1e6
+            );
+            records.push(r);
+        }
+        fixtures::generate(&work, 100)?;
+        Ok(())
+    });
+
+    section(&plan, "T9", false, || {
+        println!(
+            "== T9/T10 XDP drops, the tax on other traffic, sk_lookup against DNAT (veth in network namespaces)"
+        );
+        records.append(&mut xdp::run(&gateway, &plan)?);
+        Ok(())
+    });
 
     let steal = steal_ticks()?.saturating_sub(steal_before);
     let elapsed = started.elapsed();
@@ -488,6 +446,17 @@ pub struct Environment {
     pub rounds: usize,
     pub seconds: u64,
     pub steal_ticks: u64,
+}
+
+/// Runs one test of the suite when the plan wants it (`full_only`: not in a quick run); a
+/// failure is reported and the run goes on.
+fn section(plan: &Plan, test: &str, full_only: bool, body: impl FnOnce() -> Result<()>) {
+    if (full_only && plan.quick) || !plan.wants(test) {
+        return;
+    }
+    if let Err(error) = body() {
+        println!("  {test} failed: {error:#}");
+    }
 }
 
 /// The order of the systems in `round`: rotated, so no system always runs first.

@@ -205,25 +205,7 @@ fn measure_delivery(
     keepalive: bool,
     seconds: u64,
 ) -> Result<Record> {
-    let mut command = Command::new("nsenter");
-    command
-        .arg(format!("--net=/var/run/netns/{}", net.gw_ns))
-        .args(["--", "taskset", "-c", "1"])
-        .arg(gateway)
-        .arg("run")
-        .arg("--manifests")
-        .arg(manifests)
-        .args([
-            "--https-listen",
-            "127.0.0.1:18443",
-            "--admin-listen",
-            "127.0.0.1:19180",
-            "--worker-threads",
-            "1",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut command = gateway_command(net, gateway, manifests);
     let dnat = [
         "-t",
         "nat",
@@ -282,18 +264,14 @@ fn measure_delivery(
         let busy = (busy_ticks()? - busy_before) as f64 / 100.0;
         Ok::<_, anyhow::Error>((requests, used, busy))
     })();
-    let _ = daemon.kill();
-    let _ = daemon.wait();
     if delivery == "dnat" {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
         let mut undo = dnat;
         undo[2] = "-D";
         output(net.gw("iptables").args(undo))?;
     } else {
-        output(
-            Command::new(gateway)
-                .args(["bpf", "detach", "--bpf-pin-dir"])
-                .arg(&net.pin_dir),
-        )?;
+        stop_gateway(net, gateway, daemon)?;
     }
     let (requests, used, busy) = result?;
     let connections = if keepalive {
@@ -523,8 +501,11 @@ fn dropped(net: &Net, dropper: &Dropper, gateway: &Path) -> Result<u64> {
     })
 }
 
-fn start_gateway(net: &Net, gateway: &Path, manifests: &Path, mode: &str) -> Result<Child> {
-    let child = Command::new("nsenter")
+/// `gateway run` in the gateway namespace, pinned to CPU 1 with one worker, quiet; the caller
+/// adds its listeners.
+fn gateway_command(net: &Net, gateway: &Path, manifests: &Path) -> Command {
+    let mut command = Command::new("nsenter");
+    command
         .arg(format!("--net=/var/run/netns/{}", net.gw_ns))
         .args(["--", "taskset", "-c", "1"])
         .arg(gateway)
@@ -532,26 +513,29 @@ fn start_gateway(net: &Net, gateway: &Path, manifests: &Path, mode: &str) -> Res
         .arg("--manifests")
         .arg(manifests)
         .args([
-            "--http-listen",
-            "127.0.0.1:18080",
             "--https-listen",
             "127.0.0.1:18443",
             "--admin-listen",
             "127.0.0.1:19180",
         ])
-        .args([
-            "--vip",
-            "198.18.1.1:80=http",
-            "--xdp-iface",
-            "veth-gw",
-            "--xdp-mode",
-            mode,
-        ])
-        .args(["--allow-source", "198.18.0.0/24", "--bpf-pin-dir"])
-        .arg(&net.pin_dir)
+        .args(["--worker-threads", "1"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+fn start_gateway(net: &Net, gateway: &Path, manifests: &Path, mode: &str) -> Result<Child> {
+    let child = gateway_command(net, gateway, manifests)
+        .args([
+            "--http-listen",
+            "127.0.0.1:18080",
+            "--vip",
+            "198.18.1.1:80=http",
+        ])
+        .args(["--xdp-iface", "veth-gw", "--xdp-mode", mode])
+        .args(["--allow-source", "198.18.0.0/24", "--bpf-pin-dir"])
+        .arg(&net.pin_dir)
         .spawn()?;
     // Ready once the pins exist and the listener is in the map.
     let deadline = Instant::now() + Duration::from_secs(20);
