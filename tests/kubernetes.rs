@@ -2,14 +2,12 @@
 //! to a fake API server in this process, real backends on loopback.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gateway_e2e::apiserver::FakeApiServer;
 use gateway_e2e::backend::Backend;
-use gateway_e2e::client::HttpClient;
+use gateway_e2e::client::{HttpClient, SteadyLoad};
 use gateway_e2e::gateway::Gateway;
 use gateway_e2e::pki::{Ca, connect, presented};
 use hyper::{Request, StatusCode};
@@ -78,29 +76,7 @@ async fn changes_in_the_api_server_are_served_within_a_second_without_failures()
         Some("one")
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicUsize::new(0));
-    let load = {
-        let (stop, served, http) = (stop.clone(), served.clone(), gw.http);
-        tokio::spawn(async move {
-            let client = HttpClient::new();
-            let mut failures = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match client
-                    .send(http, "steady.com", Request::get("/"), Bytes::new())
-                    .await
-                {
-                    Ok(a) if a.status == StatusCode::OK => {
-                        served.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(a) => failures.push(format!("{} {}", a.status, a.body)),
-                    Err(e) => failures.push(e),
-                }
-            }
-            failures
-        })
-    };
+    let load = SteadyLoad::start(gw.http, "steady.com", 1);
     let second = Duration::from_secs(1);
 
     // A new Ingress.
@@ -175,15 +151,14 @@ async fn changes_in_the_api_server_are_served_within_a_second_without_failures()
         "certificate from the new Secret"
     );
 
-    stop.store(true, Ordering::Relaxed);
-    let failures = load.await.unwrap();
+    let (served, failures) = load.stop().await;
     assert!(
         failures.is_empty(),
         "{} failed: {:?}",
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    assert!(served.load(Ordering::Relaxed) > 50);
+    assert!(served > 50);
 }
 
 #[tokio::test(flavor = "multi_thread")]

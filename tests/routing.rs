@@ -1,14 +1,12 @@
 //! End to end: the real `gateway` binary on a manifests folder, real backends on loopback.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use gateway_e2e::backend::Backend;
-use gateway_e2e::client::HttpClient;
+use gateway_e2e::client::{HttpClient, SteadyLoad};
 use gateway_e2e::gateway::{Gateway, binary};
 use gateway_e2e::manifests::{ManifestsDir, ingress, service};
 use hyper::{Request, StatusCode};
@@ -494,30 +492,7 @@ async fn live_changes_under_load_fail_no_request() {
     let gw = Gateway::start(dir.path(), &[]);
     let http = gw.http;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicUsize::new(0));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (stop, served) = (stop.clone(), served.clone());
-        load.push(tokio::spawn(async move {
-            let client = HttpClient::new();
-            let mut failures = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match client
-                    .send(http, "steady.com", Request::get("/"), Bytes::new())
-                    .await
-                {
-                    Ok(answer) if answer.status == StatusCode::OK => {
-                        served.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(answer) => failures.push(format!("{} {}", answer.status, answer.body)),
-                    Err(e) => failures.push(e),
-                }
-            }
-            failures
-        }));
-    }
+    let load = SteadyLoad::start(http, "steady.com", 4);
     // 40 changes: the steady host flips between two healthy services, other hosts come and go.
     for i in 0..40 {
         let target = if i % 2 == 0 { "green" } else { "blue" };
@@ -551,18 +526,14 @@ async fn live_changes_under_load_fail_no_request() {
     });
     let client = HttpClient::new();
     assert_eq!(client.get(http, "steady.com", "/").await.service(), "blue");
-    stop.store(true, Ordering::Relaxed);
-    let mut failures = Vec::new();
-    for task in load {
-        failures.extend(task.await.unwrap());
-    }
+    let (served, failures) = load.stop().await;
     assert!(
         failures.is_empty(),
         "{} failed requests: {:?}",
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    assert!(served.load(Ordering::Relaxed) > 100, "the load ran");
+    assert!(served > 100, "the load ran");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,8 +18,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 
-use crate::snapshot::Snapshot;
-use crate::store::{Store, namespace_of};
+use crate::snapshot::{IngressReport, Snapshot};
+use crate::store::{Store, find, namespace_of};
 use crate::warning::Warning;
 
 /// How long a Lease stays held without renewal.
@@ -42,34 +42,31 @@ impl PublishedAddress {
     /// The status entries, sorted, from the flags and the current objects.
     fn entries(&self, store: &Store) -> Vec<IngressLoadBalancerIngress> {
         let mut texts: Vec<String> = self.addresses.clone();
-        if let Some((namespace, name)) = &self.service {
-            let service = store.services.iter().map(|s| &s.object).find(|s| {
-                namespace_of(&s.metadata) == namespace && s.metadata.name.as_deref() == Some(name)
-            });
-            if let Some(service) = service {
-                let balancer = service
-                    .status
+        if let Some((namespace, name)) = &self.service
+            && let Some(service) = find(&store.services, namespace, name).map(|s| &s.object)
+        {
+            let balancer = service
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref());
+            for ingress in balancer
+                .and_then(|b| b.ingress.as_ref())
+                .into_iter()
+                .flatten()
+            {
+                texts.extend(ingress.ip.clone().or_else(|| ingress.hostname.clone()));
+            }
+            texts.extend(
+                service
+                    .spec
                     .as_ref()
-                    .and_then(|s| s.load_balancer.as_ref());
-                for ingress in balancer
-                    .and_then(|b| b.ingress.as_ref())
-                    .into_iter()
-                    .flatten()
-                {
-                    texts.extend(ingress.ip.clone().or_else(|| ingress.hostname.clone()));
-                }
-                texts.extend(
-                    service
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.external_ips.clone())
-                        .unwrap_or_default(),
-                );
-                let node_port =
-                    service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("NodePort");
-                if node_port {
-                    texts.extend(self.node_ips.iter().map(IpAddr::to_string));
-                }
+                    .and_then(|s| s.external_ips.clone())
+                    .unwrap_or_default(),
+            );
+            let node_port =
+                service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("NodePort");
+            if node_port {
+                texts.extend(self.node_ips.iter().map(IpAddr::to_string));
             }
         }
         let mut entries: Vec<IngressLoadBalancerIngress> = texts
@@ -213,11 +210,11 @@ impl ClusterWriter {
         }
         let wanted = self.address.entries(store);
         for report in snapshot.ingresses.iter().filter(|r| r.served) {
-            let current = store.ingresses.iter().map(|i| &i.object).find(|i| {
-                namespace_of(&i.metadata) == report.namespace
-                    && i.metadata.name.as_deref() == Some(report.name.as_str())
-            });
-            let Some(ingress) = current else { continue };
+            let Some(ingress) =
+                find(&store.ingresses, &report.namespace, &report.name).map(|i| &i.object)
+            else {
+                continue;
+            };
             let mut have = ingress
                 .status
                 .as_ref()
@@ -258,24 +255,21 @@ impl ClusterWriter {
     }
 
     async fn report_warnings(&self, store: &Store, snapshot: &Snapshot) {
-        let fresh: Vec<Warning> = {
+        // Each new warning, with the Ingress its report is about.
+        let fresh: Vec<(&IngressReport, Warning)> = {
             let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
             snapshot
                 .ingresses
                 .iter()
-                .flat_map(|r| r.warnings.iter())
-                .filter(|w| reported.insert((*w).clone()))
-                .cloned()
+                .flat_map(|r| r.warnings.iter().map(move |w| (r, w)))
+                .filter(|(_, w)| reported.insert((*w).clone()))
+                .map(|(r, w)| (r, w.clone()))
                 .collect()
         };
-        for warning in fresh {
-            let Some(ingress) = store.ingresses.iter().map(|i| &i.object).find(|i| {
-                format!(
-                    "ingress {}/{}",
-                    namespace_of(&i.metadata),
-                    i.metadata.name.as_deref().unwrap_or_default()
-                ) == warning.object
-            }) else {
+        for (report, warning) in fresh {
+            let Some(ingress) =
+                find(&store.ingresses, &report.namespace, &report.name).map(|i| &i.object)
+            else {
                 continue;
             };
             let reference = ObjectReference {

@@ -34,14 +34,16 @@ enum Mode {
     },
 }
 
+/// A listening socket for the runtime, bound from synchronous code.
+fn bind(address: impl std::net::ToSocketAddrs) -> std::io::Result<TcpListener> {
+    let socket = std::net::TcpListener::bind(address)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket)
+}
+
 /// Loopback sockets on ephemeral ports for steered connections (sk_lookup hands them
 /// connections to any VIP; nothing else reaches them).
 fn steering_sockets() -> Result<SteeringSockets> {
-    let bind = |address: &str| -> std::io::Result<TcpListener> {
-        let socket = std::net::TcpListener::bind(address)?;
-        socket.set_nonblocking(true)?;
-        TcpListener::from_std(socket)
-    };
     Ok(SteeringSockets {
         http4: bind("127.0.0.1:0")?,
         https4: bind("127.0.0.1:0")?,
@@ -138,10 +140,7 @@ impl Steering {
                     if bound.contains_key(&spec.addr) {
                         continue;
                     }
-                    let listener = match std::net::TcpListener::bind(spec.addr)
-                        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                        .and_then(TcpListener::from_std)
-                    {
+                    let listener = match bind(spec.addr) {
                         Ok(listener) => listener,
                         Err(error) => {
                             tracing::warn!(address = %spec.addr, %error, "cannot bind VIP address");

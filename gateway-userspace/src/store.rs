@@ -1,8 +1,10 @@
 //! The Kubernetes objects the gateway translates, as one value: whatever the source (a manifests
 //! folder or the API server), `translate` sees the same `Store`.
 
+use std::collections::HashMap;
 use std::fmt;
 
+use k8s_openapi::Metadata;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -107,6 +109,32 @@ impl fmt::Display for ObjectKey {
 /// The namespace of an object, `default` where the manifest leaves it out (as kubectl does).
 pub fn namespace_of(meta: &ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
+}
+
+/// The objects of one kind by (namespace, name), for lookups while translating.
+pub fn index<T: Metadata<Ty = ObjectMeta>>(objects: &[Sourced<T>]) -> HashMap<(&str, &str), &T> {
+    objects
+        .iter()
+        .map(|Sourced { object, .. }| {
+            let meta = object.metadata();
+            (
+                (namespace_of(meta), meta.name.as_deref().unwrap_or("")),
+                object,
+            )
+        })
+        .collect()
+}
+
+/// The object `namespace/name` among `objects`.
+pub fn find<'a, T: Metadata<Ty = ObjectMeta>>(
+    objects: &'a [Sourced<T>],
+    namespace: &str,
+    name: &str,
+) -> Option<&'a Sourced<T>> {
+    objects.iter().find(|sourced| {
+        let meta = sourced.object.metadata();
+        namespace_of(meta) == namespace && meta.name.as_deref() == Some(name)
+    })
 }
 
 impl Store {

@@ -138,3 +138,63 @@ pub fn blocking_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let body = response.split_once("\r\n\r\n")?.1.to_string();
     Some((status, body))
 }
+
+/// Clients that send requests for one host in a loop until stopped (at most 30 s), counting the
+/// answers that are 200 and keeping every other outcome.
+pub struct SteadyLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl SteadyLoad {
+    /// `clients` keep-alive clients asking `addr` for `host`.
+    pub fn start(addr: SocketAddr, host: &str, clients: usize) -> SteadyLoad {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, served, host) = (stop.clone(), served.clone(), host.to_string());
+                tokio::spawn(async move {
+                    let client = HttpClient::new();
+                    let mut failures = Vec::new();
+                    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                    while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                        match client
+                            .send(addr, &host, Request::get("/"), Bytes::new())
+                            .await
+                        {
+                            Ok(answer) if answer.status == StatusCode::OK => {
+                                served.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(answer) => {
+                                failures.push(format!("{} {}", answer.status, answer.body))
+                            }
+                            Err(e) => failures.push(e),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        SteadyLoad {
+            stop,
+            served,
+            tasks,
+        }
+    }
+
+    /// Stops the clients: how many requests were served, and every failure.
+    pub async fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for task in self.tasks {
+            failures.extend(task.await.expect("load task"));
+        }
+        (
+            self.served.load(std::sync::atomic::Ordering::Relaxed),
+            failures,
+        )
+    }
+}

@@ -10,7 +10,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressBackend;
 
 use crate::snapshot::Backend;
-use crate::store::{Sourced, Store, namespace_of};
+use crate::store::{Sourced, Store, index, namespace_of};
 
 /// The label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -28,17 +28,7 @@ type Resolved = (Arc<Backend>, Option<String>);
 impl<'a> BackendResolver<'a> {
     /// Indexes the Services and EndpointSlices of `store`.
     pub fn new(store: &'a Store) -> Self {
-        let services = store
-            .services
-            .iter()
-            .map(|Sourced { object, .. }| {
-                let key = (
-                    namespace_of(&object.metadata),
-                    object.metadata.name.as_deref().unwrap_or(""),
-                );
-                (key, object)
-            })
-            .collect();
+        let services = index(&store.services);
         let mut slices: HashMap<_, Vec<_>> = HashMap::new();
         for Sourced { object, .. } in &store.endpoint_slices {
             let service = object

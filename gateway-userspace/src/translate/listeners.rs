@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::snapshot::ListenerSpec;
-use crate::store::{ObjectKey, Store, namespace_of};
+use crate::store::{ObjectKey, Store, find};
 use crate::warning::Warning;
 
 /// The listeners of the published Service `namespace/name`: its LoadBalancer ingress IPs,
@@ -21,10 +21,7 @@ pub fn published(
     node_ips: &[IpAddr],
     warnings: &mut Vec<Warning>,
 ) -> Vec<ListenerSpec> {
-    let found = store.services.iter().find(|s| {
-        namespace_of(&s.object.metadata) == namespace
-            && s.object.metadata.name.as_deref() == Some(name)
-    });
+    let found = find(&store.services, namespace, name);
     let key = ObjectKey {
         kind: "service",
         namespace: Some(namespace.to_string()),

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::IngressTLS;
 
 use super::{HostPattern, IngressWarnings};
-use crate::store::{Sourced, Store, namespace_of};
+use crate::store::{Store, index};
 use crate::tls::{Certificate, CertificateTable};
 
 /// Builds the certificate table of one snapshot.
@@ -32,17 +32,7 @@ type Loaded = (Option<Arc<Certificate>>, Option<String>);
 
 impl<'a> TlsBuilder<'a> {
     pub fn new(store: &'a Store, previous: &'a CertificateTable, now: SystemTime) -> Self {
-        let secrets = store
-            .secrets
-            .iter()
-            .map(|Sourced { object, .. }| {
-                let key = (
-                    namespace_of(&object.metadata),
-                    object.metadata.name.as_deref().unwrap_or(""),
-                );
-                (key, object)
-            })
-            .collect();
+        let secrets = index(&store.secrets);
         Self {
             secrets,
             previous,
