@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -52,6 +53,9 @@ enum Command {
 
     /// Print the route table of a manifests folder, with the URL of every route.
     Routes(RoutesArgs),
+    /// Validate a manifests folder (or a live cluster) the way `run` would read it: print every
+    /// problem with its object and field, and exit with status 1 if there is any.
+    Check(CheckArgs),
     /// Inspect or remove the kernel fast path (its pinned maps and links).
     #[command(subcommand)]
     Bpf(BpfCommand),
@@ -211,6 +215,28 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Check the objects of the Kubernetes API (in-cluster config, --kubeconfig, or
+    /// KUBECONFIG) instead of a manifests folder.
+    #[arg(long, conflicts_with = "manifests")]
+    kubernetes: bool,
+    /// The kubeconfig file to use with --kubernetes.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Check only this namespace.
+    #[arg(long, value_name = "NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Serve Ingresses without a class even when none of our IngressClasses is the default.
+    #[arg(long)]
+    watch_ingress_without_class: bool,
+    /// Print JSON (warnings and a summary) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct RoutesArgs {
     #[command(flatten)]
     source: SourceArgs,
@@ -219,7 +245,7 @@ struct RoutesArgs {
     json: bool,
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -239,10 +265,12 @@ fn main() -> Result<()> {
                 }
                 None => tokio::runtime::Builder::new_multi_thread(),
             };
-            runtime.enable_all().build()?.block_on(run(*args))
+            runtime.enable_all().build()?.block_on(run(*args))?;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Routes(args) => routes(args),
-        Command::Bpf(command) => bpf(command),
+        Command::Routes(args) => routes(args).map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => check(args),
+        Command::Bpf(command) => bpf(command).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -405,22 +433,92 @@ async fn bind(address: SocketAddr, flag: &str) -> Result<TcpListener> {
         .with_context(|| format!("cannot listen on {address} ({flag})"))
 }
 
-fn routes(args: RoutesArgs) -> Result<()> {
-    let folder = args
-        .source
+/// The table `run --manifests DIR` would serve first.
+fn translate_folder(source: &SourceArgs, command: &str) -> Result<Snapshot> {
+    let folder = source
         .manifests
         .as_ref()
-        .context("gateway routes needs --manifests DIR")?;
+        .with_context(|| format!("gateway {command} needs --manifests DIR"))?;
     let mut manifests = ManifestDir::new(folder);
     manifests.rescan();
     let (store, warnings) = manifests.store();
-    let snapshot = translate(
+    Ok(translate(
         &store,
-        &args.source.translate_options(),
+        &source.translate_options(),
         warnings,
         &Snapshot::default(),
         SystemTime::now(),
-    );
+    ))
+}
+
+/// The table `run --kubernetes` would serve first: every kind listed once.
+fn translate_cluster(args: &CheckArgs) -> Result<Snapshot> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = runtime.block_on(async {
+        let client = gateway::source::kube::client(args.kubeconfig.as_deref())
+            .await
+            .context("connecting to the Kubernetes API")?;
+        let source = KubeSource {
+            namespace: args.watch_namespace.clone(),
+        };
+        let (listed, first) = tokio::sync::oneshot::channel();
+        let mut listed = Some(listed);
+        let watch = source.watch(client, move |store| {
+            if let Some(listed) = listed.take() {
+                let _ = listed.send(store);
+            }
+        });
+        tokio::select! {
+            () = watch => anyhow::bail!("the watch ended before every kind was listed"),
+            store = first => Ok(store?),
+            () = tokio::time::sleep(Duration::from_secs(60)) => {
+                anyhow::bail!("the API server did not list every kind within 60s")
+            }
+        }
+    })?;
+    let mut options = args.source.translate_options();
+    options.classes.serve_classless = args.watch_ingress_without_class;
+    Ok(translate(
+        &store,
+        &options,
+        Vec::new(),
+        &Snapshot::default(),
+        SystemTime::now(),
+    ))
+}
+
+fn check(args: CheckArgs) -> Result<ExitCode> {
+    let snapshot = if args.kubernetes {
+        translate_cluster(&args)?
+    } else {
+        translate_folder(&args.source, "check")?
+    };
+    let summary = gateway::status::CheckSummary::of(&snapshot);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "summary": summary,
+                "warnings": snapshot.warnings,
+            }))?
+        );
+    } else {
+        for warning in &snapshot.warnings {
+            println!("{warning}");
+        }
+        println!("{summary}");
+    }
+    Ok(if snapshot.warnings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn routes(args: RoutesArgs) -> Result<()> {
+    let snapshot = translate_folder(&args.source, "routes")?;
     let listeners = Listeners {
         http: args.source.http_listen,
         https: args.source.https_listen,

@@ -222,3 +222,42 @@ fn reach(host: &str, path: &str, https: bool, listeners: Listeners) -> (String, 
     };
     (url, curl)
 }
+
+/// What `gateway check` found, in numbers.
+#[derive(Debug, Serialize)]
+pub struct CheckSummary {
+    pub ingresses: usize,
+    pub served: usize,
+    pub routes: usize,
+    pub problems: usize,
+}
+
+impl CheckSummary {
+    pub fn of(snapshot: &Snapshot) -> Self {
+        Self {
+            ingresses: snapshot.ingresses.len(),
+            served: snapshot.ingresses.iter().filter(|i| i.served).count(),
+            routes: snapshot
+                .virtual_hosts()
+                .iter()
+                .map(|h| h.routes.len())
+                .sum(),
+            problems: snapshot.warnings.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for CheckSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = match self.problems {
+            0 => "no problems".to_string(),
+            1 => "1 problem".to_string(),
+            n => format!("{n} problems"),
+        };
+        write!(
+            f,
+            "checked {} ingresses ({} served, {} routes): {verdict}",
+            self.ingresses, self.served, self.routes
+        )
+    }
+}
