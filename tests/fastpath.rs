@@ -117,6 +117,20 @@ fn steers_vip_traffic_and_drops_denied_sources_in_xdp() {
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(stats["listeners"][0]["address"], "198.18.1.1:80");
     assert_eq!(stats["listeners"][0]["allow_list"], true);
+
+    // The same counters on /metrics, per listener and reason.
+    let (status, metrics) = gw.admin_get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    let dropped = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("xdp_gateway_xdp_packets_total{")
+                && l.contains("listener=\"198.18.1.1:80\"")
+                && l.contains("reason=\"dropped_acl\"")
+        })
+        .unwrap_or_else(|| panic!("no XDP drop counter:\n{metrics}"));
+    let value: u64 = dropped.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value > dropped_before, "{dropped}");
 }
 
 #[test]

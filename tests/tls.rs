@@ -115,6 +115,42 @@ async fn serves_the_certificate_of_each_host_and_routes_over_it() {
         .await
         .unwrap_err();
     assert!(err.contains("not valid for name"), "{err}");
+
+    // Monitoring sees the served certificates (ingress-nginx's names), the handshakes by
+    // version, and the one that failed.
+    let (_, metrics) = gw.admin_get("/metrics").unwrap();
+    let line = |prefix: &str, needles: &[&str]| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix) && needles.iter().all(|n| l.contains(n)))
+            .unwrap_or_else(|| panic!("no {prefix} with {needles:?}:\n{metrics}"))
+            .to_string()
+    };
+    let info = line(
+        "nginx_ingress_controller_ssl_certificate_info{",
+        &[
+            "host=\"shop.example.com\"",
+            "secret_name=\"shop-tls\"",
+            "namespace=\"default\"",
+        ],
+    );
+    assert!(info.contains("public_key_algorithm=\"ECDSA\""), "{info}");
+    assert!(info.ends_with(" 1"), "{info}");
+    line(
+        "nginx_ingress_controller_ssl_certificate_info{",
+        &["host=\"*.apps.example.com\"", "secret_name=\"apps-tls\""],
+    );
+    line(
+        "nginx_ingress_controller_ssl_expire_time_seconds{",
+        &["host=\"shop.example.com\""],
+    );
+    let handshakes = line(
+        "xdp_gateway_tls_handshakes_total{",
+        &["version=\"TLSv1.3\"", "resumed=\"false\""],
+    );
+    assert!(handshakes.ends_with(" 3"), "{handshakes}");
+    let failures = line("xdp_gateway_tls_handshake_failures_total", &[]);
+    assert!(failures.ends_with(" 1"), "{failures}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,4 +1,4 @@
-//! The admin listener: liveness, readiness and the routes report.
+//! The admin listener: liveness, readiness, the routes report and metrics.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::observe::Metrics;
 use crate::publish::RouteTable;
 use crate::status;
 use crate::steering::Steering;
@@ -20,6 +21,7 @@ pub struct Admin {
     /// The kernel fast path, when the gateway has VIPs.
     pub steering: Option<Arc<Steering>>,
     pub table: Arc<RouteTable>,
+    pub metrics: Arc<Metrics>,
     /// The proxy's addresses, for the URLs in the report.
     pub listeners: status::Listeners,
 }
@@ -60,6 +62,33 @@ impl Admin {
                 Some(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}\n")),
                 None => text(StatusCode::NOT_FOUND, "the kernel fast path is off\n"),
             },
+            "/metrics" => {
+                let fast_path = self.steering.as_ref().and_then(|s| s.stats());
+                let fast_path = match fast_path {
+                    Some(Ok(report)) => Some(report),
+                    Some(Err(error)) => {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "reading the XDP counters failed"
+                        );
+                        None
+                    }
+                    None => None,
+                };
+                match self.metrics.encode(fast_path) {
+                    Ok(body) => {
+                        let mut response = text(StatusCode::OK, &body);
+                        response.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            header::HeaderValue::from_static(
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            ),
+                        );
+                        response
+                    }
+                    Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
+                }
+            }
             "/routes" => {
                 let snapshot = self.table.current();
                 json(&status::report(
@@ -70,7 +99,7 @@ impl Admin {
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /healthz, /readyz, /routes, /bpf/stats\n",
+                "not found: try /healthz, /readyz, /routes, /metrics, /bpf/stats\n",
             ),
         }
     }

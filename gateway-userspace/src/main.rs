@@ -17,6 +17,8 @@ use gateway::bpf::plan::{FastPathConfig, SynBudget};
 use gateway::bpf::{AttachMode, BpfSettings};
 use gateway::cidr::CidrList;
 use gateway::cluster::{ClusterWriter, PublishedAddress};
+use gateway::observe::metrics::Controller;
+use gateway::observe::{AccessLog, LogFormat, LogTarget, Metrics, Observer};
 use gateway::source::kube::KubeSource;
 
 use gateway::snapshot::ListenerSpec;
@@ -156,9 +158,15 @@ struct RunArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "xdp-gateway-leader")]
     election_id: String,
-    /// Where /healthz, /readyz and /routes are served.
+    /// Where /healthz, /readyz, /routes and /metrics are served.
     #[arg(long, default_value = "127.0.0.1:9180")]
     admin_listen: SocketAddr,
+    /// Where access log lines go: `-` (standard output), `off`, or a file (appended).
+    #[arg(long, default_value = "-", value_name = "-|off|FILE")]
+    access_log: LogTarget,
+    /// The layout of access log lines.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+    access_log_format: LogFormat,
     /// Seconds to wait for a TCP connection to a backend.
     #[arg(long, default_value_t = 5)]
     proxy_connect_timeout: u64,
@@ -318,6 +326,17 @@ async fn run(args: RunArgs) -> Result<()> {
         "" => None,
         value => Some(HeaderValue::from_str(value).context("--hsts is not a valid header value")?),
     };
+    let metrics = Arc::new(Metrics::new(
+        Controller {
+            class: args.source.ingress_class.clone(),
+            namespace: std::env::var("POD_NAMESPACE").unwrap_or_default(),
+            pod: std::env::var("POD_NAME").unwrap_or_default(),
+        },
+        table.clone(),
+    ));
+    let access_log = AccessLog::start(&args.access_log, args.access_log_format)
+        .with_context(|| format!("cannot open the access log {:?}", args.access_log))?;
+    let observer = Arc::new(Observer::new(metrics.clone(), access_log));
     let proxy = Arc::new(Proxy::new(
         table.clone(),
         ProxyConfig {
@@ -326,6 +345,7 @@ async fn run(args: RunArgs) -> Result<()> {
             hsts,
             https_redirect_port: args.redirect_https_port.unwrap_or(https_address.port()),
         },
+        observer,
     ));
     // The kernel fast path is for VIPs; a gateway that has none needs no BPF.
     let wants_fast_path =
@@ -357,6 +377,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let admin_server = Arc::new(Admin {
         steering,
         table,
+        metrics,
         listeners: Listeners {
             http: http_address,
             https: https_address,

@@ -23,7 +23,7 @@ pub struct Snapshot {
     /// Rules without a host: they serve any host that has no virtual host of its own.
     pub any_host: Option<VirtualHost>,
     /// Where requests go that match no rule (an Ingress's `spec.defaultBackend`).
-    pub default_backend: Option<Arc<Backend>>,
+    pub default_backend: Option<DefaultBackend>,
     /// What happened to each Ingress: served or not, and its warnings.
     pub ingresses: Vec<IngressReport>,
     /// Every warning, including those about files and objects other than Ingresses.
@@ -75,7 +75,7 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// The `spec.defaultBackend` of an Ingress that has rules for this host: it serves this
     /// host's requests that match no path.
-    pub default_backend: Option<Arc<Backend>>,
+    pub default_backend: Option<DefaultBackend>,
     /// Listed under `spec.tls` of an Ingress: served over HTTPS, with HSTS.
     pub tls: bool,
 }
@@ -130,6 +130,42 @@ pub struct Route {
     pub ingress: String,
     /// Plain-HTTP requests get a 308 to HTTPS instead of being proxied.
     pub https_redirect: bool,
+    /// Its metric labels and log fields (set once its host is known).
+    pub identity: Arc<RouteIdentity>,
+}
+
+/// Who a request was served for, as metrics label it and access logs name it: the host as the
+/// rule wrote it and the rule's path (bounded, unlike the request's), the Ingress and Service.
+/// Empty strings where nothing matched.
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
+pub struct RouteIdentity {
+    pub host: String,
+    pub path: String,
+    pub namespace: String,
+    pub ingress: String,
+    pub service: String,
+}
+
+impl RouteIdentity {
+    /// The identity of requests that `ingress` (`namespace/name`) sends to `backend` for
+    /// `host` and `path`.
+    pub fn new(host: &str, path: &str, ingress: &str, backend: &Backend) -> Self {
+        let name = ingress.split_once('/').map_or(ingress, |(_, name)| name);
+        Self {
+            host: host.to_string(),
+            path: path.to_string(),
+            namespace: backend.namespace.clone(),
+            ingress: name.to_string(),
+            service: backend.service.clone(),
+        }
+    }
+}
+
+/// A default backend and the identity of the requests it serves.
+#[derive(Debug)]
+pub struct DefaultBackend {
+    pub backend: Arc<Backend>,
+    pub identity: Arc<RouteIdentity>,
 }
 
 impl Route {
@@ -186,6 +222,11 @@ impl Backend {
     pub fn name(&self) -> String {
         format!("{}/{}:{}", self.namespace, self.service, self.port)
     }
+
+    /// `namespace-service-port`, as ingress-nginx names upstreams in its logs.
+    pub fn upstream_name(&self) -> String {
+        format!("{}-{}-{}", self.namespace, self.service, self.port)
+    }
 }
 
 /// The answer to "where does this request go".
@@ -198,6 +239,7 @@ pub struct RouteMatch<'a> {
     pub https_redirect: bool,
     /// The host has TLS configured (HSTS applies).
     pub tls_host: bool,
+    pub identity: &'a Arc<RouteIdentity>,
 }
 
 impl Snapshot {
@@ -212,23 +254,26 @@ impl Snapshot {
                     route: Some(route),
                     https_redirect: route.https_redirect,
                     tls_host: vhost.tls,
+                    identity: &route.identity,
                 });
             }
-            if let Some(backend) = &vhost.default_backend {
+            if let Some(default) = &vhost.default_backend {
                 return Some(RouteMatch {
-                    backend,
+                    backend: &default.backend,
                     route: None,
                     https_redirect: vhost.tls,
                     tls_host: vhost.tls,
+                    identity: &default.identity,
                 });
             }
         }
         let tls_host = vhost.is_some_and(|v| v.tls);
-        self.default_backend.as_ref().map(|backend| RouteMatch {
-            backend,
+        self.default_backend.as_ref().map(|default| RouteMatch {
+            backend: &default.backend,
             route: None,
             https_redirect: tls_host,
             tls_host,
+            identity: &default.identity,
         })
     }
 
@@ -314,7 +359,15 @@ mod tests {
             backend: Arc::new(Backend::new("default", service, "80", vec![])),
             ingress: "default/test".into(),
             https_redirect: false,
+            identity: Arc::default(),
         }
+    }
+
+    fn default_backend(service: &str) -> Option<DefaultBackend> {
+        Some(DefaultBackend {
+            backend: Arc::new(Backend::new("default", service, "80", vec![])),
+            identity: Arc::default(),
+        })
     }
 
     #[test]
@@ -415,12 +468,11 @@ mod tests {
         );
         snapshot.exact_hosts.insert("b.com".into(), {
             host.name = "b.com".into();
-            host.default_backend =
-                Some(Arc::new(Backend::new("default", "b-default", "80", vec![])));
+            host.default_backend = default_backend("b-default");
             host
         });
         assert_eq!(service_for(&snapshot, "a.com", "/other"), None);
-        snapshot.default_backend = Some(Arc::new(Backend::new("default", "global", "80", vec![])));
+        snapshot.default_backend = default_backend("global");
         assert_eq!(service_for(&snapshot, "a.com", "/other").unwrap(), "global");
         assert_eq!(
             service_for(&snapshot, "b.com", "/other").unwrap(),

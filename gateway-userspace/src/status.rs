@@ -107,7 +107,10 @@ pub fn report(snapshot: &Snapshot, generation: u64, listeners: Listeners) -> Rou
             .collect(),
         address,
         routes,
-        default_backend: snapshot.default_backend.as_deref().map(BackendView::of),
+        default_backend: snapshot
+            .default_backend
+            .as_ref()
+            .map(|default| BackendView::of(&default.backend)),
         warnings: &snapshot.warnings,
     }
 }

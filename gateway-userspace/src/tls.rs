@@ -35,6 +35,8 @@ pub struct Certificate {
     pub names: Vec<String>,
     /// Expiry, in seconds since the Unix epoch.
     pub not_after: i64,
+    /// What monitoring shows of it (`nginx_ingress_controller_ssl_certificate_info`).
+    pub details: CertificateDetails,
     /// The PEM it was made from, so an unchanged Secret is not parsed again.
     pem: (Vec<u8>, Vec<u8>),
 }
@@ -79,6 +81,7 @@ impl Certificate {
                     .collect()
             })
             .unwrap_or_default();
+        let details = CertificateDetails::of(&parsed);
         drop(parsed);
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
             format!("tls.key is not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}")
@@ -93,6 +96,7 @@ impl Certificate {
             key: Arc::new(certified),
             names,
             not_after: validity.not_after.timestamp(),
+            details,
             pem: (chain_pem.to_vec(), key_pem.to_vec()),
         })
     }
@@ -107,6 +111,49 @@ impl Certificate {
     /// the same wildcard name.
     pub fn covers(&self, host: &str) -> bool {
         self.names.iter().any(|name| name_covers(name, host))
+    }
+}
+
+/// Identifying facts about a leaf certificate, for metrics.
+#[derive(Debug, Default)]
+pub struct CertificateDetails {
+    /// Hexadecimal, colon-separated.
+    pub serial_number: String,
+    pub issuer_common_name: String,
+    pub issuer_organization: String,
+    /// `RSA`, `ECDSA`, `Ed25519` (the names ingress-nginx reports).
+    pub public_key_algorithm: &'static str,
+}
+
+impl CertificateDetails {
+    fn of(certificate: &x509_parser::certificate::X509Certificate<'_>) -> Self {
+        use x509_parser::public_key::PublicKey;
+        let issuer = certificate.issuer();
+        fn first<'a>(
+            mut values: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+        ) -> String {
+            values
+                .next()
+                .and_then(|v| v.as_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        }
+        Self {
+            serial_number: certificate.raw_serial_as_string(),
+            issuer_common_name: first(issuer.iter_common_name()),
+            issuer_organization: first(issuer.iter_organization()),
+            public_key_algorithm: match certificate.public_key().parsed() {
+                Ok(PublicKey::RSA(_)) => "RSA",
+                Ok(PublicKey::EC(_)) => "ECDSA",
+                Ok(PublicKey::DSA(_)) => "DSA",
+                _ if certificate.public_key().algorithm.algorithm.to_id_string()
+                    == "1.3.101.112" =>
+                {
+                    "Ed25519"
+                }
+                _ => "unknown",
+            },
+        }
     }
 }
 
@@ -150,6 +197,25 @@ impl CertificateTable {
             return None;
         }
         self.wildcard.get(suffix)
+    }
+
+    /// Every host with a certificate (`*.foo.com` for wildcards), with the certificate and the
+    /// Secret (`namespace/name`) it came from.
+    pub fn served(&self) -> Vec<(String, &Arc<Certificate>, Option<&str>)> {
+        let secret_of = |certificate: &Arc<Certificate>| {
+            self.by_secret
+                .iter()
+                .find(|(_, c)| Arc::ptr_eq(c, certificate))
+                .map(|(secret, _)| secret.as_str())
+        };
+        let exact = self.exact.iter().map(|(h, c)| (h.clone(), c));
+        let wildcard = self.wildcard.iter().map(|(s, c)| (format!("*.{s}"), c));
+        let mut served: Vec<_> = exact
+            .chain(wildcard)
+            .map(|(host, c)| (host, c, secret_of(c)))
+            .collect();
+        served.sort_by(|a, b| a.0.cmp(&b.0));
+        served
     }
 
     /// Whether a certificate is configured for exactly this host pattern.

@@ -65,6 +65,8 @@ pub fn run(wait: bool) -> Result<()> {
             .arg(&examples)
             .args(["--http-listen", HTTP, "--admin-listen", ADMIN])
             .args(["--https-listen", &format!("127.0.0.1:{HTTPS_PORT}")])
+            // The demo prints its own lines; request logs would interleave with them.
+            .args(["--access-log", "off"])
             .spawn()
             .context("starting the gateway")?,
     );

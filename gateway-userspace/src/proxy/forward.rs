@@ -11,37 +11,41 @@ use hyper_util::rt::TokioIo;
 
 use super::error::{ProxyError, plain_response};
 use super::headers;
+use super::request_body::RequestBody;
 use super::upstream::{PooledBody, UpstreamError};
 use super::{Connection, Proxy, ProxyBody};
+use crate::observe::{Exchange, ObservedBody, Upstream, request_id};
 use crate::snapshot::normalize_host;
 
 /// Where ACME HTTP-01 challenges are answered: never redirected, so certificates can be issued
 /// for hosts that already redirect (as in ingress-nginx).
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
-/// Routes and forwards one request; every failure is turned into its response.
+/// Routes and forwards one request; every failure is turned into its response. The exchange
+/// is reported (metrics, access log) when the response body has been sent.
 pub async fn handle(
     proxy: Arc<Proxy>,
     connection: Arc<Connection>,
-    request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    // Both are reference-counted: cheap to keep for the log line of a failure.
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    match forward(&proxy, &connection, request).await {
-        Ok(response) => Ok(response),
+    mut request: Request<Incoming>,
+) -> Result<Response<ObservedBody>, std::convert::Infallible> {
+    let id = request_id(request.headers_mut());
+    let mut exchange = Exchange::begin(connection.clone(), &request, id);
+    let response = match forward(&proxy, &connection, request, &mut exchange).await {
+        Ok(response) => response,
         Err(error) => {
-            tracing::debug!(client = %connection.client, %method, path = uri.path(), %error,
-                "answered by the gateway");
-            Ok(error.into_response())
+            tracing::debug!(client = %connection.client, method = %exchange.method,
+                path = exchange.uri.path(), %error, "answered by the gateway");
+            error.into_response()
         }
-    }
+    };
+    Ok(exchange.respond(proxy.observer.clone(), response))
 }
 
 async fn forward(
     proxy: &Proxy,
     connection: &Connection,
     mut request: Request<Incoming>,
+    exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // HTTP/1.0 clients may send no Host: such a request can still match rules without a host.
     let host = request_host(&request);
@@ -71,6 +75,7 @@ async fn forward(
         let found = snapshot
             .route(&host_name, path)
             .ok_or(ProxyError::NoRoute)?;
+        exchange.identity = found.identity.clone();
         if connection.scheme == "http" && found.https_redirect && !path.starts_with(ACME_CHALLENGE)
         {
             return Ok(redirect_to_https(
@@ -101,6 +106,7 @@ async fn forward(
     let mut target = hyper::http::uri::Parts::default();
     target.path_and_query = parts.uri.path_and_query().cloned();
     let target = Uri::from_parts(target).unwrap_or_else(|_| Uri::from_static("/"));
+    let body = RequestBody::new(body, exchange.request_body_bytes.clone());
     let mut upstream_request = Request::from_parts(parts, body);
     *upstream_request.uri_mut() = target;
     *upstream_request.version_mut() = Version::HTTP_11;
@@ -115,19 +121,31 @@ async fn forward(
             .ok_or_else(|| ProxyError::NoEndpoints {
                 backend: backend.name(),
             })?;
+        let started = std::time::Instant::now();
         let sent = tokio::time::timeout(
             proxy.config.read_timeout,
             proxy.upstream.send(endpoint, upstream_request),
         )
         .await;
+        // What the log and metrics say of this attempt; a failed one counts as the status the
+        // client gets for it, as nginx's $upstream_status does.
+        let attempt = |status| Upstream {
+            address: endpoint,
+            name: backend.upstream_name(),
+            status,
+            sent: started,
+            header_time: started.elapsed(),
+        };
         match sent {
             Err(_) => {
+                exchange.upstream = Some(attempt(StatusCode::GATEWAY_TIMEOUT));
                 return Err(ProxyError::Timeout {
                     backend: backend.name(),
                     seconds: proxy.config.read_timeout.as_secs(),
                 });
             }
             Ok(Ok(response)) => {
+                exchange.upstream = Some(attempt(response.status()));
                 let mut response = respond(response, client_upgrade);
                 if add_hsts && let Some(hsts) = &proxy.config.hsts {
                     response
@@ -141,6 +159,7 @@ async fn forward(
                 let reason = format!("{endpoint}: {reason}");
                 tracing::warn!(backend = %backend.name(), %endpoint, error = %reason, "connect to backend failed");
                 last_error = Some(reason);
+                exchange.upstream = Some(attempt(StatusCode::BAD_GATEWAY));
                 upstream_request = unsent;
             }
             Ok(Err((error, _))) => {
@@ -148,6 +167,7 @@ async fn forward(
                     UpstreamError::Connect(reason) => reason,
                     UpstreamError::Exchange(error) => error_chain(&error),
                 };
+                exchange.upstream = Some(attempt(StatusCode::BAD_GATEWAY));
                 return Err(ProxyError::Upstream {
                     backend: backend.name(),
                     reason: format!("{endpoint}: {reason}"),

@@ -4,6 +4,7 @@
 mod error;
 mod forward;
 mod headers;
+mod request_body;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -21,6 +22,8 @@ use tokio_rustls::TlsAcceptor;
 
 pub use error::ProxyError;
 
+use crate::observe::Observer;
+use crate::observe::metrics::Metrics;
 use crate::publish::RouteTable;
 use crate::snapshot::normalize_host;
 
@@ -42,11 +45,13 @@ pub struct ProxyConfig {
     pub https_redirect_port: u16,
 }
 
-/// Everything a request needs: the route table and the upstream client.
+/// Everything a request needs: the route table, the upstream client, and where finished
+/// exchanges are reported.
 pub struct Proxy {
     table: Arc<RouteTable>,
     upstream: upstream::UpstreamPool,
     config: ProxyConfig,
+    observer: Arc<Observer>,
 }
 
 /// The facts about one client connection that forwarding needs.
@@ -57,15 +62,23 @@ pub struct Connection {
     pub scheme: &'static str,
     /// The TLS server name the client asked for (lower-case), on HTTPS connections with SNI.
     pub sni: Option<String>,
+    /// `TLSv1.3` or `TLSv1.2` on HTTPS connections.
+    pub tls_version: Option<&'static str>,
 }
 
 impl Proxy {
-    /// A proxy that routes with `table`.
-    pub fn new(table: Arc<RouteTable>, config: ProxyConfig) -> Self {
+    /// A proxy that routes with `table` and reports to `observer`.
+    pub fn new(table: Arc<RouteTable>, config: ProxyConfig, observer: Arc<Observer>) -> Self {
+        let metrics = &observer.metrics;
+        let counters = upstream::ReuseCounters {
+            reused: Metrics::labelled(&metrics.upstream_requests, "reused", "true"),
+            new: Metrics::labelled(&metrics.upstream_requests, "reused", "false"),
+        };
         Self {
-            upstream: upstream::UpstreamPool::new(config.connect_timeout),
+            upstream: upstream::UpstreamPool::new(config.connect_timeout, counters),
             table,
             config,
+            observer,
         }
     }
 
@@ -90,39 +103,73 @@ impl Proxy {
             let proxy = self.clone();
             let server = server.clone();
             let tls = tls.clone();
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let metrics = &self.observer.metrics;
+            Metrics::labelled(&metrics.connections, "scheme", scheme).inc();
+            let active = Metrics::labelled(&metrics.connections_active, "scheme", scheme);
+            active.inc();
             tokio::spawn(async move {
-                let Some(tls) = tls else {
-                    let connection = Connection {
-                        client,
-                        listener: local,
-                        scheme: "http",
-                        sni: None,
-                    };
-                    proxy.serve_connection(&server, connection, stream).await;
-                    return;
-                };
-                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await
-                {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%client, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%client, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let sni = stream.get_ref().1.server_name().map(normalize_host);
-                let connection = Connection {
-                    client,
-                    listener: local,
-                    scheme: "https",
-                    sni,
-                };
-                proxy.serve_connection(&server, connection, stream).await;
+                proxy.accept(&server, stream, client, local, tls).await;
+                active.dec();
             });
         }
+    }
+
+    /// Serves one accepted connection, after its TLS handshake on HTTPS listeners.
+    async fn accept(
+        self: Arc<Self>,
+        server: &auto::Builder<TokioExecutor>,
+        stream: tokio::net::TcpStream,
+        client: SocketAddr,
+        local: SocketAddr,
+        tls: Option<TlsAcceptor>,
+    ) {
+        let Some(tls) = tls else {
+            let connection = Connection {
+                client,
+                listener: local,
+                scheme: "http",
+                sni: None,
+                tls_version: None,
+            };
+            self.serve_connection(server, connection, stream).await;
+            return;
+        };
+        let metrics = &self.observer.metrics;
+        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                metrics.tls_handshake_failures.inc();
+                tracing::debug!(%client, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics.tls_handshake_failures.inc();
+                tracing::debug!(%client, "TLS handshake timed out");
+                return;
+            }
+        };
+        let session = stream.get_ref().1;
+        let tls_version = match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            _ => "TLSv1.2",
+        };
+        let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        metrics
+            .tls_handshakes
+            .get_or_create(&[
+                ("version", tls_version),
+                ("resumed", if resumed { "true" } else { "false" }),
+            ])
+            .inc();
+        let connection = Connection {
+            client,
+            listener: local,
+            scheme: "https",
+            sni: session.server_name().map(normalize_host),
+            tls_version: Some(tls_version),
+        };
+        self.serve_connection(server, connection, stream).await;
     }
 
     async fn serve_connection<S>(

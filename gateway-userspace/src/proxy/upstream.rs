@@ -16,6 +16,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 
 /// Idle keep-alive connections are closed after this long (nginx's upstream keepalive_timeout
@@ -24,7 +25,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per endpoint (nginx benchmarks use `keepalive 256`).
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
-type Sender = http1::SendRequest<Incoming>;
+use super::request_body::RequestBody;
+
+type Sender = http1::SendRequest<RequestBody>;
 
 /// Why a request did not get a response.
 #[derive(Debug)]
@@ -44,15 +47,24 @@ pub struct UpstreamPool {
 struct PoolInner {
     idle: Mutex<HashMap<SocketAddr, Vec<(Sender, Instant)>>>,
     connect_timeout: Duration,
+    counters: ReuseCounters,
+}
+
+/// Requests sent on a pooled connection, and on a new one.
+#[derive(Clone, Debug, Default)]
+pub struct ReuseCounters {
+    pub reused: Counter,
+    pub new: Counter,
 }
 
 impl UpstreamPool {
     /// An empty pool; a background task closes connections idle for too long.
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, counters: ReuseCounters) -> Self {
         let pool = Self {
             inner: Arc::new(PoolInner {
                 idle: Mutex::new(HashMap::new()),
                 connect_timeout,
+                counters,
             }),
         };
         let weak = Arc::downgrade(&pool.inner);
@@ -78,8 +90,8 @@ impl UpstreamPool {
     pub async fn send(
         &self,
         endpoint: SocketAddr,
-        mut request: Request<Incoming>,
-    ) -> Result<Response<PooledBody>, (UpstreamError, Option<Request<Incoming>>)> {
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<PooledBody>, (UpstreamError, Option<Request<RequestBody>>)> {
         // A pooled connection may have been closed by the backend while idle: then the request
         // is tried once more on a new connection.
         let mut pooled = self.checkout(endpoint).await;
@@ -92,6 +104,11 @@ impl UpstreamPool {
                     Err(reason) => return Err((UpstreamError::Connect(reason), Some(request))),
                 },
             };
+            let counter = match reused {
+                true => &self.inner.counters.reused,
+                false => &self.inner.counters.new,
+            };
+            counter.inc();
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(self.pooled(endpoint, sender, response)),
                 // Unsent on a reused connection: the next turn connects afresh.

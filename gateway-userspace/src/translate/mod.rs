@@ -21,7 +21,9 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend,
 pub use class::ClassSelector;
 
 use crate::cidr::Cidr;
-use crate::snapshot::{Backend, IngressReport, PathType, Route, Snapshot, VirtualHost};
+use crate::snapshot::{
+    Backend, DefaultBackend, IngressReport, PathType, Route, RouteIdentity, Snapshot, VirtualHost,
+};
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::warning::Warning;
 use annotations::Annotations;
@@ -84,7 +86,9 @@ pub fn translate(
     let source_allow = consensus(&table.allow_lists);
     let (certificates, tls_hosts) = table.tls.finish();
     let mut snapshot = Snapshot {
-        default_backend: table.default_backend.map(|(backend, _)| backend),
+        default_backend: table
+            .default_backend
+            .map(|(backend, owner)| default_backend("", backend, &owner)),
         ingresses: reports,
         warnings,
         certificates,
@@ -105,6 +109,14 @@ pub fn translate(
         }
     }
     snapshot
+}
+
+/// A default backend serving `host` (empty for the global one) for the Ingress `owner`.
+fn default_backend(host: &str, backend: Arc<Backend>, owner: &str) -> DefaultBackend {
+    DefaultBackend {
+        identity: Arc::new(RouteIdentity::new(host, "", owner, &backend)),
+        backend,
+    }
 }
 
 /// Which requests a rule's `host` covers.
@@ -207,6 +219,7 @@ enum Redirect {
 
 impl HostBuilder {
     fn build(self, pattern: &HostPattern, tls: bool) -> VirtualHost {
+        let name = pattern.display();
         let mut routes: Vec<Route> = self
             .routes
             .into_values()
@@ -216,6 +229,12 @@ impl HostBuilder {
                     Redirect::Never => false,
                     Redirect::IfTls => tls,
                 };
+                route.identity = Arc::new(RouteIdentity::new(
+                    &name,
+                    &route.path,
+                    &route.ingress,
+                    &route.backend,
+                ));
                 route
             })
             .collect();
@@ -227,9 +246,11 @@ impl HostBuilder {
                 .then(a.match_path.cmp(&b.match_path))
         });
         VirtualHost {
-            name: pattern.display(),
+            default_backend: self
+                .default_backend
+                .map(|(backend, owner)| default_backend(&name, backend, &owner)),
+            name,
             routes,
-            default_backend: self.default_backend.map(|(backend, _)| backend),
             tls,
         }
     }
@@ -403,6 +424,7 @@ impl TableBuilder<'_> {
             backend,
             ingress: owner.to_string(),
             https_redirect: false,
+            identity: Arc::default(),
         })
     }
 

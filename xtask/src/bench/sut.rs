@@ -80,6 +80,8 @@ impl Sut {
                         "X25519",
                     ])
                     .args(["--hsts", ""])
+                    // As the peers are configured: no access log.
+                    .args(["--access-log", "off"])
                     .env("RUST_LOG", "warn");
                 if !options.resumption {
                     command.arg("--no-tls-resumption");

@@ -518,7 +518,7 @@ fn gateway_command(net: &Net, gateway: &Path, manifests: &Path) -> Command {
             "--admin-listen",
             "127.0.0.1:19180",
         ])
-        .args(["--worker-threads", "1"])
+        .args(["--worker-threads", "1", "--access-log", "off"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -1,0 +1,223 @@
+//! What operators see of each request: Prometheus metrics and an access log line, both made
+//! from one record per exchange that is completed when the response body has been sent (or
+//! the client went away).
+
+pub mod access_log;
+pub mod metrics;
+mod request_id;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+
+pub use access_log::{AccessLog, LogFormat, LogTarget};
+pub use metrics::Metrics;
+pub use request_id::request_id;
+
+use crate::proxy::{Connection, ProxyBody};
+use crate::snapshot::RouteIdentity;
+
+/// Where finished exchanges go.
+pub struct Observer {
+    pub metrics: Arc<Metrics>,
+    access_log: Option<AccessLog>,
+}
+
+impl Observer {
+    pub fn new(metrics: Arc<Metrics>, access_log: Option<AccessLog>) -> Self {
+        Self {
+            metrics,
+            access_log,
+        }
+    }
+
+    fn finish(&self, exchange: Box<Exchange>) {
+        self.metrics.record(&exchange);
+        if let Some(log) = &self.access_log {
+            log.write(exchange, &self.metrics.access_log_dropped);
+        }
+    }
+}
+
+/// One request and its answer.
+pub struct Exchange {
+    pub started: Instant,
+    pub time: SystemTime,
+    pub request_id: HeaderValue,
+    pub connection: Arc<Connection>,
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub host: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
+    pub referer: Option<HeaderValue>,
+    /// Request line and headers, as they were on the wire (estimated from the parsed request).
+    pub request_head_bytes: u64,
+    /// Request body bytes read so far (the proxy's request body counts into it).
+    pub request_body_bytes: Arc<AtomicU64>,
+    /// The route that served it; empty when none matched.
+    pub identity: Arc<RouteIdentity>,
+    /// The backend that answered, when one did.
+    pub upstream: Option<Upstream>,
+    pub status: StatusCode,
+    pub response_head_bytes: u64,
+    pub response_body_bytes: u64,
+    /// How long the whole exchange took, once finished.
+    pub duration: Duration,
+}
+
+/// What the backend did for one exchange.
+pub struct Upstream {
+    pub address: SocketAddr,
+    /// Its backend as ingress-nginx names upstreams: `namespace-service-port`.
+    pub name: String,
+    pub status: StatusCode,
+    /// When the request was handed to the backend.
+    pub sent: Instant,
+    /// Until the backend's response headers arrived.
+    pub header_time: Duration,
+}
+
+impl Exchange {
+    /// The record of `request` on `connection`, begun now.
+    pub fn begin(
+        connection: Arc<Connection>,
+        request: &Request<impl Body>,
+        request_id: HeaderValue,
+    ) -> Box<Self> {
+        let headers = request.headers();
+        Box::new(Self {
+            started: Instant::now(),
+            time: SystemTime::now(),
+            request_id,
+            connection,
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            host: request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .or_else(|| headers.get(header::HOST).cloned()),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
+            referer: headers.get(header::REFERER).cloned(),
+            request_head_bytes: request.method().as_str().len() as u64
+                + request.uri().to_string().len() as u64
+                + 12
+                + head_bytes(headers),
+            request_body_bytes: Arc::default(),
+            identity: Arc::default(),
+            upstream: None,
+            status: StatusCode::OK,
+            response_head_bytes: 0,
+            response_body_bytes: 0,
+            duration: Duration::ZERO,
+        })
+    }
+
+    /// Bytes of the request: head and body.
+    pub fn request_bytes(&self) -> u64 {
+        self.request_head_bytes + self.request_body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the response: head and body.
+    pub fn response_bytes(&self) -> u64 {
+        self.response_head_bytes + self.response_body_bytes
+    }
+
+    /// From handing the request to the backend until the response ended.
+    pub fn upstream_time(&self) -> Option<Duration> {
+        let upstream = self.upstream.as_ref()?;
+        Some((self.started + self.duration).saturating_duration_since(upstream.sent))
+    }
+
+    /// Wraps `response` so that the exchange is recorded when its body has been sent.
+    pub fn respond(
+        mut self: Box<Self>,
+        observer: Arc<Observer>,
+        response: Response<ProxyBody>,
+    ) -> Response<ObservedBody> {
+        self.status = response.status();
+        self.response_head_bytes = 17 + head_bytes(response.headers());
+        response.map(|inner| ObservedBody {
+            inner,
+            exchange: Some(self),
+            observer,
+        })
+    }
+}
+
+/// Approximate size of headers on the wire: `name: value\r\n` each, and the blank line.
+fn head_bytes(headers: &HeaderMap) -> u64 {
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    fields as u64 + 2
+}
+
+/// A response body that records its exchange when it ends, or when it is dropped unfinished
+/// (the client went away).
+pub struct ObservedBody {
+    inner: ProxyBody,
+    exchange: Option<Box<Exchange>>,
+    observer: Arc<Observer>,
+}
+
+impl ObservedBody {
+    fn finish(&mut self) {
+        if let Some(mut exchange) = self.exchange.take() {
+            exchange.duration = exchange.started.elapsed();
+            self.observer.finish(exchange);
+        }
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = <ProxyBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let length = frame.data_ref().map_or(0, |data| data.len() as u64);
+                if let Some(exchange) = self.exchange.as_mut() {
+                    exchange.response_body_bytes += length;
+                }
+                // The server stops polling once the body says it ended.
+                if self.inner.is_end_stream() {
+                    self.finish();
+                }
+            }
+            Poll::Ready(_) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

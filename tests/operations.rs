@@ -1,0 +1,370 @@
+//! Operations: metrics under ingress-nginx's names after known traffic, access log lines with
+//! the documented fields, graceful drain on SIGTERM and hitless restarts, with the real binary.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway_e2e::backend::Backend;
+use gateway_e2e::client::HttpClient;
+use gateway_e2e::gateway::Gateway;
+use gateway_e2e::manifests::{ManifestsDir, ingress, service};
+use hyper::{Request, StatusCode};
+use serde_json::Value;
+
+/// The value of the sample `name{...}` whose labels include every pair of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(rest) => rest.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+/// The gateway's access log file, once it has `count` lines (the writer is asynchronous).
+fn log_lines(path: &std::path::Path, count: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= count || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_known_traffic_under_ingress_nginx_names() {
+    let api = Backend::start("api").await;
+    let dir = ManifestsDir::new();
+    dir.write(
+        "app.yaml",
+        &(service("api", &[api.addr])
+            + &ingress("shop", Some("shop.test"), "/api", "Prefix", "api")),
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let client = HttpClient::new();
+    for _ in 0..3 {
+        assert_eq!(
+            client
+                .get(gw.http, "shop.test", "/api/items?page=1")
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    let upload = Bytes::from(vec![b'x'; 10_000]);
+    let posted = client
+        .send(gw.http, "shop.test", Request::post("/api/upload"), upload)
+        .await
+        .unwrap();
+    assert_eq!(posted.status, StatusCode::OK);
+    assert_eq!(
+        client.get(gw.http, "shop.test", "/elsewhere").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // A method clients invent does not add a series of its own.
+    let brewed = client
+        .send(
+            gw.http,
+            "shop.test",
+            Request::builder().method("BREW").uri("/api/pot"),
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(brewed.status, StatusCode::OK);
+
+    let (status, metrics) = gw.admin_get("/metrics").expect("GET /metrics");
+    assert_eq!(status, 200);
+    let route = [
+        ("host", "shop.test"),
+        ("path", "/api"),
+        ("namespace", "default"),
+        ("ingress", "shop"),
+        ("service", "api"),
+        ("controller_class", "xdp-gateway"),
+        ("canary", ""),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
+        route.iter().chain(extra).copied().collect()
+    };
+    let requests = "nginx_ingress_controller_requests";
+    assert_eq!(
+        sample(
+            &metrics,
+            requests,
+            &with(&[("method", "GET"), ("status", "200")])
+        ),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            requests,
+            &with(&[("method", "POST"), ("status", "200")])
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            requests,
+            &with(&[("method", "OTHER"), ("status", "200")])
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            requests,
+            &[("host", ""), ("path", ""), ("status", "404")]
+        ),
+        Some(1.0),
+        "an unmatched request is counted without a route"
+    );
+    // The request path never becomes a label.
+    assert!(!metrics.contains("/api/items"), "{metrics}");
+    assert!(!metrics.contains("/elsewhere"), "{metrics}");
+
+    let post = with(&[("method", "POST"), ("status", "200")]);
+    let size = sample(&metrics, "nginx_ingress_controller_request_size_sum", &post).unwrap();
+    assert!((10_000.0..11_000.0).contains(&size), "request size {size}");
+    let response_size = sample(
+        &metrics,
+        "nginx_ingress_controller_response_size_sum",
+        &post,
+    )
+    .unwrap();
+    assert!(response_size > 100.0, "response size {response_size}");
+    let get = with(&[("method", "GET"), ("status", "200")]);
+    for histogram in [
+        "nginx_ingress_controller_request_duration_seconds",
+        "nginx_ingress_controller_response_duration_seconds",
+        "nginx_ingress_controller_request_size",
+        "nginx_ingress_controller_response_size",
+    ] {
+        let count = format!("{histogram}_count");
+        assert_eq!(sample(&metrics, &count, &get), Some(3.0), "{histogram}");
+        let mut inf = get.clone();
+        inf.push(("le", "+Inf"));
+        assert_eq!(
+            sample(&metrics, &format!("{histogram}_bucket"), &inf),
+            Some(3.0),
+            "{histogram}"
+        );
+    }
+    let duration = sample(
+        &metrics,
+        "nginx_ingress_controller_request_duration_seconds_sum",
+        &get,
+    )
+    .unwrap();
+    assert!(duration > 0.0 && duration < 3.0, "{duration}");
+
+    // The gateway's own: the first request opened a backend connection, the rest reused it.
+    let reused = sample(
+        &metrics,
+        "xdp_gateway_upstream_requests_total",
+        &[("reused", "true")],
+    )
+    .unwrap();
+    let new = sample(
+        &metrics,
+        "xdp_gateway_upstream_requests_total",
+        &[("reused", "false")],
+    )
+    .unwrap();
+    assert_eq!(reused + new, 5.0, "{metrics}");
+    assert!(
+        reused >= 3.0,
+        "keep-alive to the backend: {reused} reused, {new} new"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "xdp_gateway_connections_total",
+            &[("scheme", "http")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(sample(&metrics, "xdp_gateway_config_generation", &[]).unwrap() >= 1.0);
+    assert_eq!(
+        sample(&metrics, "xdp_gateway_config_warnings", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "xdp_gateway_config_apply_duration_seconds_count",
+            &[]
+        ),
+        sample(&metrics, "xdp_gateway_config_generation", &[])
+    );
+    assert!(metrics.ends_with("# EOF\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_access_log_lines_carry_the_documented_fields() {
+    let api = Backend::start("api").await;
+    let dir = ManifestsDir::new();
+    dir.write(
+        "app.yaml",
+        &(service("api", &[api.addr])
+            + &ingress("shop", Some("shop.test"), "/api", "Prefix", "api")),
+    );
+    let log = dir.path().join("access.log");
+    let gw = Gateway::start(dir.path(), &["--access-log", log.to_str().unwrap()]);
+    let client = HttpClient::new();
+
+    let answer = client
+        .send(
+            gw.http,
+            "shop.test",
+            Request::post("/api/orders?id=7")
+                .header("user-agent", "ops-test/1")
+                .header("x-request-id", "trace-abc-123"),
+            Bytes::from_static(b"hello"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.json()["headers"]["x-request-id"],
+        "trace-abc-123",
+        "propagated to the backend"
+    );
+    let generated = client.get(gw.http, "shop.test", "/api/other").await;
+    let generated_id = generated.json()["headers"]["x-request-id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(generated_id.len(), 32, "a generated id: {generated_id}");
+    assert_eq!(
+        client.get(gw.http, "nobody.test", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let lines = log_lines(&log, 3);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let entries: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let first = &entries[0];
+    for field in [
+        "time",
+        "request_id",
+        "remote_addr",
+        "host",
+        "method",
+        "path",
+        "protocol",
+        "status",
+        "bytes_sent",
+        "request_length",
+        "duration",
+        "upstream_addr",
+        "upstream_status",
+        "upstream_response_time",
+        "upstream_header_time",
+        "namespace",
+        "ingress",
+        "service",
+        "route_path",
+        "scheme",
+        "tls_version",
+        "sni",
+        "user_agent",
+        "referer",
+    ] {
+        assert!(first.get(field).is_some(), "field {field} missing: {first}");
+    }
+    assert_eq!(first["request_id"], "trace-abc-123");
+    assert_eq!(first["method"], "POST");
+    assert_eq!(first["path"], "/api/orders?id=7");
+    assert_eq!(first["host"], "shop.test");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["upstream_status"], 200);
+    assert_eq!(first["upstream_addr"], api.addr.to_string());
+    assert_eq!(first["namespace"], "default");
+    assert_eq!(first["ingress"], "shop");
+    assert_eq!(first["service"], "api");
+    assert_eq!(first["route_path"], "/api");
+    assert_eq!(first["user_agent"], "ops-test/1");
+    assert_eq!(first["scheme"], "http");
+    assert!(first["request_length"].as_u64().unwrap() > 5);
+    assert_eq!(
+        first["bytes_sent"].as_u64().unwrap() as usize,
+        answer.body.len()
+    );
+    assert!(first["time"].as_str().unwrap().starts_with("20"));
+    assert!(
+        first["duration"].as_f64().unwrap() >= first["upstream_response_time"].as_f64().unwrap()
+    );
+    assert_eq!(
+        entries[1]["request_id"],
+        generated_id.as_str(),
+        "the log and the backend agree"
+    );
+    assert_eq!(entries[2]["status"], 404);
+    assert!(entries[2]["upstream_addr"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstreaminfo_lines_follow_the_ingress_nginx_layout() {
+    let api = Backend::start("api").await;
+    let dir = ManifestsDir::new();
+    dir.write(
+        "app.yaml",
+        &(service("api", &[api.addr]) + &ingress("shop", Some("shop.test"), "/", "Prefix", "api")),
+    );
+    let log = dir.path().join("access.log");
+    let gw = Gateway::start(
+        dir.path(),
+        &[
+            "--access-log",
+            log.to_str().unwrap(),
+            "--access-log-format",
+            "upstreaminfo",
+        ],
+    );
+    let client = HttpClient::new();
+    let answer = client
+        .send(
+            gw.http,
+            "shop.test",
+            Request::get("/a\"b?q=1")
+                .header("x-request-id", "rid-1")
+                .header("referer", "http://r/"),
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    let lines = log_lines(&log, 1);
+    let line = &lines[0];
+    // $remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
+    // "$http_referer" "$http_user_agent" $request_length $request_time [$proxy_upstream_name]
+    // [$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length
+    // $upstream_response_time $upstream_status $req_id
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    // A quote in the request line is escaped as nginx escapes it, so the line still parses.
+    let request = "\"GET /a\\x22b?q=1 HTTP/1.1\" 200 ";
+    assert!(line.contains(request), "{line}");
+    assert!(line.contains(" \"http://r/\" \"\" "), "{line}");
+    assert!(line.contains(" [default-api-80] [] "), "{line}");
+    assert!(
+        line.contains(&format!(" {} {} ", api.addr, answer.body.len())),
+        "{line}"
+    );
+    assert!(line.ends_with(" 200 rid-1"), "{line}");
+}
