@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::lifecycle::drain::{self, Drain, DrainState};
 use crate::observe::Metrics;
 use crate::publish::RouteTable;
 use crate::status;
@@ -22,16 +23,24 @@ pub struct Admin {
     pub steering: Option<Arc<Steering>>,
     pub table: Arc<RouteTable>,
     pub metrics: Arc<Metrics>,
+    pub drain: Arc<Drain>,
     /// The proxy's addresses, for the URLs in the report.
     pub listeners: status::Listeners,
 }
 
 impl Admin {
-    /// Serves the admin endpoints on `listener` forever.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    /// Serves the admin endpoints on `listener` until the drain stops accepting.
+    pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>) {
         let server = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let stop = drain::not_accepting(self.drain.watch());
+        tokio::pin!(stop);
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut stop => return,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, _)) = accepted else {
                 continue;
             };
             let admin = self.clone();
@@ -52,6 +61,9 @@ impl Admin {
         }
         match request.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" if self.drain.state() != DrainState::Serving => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n")
+            }
             "/readyz" if self.table.is_ready() => text(StatusCode::OK, "ready\n"),
             "/readyz" => text(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -7,6 +7,7 @@ pub mod bpf;
 
 pub mod cidr;
 pub mod cluster;
+pub mod lifecycle;
 pub mod observe;
 pub mod proxy;
 pub mod publish;

@@ -17,6 +17,7 @@ use gateway::bpf::plan::{FastPathConfig, SynBudget};
 use gateway::bpf::{AttachMode, BpfSettings};
 use gateway::cidr::CidrList;
 use gateway::cluster::{ClusterWriter, PublishedAddress};
+use gateway::lifecycle::{Drain, Sockets, handoff};
 use gateway::observe::metrics::Controller;
 use gateway::observe::{AccessLog, LogFormat, LogTarget, Metrics, Observer};
 use gateway::source::kube::KubeSource;
@@ -220,6 +221,22 @@ struct RunArgs {
     /// Folder on bpffs for the pinned maps and links.
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
     bpf_pin_dir: PathBuf,
+    /// Seconds between SIGTERM (when /readyz turns unready and responses start closing their
+    /// connections) and closing the listeners: time for load balancers to take the node out.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    drain_delay: u64,
+    /// Seconds in-flight requests and upgraded connections get to finish after the listeners
+    /// close, before the process exits anyway.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    drain_timeout: u64,
+    /// Unix socket for hitless restarts: a new process started with the same path takes the
+    /// listening sockets of the running one, which then drains and exits.
+    #[arg(long, value_name = "PATH")]
+    handoff_socket: Option<PathBuf>,
+    /// After handing off and draining, wait for SIGTERM instead of exiting (in a pod, so that
+    /// the kubelet does not restart the old container, which would take the sockets back).
+    #[arg(long, requires = "handoff_socket")]
+    linger_after_handoff: bool,
 }
 
 #[derive(Args)]
@@ -273,8 +290,11 @@ fn main() -> Result<ExitCode> {
                 }
                 None => tokio::runtime::Builder::new_multi_thread(),
             };
-            runtime.enable_all().build()?.block_on(run(*args))?;
-            Ok(ExitCode::SUCCESS)
+            let runtime = runtime.enable_all().build()?;
+            let result = runtime.block_on(run(*args));
+            // Drained: whatever is left (watchers, idle pools) is not waited for.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            result.map(|()| ExitCode::SUCCESS)
         }
         Command::Routes(args) => routes(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check(args),
@@ -283,6 +303,21 @@ fn main() -> Result<ExitCode> {
 }
 
 async fn run(args: RunArgs) -> Result<()> {
+    // A gateway already running on this node hands its listening sockets over; without one,
+    // they are bound here.
+    let mut predecessor = match &args.handoff_socket {
+        Some(path) => handoff::receive(path).context("taking over from the running gateway")?,
+        None => None,
+    };
+    let inherited = predecessor
+        .as_mut()
+        .map(|p| std::mem::take(&mut p.sockets))
+        .unwrap_or_default();
+    if !inherited.is_empty() {
+        tracing::info!(sockets = inherited.len(), "taking over the listening sockets of the running gateway");
+    }
+    let sockets = Arc::new(Sockets::inheriting(inherited));
+    let drain = Arc::new(Drain::default());
     let options = args.source.translate_options();
     let table = Arc::new(RouteTable::default());
 
@@ -300,9 +335,9 @@ async fn run(args: RunArgs) -> Result<()> {
 
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver, &tls_settings)?));
 
-    let http = bind(args.source.http_listen, "--http-listen").await?;
-    let https = bind(args.source.https_listen, "--https-listen").await?;
-    let admin = bind(args.admin_listen, "--admin-listen").await?;
+    let http = listen(&sockets, "http", args.source.http_listen, "--http-listen")?;
+    let https = listen(&sockets, "https", args.source.https_listen, "--https-listen")?;
+    let admin = listen(&sockets, "admin", args.admin_listen, "--admin-listen")?;
     let http_address = http.local_addr()?;
     let https_address = https.local_addr()?;
     tracing::info!(http = %http_address, https = %https_address, admin = %admin.local_addr()?, "listening");
@@ -320,6 +355,13 @@ async fn run(args: RunArgs) -> Result<()> {
         }
         (None, true) => start_kubernetes(&args, table.clone(), options).await?,
         _ => anyhow::bail!("give either --manifests DIR or --kubernetes"),
+    }
+    if predecessor.is_some() {
+        // The running gateway serves until this one has a route table to serve with.
+        let mut published = table.subscribe();
+        while !table.is_ready() {
+            published.changed().await?;
+        }
     }
 
     let hsts = match args.hsts.as_str() {
@@ -346,6 +388,7 @@ async fn run(args: RunArgs) -> Result<()> {
             https_redirect_port: args.redirect_https_port.unwrap_or(https_address.port()),
         },
         observer,
+        drain.clone(),
     ));
     // The kernel fast path is for VIPs; a gateway that has none needs no BPF.
     let wants_fast_path =
@@ -366,6 +409,7 @@ async fn run(args: RunArgs) -> Result<()> {
             &settings,
             proxy.clone(),
             acceptor.clone(),
+            sockets.clone(),
         ))
     });
     if let Some(steering) = &steering {
@@ -378,6 +422,7 @@ async fn run(args: RunArgs) -> Result<()> {
         steering,
         table,
         metrics,
+        drain: drain.clone(),
         listeners: Listeners {
             http: http_address,
             https: https_address,
@@ -387,8 +432,68 @@ async fn run(args: RunArgs) -> Result<()> {
     // Accept loops are tasks of the runtime's workers, not of the thread that waits here.
     tokio::spawn(proxy.clone().serve(http, None));
     tokio::spawn(proxy.serve(https, Some(acceptor)));
-    tokio::signal::ctrl_c().await?;
-    tracing::info!("interrupted; exiting");
+    if let Some(predecessor) = predecessor {
+        predecessor
+            .ready()
+            .context("telling the running gateway to drain")?;
+        tracing::info!("took over from the running gateway");
+    }
+    for name in sockets.close_unclaimed() {
+        tracing::info!(socket = name, "closed an inherited socket that is no longer used");
+    }
+    stop(&args, &drain, &sockets).await
+}
+
+/// Waits for SIGTERM (or SIGINT) or for a new process to take the sockets, then drains. A second
+/// signal ends the drain at once.
+async fn stop(args: &RunArgs, drain: &Drain, sockets: &Arc<Sockets>) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let handoff = async {
+        match &args.handoff_socket {
+            Some(path) => handoff::serve(path.clone(), sockets.clone()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let handed_off = tokio::select! {
+        served = handoff => {
+            served?;
+            true
+        }
+        _ = terminate.recv() => false,
+        _ = interrupt.recv() => false,
+    };
+    if handed_off {
+        // The new process accepts from the same sockets now: stop at once, closing nothing.
+        tracing::info!("a new process took over the listening sockets; draining");
+        sockets.release_all();
+        drain.start(false);
+    } else {
+        tracing::info!(delay_seconds = args.drain_delay, "draining: /readyz is unready, listeners close after the delay");
+        drain.start(true);
+    }
+    let drained = async {
+        tokio::time::sleep(Duration::from_secs(args.drain_delay)).await;
+        drain.stop();
+        sockets.release_all();
+        drain.wait(Duration::from_secs(args.drain_timeout)).await
+    };
+    tokio::select! {
+        left = drained => match left {
+            0 => tracing::info!("drained; exiting"),
+            left => tracing::warn!(connections = left, "drain deadline reached; exiting with connections open"),
+        },
+        _ = terminate.recv() => tracing::warn!("signalled again; exiting without finishing the drain"),
+        _ = interrupt.recv() => tracing::warn!("interrupted again; exiting without finishing the drain"),
+    }
+    if handed_off && args.linger_after_handoff {
+        tracing::info!("handed off; waiting for SIGTERM");
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    }
     Ok(())
 }
 
@@ -448,9 +553,14 @@ async fn start_kubernetes(
     Ok(())
 }
 
-async fn bind(address: SocketAddr, flag: &str) -> Result<TcpListener> {
-    TcpListener::bind(address)
-        .await
+fn listen(
+    sockets: &Sockets,
+    name: &str,
+    address: SocketAddr,
+    flag: &str,
+) -> Result<Arc<TcpListener>> {
+    sockets
+        .listen(name, address)
         .with_context(|| format!("cannot listen on {address} ({flag})"))
 }
 

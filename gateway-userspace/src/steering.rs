@@ -7,13 +7,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::bpf::plan::{self, FastPathConfig};
 use crate::bpf::{BpfSettings, FastPath, StatsReport, SteeringSockets};
-
+use crate::lifecycle::Sockets;
 use crate::proxy::Proxy;
 use crate::publish::RouteTable;
 use crate::snapshot::Snapshot;
@@ -22,6 +21,7 @@ use crate::snapshot::Snapshot;
 pub struct Steering {
     config: FastPathConfig,
     mode: Mode,
+    sockets: Arc<Sockets>,
 }
 
 enum Mode {
@@ -34,22 +34,22 @@ enum Mode {
     },
 }
 
-/// A listening socket for the runtime, bound from synchronous code.
-fn bind(address: impl std::net::ToSocketAddrs) -> std::io::Result<TcpListener> {
-    let socket = std::net::TcpListener::bind(address)?;
-    socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket)
+/// Loopback sockets on ephemeral ports for steered connections (sk_lookup hands them
+/// connections to any VIP; nothing else reaches them), inherited across restarts.
+fn steering_sockets(sockets: &Sockets) -> Result<SteeringSockets> {
+    let v4 = std::net::Ipv4Addr::LOCALHOST;
+    let v6 = std::net::Ipv6Addr::LOCALHOST;
+    Ok(SteeringSockets {
+        http4: sockets.listen("steer-http4", (v4, 0).into())?,
+        https4: sockets.listen("steer-https4", (v4, 0).into())?,
+        http6: sockets.listen("steer-http6", (v6, 0).into()).ok(),
+        https6: sockets.listen("steer-https6", (v6, 0).into()).ok(),
+    })
 }
 
-/// Loopback sockets on ephemeral ports for steered connections (sk_lookup hands them
-/// connections to any VIP; nothing else reaches them).
-fn steering_sockets() -> Result<SteeringSockets> {
-    Ok(SteeringSockets {
-        http4: bind("127.0.0.1:0")?,
-        https4: bind("127.0.0.1:0")?,
-        http6: bind("[::1]:0").ok(),
-        https6: bind("[::1]:0").ok(),
-    })
+/// The name under which a directly bound VIP socket is handed on.
+fn vip_socket_name(address: SocketAddr) -> String {
+    format!("vip {address}")
 }
 
 impl Steering {
@@ -61,15 +61,16 @@ impl Steering {
         bpf: &BpfSettings,
         proxy: Arc<Proxy>,
         acceptor: TlsAcceptor,
+        sockets: Arc<Sockets>,
     ) -> Self {
-        let started = steering_sockets().and_then(|sockets| {
-            let fast_path = FastPath::start(bpf, &sockets)?;
+        let started = steering_sockets(&sockets).and_then(|steering| {
+            let fast_path = FastPath::start(bpf, &steering)?;
             let SteeringSockets {
                 http4,
                 https4,
                 http6,
                 https6,
-            } = sockets;
+            } = steering;
             for http in std::iter::once(http4).chain(http6) {
                 tokio::spawn(proxy.clone().serve(http, None));
             }
@@ -96,7 +97,11 @@ impl Steering {
                 }
             }
         };
-        Self { config, mode }
+        Self {
+            config,
+            mode,
+            sockets,
+        }
     }
 
     /// Applies `snapshot`'s listeners and allow-lists.
@@ -133,6 +138,7 @@ impl Steering {
                     let keep = specs.iter().any(|s| s.addr == *addr);
                     if !keep {
                         task.abort();
+                        self.sockets.forget(&vip_socket_name(*addr));
                     }
                     keep
                 });
@@ -140,7 +146,8 @@ impl Steering {
                     if bound.contains_key(&spec.addr) {
                         continue;
                     }
-                    let listener = match bind(spec.addr) {
+                    let listener = match self.sockets.listen(&vip_socket_name(spec.addr), spec.addr)
+                    {
                         Ok(listener) => listener,
                         Err(error) => {
                             tracing::warn!(address = %spec.addr, %error, "cannot bind VIP address");

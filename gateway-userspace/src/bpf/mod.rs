@@ -26,10 +26,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ga
 /// The proxy's listening sockets that steered connections are handed to: one per protocol
 /// and address family (IPv6 ones are absent on a node without IPv6).
 pub struct SteeringSockets {
-    pub http4: tokio::net::TcpListener,
-    pub https4: tokio::net::TcpListener,
-    pub http6: Option<tokio::net::TcpListener>,
-    pub https6: Option<tokio::net::TcpListener>,
+    pub http4: std::sync::Arc<tokio::net::TcpListener>,
+    pub https4: std::sync::Arc<tokio::net::TcpListener>,
+    pub http6: Option<std::sync::Arc<tokio::net::TcpListener>>,
+    pub https6: Option<std::sync::Arc<tokio::net::TcpListener>>,
 }
 
 /// The pinned sk_lookup link, in the pin folder.

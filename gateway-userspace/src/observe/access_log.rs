@@ -51,7 +51,19 @@ impl std::str::FromStr for LogTarget {
 
 /// The sending side of the log.
 pub struct AccessLog {
-    queue: SyncSender<Box<Exchange>>,
+    /// `None` once closed.
+    queue: Option<SyncSender<Box<Exchange>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Lines queued before the process stops are written before it exits.
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl AccessLog {
@@ -65,15 +77,20 @@ impl AccessLog {
             }
         };
         let (queue, exchanges) = sync_channel(QUEUE);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_lines(exchanges, BufWriter::new(output), format))?;
-        Ok(Some(Self { queue }))
+        Ok(Some(Self {
+            queue: Some(queue),
+            writer: Some(writer),
+        }))
     }
 
     /// Queues `exchange` for its line, or drops it (counted) when the queue is full.
     pub fn write(&self, exchange: Box<Exchange>, dropped: &Counter) {
-        if let Err(TrySendError::Full(_)) = self.queue.try_send(exchange) {
+        if let Some(queue) = &self.queue
+            && let Err(TrySendError::Full(_)) = queue.try_send(exchange)
+        {
             dropped.inc();
         }
     }

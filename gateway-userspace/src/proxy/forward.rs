@@ -14,6 +14,7 @@ use super::headers;
 use super::request_body::RequestBody;
 use super::upstream::{PooledBody, UpstreamError};
 use super::{Connection, Proxy, ProxyBody};
+use crate::lifecycle::DrainState;
 use crate::observe::{Exchange, ObservedBody, Upstream, request_id};
 use crate::snapshot::normalize_host;
 
@@ -38,6 +39,13 @@ pub async fn handle(
             error.into_response()
         }
     };
+    let mut response = response;
+    // While draining, keep-alive clients move to a new connection on their next request.
+    if exchange.version < Version::HTTP_2 && proxy.drain.state() != DrainState::Serving {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(exchange.respond(proxy.observer.clone(), response))
 }
 
@@ -146,7 +154,7 @@ async fn forward(
             }
             Ok(Ok(response)) => {
                 exchange.upstream = Some(attempt(response.status()));
-                let mut response = respond(response, client_upgrade);
+                let mut response = respond(proxy, response, client_upgrade);
                 if add_hsts && let Some(hsts) = &proxy.config.hsts {
                     response
                         .headers_mut()
@@ -212,13 +220,15 @@ fn redirect_to_https(
 
 /// The backend's response, on its way back to the client.
 fn respond(
+    proxy: &Proxy,
     mut response: Response<PooledBody>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let backend_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, backend_upgrade));
+            // A drain waits for tunnels (WebSockets) too, up to its deadline.
+            proxy.drain.spawn(tunnel(client_upgrade, backend_upgrade));
         }
         let upgrade = response.headers().get(header::UPGRADE).cloned();
         headers::remove_hop_by_hop(response.headers_mut(), upgrade);

@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use error::ProxyError;
 
+use crate::lifecycle::drain::{self, Drain};
 use crate::observe::Observer;
 use crate::observe::metrics::Metrics;
 use crate::publish::RouteTable;
@@ -52,6 +53,7 @@ pub struct Proxy {
     upstream: upstream::UpstreamPool,
     config: ProxyConfig,
     observer: Arc<Observer>,
+    drain: Arc<Drain>,
 }
 
 /// The facts about one client connection that forwarding needs.
@@ -67,8 +69,13 @@ pub struct Connection {
 }
 
 impl Proxy {
-    /// A proxy that routes with `table` and reports to `observer`.
-    pub fn new(table: Arc<RouteTable>, config: ProxyConfig, observer: Arc<Observer>) -> Self {
+    /// A proxy that routes with `table`, reports to `observer` and stops as `drain` says.
+    pub fn new(
+        table: Arc<RouteTable>,
+        config: ProxyConfig,
+        observer: Arc<Observer>,
+        drain: Arc<Drain>,
+    ) -> Self {
         let metrics = &observer.metrics;
         let counters = upstream::ReuseCounters {
             reused: Metrics::labelled(&metrics.upstream_requests, "reused", "true"),
@@ -79,15 +86,23 @@ impl Proxy {
             table,
             config,
             observer,
+            drain,
         }
     }
 
-    /// Serves `listener` forever: plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge), or
-    /// HTTPS when `tls` is given (HTTP/2 or HTTP/1.1 by ALPN).
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    /// Serves `listener` until the drain stops accepting: plain HTTP (HTTP/1.1, and HTTP/2
+    /// with prior knowledge), or HTTPS when `tls` is given (HTTP/2 or HTTP/1.1 by ALPN).
+    pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>, tls: Option<TlsAcceptor>) {
         let server = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let stop = drain::not_accepting(self.drain.watch());
+        tokio::pin!(stop);
         loop {
-            let (stream, client) = match listener.accept().await {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut stop => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, client) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -108,7 +123,7 @@ impl Proxy {
             Metrics::labelled(&metrics.connections, "scheme", scheme).inc();
             let active = Metrics::labelled(&metrics.connections_active, "scheme", scheme);
             active.inc();
-            tokio::spawn(async move {
+            self.drain.spawn(async move {
                 proxy.accept(&server, stream, client, local, tls).await;
                 active.dec();
             });
@@ -182,12 +197,21 @@ impl Proxy {
     {
         let client = connection.client;
         let connection = Arc::new(connection);
+        let stopped = drain::stopped(self.drain.watch());
         let service =
             service_fn(move |request| forward::handle(self.clone(), connection.clone(), request));
-        if let Err(error) = server
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .await
-        {
+        let served = server.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(served);
+        // When the drain stops, idle connections close, in-flight requests finish, and HTTP/2
+        // connections get GOAWAY.
+        let result = tokio::select! {
+            result = served.as_mut() => result,
+            () = stopped => {
+                served.as_mut().graceful_shutdown();
+                served.await
+            }
+        };
+        if let Err(error) = result {
             tracing::debug!(%client, %error, "connection ended with an error");
         }
     }

@@ -1,0 +1,98 @@
+//! The drain: the phases a stopping process goes through, which every accept loop, connection
+//! and response follows, and the tasks it waits for.
+//!
+//! 1. `Draining`: `/readyz` is unready (load balancers take the node out), HTTP/1 responses
+//!    carry `Connection: close` so that keep-alive clients move to a new connection on their
+//!    next request; listeners keep accepting after SIGTERM, and stop at once after a hand-off
+//!    (the new process accepts from the same sockets).
+//! 2. `Stopped`: nothing is accepted; every connection shuts down gracefully (idle HTTP/1
+//!    connections close, in-flight requests finish, HTTP/2 gets GOAWAY).
+//! 3. The process waits for connections and tunnels to end, up to a deadline.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+/// Where the process is in its drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainState {
+    Serving,
+    Draining { accepting: bool },
+    Stopped,
+}
+
+impl DrainState {
+    /// Whether listeners accept new connections.
+    pub fn accepting(self) -> bool {
+        matches!(
+            self,
+            Self::Serving | Self::Draining { accepting: true }
+        )
+    }
+}
+
+/// The drain state and the tasks that must end before the process does.
+pub struct Drain {
+    state: watch::Sender<DrainState>,
+    tasks: TaskTracker,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            state: watch::Sender::new(DrainState::Serving),
+            tasks: TaskTracker::new(),
+        }
+    }
+}
+
+impl Drain {
+    pub fn state(&self) -> DrainState {
+        *self.state.borrow()
+    }
+
+    /// A receiver that sees every change of state.
+    pub fn watch(&self) -> watch::Receiver<DrainState> {
+        self.state.subscribe()
+    }
+
+    /// Runs `task` (a connection, a tunnel) as one the drain waits for.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
+
+    /// Enters phase 1.
+    pub fn start(&self, accepting: bool) {
+        self.state
+            .send_replace(DrainState::Draining { accepting });
+    }
+
+    /// Enters phase 2.
+    pub fn stop(&self) {
+        self.state.send_replace(DrainState::Stopped);
+    }
+
+    /// Waits for the tracked tasks up to `deadline`; returns how many were still running then.
+    pub async fn wait(&self, deadline: Duration) -> usize {
+        self.tasks.close();
+        match tokio::time::timeout(deadline, self.tasks.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.tasks.len(),
+        }
+    }
+}
+
+/// Resolves when `state` reaches `Stopped` (or its sender is gone).
+pub async fn stopped(mut state: watch::Receiver<DrainState>) {
+    let _ = state.wait_for(|s| *s == DrainState::Stopped).await;
+}
+
+/// Resolves when `state` no longer accepts connections.
+pub async fn not_accepting(mut state: watch::Receiver<DrainState>) {
+    let _ = state.wait_for(|s| !s.accepting()).await;
+}

@@ -1,0 +1,101 @@
+//! Every listening socket of the process, by name (`http`, `https`, `admin`, `steer-http4`,
+//! `vip 198.51.100.10:80`, ...): bound here, or inherited from the previous process through a
+//! hand-off, and handed on to the next one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+
+#[derive(Default)]
+pub struct Sockets {
+    /// Sockets in use, kept so that they can be handed on.
+    live: Mutex<BTreeMap<String, Arc<TcpListener>>>,
+    /// Sockets received from the previous process and not claimed yet.
+    inherited: Mutex<HashMap<String, OwnedFd>>,
+}
+
+impl Sockets {
+    /// A registry that first hands out these inherited sockets.
+    pub fn inheriting(inherited: HashMap<String, OwnedFd>) -> Self {
+        Self {
+            live: Mutex::default(),
+            inherited: Mutex::new(inherited),
+        }
+    }
+
+    /// The listening socket `name` for `address`: the inherited one when it is on that address
+    /// (any port when `address` asks for port 0), else a new one.
+    pub fn listen(&self, name: &str, address: SocketAddr) -> std::io::Result<Arc<TcpListener>> {
+        let inherited = self
+            .inherited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        let listener = match inherited.map(adopt).transpose()? {
+            Some(listener) if same_address(listener.local_addr()?, address) => listener,
+            _ => bind(address)?,
+        };
+        let listener = Arc::new(listener);
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), listener.clone());
+        Ok(listener)
+    }
+
+    /// Stops handing `name` on (its accept loop has ended).
+    pub fn forget(&self, name: &str) {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// The sockets to hand on: names and descriptors, valid while `self` holds them.
+    pub fn live(&self) -> Vec<(String, RawFd)> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, listener)| (name.clone(), listener.as_raw_fd()))
+            .collect()
+    }
+
+    /// Lets go of every socket: each closes once its accept loop has ended too (after a
+    /// hand-off, the next process keeps them open).
+    pub fn release_all(&self) {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inherited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Closes inherited sockets nobody claimed (a VIP that is gone since the last process).
+    pub fn close_unclaimed(&self) -> Vec<String> {
+        let mut inherited = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        let names = inherited.keys().cloned().collect();
+        inherited.clear();
+        names
+    }
+}
+
+fn same_address(bound: SocketAddr, wanted: SocketAddr) -> bool {
+    bound.ip() == wanted.ip() && (wanted.port() == 0 || wanted.port() == bound.port())
+}
+
+/// A listening socket of the runtime, bound from synchronous code.
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = std::net::TcpListener::bind(address)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket)
+}
+
+fn adopt(fd: OwnedFd) -> std::io::Result<TcpListener> {
+    let socket = std::net::TcpListener::from(fd);
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket)
+}
