@@ -17,6 +17,45 @@ use gateway_e2e::netns::{
 const SHORT: Duration = Duration::from_millis(800);
 const LONG: Duration = Duration::from_secs(3);
 
+/// A client in the client namespace that requests `url` (Host: a.com) with curl, a new
+/// connection each time, until stopped (at most 30 s).
+struct CurlLoad {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl CurlLoad {
+    fn start(t: &Topology, url: &str) -> CurlLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (url, client_ns, running) = (url.to_string(), t.client_ns.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let (mut served, mut failed) = (0, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !running.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let output = std::process::Command::new("ip")
+                    .args(["netns", "exec", &client_ns, "curl", "-s", "-o", "/dev/null"])
+                    .args(["-w", "%{http_code}", "--max-time", "3"])
+                    .args(["--interface", CLIENT_ADDR, "-H", "Host: a.com", &url])
+                    .output()
+                    .unwrap();
+                match String::from_utf8_lossy(&output.stdout).as_ref() {
+                    "200" => served += 1,
+                    other => failed.push(other.to_string()),
+                }
+            }
+            (served, failed)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        CurlLoad { stop, thread }
+    }
+
+    /// How many requests were served, and the status of every other (000: no answer).
+    fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 /// A manifests folder routing every host to `web` (127.0.0.1:9001 in the gateway namespace),
 /// and that backend, started.
 fn routes_to_web(topology: &Topology, annotations: &str) -> (ManifestsDir, Background) {
@@ -226,45 +265,7 @@ fn manifest_changes_reach_the_maps_within_a_second_without_failed_requests() {
     );
 
     // A steady client while the maps change under it.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (stop, client_ns) = (stop.clone(), t.client_ns.clone());
-        std::thread::spawn(move || {
-            let (mut served, mut failed) = (0, Vec::new());
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let output = std::process::Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        &client_ns,
-                        "curl",
-                        "-s",
-                        "-o",
-                        "/dev/null",
-                        "-w",
-                        "%{http_code}",
-                    ])
-                    .args([
-                        "--max-time",
-                        "3",
-                        "--interface",
-                        CLIENT_ADDR,
-                        "-H",
-                        "Host: a.com",
-                        "http://198.18.1.1/",
-                    ])
-                    .output()
-                    .unwrap();
-                match String::from_utf8_lossy(&output.stdout).as_ref() {
-                    "200" => served += 1,
-                    other => failed.push(other.to_string()),
-                }
-            }
-            (served, failed)
-        })
-    };
-    std::thread::sleep(Duration::from_millis(200));
+    let load = CurlLoad::start(&t, "http://198.18.1.1/");
 
     // A new VIP and an allow-list that leaves the other source out, in one change.
     let changed = Instant::now();
@@ -309,8 +310,7 @@ fn manifest_changes_reach_the_maps_within_a_second_without_failed_requests() {
     );
     assert!(t.counter(addr("198.18.1.1:80"), "dropped_acl") > 0);
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let (served, failed) = load.join().unwrap();
+    let (served, failed) = load.stop();
     assert!(
         failed.is_empty(),
         "failed requests during the change: {failed:?}"
@@ -347,6 +347,48 @@ fn syn_budget_drops_a_burst_from_one_source_and_not_from_another() {
     // And requests still work (established connections are never counted against a budget).
     assert_eq!(
         t.curl(&format!("http://{VIP}/"), "a.com", Some(CLIENT_ADDR), LONG),
+        Some(200)
+    );
+}
+
+#[test]
+fn a_restart_hands_the_steered_sockets_over_without_a_failed_request() {
+    let Some(t) = Topology::new() else { return };
+    let (dir, _backend) = routes_to_web(&t, "");
+    let handoff = dir.path().join("handoff.sock");
+    let flags = [
+        "--vip",
+        "198.18.1.1:80=http",
+        "--xdp-iface",
+        GATEWAY_IFACE,
+        "--drain-delay",
+        "1",
+        "--access-log",
+        "off",
+        "--handoff-socket",
+        handoff.to_str().unwrap(),
+    ];
+    let mut old = Gateway::start_in(&t, dir.path(), &flags);
+    let load = CurlLoad::start(&t, &format!("http://{VIP}/"));
+    let new = Gateway::start_in(&t, dir.path(), &flags);
+    assert!(
+        old.wait_exit(Duration::from_secs(15))
+            .is_some_and(|s| s.success()),
+        "the old process drains and exits: {:#?}",
+        old.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (served, failed) = load.stop();
+    assert!(failed.is_empty(), "failed through the restart: {failed:?}");
+    assert!(served > 5, "the load ran ({served})");
+    assert!(
+        new.log()
+            .iter()
+            .any(|l| l.contains("took over from the running gateway"))
+    );
+    // The steering sockets in the kernel's map are the ones the new process serves.
+    assert_eq!(
+        t.curl(&format!("http://{VIP}/"), "a.com", None, LONG),
         Some(200)
     );
 }

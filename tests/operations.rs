@@ -368,3 +368,285 @@ async fn upstreaminfo_lines_follow_the_ingress_nginx_layout() {
     );
     assert!(line.ends_with(" 200 rid-1"), "{line}");
 }
+
+/// A POST whose body trickles in `chunks` pieces of `size` bytes, one every `every`.
+async fn slow_upload(
+    addr: std::net::SocketAddr,
+    host: &str,
+    chunks: usize,
+    size: usize,
+    every: Duration,
+) -> Result<(StatusCode, Value), String> {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let (chunk_sender, chunk_receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
+    tokio::spawn(async move {
+        for _ in 0..chunks {
+            tokio::time::sleep(every).await;
+            if chunk_sender
+                .send(Bytes::from(vec![b'u'; size]))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let frames = futures_util::stream::unfold(chunk_receiver, |mut receiver| async move {
+        let chunk = receiver.recv().await?;
+        Some((
+            Ok::<_, std::convert::Infallible>(Frame::data(chunk)),
+            receiver,
+        ))
+    });
+    let request = Request::post("/upload")
+        .header("host", host)
+        .body(StreamBody::new(frames))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let json = serde_json::from_slice(&body).map_err(|e| format!("{e}: {body:?}"))?;
+    Ok((status, json))
+}
+
+/// Sends requests on keep-alive connections until the admin /readyz turns unready (checked
+/// between requests, as a load balancer's health check would), and reports what failed.
+async fn until_unready(gw: &Gateway, host: &str) -> (usize, usize, Vec<String>) {
+    let client = HttpClient::new();
+    let (mut served, mut closing, mut failures) = (0, 0, Vec::new());
+    let admin = gw.admin;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        match client
+            .send(gw.http, host, Request::get("/"), Bytes::new())
+            .await
+        {
+            Ok(answer) if answer.status == StatusCode::OK => {
+                served += 1;
+                if answer
+                    .headers
+                    .get("connection")
+                    .is_some_and(|v| v == "close")
+                {
+                    closing += 1;
+                }
+            }
+            Ok(answer) => failures.push(format!("{} {}", answer.status, answer.body)),
+            Err(error) => failures.push(error),
+        }
+        let ready = tokio::task::spawn_blocking(move || {
+            gateway_e2e::client::blocking_get(admin, "/readyz").map(|(status, _)| status)
+        })
+        .await
+        .unwrap();
+        if ready != Some(200) {
+            return (served, closing, failures);
+        }
+    }
+    panic!("/readyz never turned unready");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_without_failing_requests_and_finishes_an_upload_in_flight() {
+    let web = Backend::start("web").await;
+    let dir = ManifestsDir::new();
+    dir.write(
+        "app.yaml",
+        &(service("web", &[web.addr]) + &ingress("web", Some("web.test"), "/", "Prefix", "web")),
+    );
+    let mut gw = Gateway::start(
+        dir.path(),
+        &[
+            "--access-log",
+            "off",
+            "--drain-delay",
+            "1",
+            "--drain-timeout",
+            "10",
+        ],
+    );
+    // An HTTP/2 connection, idle after one request: it must get GOAWAY when the drain stops.
+    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (mut h2, h2_connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let h2_connection = tokio::spawn(h2_connection);
+    let request = Request::get("http://web.test/").body(http_body_util::Empty::<Bytes>::new());
+    assert_eq!(
+        h2.send_request(request.unwrap()).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // 3 s of upload, 1 MB in all, still going when the listeners close at SIGTERM + 1 s.
+    let upload = tokio::spawn(slow_upload(
+        gw.http,
+        "web.test",
+        30,
+        32 * 1024,
+        Duration::from_millis(100),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let steady = {
+        let client = HttpClient::new();
+        assert_eq!(
+            client.get(gw.http, "web.test", "/").await.status,
+            StatusCode::OK
+        );
+        gw.terminate();
+        until_unready(&gw, "web.test").await
+    };
+    let (served, _, failures) = steady;
+    assert!(failures.is_empty(), "failed during the drain: {failures:?}");
+    assert!(served >= 1);
+    assert_eq!(gw.admin_get("/readyz").map(|(s, _)| s), Some(503));
+
+    // Until the delay is over the node still serves, and tells keep-alive clients to move.
+    let client = HttpClient::new();
+    let answer = client.get(gw.http, "web.test", "/").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers["connection"], "close");
+
+    // Then the listeners close, the idle HTTP/2 connection gets GOAWAY ...
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        tokio::net::TcpStream::connect(gw.http).await.is_err(),
+        "the listener is closed after the delay"
+    );
+    tokio::time::timeout(Duration::from_secs(2), h2_connection)
+        .await
+        .expect("the idle HTTP/2 connection is closed with GOAWAY")
+        .unwrap()
+        .expect("closed cleanly");
+    // ... and the upload in flight still finishes, whole.
+    let (status, seen) = upload
+        .await
+        .unwrap()
+        .expect("the upload in flight completes");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(seen["body_bytes"], 30 * 32 * 1024);
+
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = gw.wait_exit(Duration::from_secs(10));
+        (status, gw.log())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        exit.0.map(|s| s.success()),
+        Some(true),
+        "exits cleanly once drained"
+    );
+    assert!(
+        exit.1.iter().any(|l| l.contains("drained; exiting")),
+        "{:#?}",
+        exit.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_hands_the_sockets_over_and_fails_no_request() {
+    use gateway_e2e::client::{Connections, SteadyLoad};
+    let web = Backend::start("web").await;
+    let dir = ManifestsDir::new();
+    dir.write(
+        "app.yaml",
+        &(service("web", &[web.addr]) + &ingress("web", Some("web.test"), "/", "Prefix", "web")),
+    );
+    let handoff = dir.path().join("handoff.sock");
+    let flags: Vec<String> = [
+        "--access-log",
+        "off",
+        "--drain-delay",
+        "1",
+        "--handoff-socket",
+        handoff.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let start = {
+        let dir = dir.path().to_path_buf();
+        move || {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            Gateway::start(&dir, &flags)
+        }
+    };
+    let mut old = start.clone()();
+    let (http, admin) = (old.http, old.admin);
+    let keep_alive = SteadyLoad::start_with(http, "web.test", 2, Connections::KeepAlive);
+    let fresh = SteadyLoad::start_with(http, "web.test", 2, Connections::Fresh);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let new = tokio::task::spawn_blocking(start).await.unwrap();
+    assert_eq!(
+        (new.http, new.admin),
+        (http, admin),
+        "the same sockets, taken over"
+    );
+    let old_exit = tokio::task::spawn_blocking(move || {
+        let status = old.wait_exit(Duration::from_secs(15));
+        (status, old.log())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        old_exit.0.map(|s| s.success()),
+        Some(true),
+        "the old process exits once drained"
+    );
+    assert!(
+        old_exit
+            .1
+            .iter()
+            .any(|l| l.contains("a new process took over")),
+        "{:#?}",
+        old_exit.1
+    );
+    // The new process alone serves now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (kept, kept_failures) = keep_alive.stop().await;
+    let (fresh_served, fresh_failures) = fresh.stop().await;
+    assert!(
+        kept_failures.is_empty(),
+        "keep-alive clients failed: {kept_failures:?}"
+    );
+    assert!(
+        fresh_failures.is_empty(),
+        "new connections failed: {fresh_failures:?}"
+    );
+    assert!(kept > 50 && fresh_served > 50, "{kept} {fresh_served}");
+    assert!(
+        new.log()
+            .iter()
+            .any(|l| l.contains("took over from the running gateway"))
+    );
+    let (_, metrics) = new.admin_get("/metrics").unwrap();
+    let served_by_new = sample(
+        &metrics,
+        "nginx_ingress_controller_requests",
+        &[("status", "200")],
+    );
+    assert!(
+        served_by_new.unwrap_or(0.0) > 10.0,
+        "the new process serves: {served_by_new:?}"
+    );
+}

@@ -314,7 +314,10 @@ async fn run(args: RunArgs) -> Result<()> {
         .map(|p| std::mem::take(&mut p.sockets))
         .unwrap_or_default();
     if !inherited.is_empty() {
-        tracing::info!(sockets = inherited.len(), "taking over the listening sockets of the running gateway");
+        tracing::info!(
+            sockets = inherited.len(),
+            "taking over the sockets of the running gateway"
+        );
     }
     let sockets = Arc::new(Sockets::inheriting(inherited));
     let drain = Arc::new(Drain::default());
@@ -336,7 +339,12 @@ async fn run(args: RunArgs) -> Result<()> {
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver, &tls_settings)?));
 
     let http = listen(&sockets, "http", args.source.http_listen, "--http-listen")?;
-    let https = listen(&sockets, "https", args.source.https_listen, "--https-listen")?;
+    let https = listen(
+        &sockets,
+        "https",
+        args.source.https_listen,
+        "--https-listen",
+    )?;
     let admin = listen(&sockets, "admin", args.admin_listen, "--admin-listen")?;
     let http_address = http.local_addr()?;
     let https_address = https.local_addr()?;
@@ -439,7 +447,10 @@ async fn run(args: RunArgs) -> Result<()> {
         tracing::info!("took over from the running gateway");
     }
     for name in sockets.close_unclaimed() {
-        tracing::info!(socket = name, "closed an inherited socket that is no longer used");
+        tracing::info!(
+            socket = name,
+            "closed an inherited socket that is no longer used"
+        );
     }
     stop(&args, &drain, &sockets).await
 }
@@ -470,7 +481,10 @@ async fn stop(args: &RunArgs, drain: &Drain, sockets: &Arc<Sockets>) -> Result<(
         sockets.release_all();
         drain.start(false);
     } else {
-        tracing::info!(delay_seconds = args.drain_delay, "draining: /readyz is unready, listeners close after the delay");
+        tracing::info!(
+            delay_seconds = args.drain_delay,
+            "draining: /readyz is unready, listeners close after the delay"
+        );
         drain.start(true);
     }
     let drained = async {

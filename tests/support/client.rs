@@ -147,9 +147,28 @@ pub struct SteadyLoad {
     tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
 }
 
+/// How the clients of a [`SteadyLoad`] use connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connections {
+    /// Kept alive across requests.
+    KeepAlive,
+    /// A new connection for every request (what a restart's accept queues must not lose).
+    Fresh,
+}
+
 impl SteadyLoad {
     /// `clients` keep-alive clients asking `addr` for `host`.
     pub fn start(addr: SocketAddr, host: &str, clients: usize) -> SteadyLoad {
+        Self::start_with(addr, host, clients, Connections::KeepAlive)
+    }
+
+    /// `clients` clients asking `addr` for `host`, using connections as `connections` says.
+    pub fn start_with(
+        addr: SocketAddr,
+        host: &str,
+        clients: usize,
+        connections: Connections,
+    ) -> SteadyLoad {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -157,10 +176,13 @@ impl SteadyLoad {
             .map(|_| {
                 let (stop, served, host) = (stop.clone(), served.clone(), host.to_string());
                 tokio::spawn(async move {
-                    let client = HttpClient::new();
+                    let mut client = HttpClient::new();
                     let mut failures = Vec::new();
                     let deadline = std::time::Instant::now() + Duration::from_secs(30);
                     while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                        if connections == Connections::Fresh {
+                            client = HttpClient::new();
+                        }
                         match client
                             .send(addr, &host, Request::get("/"), Bytes::new())
                             .await

@@ -26,10 +26,7 @@ pub enum DrainState {
 impl DrainState {
     /// Whether listeners accept new connections.
     pub fn accepting(self) -> bool {
-        matches!(
-            self,
-            Self::Serving | Self::Draining { accepting: true }
-        )
+        matches!(self, Self::Serving | Self::Draining { accepting: true })
     }
 }
 
@@ -68,8 +65,7 @@ impl Drain {
 
     /// Enters phase 1.
     pub fn start(&self, accepting: bool) {
-        self.state
-            .send_replace(DrainState::Draining { accepting });
+        self.state.send_replace(DrainState::Draining { accepting });
     }
 
     /// Enters phase 2.

@@ -119,7 +119,10 @@ fn hand_off(stream: &UnixStream, sockets: &Sockets) -> Result<()> {
         })
         .collect::<std::io::Result<_>>()?;
     if live.len() > MAX_FDS {
-        bail!("{} listening sockets; at most {MAX_FDS} can be handed off", live.len());
+        bail!(
+            "{} listening sockets; at most {MAX_FDS} can be handed off",
+            live.len()
+        );
     }
     let names: Vec<&str> = live.iter().map(|(name, _)| name.as_str()).collect();
     let mut payload = serde_json::to_vec(&names)?;
@@ -199,8 +202,7 @@ fn receive_fds(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> 
         }
         let mut header = libc::CMSG_FIRSTHDR(&message);
         while !header.is_null() {
-            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS
-            {
+            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(header).cast::<RawFd>();
                 let count = ((*header).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
                     / std::mem::size_of::<RawFd>();
