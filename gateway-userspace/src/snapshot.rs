@@ -3,12 +3,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
+use regex::Regex;
+
 use crate::cidr::Cidr;
+use crate::policy::RoutePolicy;
+use crate::policy::balance::{EndpointLoads, Ring};
+use crate::policy::canary::Canary;
 use crate::tls::CertificateTable;
 
 use crate::warning::Warning;
@@ -78,6 +83,8 @@ pub struct VirtualHost {
     pub default_backend: Option<DefaultBackend>,
     /// Listed under `spec.tls` of an Ingress: served over HTTPS, with HSTS.
     pub tls: bool,
+    /// `from-to-www-redirect`: this host only redirects (308) to the other spelling.
+    pub www_redirect: Option<String>,
 }
 
 /// How a rule's path is compared with the request's path.
@@ -132,6 +139,13 @@ pub struct Route {
     pub https_redirect: bool,
     /// Its metric labels and log fields (set once its host is known).
     pub identity: Arc<RouteIdentity>,
+    /// What its Ingress's annotations ask for.
+    pub policy: Arc<RoutePolicy>,
+    /// The path as a case-insensitive regular expression, when its host uses regex paths
+    /// (`use-regex` or `rewrite-target` on any of the host's Ingresses).
+    pub regex: Option<Regex>,
+    /// A canary Ingress for the same host and path.
+    pub canary: Option<Canary>,
 }
 
 /// Who a request was served for, as metrics label it and access logs name it: the host as the
@@ -171,6 +185,9 @@ pub struct DefaultBackend {
 impl Route {
     /// Whether a request path matches this route.
     pub fn matches(&self, path: &str) -> bool {
+        if let Some(regex) = &self.regex {
+            return regex.is_match(path);
+        }
         if !self.path_type.is_prefix() {
             return path == self.match_path;
         }
@@ -195,6 +212,10 @@ pub struct Backend {
     /// Ready endpoints (address and target port).
     pub endpoints: Vec<SocketAddr>,
     next: AtomicUsize,
+    /// Latency and requests in flight per endpoint (`load-balance: ewma`).
+    pub load: EndpointLoads,
+    /// The hash ring over the endpoints, made on first use (`upstream-hash-by`, affinity).
+    ring: OnceLock<Ring>,
 }
 
 impl Backend {
@@ -204,9 +225,21 @@ impl Backend {
             namespace: namespace.to_string(),
             service: service.to_string(),
             port: port.to_string(),
+            load: EndpointLoads::new(endpoints.len()),
             endpoints,
             next: AtomicUsize::new(0),
+            ring: OnceLock::new(),
         }
+    }
+
+    /// The consistent-hash ring over the endpoints.
+    pub fn ring(&self) -> &Ring {
+        self.ring.get_or_init(|| Ring::new(&self.endpoints))
+    }
+
+    /// The index of `endpoint` among the endpoints.
+    pub fn index_of(&self, endpoint: SocketAddr) -> Option<usize> {
+        self.endpoints.iter().position(|e| *e == endpoint)
     }
 
     /// The next endpoint in round-robin order, or `None` when there is no ready endpoint.
@@ -360,6 +393,9 @@ mod tests {
             ingress: "default/test".into(),
             https_redirect: false,
             identity: Arc::default(),
+            policy: Arc::default(),
+            regex: None,
+            canary: None,
         }
     }
 
@@ -424,6 +460,7 @@ mod tests {
             routes,
             default_backend: None,
             tls: false,
+            www_redirect: None,
         }
     }
 

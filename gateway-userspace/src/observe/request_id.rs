@@ -1,9 +1,6 @@
 //! `X-Request-ID`: the client's (or an outer proxy's) when it sent a usable one, else 32 random
 //! hexadecimal digits, as ingress-nginx's `$req_id`.
 
-use std::cell::Cell;
-use std::hash::{BuildHasher, RandomState};
-
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -27,26 +24,12 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
 }
 
 fn generate() -> HeaderValue {
-    thread_local! {
-        // Seeded per thread from the OS-randomized hasher keys; ids need to be unique, not secret.
-        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()));
-    }
-    let (high, low) = STATE.with(|state| {
-        let high = splitmix64(state);
-        (high, splitmix64(state))
-    });
-    let text = format!("{high:016x}{low:016x}");
+    let text = format!(
+        "{:016x}{:016x}",
+        crate::random::next_u64(),
+        crate::random::next_u64()
+    );
     HeaderValue::from_str(&text).expect("hex digits are a valid header value")
-}
-
-/// One step of SplitMix64: a fast generator whose outputs are all distinct over 2^64 steps.
-fn splitmix64(state: &Cell<u64>) -> u64 {
-    let next = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-    state.set(next);
-    let mut z = next;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::IngressBackend;
+use k8s_openapi::api::networking::v1::{
+    IngressBackend, IngressServiceBackend, ServiceBackendPort,
+};
 
 use crate::snapshot::Backend;
 use crate::store::{Sourced, Store, index, namespace_of};
@@ -114,16 +116,84 @@ impl<'a> BackendResolver<'a> {
         Ok(resolved)
     }
 
+    /// The backend of Service `name` on its first port (the `default-backend` annotation).
+    pub fn resolve_first_port(&mut self, namespace: &str, name: &str) -> Result<Resolved, String> {
+        let service = self.service(namespace, name)?;
+        let port = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| ports.first())
+            .ok_or_else(|| format!("service {namespace}/{name} has no port"))?;
+        let backend = IngressBackend {
+            service: Some(IngressServiceBackend {
+                name: name.to_string(),
+                port: Some(ServiceBackendPort {
+                    number: Some(port.port),
+                    name: None,
+                }),
+            }),
+            resource: None,
+        };
+        self.resolve(namespace, &backend)
+    }
+
+    /// A backend whose one endpoint is the Service's cluster IP and port (`service-upstream`:
+    /// kube-proxy picks the pod).
+    pub fn resolve_cluster_ip(
+        &mut self,
+        namespace: &str,
+        backend: &IngressBackend,
+    ) -> Result<Arc<Backend>, String> {
+        let reference = backend
+            .service
+            .as_ref()
+            .ok_or("backend names no service")?;
+        let service = self.service(namespace, &reference.name)?;
+        let name = &reference.name;
+        let spec = service
+            .spec
+            .as_ref()
+            .ok_or_else(|| format!("service {namespace}/{name} has no spec"))?;
+        let ip: IpAddr = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| format!("service {namespace}/{name} has no cluster IP"))?;
+        let wanted = reference.port.as_ref();
+        let port = spec
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| match wanted {
+                Some(w) if w.number.is_some() => w.number == Some(p.port),
+                Some(w) => w.name.is_some() && w.name == p.name,
+                None => false,
+            })
+            .ok_or_else(|| format!("service {namespace}/{name} has no such port"))?;
+        let port_number = u16::try_from(port.port).map_err(|_| "port out of range")?;
+        Ok(Arc::new(Backend::new(
+            namespace,
+            name,
+            &port.port.to_string(),
+            vec![SocketAddr::new(ip, port_number)],
+        )))
+    }
+
+    fn service(&self, namespace: &str, name: &str) -> Result<&'a Service, String> {
+        self.services
+            .get(&(namespace, name))
+            .copied()
+            .ok_or_else(|| format!("service {namespace}/{name} not found"))
+    }
+
     fn endpoints(
         &self,
         namespace: &str,
         name: &str,
         port: &PortRef,
     ) -> Result<Vec<SocketAddr>, String> {
-        let service = self
-            .services
-            .get(&(namespace, name))
-            .ok_or_else(|| format!("service {namespace}/{name} not found"))?;
+        let service = self.service(namespace, name)?;
         let spec = service.spec.as_ref();
         if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
             return Err(format!(

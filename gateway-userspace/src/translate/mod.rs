@@ -26,7 +26,17 @@ use crate::snapshot::{
 };
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::warning::Warning;
+use crate::policy::RoutePolicy;
+use crate::policy::canary::Canary;
+use crate::policy::rewrite::path_regex;
 use annotations::Annotations;
+
+/// What the annotations of an Ingress decide for each of its routes.
+struct RouteOptions {
+    policy: Arc<RoutePolicy>,
+    use_regex: bool,
+    service_upstream: bool,
+}
 
 use backend::BackendResolver;
 use tls::TlsBuilder;
@@ -63,12 +73,16 @@ pub fn translate(
         )
     });
 
+    // Canary Ingresses attach to the routes of the others, so they come last.
+    ingresses.sort_by_key(|i| annotations::is_canary(&i.object.metadata));
+
     let mut table = TableBuilder {
         resolver: BackendResolver::new(store),
         tls: TlsBuilder::new(store, &previous.certificates, now),
         hosts: HashMap::new(),
         default_backend: None,
         allow_lists: Vec::new(),
+        www_aliases: Vec::new(),
     };
     let reports: Vec<IngressReport> = ingresses
         .into_iter()
@@ -96,6 +110,22 @@ pub fn translate(
         source_allow,
         ..Snapshot::default()
     };
+    // `from-to-www-redirect`: the other spelling of a host redirects to it, unless some Ingress
+    // serves that spelling itself.
+    for (alias, target) in table.www_aliases {
+        let alias_pattern = HostPattern::Exact(alias.clone());
+        if table.hosts.contains_key(&alias_pattern) {
+            continue;
+        }
+        snapshot.exact_hosts.insert(
+            alias.clone(),
+            VirtualHost {
+                name: alias,
+                www_redirect: Some(target),
+                ..VirtualHost::default()
+            },
+        );
+    }
     for (pattern, host) in table.hosts {
         let vhost = host.build(&pattern, tls_hosts.contains(&pattern));
         match pattern {
@@ -190,6 +220,8 @@ struct TableBuilder<'a> {
     default_backend: Option<(Arc<Backend>, String)>,
     /// The `whitelist-source-range` of every served Ingress (sorted), `None` where it has none.
     allow_lists: Vec<Option<Vec<Cidr>>>,
+    /// `from-to-www-redirect`: (the other spelling, the host it redirects to).
+    www_aliases: Vec<(String, String)>,
 }
 
 /// The allow-list every served Ingress agrees on, if they all have the same one.
@@ -206,6 +238,9 @@ struct HostBuilder {
     /// Routes by (match path, exact?), so that a second claim on the same path is a conflict.
     routes: HashMap<(String, bool), (Route, Redirect)>,
     default_backend: Option<(Arc<Backend>, String)>,
+    /// An Ingress of this host uses regular expressions: then all its paths are (as in
+    /// ingress-nginx, where the whole server block switches to regex locations).
+    regex: bool,
 }
 
 /// When a route sends plain-HTTP requests to HTTPS (ingress-nginx's `ssl-redirect` and
@@ -235,6 +270,14 @@ impl HostBuilder {
                     &route.ingress,
                     &route.backend,
                 ));
+                if self.regex {
+                    // Paths of the host's other Ingresses were not written as expressions: one
+                    // that does not compile is matched literally.
+                    let exact = !route.path_type.is_prefix();
+                    route.regex = path_regex(&route.path, exact)
+                        .or_else(|_| path_regex(&regex::escape(&route.path), exact))
+                        .ok();
+                }
                 route
             })
             .collect();
@@ -252,6 +295,7 @@ impl HostBuilder {
             name,
             routes,
             tls,
+            www_redirect: None,
         }
     }
 }
@@ -301,13 +345,33 @@ impl TableBuilder<'_> {
             return report;
         }
         report.served = true;
-        let annotations = Annotations::parse(&ingress.metadata, &mut warnings);
-        self.allow_lists
-            .push(annotations.whitelist_source_range.clone().map(|mut list| {
-                list.sort();
-                list.dedup();
-                list
-            }));
+        let paths: Vec<(String, bool)> = ingress
+            .spec
+            .iter()
+            .flat_map(|spec| spec.rules.iter().flatten())
+            .flat_map(|rule| rule.http.iter().flat_map(|h| h.paths.iter()))
+            .map(|p| {
+                let path = p.path.clone().unwrap_or_else(|| "/".into());
+                (path, p.path_type == "Exact")
+            })
+            .collect();
+        let mut annotations = Annotations::parse(&ingress.metadata, &paths, &mut warnings);
+        if let Some(name) = annotations.default_backend.take() {
+            annotations.policy.fallback = self.fallback(&namespace, &name, &mut warnings);
+        }
+        if annotations.canary.is_none() {
+            self.allow_lists
+                .push(annotations.policy.allow.clone().map(|mut list| {
+                    list.sort();
+                    list.dedup();
+                    list
+                }));
+        }
+        let options_of_routes = RouteOptions {
+            policy: Arc::new(std::mem::take(&mut annotations.policy)),
+            use_regex: annotations.use_regex,
+            service_upstream: annotations.service_upstream,
+        };
         let redirect = if annotations.force_ssl_redirect {
             Redirect::Always
         } else if annotations.ssl_redirect == Some(false) {
@@ -342,13 +406,40 @@ impl TableBuilder<'_> {
             };
             report.hosts.push(pattern.display());
             own_hosts.push(pattern.clone());
-            self.hosts.entry(pattern.clone()).or_default();
+            if let Some(canary) = &annotations.canary {
+                for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+                    let field = format!("{field}.http.paths[{p}]");
+                    let route = self.route(&namespace, &owner, path, &field, &options_of_routes, &mut warnings);
+                    if let Some(route) = route {
+                        self.add_canary(&pattern, route, canary, &field, &mut warnings);
+                    }
+                }
+                continue;
+            }
+            if annotations.www_redirect
+                && let HostPattern::Exact(host) = &pattern
+            {
+                let alias = match host.strip_prefix("www.") {
+                    Some(bare) => bare.to_string(),
+                    None => format!("www.{host}"),
+                };
+                self.www_aliases.push((alias, host.clone()));
+            }
+            let host = self.hosts.entry(pattern.clone()).or_default();
+            host.regex |= options_of_routes.use_regex;
             for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let field = format!("{field}.http.paths[{p}]");
-                if let Some(route) = self.route(&namespace, &owner, path, &field, &mut warnings) {
+                let route = self.route(&namespace, &owner, path, &field, &options_of_routes, &mut warnings);
+                if let Some(route) = route {
                     self.add_route(&pattern, route, redirect, &field, &mut warnings);
                 }
             }
+        }
+        if annotations.canary.is_some() {
+            // A canary shares the main Ingress's TLS and default backend; its own are unused.
+            report.hosts.dedup();
+            report.warnings = warnings.list;
+            return report;
         }
         report.hosts.dedup();
         let tls_entries = spec.tls.as_deref().unwrap_or_default();
@@ -369,6 +460,7 @@ impl TableBuilder<'_> {
         owner: &str,
         path: &HTTPIngressPath,
         field: &str,
+        options: &RouteOptions,
         warnings: &mut IngressWarnings<'_>,
     ) -> Option<Route> {
         let Some(path_type) = PathType::parse(&path.path_type) else {
@@ -402,12 +494,12 @@ impl TableBuilder<'_> {
             );
             return None;
         }
-        let backend = self.resolve(
-            namespace,
-            &path.backend,
-            &format!("{field}.backend"),
-            warnings,
-        )?;
+        let backend_field = format!("{field}.backend");
+        let backend = if options.service_upstream {
+            self.resolve_cluster_ip(namespace, &path.backend, &backend_field, warnings)?
+        } else {
+            self.resolve(namespace, &path.backend, &backend_field, warnings)?
+        };
         let match_path = if path_type.is_prefix() && path_value.len() > 1 {
             path_value.trim_end_matches('/').to_string()
         } else {
@@ -425,6 +517,9 @@ impl TableBuilder<'_> {
             ingress: owner.to_string(),
             https_redirect: false,
             identity: Arc::default(),
+            policy: options.policy.clone(),
+            regex: None,
+            canary: None,
         })
     }
 
@@ -449,6 +544,93 @@ impl TableBuilder<'_> {
                 None
             }
         }
+    }
+
+    /// The `default-backend` annotation's Service, on its first port.
+    fn fallback(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        warnings: &mut IngressWarnings<'_>,
+    ) -> Option<Arc<Backend>> {
+        let field = format!("metadata.annotations[\"{}default-backend\"]", annotations::PREFIX);
+        match self.resolver.resolve_first_port(namespace, service) {
+            Ok((backend, None)) => Some(backend),
+            Ok((backend, Some(problem))) => {
+                warnings.add(field, format!("{problem}; it serves nothing until it has endpoints"));
+                Some(backend)
+            }
+            Err(reason) => {
+                warnings.add(field, format!("{reason}; annotation ignored"));
+                None
+            }
+        }
+    }
+
+    /// `service-upstream`: the backend is the Service's cluster IP and port.
+    fn resolve_cluster_ip(
+        &mut self,
+        namespace: &str,
+        backend: &IngressBackend,
+        field: &str,
+        warnings: &mut IngressWarnings<'_>,
+    ) -> Option<Arc<Backend>> {
+        match self.resolver.resolve_cluster_ip(namespace, backend) {
+            Ok(backend) => Some(backend),
+            Err(reason) => {
+                warnings.add(field, format!("{reason} (service-upstream); ignored"));
+                None
+            }
+        }
+    }
+
+    /// Attaches a canary Ingress's path to the main route of the same host and path.
+    fn add_canary(
+        &mut self,
+        pattern: &HostPattern,
+        route: Route,
+        spec: &annotations::CanarySpec,
+        field: &str,
+        warnings: &mut IngressWarnings<'_>,
+    ) {
+        let key = (route.match_path.clone(), !route.path_type.is_prefix());
+        let main = self
+            .hosts
+            .get_mut(pattern)
+            .and_then(|host| host.routes.get_mut(&key));
+        let Some((main, _)) = main else {
+            warnings.add(
+                field,
+                format!(
+                    "canary: no other Ingress serves host {} path {:?} ({}); this canary path is \
+                     ignored",
+                    pattern.display(),
+                    route.path,
+                    route.path_type.as_str()
+                ),
+            );
+            return;
+        };
+        if let Some(existing) = &main.canary {
+            warnings.add(
+                field,
+                format!(
+                    "canary: host {} path {:?} already has the canary {}; ignored",
+                    pattern.display(),
+                    route.path,
+                    existing.ingress
+                ),
+            );
+            return;
+        }
+        main.canary = Some(Canary {
+            backend: route.backend,
+            ingress: route.ingress,
+            by_header: spec.by_header.clone(),
+            by_cookie: spec.by_cookie.clone(),
+            weight: spec.weight,
+            total: spec.total,
+        });
     }
 
     fn add_route(

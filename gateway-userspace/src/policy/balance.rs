@@ -1,0 +1,460 @@
+//! Which endpoint of a backend serves a request: round robin (the default), `load-balance:
+//! ewma` (power of two choices over a moving average of latency), `upstream-hash-by`
+//! (consistent hashing of a request variable) and `affinity: cookie` (sticky sessions).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Uri};
+
+use crate::snapshot::Backend;
+
+/// Points per endpoint on the hash ring: enough for an even spread over a few endpoints.
+const RING_POINTS: usize = 160;
+/// How fast the latency average forgets (ingress-nginx's EWMA decay time).
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    Ewma,
+    Hash(HashKey),
+    Cookie(Affinity),
+}
+
+/// The request facts a choice may depend on.
+pub struct RequestView<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub host: &'a str,
+    pub client: IpAddr,
+    pub scheme: &'static str,
+    pub headers: &'a HeaderMap,
+}
+
+/// The chosen endpoint and, for cookie affinity, the cookie that keeps the client on it.
+pub struct Pick {
+    pub endpoint: SocketAddr,
+    pub set_cookie: Option<HeaderValue>,
+}
+
+impl Balance {
+    /// The endpoint of `backend` for `request` (`None` without endpoints).
+    pub fn pick(&self, backend: &Backend, request: &RequestView<'_>) -> Option<Pick> {
+        let endpoints = &backend.endpoints;
+        if endpoints.is_empty() {
+            return None;
+        }
+        let plain = |endpoint| Pick {
+            endpoint,
+            set_cookie: None,
+        };
+        match self {
+            Self::RoundRobin => backend.next_endpoint().map(plain),
+            Self::Ewma => Some(plain(endpoints[backend.load.pick_two()])),
+            Self::Hash(key) => {
+                let index = backend.ring().lookup(fnv1a(key.value(request).as_bytes()));
+                Some(plain(endpoints[index]))
+            }
+            Self::Cookie(affinity) => affinity.pick(backend, request),
+        }
+    }
+}
+
+/// 64-bit FNV-1a: stable across processes and versions, so hashing agrees after a restart.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A consistent-hash ring over a backend's endpoints: when one is added or removed, only the
+/// keys of its share move.
+#[derive(Debug)]
+pub struct Ring {
+    points: Vec<(u64, usize)>,
+}
+
+impl Ring {
+    pub fn new(endpoints: &[SocketAddr]) -> Self {
+        let mut points: Vec<(u64, usize)> = endpoints
+            .iter()
+            .enumerate()
+            .flat_map(|(index, endpoint)| {
+                (0..RING_POINTS).map(move |i| (fnv1a(format!("{endpoint}#{i}").as_bytes()), index))
+            })
+            .collect();
+        points.sort_unstable();
+        Self { points }
+    }
+
+    /// The endpoint index for `hash`: the first point at or after it, round the ring.
+    pub fn lookup(&self, hash: u64) -> usize {
+        let at = self.points.partition_point(|(point, _)| *point < hash);
+        self.points.get(at).or(self.points.first()).map_or(0, |p| p.1)
+    }
+}
+
+/// Load of each endpoint of a backend, for `ewma`.
+#[derive(Debug)]
+pub struct EndpointLoads {
+    started: Instant,
+    loads: Vec<EndpointLoad>,
+}
+
+#[derive(Debug, Default)]
+struct EndpointLoad {
+    /// Moving average of response time in microseconds, as f64 bits.
+    ewma: AtomicU64,
+    /// When it was last updated, in milliseconds since `started`.
+    updated: AtomicU64,
+    in_flight: AtomicU32,
+}
+
+/// A request counted in flight on an endpoint; report its latency with [`InFlight::done`].
+pub struct InFlight<'a> {
+    load: &'a EndpointLoads,
+    index: usize,
+}
+
+impl EndpointLoads {
+    pub fn new(endpoints: usize) -> Self {
+        Self {
+            started: Instant::now(),
+            loads: (0..endpoints).map(|_| EndpointLoad::default()).collect(),
+        }
+    }
+
+    fn score(&self, index: usize) -> f64 {
+        let load = &self.loads[index];
+        let ewma = f64::from_bits(load.ewma.load(Ordering::Relaxed));
+        (ewma.max(1.0)) * f64::from(load.in_flight.load(Ordering::Relaxed) + 1)
+    }
+
+    /// Two endpoints at random, the less loaded one (latency times requests in flight).
+    fn pick_two(&self) -> usize {
+        let n = self.loads.len() as u64;
+        if n == 1 {
+            return 0;
+        }
+        let a = crate::random::below(n) as usize;
+        let b = (a + 1 + crate::random::below(n - 1) as usize) % n as usize;
+        if self.score(b) < self.score(a) { b } else { a }
+    }
+
+    /// Counts a request on the endpoint at `index` until done.
+    pub fn start(&self, index: usize) -> Option<InFlight<'_>> {
+        let load = self.loads.get(index)?;
+        load.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight { load: self, index })
+    }
+}
+
+impl InFlight<'_> {
+    /// Folds `latency` into the endpoint's average.
+    pub fn done(self, latency: Duration) {
+        let loads = self.load;
+        let load = &loads.loads[self.index];
+        let now = loads.started.elapsed().as_millis() as u64;
+        let since = now.saturating_sub(load.updated.swap(now, Ordering::Relaxed));
+        let weight = (-(since as f64) / EWMA_DECAY.as_millis() as f64).exp();
+        let previous = f64::from_bits(load.ewma.load(Ordering::Relaxed));
+        let sample = latency.as_micros() as f64;
+        let next = if previous == 0.0 {
+            sample
+        } else {
+            previous * weight + sample * (1.0 - weight)
+        };
+        load.ewma.store(next.to_bits(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.load.loads[self.index]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `upstream-hash-by`: text and nginx variables, such as `$request_uri` or `$http_x_user$host`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashKey {
+    parts: Vec<KeyPart>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum KeyPart {
+    Text(String),
+    RequestUri,
+    Uri,
+    Args,
+    Host,
+    RemoteAddr,
+    Scheme,
+    Method,
+    Header(HeaderName),
+    Cookie(String),
+    Arg(String),
+}
+
+impl HashKey {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let Some(start) = rest.find('$') else {
+                parts.push(KeyPart::Text(rest.to_string()));
+                break;
+            };
+            if start > 0 {
+                parts.push(KeyPart::Text(rest[..start].to_string()));
+            }
+            let after = &rest[start + 1..];
+            let (braced, name_start) = match after.strip_prefix('{') {
+                Some(inner) => (true, inner),
+                None => (false, after),
+            };
+            let end = name_start
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(name_start.len());
+            let name = &name_start[..end];
+            let mut consumed = 1 + end;
+            if braced {
+                if !name_start[end..].starts_with('}') {
+                    return Err(format!("\"${{{name}\" is not closed with }}"));
+                }
+                consumed += 2;
+            }
+            parts.push(Self::variable(name)?);
+            rest = &rest[start + consumed..];
+        }
+        if !parts.iter().any(|p| !matches!(p, KeyPart::Text(_))) {
+            return Err("names no variable (such as $request_uri or $remote_addr)".into());
+        }
+        Ok(Self { parts })
+    }
+
+    fn variable(name: &str) -> Result<KeyPart, String> {
+        Ok(match name {
+            "request_uri" => KeyPart::RequestUri,
+            "uri" | "document_uri" => KeyPart::Uri,
+            "args" | "query_string" => KeyPart::Args,
+            "host" | "http_host" => KeyPart::Host,
+            "remote_addr" | "binary_remote_addr" => KeyPart::RemoteAddr,
+            "scheme" => KeyPart::Scheme,
+            "request_method" => KeyPart::Method,
+            _ => {
+                if let Some(header) = name.strip_prefix("http_").filter(|h| !h.is_empty()) {
+                    let header = header.replace('_', "-");
+                    KeyPart::Header(
+                        HeaderName::from_bytes(header.as_bytes()).map_err(|e| e.to_string())?,
+                    )
+                } else if let Some(cookie) = name.strip_prefix("cookie_").filter(|c| !c.is_empty())
+                {
+                    KeyPart::Cookie(cookie.to_string())
+                } else if let Some(arg) = name.strip_prefix("arg_").filter(|a| !a.is_empty()) {
+                    KeyPart::Arg(arg.to_string())
+                } else {
+                    return Err(format!("${name} is not a variable the gateway knows"));
+                }
+            }
+        })
+    }
+
+    /// The key of `request`.
+    pub fn value(&self, request: &RequestView<'_>) -> String {
+        let mut key = String::new();
+        for part in &self.parts {
+            match part {
+                KeyPart::Text(text) => key.push_str(text),
+                KeyPart::RequestUri => {
+                    key.push_str(request.uri.path_and_query().map_or("/", |p| p.as_str()))
+                }
+                KeyPart::Uri => key.push_str(request.uri.path()),
+                KeyPart::Args => key.push_str(request.uri.query().unwrap_or("")),
+                KeyPart::Host => key.push_str(request.host),
+                KeyPart::RemoteAddr => key.push_str(&request.client.to_string()),
+                KeyPart::Scheme => key.push_str(request.scheme),
+                KeyPart::Method => key.push_str(request.method.as_str()),
+                KeyPart::Header(name) => key.push_str(
+                    request
+                        .headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(""),
+                ),
+                KeyPart::Cookie(name) => {
+                    key.push_str(cookie(request.headers, name).unwrap_or(""))
+                }
+                KeyPart::Arg(name) => key.push_str(query_arg(request.uri, name).unwrap_or("")),
+            }
+        }
+        key
+    }
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+fn query_arg<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// `affinity: cookie` and its `session-cookie-*` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Affinity {
+    pub cookie: String,
+    pub max_age: Option<u64>,
+    pub path: String,
+    pub same_site: Option<&'static str>,
+    pub mode: AffinityMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AffinityMode {
+    /// The cookie holds a session id, placed on the hash ring: scaling moves only a share of
+    /// the sessions (ingress-nginx's `balanced`).
+    Balanced,
+    /// The cookie names the endpoint: a session stays until its endpoint is gone.
+    Persistent,
+}
+
+/// A cookie name: an RFC 6265 token.
+pub fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl Affinity {
+    fn pick(&self, backend: &Backend, request: &RequestView<'_>) -> Option<Pick> {
+        let endpoints = &backend.endpoints;
+        let presented = cookie(request.headers, &self.cookie)
+            .filter(|v| v.len() == 16 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+        match self.mode {
+            AffinityMode::Persistent => {
+                let kept = presented.and_then(|id| {
+                    endpoints
+                        .iter()
+                        .find(|e| format!("{:016x}", fnv1a(e.to_string().as_bytes())) == id)
+                });
+                if let Some(endpoint) = kept {
+                    return Some(Pick {
+                        endpoint: *endpoint,
+                        set_cookie: None,
+                    });
+                }
+                let endpoint = backend.next_endpoint()?;
+                let id = format!("{:016x}", fnv1a(endpoint.to_string().as_bytes()));
+                Some(Pick {
+                    endpoint,
+                    set_cookie: self.set_cookie(&id),
+                })
+            }
+            AffinityMode::Balanced => {
+                let (id, set_cookie) = match presented {
+                    Some(id) => (id.to_string(), None),
+                    None => {
+                        let id = format!("{:016x}", crate::random::next_u64());
+                        let set = self.set_cookie(&id);
+                        (id, set)
+                    }
+                };
+                let index = backend.ring().lookup(fnv1a(id.as_bytes()));
+                Some(Pick {
+                    endpoint: endpoints[index],
+                    set_cookie,
+                })
+            }
+        }
+    }
+
+    fn set_cookie(&self, value: &str) -> Option<HeaderValue> {
+        let mut cookie = format!("{}={value}; Path={}", self.cookie, self.path);
+        if let Some(max_age) = self.max_age {
+            cookie.push_str(&format!("; Max-Age={max_age}"));
+        }
+        if let Some(same_site) = self.same_site {
+            cookie.push_str(&format!("; SameSite={same_site}"));
+            if same_site == "None" {
+                cookie.push_str("; Secure");
+            }
+        }
+        cookie.push_str("; HttpOnly");
+        HeaderValue::from_str(&cookie).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(n: u16) -> Vec<SocketAddr> {
+        (0..n).map(|i| SocketAddr::from(([10, 0, 0, 1], 8000 + i))).collect()
+    }
+
+    #[test]
+    fn the_ring_moves_only_the_share_of_a_new_endpoint() {
+        let before = Ring::new(&endpoints(4));
+        let after = Ring::new(&endpoints(5));
+        let keys: Vec<u64> = (0..10_000).map(|i| fnv1a(format!("key{i}").as_bytes())).collect();
+        let moved = keys.iter().filter(|k| before.lookup(**k) != after.lookup(**k)).count();
+        // About a fifth moves to the new endpoint; nothing moves between the old ones.
+        assert!((1000..3000).contains(&moved), "{moved} moved");
+        assert!(keys.iter().all(|k| {
+            let (b, a) = (before.lookup(*k), after.lookup(*k));
+            b == a || a == 4
+        }));
+    }
+
+    #[test]
+    fn hash_keys_parse_variables_and_refuse_unknown_ones() {
+        let key = HashKey::parse("$http_x_user-${request_uri}").unwrap();
+        let headers: HeaderMap =
+            [(HeaderName::from_static("x-user"), HeaderValue::from_static("ann"))]
+                .into_iter()
+                .collect();
+        let uri: Uri = "/a?b=1".parse().unwrap();
+        let view = RequestView {
+            method: &Method::GET,
+            uri: &uri,
+            host: "h",
+            client: IpAddr::from([1, 2, 3, 4]),
+            scheme: "http",
+            headers: &headers,
+        };
+        assert_eq!(key.value(&view), "ann-/a?b=1");
+        assert_eq!(HashKey::parse("$arg_b").unwrap().value(&view), "1");
+        assert!(HashKey::parse("$nonsense").is_err());
+        assert!(HashKey::parse("plain text").is_err());
+        assert!(HashKey::parse("${request_uri").is_err());
+    }
+
+    #[test]
+    fn ewma_prefers_the_faster_endpoint() {
+        let loads = EndpointLoads::new(2);
+        loads.start(0).unwrap().done(Duration::from_millis(100));
+        loads.start(1).unwrap().done(Duration::from_millis(1));
+        let fast = (0..100).filter(|_| loads.pick_two() == 1).count();
+        assert_eq!(fast, 100, "with two endpoints both are compared every time");
+    }
+}
