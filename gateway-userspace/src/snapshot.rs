@@ -41,6 +41,8 @@ pub struct Snapshot {
     /// The source ranges every served Ingress allows (`whitelist-source-range`), when they all
     /// name the same ones: what the kernel can enforce for every host of a listener.
     pub source_allow: Option<Vec<Cidr>>,
+    /// Some host only redirects to its other spelling (`from-to-www-redirect`).
+    pub has_www_redirects: bool,
 }
 
 /// A VIP:port the gateway owns, and whether its connections are HTTPS.
@@ -308,6 +310,14 @@ impl Snapshot {
             tls_host,
             identity: &default.identity,
         })
+    }
+
+    /// The host `host` redirects to (`from-to-www-redirect`), if it only redirects.
+    pub fn www_redirect(&self, host: &str) -> Option<&str> {
+        if !self.has_www_redirects {
+            return None;
+        }
+        self.exact_hosts.get(host)?.www_redirect.as_deref()
     }
 
     /// The virtual host that serves `host` (already normalized): exact name first, then a

@@ -128,6 +128,7 @@ impl Metrics {
     pub fn record(&self, exchange: &Exchange) {
         let labels = RequestLabels {
             identity: exchange.identity.clone(),
+            canary: exchange.canary.clone(),
             method: method_label(&exchange.method),
             status: exchange.status.as_u16(),
         };
@@ -191,6 +192,8 @@ fn method_label(method: &Method) -> &'static str {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct RequestLabels {
     identity: Arc<RouteIdentity>,
+    /// The canary backend that served it (`namespace-service-port`), if one did.
+    canary: Option<String>,
     method: &'static str,
     status: u16,
 }
@@ -255,7 +258,7 @@ impl EncodeLabelSet for EncodedLabels<'_> {
         let mut status = String::with_capacity(3);
         write!(status, "{}", labels.status)?;
         let pairs: [(&str, &str); 11] = [
-            ("canary", ""),
+            ("canary", labels.canary.as_deref().unwrap_or("")),
             ("controller_class", &controller.class),
             ("controller_namespace", &controller.namespace),
             ("controller_pod", &controller.pod),

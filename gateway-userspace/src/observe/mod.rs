@@ -9,7 +9,6 @@ mod request_id;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,7 +21,7 @@ pub use access_log::{AccessLog, LogFormat, LogTarget};
 pub use metrics::Metrics;
 pub use request_id::request_id;
 
-use crate::proxy::{Connection, ProxyBody};
+use crate::proxy::{BodyProgress, Connection, ProxyBody};
 use crate::snapshot::RouteIdentity;
 
 /// Where finished exchanges go.
@@ -61,8 +60,12 @@ pub struct Exchange {
     pub referer: Option<HeaderValue>,
     /// Request line and headers, as they were on the wire (estimated from the parsed request).
     pub request_head_bytes: u64,
-    /// Request body bytes read so far (the proxy's request body counts into it).
-    pub request_body_bytes: Arc<AtomicU64>,
+    /// How much of the request body was read (the proxy's request body counts into it).
+    pub request_body: Arc<BodyProgress>,
+    /// The backend the request went to is a canary (`namespace-service-port`).
+    pub canary: Option<String>,
+    /// Holds the request's place under `limit-connections` until the exchange ends.
+    pub in_progress: Option<crate::policy::limit::InProgress>,
     /// The route that served it; empty when none matched.
     pub identity: Arc<RouteIdentity>,
     /// The backend that answered, when one did.
@@ -113,7 +116,9 @@ impl Exchange {
                 + request.uri().to_string().len() as u64
                 + 12
                 + head_bytes(headers),
-            request_body_bytes: Arc::default(),
+            request_body: Arc::default(),
+            canary: None,
+            in_progress: None,
             identity: Arc::default(),
             upstream: None,
             status: StatusCode::OK,
@@ -125,7 +130,7 @@ impl Exchange {
 
     /// Bytes of the request: head and body.
     pub fn request_bytes(&self) -> u64 {
-        self.request_head_bytes + self.request_body_bytes.load(Ordering::Relaxed)
+        self.request_head_bytes + self.request_body.bytes()
     }
 
     /// Bytes of the response: head and body.

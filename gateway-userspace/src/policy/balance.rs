@@ -94,7 +94,10 @@ impl Ring {
     /// The endpoint index for `hash`: the first point at or after it, round the ring.
     pub fn lookup(&self, hash: u64) -> usize {
         let at = self.points.partition_point(|(point, _)| *point < hash);
-        self.points.get(at).or(self.points.first()).map_or(0, |p| p.1)
+        self.points
+            .get(at)
+            .or(self.points.first())
+            .map_or(0, |p| p.1)
     }
 }
 
@@ -287,9 +290,7 @@ impl HashKey {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or(""),
                 ),
-                KeyPart::Cookie(name) => {
-                    key.push_str(cookie(request.headers, name).unwrap_or(""))
-                }
+                KeyPart::Cookie(name) => key.push_str(cookie(request.headers, name).unwrap_or("")),
                 KeyPart::Arg(name) => key.push_str(query_arg(request.uri, name).unwrap_or("")),
             }
         }
@@ -409,15 +410,22 @@ mod tests {
     use super::*;
 
     fn endpoints(n: u16) -> Vec<SocketAddr> {
-        (0..n).map(|i| SocketAddr::from(([10, 0, 0, 1], 8000 + i))).collect()
+        (0..n)
+            .map(|i| SocketAddr::from(([10, 0, 0, 1], 8000 + i)))
+            .collect()
     }
 
     #[test]
     fn the_ring_moves_only_the_share_of_a_new_endpoint() {
         let before = Ring::new(&endpoints(4));
         let after = Ring::new(&endpoints(5));
-        let keys: Vec<u64> = (0..10_000).map(|i| fnv1a(format!("key{i}").as_bytes())).collect();
-        let moved = keys.iter().filter(|k| before.lookup(**k) != after.lookup(**k)).count();
+        let keys: Vec<u64> = (0..10_000)
+            .map(|i| fnv1a(format!("key{i}").as_bytes()))
+            .collect();
+        let moved = keys
+            .iter()
+            .filter(|k| before.lookup(**k) != after.lookup(**k))
+            .count();
         // About a fifth moves to the new endpoint; nothing moves between the old ones.
         assert!((1000..3000).contains(&moved), "{moved} moved");
         assert!(keys.iter().all(|k| {
@@ -429,10 +437,12 @@ mod tests {
     #[test]
     fn hash_keys_parse_variables_and_refuse_unknown_ones() {
         let key = HashKey::parse("$http_x_user-${request_uri}").unwrap();
-        let headers: HeaderMap =
-            [(HeaderName::from_static("x-user"), HeaderValue::from_static("ann"))]
-                .into_iter()
-                .collect();
+        let headers: HeaderMap = [(
+            HeaderName::from_static("x-user"),
+            HeaderValue::from_static("ann"),
+        )]
+        .into_iter()
+        .collect();
         let uri: Uri = "/a?b=1".parse().unwrap();
         let view = RequestView {
             method: &Method::GET,

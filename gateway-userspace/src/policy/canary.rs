@@ -84,10 +84,16 @@ mod tests {
     #[test]
     fn header_then_cookie_then_weight() {
         let c = canary(Some(HeaderMatch::AlwaysNever), 100);
-        assert!(!c.chosen(&headers(&[("x-canary", "never"), ("cookie", "canary=always")])));
+        assert!(!c.chosen(&headers(&[
+            ("x-canary", "never"),
+            ("cookie", "canary=always")
+        ])));
         assert!(c.chosen(&headers(&[("x-canary", "always")])));
         let c = canary(Some(HeaderMatch::AlwaysNever), 0);
-        assert!(c.chosen(&headers(&[("x-canary", "other"), ("cookie", "canary=always")])));
+        assert!(c.chosen(&headers(&[
+            ("x-canary", "other"),
+            ("cookie", "canary=always")
+        ])));
         assert!(!c.chosen(&headers(&[("cookie", "canary=never")])));
         assert!(!c.chosen(&headers(&[])), "weight 0: never by weight");
         let all = canary(None, 100);

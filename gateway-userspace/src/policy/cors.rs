@@ -141,9 +141,7 @@ impl Cors {
             Origins::List(list) => {
                 let origin = origin?;
                 let text = origin.to_str().ok()?;
-                list.iter()
-                    .any(|p| p.matches(text))
-                    .then(|| origin.clone())
+                list.iter().any(|p| p.matches(text)).then(|| origin.clone())
             }
         }
     }
@@ -213,7 +211,10 @@ mod tests {
     fn listed_and_wildcard_origins_are_echoed_others_get_nothing() {
         let cors = cors("https://app.example.com, https://*.partner.org:8443");
         let from = |o: &'static str| cors.allowed(Some(&HeaderValue::from_static(o)));
-        assert_eq!(from("https://app.example.com").unwrap(), "https://app.example.com");
+        assert_eq!(
+            from("https://app.example.com").unwrap(),
+            "https://app.example.com"
+        );
         assert!(from("https://a.b.partner.org:8443").is_some());
         assert!(from("https://partner.org:8443").is_none());
         assert!(from("http://app.example.com").is_none());
@@ -224,7 +225,13 @@ mod tests {
 
     #[test]
     fn bad_lists_are_refused() {
-        for bad in ["app.example.com", "ftp://x.com", "https://x.com/path", "https://", "https://a..b"] {
+        for bad in [
+            "app.example.com",
+            "ftp://x.com",
+            "https://x.com/path",
+            "https://",
+            "https://a..b",
+        ] {
             assert!(Origins::parse(bad).is_err(), "{bad}");
         }
         assert!(token_list("GET, PO ST").is_err());

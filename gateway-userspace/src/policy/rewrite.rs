@@ -139,7 +139,9 @@ mod tests {
 
     #[test]
     fn bad_targets_and_patterns_are_refused() {
-        for bad in ["relative", "/a b", "/$0", "/$x", "/a;b", "/a{b}", "/a\"b", "/$"] {
+        for bad in [
+            "relative", "/a b", "/$0", "/$x", "/a;b", "/a{b}", "/a\"b", "/$",
+        ] {
             assert!(Rewrite::parse(bad).is_err(), "{bad}");
         }
         assert!(path_regex("/(unclosed", false).is_err());

@@ -18,6 +18,14 @@ pub enum ProxyError {
     ConnectFailed { backend: String, reason: String },
     #[error("backend {backend} did not answer within {seconds}s")]
     Timeout { backend: String, seconds: u64 },
+    #[error("backend {backend} did not read the request body for {seconds}s")]
+    SendTimeout { backend: String, seconds: u64 },
+    #[error("this client is not allowed on this route")]
+    Forbidden,
+    #[error("too many requests from this client")]
+    Limited,
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
     #[error("backend {backend} failed: {reason}")]
     Upstream { backend: String, reason: String },
     #[error("this connection is for {sni:?}, whose certificate does not cover {host:?}")]
@@ -33,7 +41,13 @@ impl ProxyError {
             ProxyError::ConnectFailed { .. } | ProxyError::Upstream { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout { .. } | ProxyError::SendTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            // ingress-nginx's default limit-req-status-code and limit-conn-status-code.
+            ProxyError::Limited => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
         }
     }

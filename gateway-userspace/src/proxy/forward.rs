@@ -1,26 +1,33 @@
-//! One request: route it by host and path, send it to an endpoint of the chosen backend, and
-//! stream the answer back (or tunnel the connection, for an upgrade).
+//! One request: route it by host and path, apply its route's policy (access, limits, CORS,
+//! redirects, rewrites, canary), send it to an endpoint of the chosen backend, and stream the
+//! answer back (or tunnel the connection, for an upgrade).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
 use super::error::{ProxyError, plain_response};
-use super::headers;
 use super::request_body::RequestBody;
-use super::upstream::{PooledBody, UpstreamError};
-use super::{Connection, Proxy, ProxyBody};
+use super::send::{self, Outgoing};
+use super::upstream::PooledBody;
+use super::{Connection, Proxy, ProxyBody, error_page, headers};
 use crate::lifecycle::DrainState;
-use crate::observe::{Exchange, ObservedBody, Upstream, request_id};
-use crate::snapshot::normalize_host;
+use crate::observe::{Exchange, ObservedBody, request_id};
+use crate::policy::{Cors, Protocol, RoutePolicy};
+use crate::snapshot::{Backend, normalize_host};
 
 /// Where ACME HTTP-01 challenges are answered: never redirected, so certificates can be issued
 /// for hosts that already redirect (as in ingress-nginx).
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// The policy of requests no route's Ingress shapes (default backends).
+static PLAIN: LazyLock<Arc<RoutePolicy>> = LazyLock::new(Arc::default);
 
 /// Routes and forwards one request; every failure is turned into its response. The exchange
 /// is reported (metrics, access log) when the response body has been sent.
@@ -31,7 +38,7 @@ pub async fn handle(
 ) -> Result<Response<ObservedBody>, std::convert::Infallible> {
     let id = request_id(request.headers_mut());
     let mut exchange = Exchange::begin(connection.clone(), &request, id);
-    let response = match forward(&proxy, &connection, request, &mut exchange).await {
+    let mut response = match forward(&proxy, &connection, request, &mut exchange).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(client = %connection.client, method = %exchange.method,
@@ -39,7 +46,6 @@ pub async fn handle(
             error.into_response()
         }
     };
-    let mut response = response;
     // While draining, keep-alive clients move to a new connection on their next request.
     if exchange.version < Version::HTTP_2 && proxy.drain.state() != DrainState::Serving {
         response
@@ -47,6 +53,17 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(exchange.respond(proxy.observer.clone(), response))
+}
+
+/// What routing decided, taken out of the snapshot so that it is not held while waiting.
+struct Routed {
+    backend: Arc<Backend>,
+    policy: Arc<RoutePolicy>,
+    add_hsts: bool,
+    /// The path and query for the backend, when `rewrite-target` changed them.
+    rewritten: Option<String>,
+    /// The snapshot's default backend, for `custom-http-errors` without `default-backend`.
+    default_backend: Option<Arc<Backend>>,
 }
 
 async fn forward(
@@ -62,42 +79,48 @@ async fn forward(
         .and_then(|h| h.to_str().ok())
         .map(normalize_host)
         .unwrap_or_default();
-    let (backend, add_hsts) = {
-        let snapshot = proxy.table.current();
-        // A connection set up for one tenant's name must not carry requests for another's
-        // (domain fronting), unless its certificate covers that name too.
-        if let Some(sni) = &connection.sni
-            && !host_name.is_empty()
-            && *sni != host_name
-            && !snapshot
-                .certificates
-                .lookup(sni)
-                .is_some_and(|c| c.covers(&host_name))
-        {
-            return Err(ProxyError::Misdirected {
-                sni: sni.clone(),
-                host: host_name,
-            });
-        }
-        let path = request.uri().path();
-        let found = snapshot
-            .route(&host_name, path)
-            .ok_or(ProxyError::NoRoute)?;
-        exchange.identity = found.identity.clone();
-        if connection.scheme == "http" && found.https_redirect && !path.starts_with(ACME_CHALLENGE)
-        {
-            return Ok(redirect_to_https(
-                proxy,
-                connection,
-                &host_name,
-                request.uri(),
-            ));
-        }
-        (
-            found.backend.clone(),
-            connection.scheme == "https" && found.tls_host,
-        )
+    let routed = match route(proxy, connection, &request, &host_name, exchange)? {
+        Ok(routed) => routed,
+        Err(answer) => return Ok(answer),
     };
+    let policy = routed.policy.clone();
+
+    let client = connection.client.ip();
+    if !policy.admits(client) {
+        return Err(ProxyError::Forbidden);
+    }
+    if let Some(limits) = &policy.limits {
+        exchange.in_progress = limits.admit(client).map_err(|_| ProxyError::Limited)?;
+    }
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    if let Some(cors) = &policy.cors
+        && Cors::is_preflight(request.method(), request.headers())
+    {
+        let (status, headers) = cors.preflight(origin.as_ref());
+        let mut response = plain_response(status, String::new());
+        response.headers_mut().extend(headers);
+        return Ok(response);
+    }
+    if let Some(redirect) = &policy.redirect {
+        return Ok(redirect_to(redirect.status, redirect.location.clone()));
+    }
+    if let Some(root) = &policy.app_root
+        && request.uri().path() == "/"
+    {
+        let location = format!(
+            "{}://{}{root}",
+            connection.scheme,
+            host_or_address(connection, &host_name)
+        );
+        if let Ok(location) = HeaderValue::from_str(&location) {
+            return Ok(redirect_to(StatusCode::FOUND, location));
+        }
+    }
+    if let Some(limit) = policy.body_limit
+        && request_length(&request).is_some_and(|length| length > limit)
+    {
+        return Err(ProxyError::TooLarge { limit });
+    }
 
     let upgrade = headers::requested_upgrade(request.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
@@ -110,83 +133,193 @@ async fn forward(
         connection.scheme,
         host.as_ref(),
     );
-    // Origin form (`/path?query`) towards the backend, whatever form the client used.
-    let mut target = hyper::http::uri::Parts::default();
-    target.path_and_query = parts.uri.path_and_query().cloned();
-    let target = Uri::from_parts(target).unwrap_or_else(|_| Uri::from_static("/"));
-    let body = RequestBody::new(body, exchange.request_body_bytes.clone());
+    if let Some(prefix) = &policy.forwarded_prefix {
+        parts
+            .headers
+            .insert(X_FORWARDED_PREFIX.clone(), prefix.clone());
+    }
+    if let Some(vhost) = &policy.upstream_vhost {
+        parts.headers.insert(header::HOST, vhost.clone());
+    }
+    if policy.protocol.is_http2() {
+        // gRPC servers expect it; it is hop-by-hop, so the client's was removed.
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    let target = upstream_uri(
+        &parts.uri,
+        routed.rewritten.as_deref(),
+        policy.protocol,
+        &parts.headers,
+    );
+    let body = RequestBody::new(body, exchange.request_body.clone(), policy.body_limit);
     let mut upstream_request = Request::from_parts(parts, body);
     *upstream_request.uri_mut() = target;
     *upstream_request.version_mut() = Version::HTTP_11;
 
-    // One more endpoint is tried when connecting fails, as nginx's proxy_next_upstream does
-    // for `error`; the request was not written anywhere, so it is sent as it is.
-    let attempts = backend.endpoints.len().clamp(1, 2);
-    let mut last_error = None;
-    for _ in 0..attempts {
-        let endpoint = backend
-            .next_endpoint()
-            .ok_or_else(|| ProxyError::NoEndpoints {
-                backend: backend.name(),
-            })?;
-        let started = std::time::Instant::now();
-        let sent = tokio::time::timeout(
-            proxy.config.read_timeout,
-            proxy.upstream.send(endpoint, upstream_request),
-        )
-        .await;
-        // What the log and metrics say of this attempt; a failed one counts as the status the
-        // client gets for it, as nginx's $upstream_status does.
-        let attempt = |status| Upstream {
-            address: endpoint,
-            name: backend.upstream_name(),
-            status,
-            sent: started,
-            header_time: started.elapsed(),
-        };
-        match sent {
-            Err(_) => {
-                exchange.upstream = Some(attempt(StatusCode::GATEWAY_TIMEOUT));
-                return Err(ProxyError::Timeout {
-                    backend: backend.name(),
-                    seconds: proxy.config.read_timeout.as_secs(),
-                });
-            }
-            Ok(Ok(response)) => {
-                exchange.upstream = Some(attempt(response.status()));
-                let mut response = respond(proxy, response, client_upgrade);
-                if add_hsts && let Some(hsts) = &proxy.config.hsts {
-                    response
-                        .headers_mut()
-                        .entry(header::STRICT_TRANSPORT_SECURITY)
-                        .or_insert_with(|| hsts.clone());
-                }
-                return Ok(response);
-            }
-            Ok(Err((UpstreamError::Connect(reason), Some(unsent)))) => {
-                let reason = format!("{endpoint}: {reason}");
-                tracing::warn!(backend = %backend.name(), %endpoint, error = %reason, "connect to backend failed");
-                last_error = Some(reason);
-                exchange.upstream = Some(attempt(StatusCode::BAD_GATEWAY));
-                upstream_request = unsent;
-            }
-            Ok(Err((error, _))) => {
-                let reason = match error {
-                    UpstreamError::Connect(reason) => reason,
-                    UpstreamError::Exchange(error) => error_chain(&error),
-                };
-                exchange.upstream = Some(attempt(StatusCode::BAD_GATEWAY));
-                return Err(ProxyError::Upstream {
-                    backend: backend.name(),
-                    reason: format!("{endpoint}: {reason}"),
-                });
-            }
+    let outgoing = Outgoing {
+        backend: &routed.backend,
+        policy: &policy,
+        host: &host_name,
+        client,
+        scheme: connection.scheme,
+    };
+    let sent = send::send(proxy, outgoing, upstream_request, exchange).await?;
+    let mut response = respond(proxy, sent.response, client_upgrade);
+
+    if policy.custom_errors.contains(&response.status())
+        && let Some(errors) = policy.fallback.as_ref().or(routed.default_backend.as_ref())
+        && let Some(page) = error_page::fetch(proxy, errors, response.status(), exchange).await
+    {
+        response = page;
+    }
+    if let Some(cors) = &policy.cors {
+        cors.decorate(origin.as_ref(), response.headers_mut());
+    }
+    if let Some(cookie) = sent.set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if routed.add_hsts
+        && let Some(hsts) = &proxy.config.hsts
+    {
+        response
+            .headers_mut()
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| hsts.clone());
+    }
+    Ok(response)
+}
+
+/// Finds the route in the current snapshot: `Ok(Ok(routed))` to forward, `Ok(Err(answer))` when
+/// the gateway answers itself (redirects).
+fn route(
+    proxy: &Proxy,
+    connection: &Connection,
+    request: &Request<Incoming>,
+    host_name: &str,
+    exchange: &mut Exchange,
+) -> Result<Result<Routed, Response<ProxyBody>>, ProxyError> {
+    let snapshot = proxy.table.current();
+    // A connection set up for one tenant's name must not carry requests for another's
+    // (domain fronting), unless its certificate covers that name too.
+    if let Some(sni) = &connection.sni
+        && !host_name.is_empty()
+        && sni != host_name
+        && !snapshot
+            .certificates
+            .lookup(sni)
+            .is_some_and(|c| c.covers(host_name))
+    {
+        return Err(ProxyError::Misdirected {
+            sni: sni.clone(),
+            host: host_name.to_string(),
+        });
+    }
+    let uri = request.uri();
+    if let Some(target) = snapshot.www_redirect(host_name) {
+        let location = format!(
+            "{}://{target}{}",
+            connection.scheme,
+            uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        if let Ok(location) = HeaderValue::from_str(&location) {
+            return Ok(Err(redirect_to(StatusCode::PERMANENT_REDIRECT, location)));
         }
     }
-    Err(ProxyError::ConnectFailed {
-        backend: backend.name(),
-        reason: last_error.unwrap_or_else(|| "no endpoint left to try".to_string()),
-    })
+    let path = uri.path();
+    let found = snapshot.route(host_name, path).ok_or(ProxyError::NoRoute)?;
+    exchange.identity = found.identity.clone();
+    if connection.scheme == "http" && found.https_redirect && !path.starts_with(ACME_CHALLENGE) {
+        return Ok(Err(redirect_to_https(proxy, connection, host_name, uri)));
+    }
+    let policy = found
+        .route
+        .map_or_else(|| PLAIN.clone(), |r| r.policy.clone());
+    let canary = found.route.and_then(|r| r.canary.as_ref());
+    let mut backend = match canary {
+        Some(canary) if canary.chosen(request.headers()) => {
+            exchange.canary = Some(canary.backend.upstream_name());
+            canary.backend.clone()
+        }
+        _ => found.backend.clone(),
+    };
+    if backend.endpoints.is_empty()
+        && let Some(fallback) = &policy.fallback
+    {
+        backend = fallback.clone();
+    }
+    let rewritten = policy.rewrite.as_ref().map(|rewrite| {
+        let regex = found.route.and_then(|r| r.regex.as_ref());
+        let captures = regex.and_then(|r| r.captures(path));
+        rewrite.apply(captures.as_ref(), uri.query())
+    });
+    Ok(Ok(Routed {
+        backend,
+        add_hsts: connection.scheme == "https" && found.tls_host,
+        policy,
+        rewritten,
+        default_backend: snapshot.default_backend.as_ref().map(|d| d.backend.clone()),
+    }))
+}
+
+/// The request's declared body length, when it declares one.
+fn request_length(request: &Request<Incoming>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The target of the upstream request: origin form (`/path?query`) for HTTP/1.1, absolute
+/// form for HTTP/2 (whose `:scheme` and `:authority` come from it).
+fn upstream_uri(
+    uri: &Uri,
+    rewritten: Option<&str>,
+    protocol: Protocol,
+    headers: &hyper::HeaderMap,
+) -> Uri {
+    let path_and_query = match rewritten {
+        Some(rewritten) => rewritten.parse().ok(),
+        None => uri.path_and_query().cloned(),
+    };
+    let mut target = hyper::http::uri::Parts::default();
+    target.path_and_query = path_and_query;
+    if protocol.is_http2() {
+        target.scheme = Some(if protocol.is_tls() {
+            hyper::http::uri::Scheme::HTTPS
+        } else {
+            hyper::http::uri::Scheme::HTTP
+        });
+        target.authority = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse().ok())
+            .or_else(|| Some(hyper::http::uri::Authority::from_static("backend")));
+    }
+    Uri::from_parts(target).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// A redirect answered by the gateway.
+fn redirect_to(status: StatusCode, location: HeaderValue) -> Response<ProxyBody> {
+    let mut response = plain_response(
+        status,
+        format!("redirecting to {}\n", location.to_str().unwrap_or("")),
+    );
+    response.headers_mut().insert(header::LOCATION, location);
+    response
+}
+
+/// The host of redirects the gateway makes: the request's, or the address it reached.
+fn host_or_address(connection: &Connection, host_name: &str) -> String {
+    if host_name.is_empty() {
+        connection.listener.ip().to_string()
+    } else {
+        host_name.to_string()
+    }
 }
 
 /// The permanent redirect (308, which keeps method and body) of a plain-HTTP request to the
@@ -197,25 +330,19 @@ fn redirect_to_https(
     host_name: &str,
     uri: &Uri,
 ) -> Response<ProxyBody> {
-    let host = if host_name.is_empty() {
-        connection.listener.ip().to_string()
-    } else {
-        host_name.to_string()
-    };
     let port = match proxy.config.https_redirect_port {
         443 => String::new(),
         port => format!(":{port}"),
     };
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let location = format!("https://{host}{port}{target}");
-    let mut response = plain_response(
-        StatusCode::PERMANENT_REDIRECT,
-        format!("redirecting to {location}\n"),
+    let location = format!(
+        "https://{}{port}{target}",
+        host_or_address(connection, host_name)
     );
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
+    match HeaderValue::from_str(&location) {
+        Ok(location) => redirect_to(StatusCode::PERMANENT_REDIRECT, location),
+        Err(_) => plain_response(StatusCode::BAD_REQUEST, "bad host\n".into()),
     }
-    response
 }
 
 /// The backend's response, on its way back to the client.
@@ -260,16 +387,4 @@ fn request_host(request: &Request<Incoming>) -> Option<HeaderValue> {
         return HeaderValue::from_str(authority.as_str()).ok();
     }
     request.headers().get(header::HOST).cloned()
-}
-
-/// An error and its causes, on one line ("client error (Connect): tcp connect error: ...").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -1,10 +1,13 @@
 //! The userspace data plane: accept connections, speak HTTP/1.1 and HTTP/2 (prior knowledge),
 //! and forward every request to the backend the current route table names.
 
+mod backend_tls;
 mod error;
+mod error_page;
 mod forward;
 mod headers;
 mod request_body;
+mod send;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -21,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use error::ProxyError;
+pub use request_body::BodyProgress;
 
 use crate::lifecycle::drain::{self, Drain};
 use crate::observe::Observer;
@@ -82,7 +86,7 @@ impl Proxy {
             new: Metrics::labelled(&metrics.upstream_requests, "reused", "false"),
         };
         Self {
-            upstream: upstream::UpstreamPool::new(config.connect_timeout, counters),
+            upstream: upstream::UpstreamPool::new(counters),
             table,
             config,
             observer,

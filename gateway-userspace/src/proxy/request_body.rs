@@ -1,49 +1,146 @@
-//! The client's request body on its way to a backend, counted as it streams (for the request
-//! size in metrics and logs).
+//! The client's request body on its way to a backend: counted as it streams (request size in
+//! metrics and logs), cut off past `proxy-body-size`, and watched for a backend that stops
+//! reading it (`proxy-send-timeout`).
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-pub struct RequestBody {
-    inner: Incoming,
-    received: Arc<AtomicU64>,
+/// How far a request body has gone, shared with the exchange record and the send watchdog.
+#[derive(Debug)]
+pub struct BodyProgress {
+    started: Instant,
+    bytes: AtomicU64,
+    /// When the backend's connection last asked for more, in ms since `started`.
+    last_read: AtomicU64,
+    finished: AtomicBool,
+    exceeded: AtomicBool,
+}
+
+impl Default for BodyProgress {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            bytes: AtomicU64::new(0),
+            last_read: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+            exceeded: AtomicBool::new(false),
+        }
+    }
+}
+
+impl BodyProgress {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the body went past the route's limit (the answer is then 413).
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the body is unfinished and has not been read for `timeout`.
+    pub async fn stalled(&self, timeout: Duration) {
+        loop {
+            let idle_since = Duration::from_millis(self.last_read.load(Ordering::Relaxed));
+            let idle = self.started.elapsed().saturating_sub(idle_since);
+            if !self.finished.load(Ordering::Relaxed) && idle >= timeout {
+                return;
+            }
+            tokio::time::sleep(timeout.saturating_sub(idle).max(Duration::from_millis(10))).await;
+        }
+    }
+}
+
+/// The body sent to a backend: the client's, or none (a retried request without a body, an
+/// error page request).
+pub enum RequestBody {
+    Client {
+        inner: Incoming,
+        progress: Arc<BodyProgress>,
+        limit: Option<u64>,
+    },
+    Empty,
+}
+
+/// A body longer than the route allows.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("the request body is larger than the route's limit")]
+    TooLarge,
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
 }
 
 impl RequestBody {
-    /// `inner`, adding every data byte read to `received`.
-    pub fn new(inner: Incoming, received: Arc<AtomicU64>) -> Self {
-        Self { inner, received }
+    /// The client's `inner`, counted into `progress`, refused past `limit` bytes.
+    pub fn new(inner: Incoming, progress: Arc<BodyProgress>, limit: Option<u64>) -> Self {
+        if inner.is_end_stream() {
+            progress.finished.store(true, Ordering::Relaxed);
+        }
+        Self::Client {
+            inner,
+            progress,
+            limit,
+        }
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RequestBodyError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.received
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        let Self::Client {
+            inner,
+            progress,
+            limit,
+        } = self.get_mut()
+        else {
+            return Poll::Ready(None);
+        };
+        progress.last_read.store(
+            progress.started.elapsed().as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let length = frame.data_ref().map_or(0, |d| d.len() as u64);
+                let total = progress.bytes.fetch_add(length, Ordering::Relaxed) + length;
+                if limit.is_some_and(|limit| total > limit) {
+                    progress.exceeded.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
+                }
+                if inner.is_end_stream() {
+                    progress.finished.store(true, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(_) => progress.finished.store(true, Ordering::Relaxed),
+            Poll::Pending => {}
         }
-        polled
+        polled.map(|frame| frame.map(|result| result.map_err(RequestBodyError::from)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            Self::Client { inner, .. } => inner.is_end_stream(),
+            Self::Empty => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            Self::Client { inner, .. } => inner.size_hint(),
+            Self::Empty => SizeHint::with_exact(0),
+        }
     }
 }

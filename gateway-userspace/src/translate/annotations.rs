@@ -213,7 +213,8 @@ fn redirect_code(value: &str) -> Result<StatusCode, String> {
 fn host_value(value: &str) -> Result<HeaderValue, String> {
     let host = match value.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
-            port.parse::<u16>().map_err(|_| "the port is not a number")?;
+            port.parse::<u16>()
+                .map_err(|_| "the port is not a number")?;
             host
         }
         _ => value,
@@ -275,7 +276,9 @@ fn protocol(value: &str) -> Result<Protocol, String> {
         "HTTPS" => Ok(Protocol::Https),
         "GRPC" => Ok(Protocol::Grpc),
         "GRPCS" => Ok(Protocol::Grpcs),
-        "AJP" | "FCGI" | "AUTO_HTTP" => Err("is not supported (HTTP, HTTPS, GRPC, GRPCS are)".into()),
+        "AJP" | "FCGI" | "AUTO_HTTP" => {
+            Err("is not supported (HTTP, HTTPS, GRPC, GRPCS are)".into())
+        }
         _ => Err("must be HTTP, HTTPS, GRPC or GRPCS".into()),
     }
 }
@@ -358,7 +361,11 @@ impl Annotations {
                 continue;
             }
             if value.chars().any(char::is_control) {
-                values.reject(name, value, "contains a control character (such as a newline)");
+                values.reject(
+                    name,
+                    value,
+                    "contains a control character (such as a newline)",
+                );
                 continue;
             }
             values.values.insert(name, value.trim());
@@ -422,7 +429,11 @@ impl Annotations {
         }
         // Every path of this Ingress must be a valid expression, with the captures the
         // rewrite uses.
-        let name = if use_regex { "use-regex" } else { "rewrite-target" };
+        let name = if use_regex {
+            "use-regex"
+        } else {
+            "rewrite-target"
+        };
         for (path, exact) in paths {
             match path_regex(path, *exact) {
                 Err(reason) => {
@@ -519,7 +530,9 @@ impl Annotations {
                     })
                     .unwrap_or_else(|| "INGRESSCOOKIE".to_string());
                 let max_age = v.get("session-cookie-max-age", |s| number(s, 0..=315_360_000));
-                let path = v.get("session-cookie-path", path).unwrap_or_else(|| "/".into());
+                let path = v
+                    .get("session-cookie-path", path)
+                    .unwrap_or_else(|| "/".into());
                 let same_site = v.get("session-cookie-samesite", |s| match s {
                     "None" => Ok("None"),
                     "Lax" => Ok("Lax"),

@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{
-    IngressBackend, IngressServiceBackend, ServiceBackendPort,
-};
+use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend, ServiceBackendPort};
 
 use crate::snapshot::Backend;
 use crate::store::{Sourced, Store, index, namespace_of};
@@ -145,10 +143,7 @@ impl<'a> BackendResolver<'a> {
         namespace: &str,
         backend: &IngressBackend,
     ) -> Result<Arc<Backend>, String> {
-        let reference = backend
-            .service
-            .as_ref()
-            .ok_or("backend names no service")?;
+        let reference = backend.service.as_ref().ok_or("backend names no service")?;
         let service = self.service(namespace, &reference.name)?;
         let name = &reference.name;
         let spec = service

@@ -21,14 +21,14 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend,
 pub use class::ClassSelector;
 
 use crate::cidr::Cidr;
+use crate::policy::RoutePolicy;
+use crate::policy::canary::Canary;
+use crate::policy::rewrite::path_regex;
 use crate::snapshot::{
     Backend, DefaultBackend, IngressReport, PathType, Route, RouteIdentity, Snapshot, VirtualHost,
 };
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::warning::Warning;
-use crate::policy::RoutePolicy;
-use crate::policy::canary::Canary;
-use crate::policy::rewrite::path_regex;
 use annotations::Annotations;
 
 /// What the annotations of an Ingress decide for each of its routes.
@@ -117,6 +117,7 @@ pub fn translate(
         if table.hosts.contains_key(&alias_pattern) {
             continue;
         }
+        snapshot.has_www_redirects = true;
         snapshot.exact_hosts.insert(
             alias.clone(),
             VirtualHost {
@@ -409,7 +410,14 @@ impl TableBuilder<'_> {
             if let Some(canary) = &annotations.canary {
                 for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                     let field = format!("{field}.http.paths[{p}]");
-                    let route = self.route(&namespace, &owner, path, &field, &options_of_routes, &mut warnings);
+                    let route = self.route(
+                        &namespace,
+                        &owner,
+                        path,
+                        &field,
+                        &options_of_routes,
+                        &mut warnings,
+                    );
                     if let Some(route) = route {
                         self.add_canary(&pattern, route, canary, &field, &mut warnings);
                     }
@@ -429,7 +437,14 @@ impl TableBuilder<'_> {
             host.regex |= options_of_routes.use_regex;
             for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let field = format!("{field}.http.paths[{p}]");
-                let route = self.route(&namespace, &owner, path, &field, &options_of_routes, &mut warnings);
+                let route = self.route(
+                    &namespace,
+                    &owner,
+                    path,
+                    &field,
+                    &options_of_routes,
+                    &mut warnings,
+                );
                 if let Some(route) = route {
                     self.add_route(&pattern, route, redirect, &field, &mut warnings);
                 }
@@ -553,11 +568,17 @@ impl TableBuilder<'_> {
         service: &str,
         warnings: &mut IngressWarnings<'_>,
     ) -> Option<Arc<Backend>> {
-        let field = format!("metadata.annotations[\"{}default-backend\"]", annotations::PREFIX);
+        let field = format!(
+            "metadata.annotations[\"{}default-backend\"]",
+            annotations::PREFIX
+        );
         match self.resolver.resolve_first_port(namespace, service) {
             Ok((backend, None)) => Some(backend),
             Ok((backend, Some(problem))) => {
-                warnings.add(field, format!("{problem}; it serves nothing until it has endpoints"));
+                warnings.add(
+                    field,
+                    format!("{problem}; it serves nothing until it has endpoints"),
+                );
                 Some(backend)
             }
             Err(reason) => {
