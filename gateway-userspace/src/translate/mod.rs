@@ -737,4 +737,6 @@ impl TableBuilder<'_> {
 }
 
 #[cfg(test)]
+mod annotation_tests;
+#[cfg(test)]
 mod tests;

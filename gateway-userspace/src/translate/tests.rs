@@ -17,7 +17,7 @@ fn options() -> TranslateOptions {
 }
 
 /// A Service `name` with port 80 named `http` and one ready endpoint 127.0.0.1:`target`.
-fn service(name: &str, target: u16) -> String {
+pub(super) fn service(name: &str, target: u16) -> String {
     format!(
         r#"
 apiVersion: v1
@@ -39,7 +39,7 @@ endpoints:
     )
 }
 
-fn snapshot_of(yaml: &str) -> Snapshot {
+pub(super) fn snapshot_of(yaml: &str) -> Snapshot {
     let (objects, warnings) = manifest::parse("test.yaml", yaml).expect("valid YAML");
     let mut store = Store::default();
     for object in objects {
@@ -60,7 +60,7 @@ fn routed(snapshot: &Snapshot, host: &str, path: &str) -> Option<String> {
         .map(|m| m.backend.service.clone())
 }
 
-fn warnings_of(snapshot: &Snapshot) -> Vec<String> {
+pub(super) fn warnings_of(snapshot: &Snapshot) -> Vec<String> {
     snapshot.warnings.iter().map(ToString::to_string).collect()
 }
 
