@@ -60,7 +60,7 @@ fn route<'a>(snapshot: &'a Snapshot, host: &str, path: &str) -> &'a Route {
         .unwrap_or_else(|| panic!("no route for {host}{path}: {:#?}", warnings_of(snapshot)))
 }
 
-fn policy<'a>(snapshot: &'a Snapshot) -> &'a RoutePolicy {
+fn policy(snapshot: &Snapshot) -> &RoutePolicy {
     &route(snapshot, "shop.com", "/").policy
 }
 
