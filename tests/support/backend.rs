@@ -1,5 +1,8 @@
 //! A backend that answers every request with its service name and the request it saw (as
-//! JSON), echoes WebSocket messages, and can be told to be slow (`/sleep/<ms>`).
+//! JSON), echoes WebSocket messages, and can be told to be slow (`/sleep/<ms>`) or to answer a
+//! status (`/status/<code>`). gRPC requests (`content-type: application/grpc`) get their body
+//! echoed and `grpc-status`/`grpc-message` trailers. It speaks HTTP/1.1 and HTTP/2 (h2c), and
+//! over TLS when started with a certificate.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -7,8 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -19,6 +23,23 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+/// How a backend behaves besides echoing.
+#[derive(Clone, Default)]
+pub struct Behaviour {
+    /// Waits this long before every answer.
+    pub delay: Duration,
+    /// Answers every request with this status.
+    pub status: Option<StatusCode>,
+    /// Serves TLS with this certificate chain and key (PEM), HTTP/2 and HTTP/1.1 by ALPN.
+    pub tls: Option<(String, String)>,
+}
 
 /// A running backend; it stops when dropped.
 pub struct Backend {
@@ -42,20 +63,55 @@ impl Backend {
 
     /// Starts a backend named `name` on `addr`.
     pub async fn start_on(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
+        Self::start_with(name, addr, Behaviour::default()).await
+    }
+
+    /// Starts a backend named `name` on an ephemeral loopback port, behaving as `behaviour`.
+    pub async fn start_behaving(name: &str, behaviour: Behaviour) -> Backend {
+        Self::start_with(name, "127.0.0.1:0".parse().unwrap(), behaviour)
+            .await
+            .expect("bind a loopback port")
+    }
+
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        behaviour: Behaviour,
+    ) -> std::io::Result<Backend> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let name = name.to_string();
+        let acceptor = behaviour
+            .tls
+            .as_ref()
+            .map(|(cert, key)| tls_acceptor(cert, key));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
-                let name = name.clone();
+                let (name, behaviour, acceptor) =
+                    (name.clone(), behaviour.clone(), acceptor.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |request| answer(name.clone(), peer, request));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let service = service_fn(move |request| {
+                        answer(name.clone(), peer, behaviour.clone(), request)
+                    });
+                    let server = auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = server
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        None => {
+                            let _ = server
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -63,11 +119,31 @@ impl Backend {
     }
 }
 
+fn tls_acceptor(cert: &str, key: &str) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("PEM chain");
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("PEM key");
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("certificate and key");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
 async fn answer(
     name: String,
     peer: SocketAddr,
+    behaviour: Behaviour,
     mut request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible> {
     if request
         .headers()
         .get(header::UPGRADE)
@@ -75,10 +151,24 @@ async fn answer(
     {
         return Ok(websocket(request));
     }
+    tokio::time::sleep(behaviour.delay).await;
+    if request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    {
+        return Ok(grpc(name, request).await);
+    }
     let path = request.uri().path().to_string();
     if let Some(ms) = path.strip_prefix("/sleep/").and_then(|ms| ms.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|code| code.parse().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .or(behaviour.status)
+        .unwrap_or(StatusCode::OK);
     let headers: serde_json::Map<String, serde_json::Value> = request
         .headers()
         .iter()
@@ -97,7 +187,8 @@ async fn answer(
         "headers": headers,
         "body_bytes": body.map(|b| b.len()).unwrap_or(0),
     });
-    let mut response = Response::new(Full::new(Bytes::from(format!("{seen}\n"))));
+    let mut response = Response::new(full(format!("{seen}\n")));
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -108,10 +199,38 @@ async fn answer(
     Ok(response)
 }
 
+/// A unary gRPC-style answer: the request body back, then trailers naming the backend and the
+/// HTTP version the request came with.
+async fn grpc(name: String, request: Request<Incoming>) -> Response<Body> {
+    let version = format!("{:?}", request.version());
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert(
+        "grpc-message",
+        HeaderValue::from_str(&format!("{name} {version}")).unwrap(),
+    );
+    let frames = futures_util::stream::iter([
+        Ok::<_, Infallible>(Frame::data(body)),
+        Ok(Frame::trailers(trailers)),
+    ]);
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
 /// Accepts a WebSocket upgrade and echoes every message, prefixed with nothing.
-fn websocket(mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+fn websocket(mut request: Request<Incoming>) -> Response<Body> {
     let Some(key) = request.headers().get("sec-websocket-key") else {
-        let mut response = Response::new(Full::new(Bytes::from_static(b"no key\n")));
+        let mut response = Response::new(full(Bytes::from_static(b"no key\n")));
         *response.status_mut() = StatusCode::BAD_REQUEST;
         return response;
     };
@@ -127,7 +246,7 @@ fn websocket(mut request: Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
     });
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -87,3 +87,37 @@ pub fn ingress(
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\nspec:\n  rules:\n  - {host}http:\n      paths:\n      - path: {path}\n        pathType: {path_type}\n        backend: {{service: {{name: {service}, port: {{number: 80}}}}}}\n---\n"
     )
 }
+
+/// An Ingress `name` with one rule for `host` (`None` for any host): `paths` (path, pathType)
+/// to port 80 of `service`, with ingress-nginx annotations (`(name, value)`, without the
+/// `nginx.ingress.kubernetes.io/` prefix).
+pub fn annotated_ingress(
+    name: &str,
+    host: Option<&str>,
+    paths: &[(&str, &str)],
+    service: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    let quote = |text: &str| serde_json::to_string(text).expect("a string");
+    let annotations: String = annotations
+        .iter()
+        .map(|(k, v)| format!("    nginx.ingress.kubernetes.io/{k}: {}\n", quote(v)))
+        .collect();
+    let annotations = match annotations.is_empty() {
+        true => String::new(),
+        false => format!("  annotations:\n{annotations}"),
+    };
+    let host = host.map_or(String::new(), |h| format!("host: {}\n    ", quote(h)));
+    let paths: String = paths
+        .iter()
+        .map(|(path, kind)| {
+            format!(
+                "      - path: {}\n        pathType: {kind}\n        backend: {{service: {{name: {service}, port: {{number: 80}}}}}}\n",
+                quote(path)
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n{annotations}spec:\n  rules:\n  - {host}http:\n      paths:\n{paths}---\n"
+    )
+}

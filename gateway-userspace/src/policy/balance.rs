@@ -64,11 +64,18 @@ impl Balance {
     }
 }
 
-/// 64-bit FNV-1a: stable across processes and versions, so hashing agrees after a restart.
+/// 64-bit FNV-1a with a final avalanche (MurmurHash3's fmix64): stable across processes and
+/// versions, so hashing agrees after a restart, and keys that differ in one character (such
+/// as `/item/1` and `/item/2`) land far apart on the ring.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+    let mut hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
         (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    });
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
 }
 
 /// A consistent-hash ring over a backend's endpoints: when one is added or removed, only the
@@ -413,6 +420,16 @@ mod tests {
         (0..n)
             .map(|i| SocketAddr::from(([10, 0, 0, 1], 8000 + i)))
             .collect()
+    }
+
+    #[test]
+    fn similar_keys_spread_over_the_ring() {
+        let ring = Ring::new(&endpoints(3));
+        let mut counts = [0usize; 3];
+        for i in 0..300 {
+            counts[ring.lookup(fnv1a(format!("/item/{i}").as_bytes()))] += 1;
+        }
+        assert!(counts.iter().all(|c| (50..150).contains(c)), "{counts:?}");
     }
 
     #[test]

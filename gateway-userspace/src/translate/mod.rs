@@ -393,7 +393,13 @@ impl TableBuilder<'_> {
             .collect();
 
         let default_backend = spec.default_backend.as_ref().and_then(|backend| {
-            self.resolve(&namespace, backend, "spec.defaultBackend", &mut warnings)
+            self.resolve(
+                &namespace,
+                backend,
+                "spec.defaultBackend",
+                None,
+                &mut warnings,
+            )
         });
         let mut own_hosts = Vec::new();
         for (r, rule) in spec.rules.iter().flatten().enumerate() {
@@ -513,7 +519,8 @@ impl TableBuilder<'_> {
         let backend = if options.service_upstream {
             self.resolve_cluster_ip(namespace, &path.backend, &backend_field, warnings)?
         } else {
-            self.resolve(namespace, &path.backend, &backend_field, warnings)?
+            let fallback = options.policy.fallback.as_deref();
+            self.resolve(namespace, &path.backend, &backend_field, fallback, warnings)?
         };
         let match_path = if path_type.is_prefix() && path_value.len() > 1 {
             path_value.trim_end_matches('/').to_string()
@@ -538,19 +545,28 @@ impl TableBuilder<'_> {
         })
     }
 
+    /// Resolves a backend; one without endpoints stays, answering 503, or sending its requests
+    /// to `fallback` (the `default-backend` annotation's Service) when there is one.
     fn resolve(
         &mut self,
         namespace: &str,
         backend: &IngressBackend,
         field: &str,
+        fallback: Option<&Backend>,
         warnings: &mut IngressWarnings<'_>,
     ) -> Option<Arc<Backend>> {
         match self.resolver.resolve(namespace, backend) {
             Ok((backend, None)) => Some(backend),
             Ok((backend, Some(problem))) => {
+                let meanwhile = match fallback {
+                    Some(fallback) => {
+                        format!("its requests go to the default-backend {}", fallback.name())
+                    }
+                    None => "requests answer 503 until it has endpoints".to_string(),
+                };
                 warnings.add(
                     format!("{field}.service"),
-                    format!("{problem}; requests answer 503 until it has endpoints"),
+                    format!("{problem}; {meanwhile}"),
                 );
                 Some(backend)
             }
