@@ -48,7 +48,12 @@ impl Cidr {
         text.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|s| s.parse().map_err(|e| format!("{s:?}: {e}")))
+            .map(|s| {
+                s.parse().map_err(|e| match s.len() {
+                    0..=64 => format!("{s:?}: {e}"),
+                    _ => format!("an entry of {} characters: {e}", s.len()),
+                })
+            })
             .collect()
     }
 }

@@ -211,10 +211,10 @@ fn redirect_code(value: &str) -> Result<StatusCode, String> {
 
 /// `host` or `host:port`, a DNS name or an IP address.
 fn host_value(value: &str) -> Result<HeaderValue, String> {
+    const EXPECTED: &str = "must be a host name or address, with an optional :port";
     let host = match value.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
-            port.parse::<u16>()
-                .map_err(|_| "the port is not a number")?;
+            port.parse::<u16>().map_err(|_| EXPECTED)?;
             host
         }
         _ => value,
@@ -231,7 +231,7 @@ fn host_value(value: &str) -> Result<HeaderValue, String> {
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             }));
     if !valid {
-        return Err("must be a host name or address, with an optional :port".into());
+        return Err(EXPECTED.into());
     }
     HeaderValue::from_str(value).map_err(|e| e.to_string())
 }
