@@ -212,7 +212,7 @@ fn upstreaminfo_line(exchange: &Exchange, out: &mut Vec<u8>) {
         escape(text(exchange.user_agent.as_ref())),
         exchange.request_bytes(),
         exchange.duration.as_secs_f64(),
-        upstream.map_or("", |u| u.name.as_str()),
+        upstream.map_or(String::new(), |u| u.backend.upstream_name()),
         or_dash(upstream.map(|u| u.address.to_string())),
         or_dash(upstream.map(|_| exchange.response_body_bytes.to_string())),
         or_dash(

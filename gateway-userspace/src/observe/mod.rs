@@ -22,7 +22,7 @@ pub use metrics::Metrics;
 pub use request_id::request_id;
 
 use crate::proxy::{BodyProgress, Connection, ProxyBody};
-use crate::snapshot::RouteIdentity;
+use crate::snapshot::{Backend, RouteIdentity};
 
 /// Where finished exchanges go.
 pub struct Observer {
@@ -80,8 +80,7 @@ pub struct Exchange {
 /// What the backend did for one exchange.
 pub struct Upstream {
     pub address: SocketAddr,
-    /// Its backend as ingress-nginx names upstreams: `namespace-service-port`.
-    pub name: String,
+    pub backend: Arc<Backend>,
     pub status: StatusCode,
     /// When the request was handed to the backend.
     pub sent: Instant,

@@ -48,9 +48,13 @@ impl Connectors {
         } else {
             &self.http1
         };
+        let server_name = target
+            .server_name
+            .clone()
+            .unwrap_or_else(|| ServerName::from(target.endpoint.ip()));
         tokio::time::timeout(
             target.connect_timeout,
-            connector.connect(target.server_name.clone(), stream),
+            connector.connect(server_name, stream),
         )
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?

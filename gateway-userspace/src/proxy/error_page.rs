@@ -4,7 +4,6 @@
 use http_body_util::Either;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
-use rustls_pki_types::ServerName;
 
 use super::request_body::RequestBody;
 use super::upstream::Target;
@@ -43,7 +42,7 @@ pub async fn fetch(
     let target = Target {
         endpoint,
         protocol: Protocol::Http,
-        server_name: ServerName::from(endpoint.ip()),
+        server_name: None,
         connect_timeout: proxy.config.connect_timeout,
     };
     let sent = tokio::time::timeout(

@@ -3,6 +3,7 @@
 //! whose body was sent is never sent again).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::body::Body;
@@ -15,13 +16,13 @@ use super::error::ProxyError;
 use super::request_body::RequestBody;
 use super::upstream::{PooledBody, Target, UpstreamError};
 use crate::observe::{Exchange, Upstream};
-use crate::policy::RoutePolicy;
 use crate::policy::balance::RequestView;
+use crate::policy::{Balance, RoutePolicy};
 use crate::snapshot::Backend;
 
 /// Where a request goes and the facts its endpoint choice may use.
 pub struct Outgoing<'a> {
-    pub backend: &'a Backend,
+    pub backend: &'a Arc<Backend>,
     pub policy: &'a RoutePolicy,
     /// The request's host (normalized).
     pub host: &'a str,
@@ -90,12 +91,16 @@ pub async fn send(
                 backend: backend.name(),
             })?
     };
-    let server_name = server_name(outgoing.host, policy, first.endpoint);
+    let server_name = policy
+        .protocol
+        .is_tls()
+        .then(|| server_name(outgoing.host, policy, first.endpoint));
     let connect_timeout = policy
         .connect_timeout
         .unwrap_or(proxy.config.connect_timeout);
     let read_timeout = policy.read_timeout.unwrap_or(proxy.config.read_timeout);
 
+    // Kept only when there can be a second attempt.
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut endpoint = first.endpoint;
     let mut set_cookie = first.set_cookie;
@@ -110,7 +115,9 @@ pub async fn send(
             // A new endpoint: the affinity cookie (if any) must follow it.
             set_cookie = None;
         }
-        tried.push(endpoint);
+        if attempts > 1 {
+            tried.push(endpoint);
+        }
         let Some(this) = request
             .take()
             .or_else(|| replay.as_ref().map(Replay::request))
@@ -124,9 +131,12 @@ pub async fn send(
             connect_timeout,
         };
         let started = Instant::now();
-        let in_flight = backend
-            .index_of(endpoint)
-            .and_then(|index| backend.load.start(index));
+        let in_flight = match policy.balance {
+            Balance::Ewma => backend
+                .index_of(endpoint)
+                .and_then(|index| backend.load.start(index)),
+            _ => None,
+        };
         let exchanged = tokio::time::timeout(read_timeout, proxy.upstream.send(&target, this));
         let outcome = match policy.send_timeout {
             Some(send_timeout) => tokio::select! {
@@ -218,13 +228,13 @@ pub async fn send(
 fn record(
     exchange: &mut Exchange,
     endpoint: SocketAddr,
-    backend: &Backend,
+    backend: &Arc<Backend>,
     status: StatusCode,
     started: Instant,
 ) {
     exchange.upstream = Some(Upstream {
         address: endpoint,
-        name: backend.upstream_name(),
+        backend: backend.clone(),
         status,
         sent: started,
         header_time: started.elapsed(),

@@ -48,8 +48,8 @@ pub enum UpstreamError {
 pub struct Target {
     pub endpoint: SocketAddr,
     pub protocol: Protocol,
-    /// The TLS server name for HTTPS and GRPCS backends.
-    pub server_name: ServerName<'static>,
+    /// The TLS server name, for HTTPS and GRPCS backends.
+    pub server_name: Option<ServerName<'static>>,
     pub connect_timeout: Duration,
 }
 
