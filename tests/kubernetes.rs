@@ -365,3 +365,37 @@ async fn a_broken_ingress_gets_an_event_once() {
         "{note}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_annotation_gets_an_event_naming_it() {
+    let api = FakeApiServer::start().await;
+    let web = Backend::start("web").await;
+    api.apply(
+        &(service("default", "web", web.addr)
+            + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: snippet\n  namespace: default\n  annotations:\n    nginx.ingress.kubernetes.io/configuration-snippet: \"more_set_headers 'X: y';\"\n    nginx.ingress.kubernetes.io/proxy-read-timeout: \"soon\"\nspec:\n  rules:\n  - host: snippet.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n"),
+    );
+    let gw = Gateway::start_kubernetes(api.kubeconfig(), &[]);
+    let both = within(Duration::from_secs(10), async || {
+        api.list("Event").len() >= 2
+    })
+    .await;
+    let events = api.list("Event");
+    assert!(both, "{events:#?}");
+    let notes: Vec<&str> = events.iter().filter_map(|e| e["note"].as_str()).collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("configuration-snippet") && n.contains("never applied")),
+        "{notes:#?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("proxy-read-timeout") && n.contains("\"soon\"")),
+        "{notes:#?}"
+    );
+    // The route itself serves, with neither annotation applied.
+    let answer = HttpClient::new().get(gw.http, "snippet.com", "/").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.headers.get("x").is_none());
+}

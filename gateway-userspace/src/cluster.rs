@@ -285,11 +285,17 @@ impl ClusterWriter {
             } else {
                 format!("{}: {}", warning.field, warning.message)
             };
+            // The recorder folds Events with the same reason and action into one series
+            // (keeping the first note): the field in the action keeps each problem its own.
+            let action = match warning.field.as_str() {
+                "" => "Translate".to_string(),
+                field => format!("Translate {field}").chars().take(128).collect(),
+            };
             let event = Event {
                 type_: EventType::Warning,
                 reason: "InvalidIngress".into(),
                 note: Some(note.chars().take(1000).collect()),
-                action: "Translate".into(),
+                action,
                 secondary: None,
             };
             if let Err(error) = self.recorder.publish(&event, &reference).await {
