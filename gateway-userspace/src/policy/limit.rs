@@ -80,6 +80,14 @@ impl Limits {
         }
     }
 
+    /// Whether `other` limits the same way (then its clients' state can carry over).
+    pub fn same_limits(&self, other: &Limits) -> bool {
+        self.per_second == other.per_second
+            && self.per_minute == other.per_minute
+            && self.connections == other.connections
+            && self.exempt == other.exempt
+    }
+
     fn shard(&self, client: IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Client>> {
         let index = self.hasher.hash_one(client) as usize % SHARDS;
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
@@ -159,6 +167,18 @@ mod tests {
         drop(first);
         assert!(limits.admit(A).is_ok());
         drop(second);
+    }
+
+    #[test]
+    fn same_limits_compare_settings_not_state() {
+        let rate = Some(Rate {
+            per_second: 2.0,
+            burst: 10.0,
+        });
+        let a = Arc::new(Limits::new(rate, None, None, vec![]));
+        let _ = a.admit(A);
+        assert!(a.same_limits(&Limits::new(rate, None, None, vec![])));
+        assert!(!a.same_limits(&Limits::new(rate, None, Some(1), vec![])));
     }
 
     #[test]

@@ -707,3 +707,43 @@ fn www_redirects_default_backends_and_service_upstream() {
         vec!["10.96.0.12:80".parse().unwrap()]
     );
 }
+
+#[test]
+fn rate_limit_counters_survive_unrelated_changes() {
+    let limited = annotated(
+        "shop",
+        "shop.com",
+        &[("/", "Prefix")],
+        &[("limit-rps", "5")],
+    );
+    let first = snapshot_of(&(service("web", 9001) + &limited));
+    let previous_limits = policy(&first).limits.clone().unwrap();
+    let next = super::translate(
+        &super::tests::store_of(&(service("web", 9002) + &limited)),
+        &super::tests::options(),
+        Vec::new(),
+        &first,
+        std::time::SystemTime::now(),
+    );
+    assert!(std::sync::Arc::ptr_eq(
+        policy(&next).limits.as_ref().unwrap(),
+        &previous_limits
+    ));
+    let changed = annotated(
+        "shop",
+        "shop.com",
+        &[("/", "Prefix")],
+        &[("limit-rps", "9")],
+    );
+    let next = super::translate(
+        &super::tests::store_of(&(service("web", 9001) + &changed)),
+        &super::tests::options(),
+        Vec::new(),
+        &first,
+        std::time::SystemTime::now(),
+    );
+    assert!(!std::sync::Arc::ptr_eq(
+        policy(&next).limits.as_ref().unwrap(),
+        &previous_limits
+    ));
+}

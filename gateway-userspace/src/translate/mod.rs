@@ -55,6 +55,8 @@ pub struct TranslateOptions {
 /// Translates every object of `store` into one route table. `source_warnings` (problems the
 /// source met while reading, such as unparsable files) are carried into the snapshot's report.
 /// `previous` is the table served until now: certificates of unchanged Secrets are reused from
+/// it, and so are the rate-limit counters of Ingresses whose limits did not change (a change
+/// elsewhere must not hand every client a fresh burst).
 /// it, and a Secret that breaks keeps the certificate it had there. `now` decides expiry.
 pub fn translate(
     store: &Store,
@@ -83,6 +85,12 @@ pub fn translate(
         default_backend: None,
         allow_lists: Vec::new(),
         www_aliases: Vec::new(),
+        previous_limits: previous
+            .virtual_hosts()
+            .iter()
+            .flat_map(|host| &host.routes)
+            .filter_map(|route| Some((route.ingress.clone(), route.policy.limits.clone()?)))
+            .collect(),
     };
     let reports: Vec<IngressReport> = ingresses
         .into_iter()
@@ -223,6 +231,8 @@ struct TableBuilder<'a> {
     allow_lists: Vec<Option<Vec<Cidr>>>,
     /// `from-to-www-redirect`: (the other spelling, the host it redirects to).
     www_aliases: Vec<(String, String)>,
+    /// The rate limiters of the previous table, by Ingress (`namespace/name`).
+    previous_limits: HashMap<String, Arc<crate::policy::Limits>>,
 }
 
 /// The allow-list every served Ingress agrees on, if they all have the same one.
@@ -359,6 +369,12 @@ impl TableBuilder<'_> {
         let mut annotations = Annotations::parse(&ingress.metadata, &paths, &mut warnings);
         if let Some(name) = annotations.default_backend.take() {
             annotations.policy.fallback = self.fallback(&namespace, &name, &mut warnings);
+        }
+        if let Some(limits) = &mut annotations.policy.limits
+            && let Some(kept) = self.previous_limits.get(&owner)
+            && kept.same_limits(limits)
+        {
+            *limits = kept.clone();
         }
         if annotations.canary.is_none() {
             self.allow_lists

@@ -5,7 +5,7 @@ use crate::source::manifest;
 
 const CONTROLLER: &str = "xdp-gateway.io/ingress";
 
-fn options() -> TranslateOptions {
+pub(super) fn options() -> TranslateOptions {
     TranslateOptions {
         classes: ClassSelector {
             class_name: "xdp-gateway".into(),
@@ -39,12 +39,25 @@ endpoints:
     )
 }
 
-pub(super) fn snapshot_of(yaml: &str) -> Snapshot {
+/// The objects of `yaml` in a store, and the problems of the YAML itself.
+fn parsed(yaml: &str) -> (Store, Vec<Warning>) {
     let (objects, warnings) = manifest::parse("test.yaml", yaml).expect("valid YAML");
     let mut store = Store::default();
     for object in objects {
         store.insert(Some("test.yaml".into()), object);
     }
+    (store, warnings)
+}
+
+/// The objects of `yaml` in a store (the YAML must have no problems of its own).
+pub(super) fn store_of(yaml: &str) -> Store {
+    let (store, warnings) = parsed(yaml);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    store
+}
+
+pub(super) fn snapshot_of(yaml: &str) -> Snapshot {
+    let (store, warnings) = parsed(yaml);
     translate(
         &store,
         &options(),
