@@ -46,6 +46,10 @@ fn location(answer: &Answer) -> &str {
 async fn paths_rewrites_and_redirects() {
     let web = Backend::start("web").await;
     let errors = Backend::start("errors").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let dir = ManifestsDir::new();
     let rx = &[("/", "Prefix")];
     dir.write(
@@ -54,6 +58,7 @@ async fn paths_rewrites_and_redirects() {
             service("web", &[web.addr]),
             service("errors", &[errors.addr]),
             service("empty", &[]),
+            service("dead", &[dead]),
             annotated_ingress(
                 "rewrite",
                 Some("rewrite.test"),
@@ -118,6 +123,13 @@ async fn paths_rewrites_and_redirects() {
                     ("default-backend", "errors"),
                     ("custom-http-errors", "503,404"),
                 ],
+            ),
+            annotated_ingress(
+                "down",
+                Some("down.test"),
+                rx,
+                "dead",
+                &[("default-backend", "errors"), ("custom-http-errors", "502")],
             ),
             annotated_ingress(
                 "fallback",
@@ -205,6 +217,10 @@ async fn paths_rewrites_and_redirects() {
         t.get("errs.test", "/status/500").await.json()["service"],
         "web"
     );
+    // The gateway's own errors get the page too (nothing listens on the `dead` endpoint).
+    let answer = t.get("down.test", "/").await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.json()["headers"]["x-code"], "502");
     // default-backend: serves when the route's Service has no endpoint.
     assert_eq!(
         t.get("fallback.test", "/").await.json()["service"],

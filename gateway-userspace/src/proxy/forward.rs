@@ -165,11 +165,25 @@ async fn forward(
         client,
         scheme: connection.scheme,
     };
-    let sent = send::send(proxy, outgoing, upstream_request, exchange).await?;
+    let error_backend = policy.fallback.as_ref().or(routed.default_backend.as_ref());
+    let sent = match send::send(proxy, outgoing, upstream_request, exchange).await {
+        Ok(sent) => sent,
+        // The gateway's own 502/503/504 get the error page too, as in ingress-nginx.
+        Err(error) => {
+            let status = error.status();
+            if policy.custom_errors.contains(&status)
+                && let Some(errors) = error_backend
+                && let Some(page) = error_page::fetch(proxy, errors, status, exchange).await
+            {
+                return Ok(page);
+            }
+            return Err(error);
+        }
+    };
     let mut response = respond(proxy, sent.response, client_upgrade);
 
     if policy.custom_errors.contains(&response.status())
-        && let Some(errors) = policy.fallback.as_ref().or(routed.default_backend.as_ref())
+        && let Some(errors) = error_backend
         && let Some(page) = error_page::fetch(proxy, errors, response.status(), exchange).await
     {
         response = page;
