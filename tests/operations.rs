@@ -639,6 +639,13 @@ async fn a_restart_hands_the_sockets_over_and_fails_no_request() {
             .iter()
             .any(|l| l.contains("took over from the running gateway"))
     );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&handoff).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "only the gateway's user may take its sockets"
+    );
     let (_, metrics) = new.admin_get("/metrics").unwrap();
     let served_by_new = sample(
         &metrics,

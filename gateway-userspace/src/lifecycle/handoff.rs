@@ -90,6 +90,10 @@ pub async fn serve(path: PathBuf, sockets: Arc<Sockets>) -> Result<()> {
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)
         .with_context(|| format!("listening on {}", path.display()))?;
+    // Whoever connects gets the listening sockets and makes this process drain: only our own
+    // user may (connecting to a Unix socket needs write permission on it).
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
     loop {
         let (stream, _) = listener.accept().await?;
         let stream = stream.into_std()?;
