@@ -315,6 +315,55 @@ async fn backend_protocols_carry_grpc_with_trailers_over_h2c_and_tls() {
         ("0", "grpc-tls HTTP/2.0")
     );
 
+    // A bidirectional stream through the gateway: each message is echoed before the next one
+    // is sent, so nothing on the way buffers a whole body.
+    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let (messages, outgoing) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let frames = futures_util::stream::unfold(outgoing, |mut outgoing| async move {
+        let message = outgoing.recv().await?;
+        Some((
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(message)),
+            outgoing,
+        ))
+    });
+    let request = Request::post("http://grpc.test/echo.Echo/Stream")
+        .header("content-type", "application/grpc")
+        .body(http_body_util::StreamBody::new(Box::pin(frames)))
+        .unwrap();
+    let exchange = tokio::spawn(async move { sender.send_request(request).await });
+    messages.send(Bytes::from_static(b"one")).await.unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .expect("response headers while the request is still open")
+        .unwrap()
+        .unwrap();
+    let mut body = response.into_body();
+    for message in ["one", "two", "three"] {
+        if message != "one" {
+            messages.send(Bytes::from(message)).await.unwrap();
+        }
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("each message comes back before the next is sent")
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), message);
+    }
+    drop(messages);
+    let trailers = body
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_trailers()
+        .unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+
     // backend-protocol: HTTPS is HTTP/1.1 over TLS to the backend.
     let seen = HttpClient::new()
         .get(gw.http, "https.test", "/x")

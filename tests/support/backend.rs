@@ -199,22 +199,43 @@ async fn answer(
     Ok(response)
 }
 
-/// A unary gRPC-style answer: the request body back, then trailers naming the backend and the
-/// HTTP version the request came with.
+/// A gRPC-style answer: the request body back, then trailers naming the backend and the HTTP
+/// version the request came with. For a method named `Stream`, each request frame is echoed as
+/// it arrives (full duplex); otherwise the whole body is echoed once it has arrived.
 async fn grpc(name: String, request: Request<Incoming>) -> Response<Body> {
     let version = format!("{:?}", request.version());
+    if request.uri().path().ends_with("/Stream") {
+        let trailers = grpc_trailers(&name, &version);
+        let frames = futures_util::stream::unfold(
+            (request.into_body(), Some(trailers)),
+            |(mut body, trailers)| async move {
+                let trailers = trailers?;
+                loop {
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                return Some((Ok(Frame::data(data)), (body, Some(trailers))));
+                            }
+                        }
+                        _ => return Some((Ok(Frame::trailers(trailers)), (body, None))),
+                    }
+                }
+            },
+        );
+        let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        return response;
+    }
     let body = request
         .into_body()
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let mut trailers = hyper::HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    trailers.insert(
-        "grpc-message",
-        HeaderValue::from_str(&format!("{name} {version}")).unwrap(),
-    );
+    let trailers = grpc_trailers(&name, &version);
     let frames = futures_util::stream::iter([
         Ok::<_, Infallible>(Frame::data(body)),
         Ok(Frame::trailers(trailers)),
@@ -225,6 +246,16 @@ async fn grpc(name: String, request: Request<Incoming>) -> Response<Body> {
         HeaderValue::from_static("application/grpc"),
     );
     response
+}
+
+fn grpc_trailers(name: &str, version: &str) -> hyper::HeaderMap {
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert(
+        "grpc-message",
+        HeaderValue::from_str(&format!("{name} {version}")).unwrap(),
+    );
+    trailers
 }
 
 /// Accepts a WebSocket upgrade and echoes every message, prefixed with nothing.

@@ -111,8 +111,12 @@ impl Exchange {
                 .or_else(|| headers.get(header::HOST).cloned()),
             user_agent: headers.get(header::USER_AGENT).cloned(),
             referer: headers.get(header::REFERER).cloned(),
+            // "METHOD target HTTP/1.1\r\n", then the headers.
             request_head_bytes: request.method().as_str().len() as u64
-                + request.uri().to_string().len() as u64
+                + request
+                    .uri()
+                    .path_and_query()
+                    .map_or(1, |p| p.as_str().len()) as u64
                 + 12
                 + head_bytes(headers),
             request_body: Arc::default(),

@@ -24,12 +24,12 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
 }
 
 fn generate() -> HeaderValue {
-    let text = format!(
-        "{:016x}{:016x}",
-        crate::random::next_u64(),
-        crate::random::next_u64()
-    );
-    HeaderValue::from_str(&text).expect("hex digits are a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random =
+        (u128::from(crate::random::next_u64()) << 64) | u128::from(crate::random::next_u64());
+    // Written on the stack: the header value is the only allocation.
+    let digits: [u8; 32] = std::array::from_fn(|i| HEX[((random >> (124 - 4 * i)) & 0xf) as usize]);
+    HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
 }
 
 #[cfg(test)]
