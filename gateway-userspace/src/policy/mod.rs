@@ -60,6 +60,13 @@ pub struct RoutePolicy {
 }
 
 impl RoutePolicy {
+    /// The policy of routes no annotation shapes, shared by all of them.
+    pub fn plain() -> Arc<RoutePolicy> {
+        static PLAIN: std::sync::LazyLock<Arc<RoutePolicy>> =
+            std::sync::LazyLock::new(Arc::default);
+        PLAIN.clone()
+    }
+
     /// Whether `client` may use the route at all.
     pub fn admits(&self, client: IpAddr) -> bool {
         let denied = self

@@ -2,7 +2,7 @@
 //! redirects, rewrites, canary), send it to an endpoint of the chosen backend, and stream the
 //! answer back (or tunnel the connection, for an upgrade).
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -25,9 +25,6 @@ use crate::snapshot::{Backend, normalize_host};
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
-
-/// The policy of requests no route's Ingress shapes (default backends).
-static PLAIN: LazyLock<Arc<RoutePolicy>> = LazyLock::new(Arc::default);
 
 /// Routes and forwards one request; every failure is turned into its response. The exchange
 /// is reported (metrics, access log) when the response body has been sent.
@@ -249,7 +246,7 @@ fn route(
     }
     let policy = found
         .route
-        .map_or_else(|| PLAIN.clone(), |r| r.policy.clone());
+        .map_or_else(RoutePolicy::plain, |r| r.policy.clone());
     let canary = found.route.and_then(|r| r.canary.as_ref());
     let mut backend = match canary {
         Some(canary) if canary.chosen(request.headers()) => {

@@ -384,8 +384,18 @@ impl TableBuilder<'_> {
                     list
                 }));
         }
+        let has_annotations = ingress
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .any(|(key, _)| key.starts_with(annotations::PREFIX));
         let options_of_routes = RouteOptions {
-            policy: Arc::new(std::mem::take(&mut annotations.policy)),
+            // Most Ingresses have no annotation: they share one policy.
+            policy: match has_annotations {
+                true => Arc::new(std::mem::take(&mut annotations.policy)),
+                false => RoutePolicy::plain(),
+            },
             use_regex: annotations.use_regex,
             service_upstream: annotations.service_upstream,
         };
