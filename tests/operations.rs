@@ -657,3 +657,75 @@ async fn a_restart_hands_the_sockets_over_and_fails_no_request() {
         "the new process serves: {served_by_new:?}"
     );
 }
+
+/// A WebSocket to `host` through `gateway`, and the echo of one message on it.
+async fn websocket(
+    gateway: std::net::SocketAddr,
+    host: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{gateway}/chat")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert("host", host.parse().unwrap());
+    let (socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    socket
+}
+
+async fn echoes<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>, text: &str) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    if socket.send(Message::text(text)).await.is_err() {
+        return false;
+    }
+    match tokio::time::timeout(Duration::from_secs(3), socket.next()).await {
+        Ok(Some(Ok(message))) => message.into_text().is_ok_and(|t| t.as_str() == text),
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_keep_working_through_the_drain_until_its_deadline() {
+    let web = Backend::start("web").await;
+    let dir = ManifestsDir::new();
+    dir.write(
+        "app.yaml",
+        &(service("web", &[web.addr]) + &ingress("web", Some("ws.test"), "/", "Prefix", "web")),
+    );
+    let mut gw = Gateway::start(
+        dir.path(),
+        &[
+            "--access-log",
+            "off",
+            "--drain-delay",
+            "1",
+            "--drain-timeout",
+            "2",
+        ],
+    );
+    let mut before = websocket(gw.http, "ws.test").await;
+    assert!(echoes(&mut before, "before").await);
+    gw.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Upgrades still work while the node is being taken out (no `Connection: close` on a 101).
+    let mut during = websocket(gw.http, "ws.test").await;
+    assert!(echoes(&mut during, "during").await);
+    // After the listeners closed, open tunnels carry on until the drain deadline.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(echoes(&mut before, "still").await);
+    assert!(echoes(&mut during, "still").await);
+    let exit = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(exit.is_some(), "the deadline ends the drain");
+    assert!(
+        !echoes(&mut before, "after").await,
+        "tunnels end with the process"
+    );
+}

@@ -43,8 +43,12 @@ pub async fn handle(
             error.into_response()
         }
     };
-    // While draining, keep-alive clients move to a new connection on their next request.
-    if exchange.version < Version::HTTP_2 && proxy.drain.state() != DrainState::Serving {
+    // While draining, keep-alive clients move to a new connection on their next request (an
+    // upgrade keeps its connection: it is a tunnel now, which the drain waits for).
+    if exchange.version < Version::HTTP_2
+        && response.status() != StatusCode::SWITCHING_PROTOCOLS
+        && proxy.drain.state() != DrainState::Serving
+    {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
