@@ -463,25 +463,30 @@ async fn until_unready(gw: &Gateway, host: &str) -> (usize, usize, Vec<String>) 
     panic!("/readyz never turned unready");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_drains_without_failing_requests_and_finishes_an_upload_in_flight() {
+/// A gateway serving an echo backend for `host`, draining with a 1 s delay and the given
+/// deadline (the backend and folder live as long as the returned values).
+async fn draining_gateway(host: &str, deadline: &str) -> (Gateway, Backend, ManifestsDir) {
     let web = Backend::start("web").await;
     let dir = ManifestsDir::new();
     dir.write(
         "app.yaml",
-        &(service("web", &[web.addr]) + &ingress("web", Some("web.test"), "/", "Prefix", "web")),
+        &(service("web", &[web.addr]) + &ingress("web", Some(host), "/", "Prefix", "web")),
     );
-    let mut gw = Gateway::start(
-        dir.path(),
-        &[
-            "--access-log",
-            "off",
-            "--drain-delay",
-            "1",
-            "--drain-timeout",
-            "10",
-        ],
-    );
+    let flags = [
+        "--access-log",
+        "off",
+        "--drain-delay",
+        "1",
+        "--drain-timeout",
+        deadline,
+    ];
+    let gw = Gateway::start(dir.path(), &flags);
+    (gw, web, dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_without_failing_requests_and_finishes_an_upload_in_flight() {
+    let (mut gw, _web, _dir) = draining_gateway("web.test", "10").await;
     // An HTTP/2 connection, idle after one request: it must get GOAWAY when the drain stops.
     let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     let (mut h2, h2_connection) = hyper::client::conn::http2::handshake(
@@ -692,23 +697,7 @@ where
 
 #[tokio::test(flavor = "multi_thread")]
 async fn websockets_keep_working_through_the_drain_until_its_deadline() {
-    let web = Backend::start("web").await;
-    let dir = ManifestsDir::new();
-    dir.write(
-        "app.yaml",
-        &(service("web", &[web.addr]) + &ingress("web", Some("ws.test"), "/", "Prefix", "web")),
-    );
-    let mut gw = Gateway::start(
-        dir.path(),
-        &[
-            "--access-log",
-            "off",
-            "--drain-delay",
-            "1",
-            "--drain-timeout",
-            "2",
-        ],
-    );
+    let (mut gw, _web, _dir) = draining_gateway("ws.test", "2").await;
     let mut before = websocket(gw.http, "ws.test").await;
     assert!(echoes(&mut before, "before").await);
     gw.terminate();

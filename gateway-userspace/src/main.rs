@@ -132,23 +132,30 @@ impl SourceArgs {
     }
 }
 
+/// Reading objects from the Kubernetes API instead of a folder (`run` and `check`).
 #[derive(Args)]
-struct RunArgs {
-    #[command(flatten)]
-    source: SourceArgs,
-    /// Watch the Kubernetes API (in-cluster config, --kubeconfig, or KUBECONFIG) instead of a
+struct ClusterArgs {
+    /// Use the Kubernetes API (in-cluster config, --kubeconfig, or KUBECONFIG) instead of a
     /// manifests folder.
     #[arg(long, conflicts_with = "manifests")]
     kubernetes: bool,
     /// The kubeconfig file to use with --kubernetes.
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
-    /// Watch only this namespace (a per-project gateway).
+    /// Only this namespace (a per-project gateway).
     #[arg(long, value_name = "NAMESPACE")]
     watch_namespace: Option<String>,
     /// Serve Ingresses without a class even when none of our IngressClasses is the default.
     #[arg(long)]
     watch_ingress_without_class: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Addresses written to the status of served Ingresses (comma-separated IPs or host
     /// names), in addition to those of --publish-service.
     #[arg(long, value_delimiter = ',')]
@@ -243,19 +250,8 @@ struct RunArgs {
 struct CheckArgs {
     #[command(flatten)]
     source: SourceArgs,
-    /// Check the objects of the Kubernetes API (in-cluster config, --kubeconfig, or
-    /// KUBECONFIG) instead of a manifests folder.
-    #[arg(long, conflicts_with = "manifests")]
-    kubernetes: bool,
-    /// The kubeconfig file to use with --kubernetes.
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
-    /// Check only this namespace.
-    #[arg(long, value_name = "NAMESPACE")]
-    watch_namespace: Option<String>,
-    /// Serve Ingresses without a class even when none of our IngressClasses is the default.
-    #[arg(long)]
-    watch_ingress_without_class: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Print JSON (warnings and a summary) instead of text.
     #[arg(long)]
     json: bool,
@@ -350,7 +346,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let https_address = https.local_addr()?;
     tracing::info!(http = %http_address, https = %https_address, admin = %admin.local_addr()?, "listening");
 
-    match (&args.source.manifests, args.kubernetes) {
+    match (&args.source.manifests, args.cluster.kubernetes) {
         (Some(folder), false) => {
             let mut manifests = ManifestDir::new(folder);
             manifests.rescan();
@@ -518,8 +514,8 @@ async fn start_kubernetes(
     table: Arc<RouteTable>,
     mut options: TranslateOptions,
 ) -> Result<()> {
-    options.classes.serve_classless = args.watch_ingress_without_class;
-    let client = gateway::source::kube::client(args.kubeconfig.as_deref())
+    options.classes.serve_classless = args.cluster.watch_ingress_without_class;
+    let client = gateway::source::kube::client(args.cluster.kubeconfig.as_deref())
         .await
         .context("connecting to the Kubernetes API")?;
     // Unique per replica: the pod name in a cluster, else host name and process id.
@@ -547,7 +543,7 @@ async fn start_kubernetes(
 
     let (latest, mut stores) = tokio::sync::watch::channel(None::<Arc<gateway::store::Store>>);
     let source = KubeSource {
-        namespace: args.watch_namespace.clone(),
+        namespace: args.cluster.watch_namespace.clone(),
     };
     let watched_table = table.clone();
     tokio::spawn(source.watch(client, move |store| {
@@ -602,11 +598,11 @@ fn translate_cluster(args: &CheckArgs) -> Result<Snapshot> {
         .enable_all()
         .build()?;
     let store = runtime.block_on(async {
-        let client = gateway::source::kube::client(args.kubeconfig.as_deref())
+        let client = gateway::source::kube::client(args.cluster.kubeconfig.as_deref())
             .await
             .context("connecting to the Kubernetes API")?;
         let source = KubeSource {
-            namespace: args.watch_namespace.clone(),
+            namespace: args.cluster.watch_namespace.clone(),
         };
         let (listed, first) = tokio::sync::oneshot::channel();
         let mut listed = Some(listed);
@@ -624,7 +620,7 @@ fn translate_cluster(args: &CheckArgs) -> Result<Snapshot> {
         }
     })?;
     let mut options = args.source.translate_options();
-    options.classes.serve_classless = args.watch_ingress_without_class;
+    options.classes.serve_classless = args.cluster.watch_ingress_without_class;
     Ok(translate(
         &store,
         &options,
@@ -635,7 +631,7 @@ fn translate_cluster(args: &CheckArgs) -> Result<Snapshot> {
 }
 
 fn check(args: CheckArgs) -> Result<ExitCode> {
-    let snapshot = if args.kubernetes {
+    let snapshot = if args.cluster.kubernetes {
         translate_cluster(&args)?
     } else {
         translate_folder(&args.source, "check")?

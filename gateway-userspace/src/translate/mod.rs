@@ -439,34 +439,19 @@ impl TableBuilder<'_> {
             };
             report.hosts.push(pattern.display());
             own_hosts.push(pattern.clone());
-            if let Some(canary) = &annotations.canary {
-                for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
-                    let field = format!("{field}.http.paths[{p}]");
-                    let route = self.route(
-                        &namespace,
-                        &owner,
-                        path,
-                        &field,
-                        &options_of_routes,
-                        &mut warnings,
-                    );
-                    if let Some(route) = route {
-                        self.add_canary(&pattern, route, canary, &field, &mut warnings);
-                    }
+            if annotations.canary.is_none() {
+                if annotations.www_redirect
+                    && let HostPattern::Exact(host) = &pattern
+                {
+                    let alias = match host.strip_prefix("www.") {
+                        Some(bare) => bare.to_string(),
+                        None => format!("www.{host}"),
+                    };
+                    self.www_aliases.push((alias, host.clone()));
                 }
-                continue;
+                let host = self.hosts.entry(pattern.clone()).or_default();
+                host.regex |= options_of_routes.use_regex;
             }
-            if annotations.www_redirect
-                && let HostPattern::Exact(host) = &pattern
-            {
-                let alias = match host.strip_prefix("www.") {
-                    Some(bare) => bare.to_string(),
-                    None => format!("www.{host}"),
-                };
-                self.www_aliases.push((alias, host.clone()));
-            }
-            let host = self.hosts.entry(pattern.clone()).or_default();
-            host.regex |= options_of_routes.use_regex;
             for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let field = format!("{field}.http.paths[{p}]");
                 let route = self.route(
@@ -477,8 +462,15 @@ impl TableBuilder<'_> {
                     &options_of_routes,
                     &mut warnings,
                 );
-                if let Some(route) = route {
-                    self.add_route(&pattern, route, redirect, &field, &mut warnings);
+                // A canary's paths attach to the routes of the others; it has none of its own.
+                match (route, &annotations.canary) {
+                    (Some(route), Some(canary)) => {
+                        self.add_canary(&pattern, route, canary, &field, &mut warnings)
+                    }
+                    (Some(route), None) => {
+                        self.add_route(&pattern, route, redirect, &field, &mut warnings)
+                    }
+                    (None, _) => {}
                 }
             }
         }
