@@ -486,7 +486,7 @@ async fn draining_gateway(host: &str, deadline: &str) -> (Gateway, Backend, Mani
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_without_failing_requests_and_finishes_an_upload_in_flight() {
-    let (mut gw, _web, _dir) = draining_gateway("web.test", "10").await;
+    let (gw, _web, _dir) = draining_gateway("web.test", "10").await;
     // An HTTP/2 connection, idle after one request: it must get GOAWAY when the drain stops.
     let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     let (mut h2, h2_connection) = hyper::client::conn::http2::handshake(
@@ -550,22 +550,19 @@ async fn sigterm_drains_without_failing_requests_and_finishes_an_upload_in_fligh
     assert_eq!(status, StatusCode::OK);
     assert_eq!(seen["body_bytes"], 30 * 32 * 1024);
 
-    let exit = tokio::task::spawn_blocking(move || {
-        let status = gw.wait_exit(Duration::from_secs(10));
-        (status, gw.log())
+    exits_cleanly_saying(gw, "drained; exiting").await;
+}
+
+/// Waits (up to 15 s) for `gateway` to exit by itself with success, having logged `line`.
+async fn exits_cleanly_saying(mut gateway: Gateway, line: &'static str) {
+    let (status, log) = tokio::task::spawn_blocking(move || {
+        let status = gateway.wait_exit(Duration::from_secs(15));
+        (status, gateway.log())
     })
     .await
     .unwrap();
-    assert_eq!(
-        exit.0.map(|s| s.success()),
-        Some(true),
-        "exits cleanly once drained"
-    );
-    assert!(
-        exit.1.iter().any(|l| l.contains("drained; exiting")),
-        "{:#?}",
-        exit.1
-    );
+    assert_eq!(status.map(|s| s.success()), Some(true), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains(line)), "{log:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -595,7 +592,7 @@ async fn a_restart_hands_the_sockets_over_and_fails_no_request() {
             Gateway::start(&dir, &flags)
         }
     };
-    let mut old = start.clone()();
+    let old = start.clone()();
     let (http, admin) = (old.http, old.admin);
     let keep_alive = SteadyLoad::start_with(http, "web.test", 2, Connections::KeepAlive);
     let fresh = SteadyLoad::start_with(http, "web.test", 2, Connections::Fresh);
@@ -607,25 +604,7 @@ async fn a_restart_hands_the_sockets_over_and_fails_no_request() {
         (http, admin),
         "the same sockets, taken over"
     );
-    let old_exit = tokio::task::spawn_blocking(move || {
-        let status = old.wait_exit(Duration::from_secs(15));
-        (status, old.log())
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        old_exit.0.map(|s| s.success()),
-        Some(true),
-        "the old process exits once drained"
-    );
-    assert!(
-        old_exit
-            .1
-            .iter()
-            .any(|l| l.contains("a new process took over")),
-        "{:#?}",
-        old_exit.1
-    );
+    exits_cleanly_saying(old, "a new process took over").await;
     // The new process alone serves now.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (kept, kept_failures) = keep_alive.stop().await;
