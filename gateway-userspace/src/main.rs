@@ -38,6 +38,14 @@ use gateway::translate::{ClassSelector, TranslateOptions, translate};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Translating a large table leaves megabytes of parse garbage that mimalloc returns to the
+/// system only lazily (with 10k routes: 127 MB two seconds after loading, 52 MB once returned);
+/// after a table is applied, it is asked to return it now.
+fn release_garbage() {
+    // SAFETY: mi_collect only walks mimalloc's own heaps; it is safe to call at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 #[derive(Parser)]
 #[command(
     name = "gateway",
@@ -352,9 +360,11 @@ async fn run(args: RunArgs) -> Result<()> {
             manifests.rescan();
             let (store, warnings) = manifests.store();
             table.apply(&store, &options, warnings);
+            release_garbage();
             let watcher_table = table.clone();
             tokio::spawn(manifests.watch(move |store, warnings| {
                 watcher_table.apply(&store, &options, warnings);
+                release_garbage();
             }));
         }
         (None, true) => start_kubernetes(&args, table.clone(), options).await?,
@@ -548,6 +558,7 @@ async fn start_kubernetes(
     let watched_table = table.clone();
     tokio::spawn(source.watch(client, move |store| {
         watched_table.apply(&store, &options, Vec::new());
+        release_garbage();
         latest.send_replace(Some(Arc::new(store)));
     }));
     // Status follows every table, and catches up when this replica becomes the leader.
