@@ -697,3 +697,72 @@ async fn websockets_keep_working_through_the_drain_until_its_deadline() {
         "tunnels end with the process"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_successor_that_fails_before_serving_leaves_the_old_process_serving() {
+    use gateway_e2e::client::SteadyLoad;
+    let web = Backend::start("web").await;
+    let dir = ManifestsDir::new();
+    dir.write(
+        "app.yaml",
+        &(service("web", &[web.addr]) + &ingress("web", Some("web.test"), "/", "Prefix", "web")),
+    );
+    let handoff = dir.path().join("handoff.sock");
+    let handoff_flag = handoff.to_str().unwrap().to_string();
+    let mut old = Gateway::start(
+        dir.path(),
+        &[
+            "--access-log",
+            "off",
+            "--handoff-socket",
+            &handoff_flag,
+            "--drain-delay",
+            "0",
+        ],
+    );
+    let load = SteadyLoad::start(old.http, "web.test", 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // It takes the sockets, then cannot reach its Kubernetes API and exits before READY.
+    let failed = std::process::Command::new(gateway_e2e::gateway::binary("gateway"))
+        .args([
+            "run",
+            "--kubernetes",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ])
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--https-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--handoff-socket",
+            &handoff_flag,
+        ])
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (served, failures) = load.stop().await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(served > 20);
+    assert!(old.is_running(), "the old process keeps serving");
+    assert!(
+        old.log()
+            .iter()
+            .any(|l| l.contains("did not take over; still serving")),
+        "{:#?}",
+        old.log()
+    );
+    // And a later successor still takes over.
+    let new = Gateway::start(
+        dir.path(),
+        &["--access-log", "off", "--handoff-socket", &handoff_flag],
+    );
+    exits_cleanly_saying(old, "a new process took over").await;
+    let answer = HttpClient::new().get(new.http, "web.test", "/").await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
