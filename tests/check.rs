@@ -181,3 +181,27 @@ async fn a_live_cluster_is_checked_through_the_api() {
     );
     assert_eq!(report["summary"]["ingresses"], 3);
 }
+
+#[test]
+fn a_whole_application_folder_passes_with_notices() {
+    // Deployments, RBAC and a Service whose EndpointSlices only a cluster makes: nothing wrong.
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    let (output, report) = check(&["--manifests", deploy.to_str().unwrap()]);
+    assert!(output.status.success(), "{report:#}");
+    assert_eq!(report["summary"]["problems"], 0);
+    let warnings = report["warnings"].as_array().unwrap();
+    assert!(
+        !warnings.is_empty() && warnings.iter().all(|w| w["notice"] == true),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["summary"]["notices"].as_u64(),
+        Some(warnings.len() as u64)
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w["message"].as_str().unwrap().contains("kind DaemonSet")),
+        "{report:#}"
+    );
+}

@@ -658,14 +658,16 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         );
     } else {
         for warning in &snapshot.warnings {
-            println!("{warning}");
+            match warning.notice {
+                true => println!("notice: {warning}"),
+                false => println!("{warning}"),
+            }
         }
         println!("{summary}");
     }
-    Ok(if snapshot.warnings.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    Ok(match summary.problems {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     })
 }
 

@@ -232,7 +232,10 @@ pub struct CheckSummary {
     pub ingresses: usize,
     pub served: usize,
     pub routes: usize,
+    /// Mistakes in the input: `gateway check` fails on any.
     pub problems: usize,
+    /// Worth knowing, not mistakes (objects of other kinds, Services without endpoints yet).
+    pub notices: usize,
 }
 
 impl CheckSummary {
@@ -245,22 +248,30 @@ impl CheckSummary {
                 .iter()
                 .map(|h| h.routes.len())
                 .sum(),
-            problems: snapshot.warnings.len(),
+            problems: snapshot.warnings.iter().filter(|w| !w.notice).count(),
+            notices: snapshot.warnings.iter().filter(|w| w.notice).count(),
         }
     }
 }
 
 impl std::fmt::Display for CheckSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let verdict = match self.problems {
-            0 => "no problems".to_string(),
-            1 => "1 problem".to_string(),
-            n => format!("{n} problems"),
+        let count = |n: usize, what: &str| match n {
+            0 => format!("no {what}s"),
+            1 => format!("1 {what}"),
+            n => format!("{n} {what}s"),
         };
         write!(
             f,
-            "checked {} ingresses ({} served, {} routes): {verdict}",
-            self.ingresses, self.served, self.routes
-        )
+            "checked {} ingresses ({} served, {} routes): {}",
+            self.ingresses,
+            self.served,
+            self.routes,
+            count(self.problems, "problem")
+        )?;
+        if self.notices > 0 {
+            write!(f, ", {}", count(self.notices, "notice"))?;
+        }
+        Ok(())
     }
 }

@@ -21,6 +21,10 @@ pub struct Warning {
     pub field: String,
     /// What is wrong and what the gateway did about it.
     pub message: String,
+    /// Not a mistake in the input, only worth knowing (an object of a kind the gateway does not
+    /// read, a Service with no ready endpoint yet): `gateway check` does not fail on it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub notice: bool,
 }
 
 impl Warning {
@@ -36,7 +40,14 @@ impl Warning {
             source: source.map(str::to_string),
             field: field.into(),
             message: message.into(),
+            notice: false,
         }
+    }
+
+    /// The same, as a notice.
+    pub fn as_notice(mut self) -> Self {
+        self.notice = true;
+        self
     }
 
     /// A warning about a file as a whole (unreadable, not YAML).
@@ -46,6 +57,7 @@ impl Warning {
             source: None,
             field: String::new(),
             message: message.into(),
+            notice: false,
         }
     }
 }

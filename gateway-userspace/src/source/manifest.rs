@@ -78,10 +78,16 @@ fn parse_value(
             return;
         }
         _ => {
-            warnings.push(warn(
-                "kind",
-                format!("kind {kind} ({api_version}) is not read by the gateway; object ignored"),
-            ));
+            // Folders commonly hold a whole application: other kinds are expected.
+            warnings.push(
+                warn(
+                    "kind",
+                    format!(
+                        "kind {kind} ({api_version}) is not read by the gateway; object ignored"
+                    ),
+                )
+                .as_notice(),
+            );
             return;
         }
     };

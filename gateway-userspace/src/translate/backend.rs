@@ -23,7 +23,22 @@ pub struct BackendResolver<'a> {
 }
 
 /// A backend, and why it has no endpoints where it has none.
-type Resolved = (Arc<Backend>, Option<String>);
+type Resolved = (Arc<Backend>, Option<Problem>);
+
+/// Why a backend has no endpoints.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub text: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The Service and port exist, no endpoint is ready (yet): state, not a mistake.
+    NoEndpoints,
+    /// The reference is wrong: no such Service or port, an unsupported type.
+    Broken,
+}
 
 impl<'a> BackendResolver<'a> {
     /// Indexes the Services and EndpointSlices of `store`.
@@ -93,13 +108,22 @@ impl<'a> BackendResolver<'a> {
         let (endpoints, problem) = match self.endpoints(namespace, &service.name, &port) {
             Ok(endpoints) if endpoints.is_empty() => (
                 endpoints,
-                Some(format!(
-                    "service {namespace}/{} port {port} has no ready endpoints",
-                    service.name
-                )),
+                Some(Problem {
+                    kind: ProblemKind::NoEndpoints,
+                    text: format!(
+                        "service {namespace}/{} port {port} has no ready endpoints",
+                        service.name
+                    ),
+                }),
             ),
             Ok(endpoints) => (endpoints, None),
-            Err(problem) => (Vec::new(), Some(problem)),
+            Err(text) => (
+                Vec::new(),
+                Some(Problem {
+                    kind: ProblemKind::Broken,
+                    text,
+                }),
+            ),
         };
         let resolved = (
             Arc::new(Backend::new(

@@ -38,7 +38,7 @@ struct RouteOptions {
     service_upstream: bool,
 }
 
-use backend::BackendResolver;
+use backend::{BackendResolver, ProblemKind};
 use tls::TlsBuilder;
 
 /// What shapes the translation besides the objects.
@@ -323,6 +323,19 @@ impl IngressWarnings<'_> {
         self.list
             .push(Warning::new(self.key, self.source, field, message));
     }
+
+    /// Why a backend has no endpoints, and what happens meanwhile: a notice when it only has
+    /// none yet (see [`Warning::notice`]), a warning when the reference is wrong.
+    fn backend(&mut self, field: String, problem: &backend::Problem, meanwhile: &str) {
+        let mut warning = Warning::new(
+            self.key,
+            self.source,
+            field,
+            format!("{}; {meanwhile}", problem.text),
+        );
+        warning.notice = problem.kind == ProblemKind::NoEndpoints;
+        self.list.push(warning);
+    }
 }
 
 impl TableBuilder<'_> {
@@ -582,10 +595,7 @@ impl TableBuilder<'_> {
                     }
                     None => "requests answer 503 until it has endpoints".to_string(),
                 };
-                warnings.add(
-                    format!("{field}.service"),
-                    format!("{problem}; {meanwhile}"),
-                );
+                warnings.backend(format!("{field}.service"), &problem, &meanwhile);
                 Some(backend)
             }
             Err(reason) => {
@@ -609,10 +619,7 @@ impl TableBuilder<'_> {
         match self.resolver.resolve_first_port(namespace, service) {
             Ok((backend, None)) => Some(backend),
             Ok((backend, Some(problem))) => {
-                warnings.add(
-                    field,
-                    format!("{problem}; it serves nothing until it has endpoints"),
-                );
+                warnings.backend(field, &problem, "it serves nothing until it has endpoints");
                 Some(backend)
             }
             Err(reason) => {
