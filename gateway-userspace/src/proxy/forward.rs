@@ -87,40 +87,16 @@ async fn forward(
     let policy = routed.policy.clone();
 
     let client = connection.client.ip();
-    if !policy.admits(client) {
-        return Err(ProxyError::Forbidden);
-    }
-    if let Some(limits) = &policy.limits {
-        exchange.in_progress = limits.admit(client).map_err(|_| ProxyError::Limited)?;
-    }
     let origin = request.headers().get(header::ORIGIN).cloned();
-    if let Some(cors) = &policy.cors
-        && Cors::is_preflight(request.method(), request.headers())
-    {
-        let (status, headers) = cors.preflight(origin.as_ref());
-        let mut response = plain_response(status, String::new());
-        response.headers_mut().extend(headers);
-        return Ok(response);
-    }
-    if let Some(redirect) = &policy.redirect {
-        return Ok(redirect_to(redirect.status, redirect.location.clone()));
-    }
-    if let Some(root) = &policy.app_root
-        && request.uri().path() == "/"
-    {
-        let location = format!(
-            "{}://{}{root}",
-            connection.scheme,
-            host_or_address(connection, &host_name)
-        );
-        if let Ok(location) = HeaderValue::from_str(&location) {
-            return Ok(redirect_to(StatusCode::FOUND, location));
-        }
-    }
-    if let Some(limit) = policy.body_limit
-        && request_length(&request).is_some_and(|length| length > limit)
-    {
-        return Err(ProxyError::TooLarge { limit });
+    if let Some(answer) = answered_by_policy(
+        &policy,
+        connection,
+        &request,
+        &host_name,
+        origin.as_ref(),
+        exchange,
+    )? {
+        return Ok(answer);
     }
 
     let upgrade = headers::requested_upgrade(request.headers());
@@ -204,6 +180,54 @@ async fn forward(
             .or_insert_with(|| hsts.clone());
     }
     Ok(response)
+}
+
+/// What the route's policy answers by itself, before any backend: refusals (403, 503, 413),
+/// CORS preflights and redirects; `None` when the request goes on to a backend.
+fn answered_by_policy(
+    policy: &RoutePolicy,
+    connection: &Connection,
+    request: &Request<Incoming>,
+    host_name: &str,
+    origin: Option<&HeaderValue>,
+    exchange: &mut Exchange,
+) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    let client = connection.client.ip();
+    if !policy.admits(client) {
+        return Err(ProxyError::Forbidden);
+    }
+    if let Some(limits) = &policy.limits {
+        exchange.in_progress = limits.admit(client).map_err(|_| ProxyError::Limited)?;
+    }
+    if let Some(cors) = &policy.cors
+        && Cors::is_preflight(request.method(), request.headers())
+    {
+        let (status, headers) = cors.preflight(origin);
+        let mut response = plain_response(status, String::new());
+        response.headers_mut().extend(headers);
+        return Ok(Some(response));
+    }
+    if let Some(redirect) = &policy.redirect {
+        return Ok(Some(redirect_to(
+            redirect.status,
+            redirect.location.clone(),
+        )));
+    }
+    if let Some(root) = &policy.app_root
+        && request.uri().path() == "/"
+    {
+        let host = host_or_address(connection, host_name);
+        let location = format!("{}://{host}{root}", connection.scheme);
+        if let Ok(location) = HeaderValue::from_str(&location) {
+            return Ok(Some(redirect_to(StatusCode::FOUND, location)));
+        }
+    }
+    if let Some(limit) = policy.body_limit
+        && request_length(request).is_some_and(|length| length > limit)
+    {
+        return Err(ProxyError::TooLarge { limit });
+    }
+    Ok(None)
 }
 
 /// Finds the route in the current snapshot: `Ok(Ok(routed))` to forward, `Ok(Err(answer))` when
