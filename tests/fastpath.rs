@@ -202,10 +202,13 @@ fn traffic_not_for_a_listener_passes_untouched() {
         None,
         SHORT
     ) == Some(200)));
-    assert_eq!(
-        t.curl(&format!("http://[{GATEWAY_ADDR6}]:8081/"), "x", None, LONG),
-        Some(200)
-    );
+    // Its server starts in the background too: wait for it as for the IPv4 one.
+    assert!(eventually(LONG, || t.curl(
+        &format!("http://[{GATEWAY_ADDR6}]:8081/"),
+        "x",
+        None,
+        SHORT
+    ) == Some(200)));
     let udp = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\ns.sendto(b'ping',('198.18.0.1',5353))\nprint(s.recvfrom(64)[0].decode())";
     let reply = run(t.in_client("python3").args(["-c", udp]));
     assert_eq!(String::from_utf8_lossy(&reply.stdout).trim(), "ping");
