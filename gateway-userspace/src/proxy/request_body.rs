@@ -44,15 +44,19 @@ impl BodyProgress {
         self.exceeded.load(Ordering::Relaxed)
     }
 
-    /// Resolves when the body is unfinished and has not been read for `timeout`.
+    /// Resolves when the body is unfinished and has not been read for `timeout`; never once
+    /// it has been read to its end.
     pub async fn stalled(&self, timeout: Duration) {
         loop {
+            if self.finished.load(Ordering::Relaxed) {
+                return std::future::pending().await;
+            }
             let idle_since = Duration::from_millis(self.last_read.load(Ordering::Relaxed));
             let idle = self.started.elapsed().saturating_sub(idle_since);
-            if !self.finished.load(Ordering::Relaxed) && idle >= timeout {
+            if idle >= timeout {
                 return;
             }
-            tokio::time::sleep(timeout.saturating_sub(idle).max(Duration::from_millis(10))).await;
+            tokio::time::sleep(timeout - idle).await;
         }
     }
 }
