@@ -35,7 +35,10 @@ pub async fn handle(
 ) -> Result<Response<ObservedBody>, std::convert::Infallible> {
     let id = request_id(request.headers_mut());
     let mut exchange = Exchange::begin(connection.clone(), &request, id);
-    let mut response = match forward(&proxy, &connection, request, &mut exchange).await {
+    // Boxed: the state of forwarding is large (routing, policy, retries, the upstream exchange),
+    // and an HTTP/2 stream's future is moved whole into its task; a box moves as a pointer.
+    let forwarded = Box::pin(forward(&proxy, &connection, request, &mut exchange)).await;
+    let mut response = match forwarded {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(client = %connection.client, method = %exchange.method,
