@@ -463,15 +463,21 @@ async fn until_unready(gw: &Gateway, host: &str) -> (usize, usize, Vec<String>) 
     panic!("/readyz never turned unready");
 }
 
-/// A gateway serving an echo backend for `host`, draining with a 1 s delay and the given
-/// deadline (the backend and folder live as long as the returned values).
-async fn draining_gateway(host: &str, deadline: &str) -> (Gateway, Backend, ManifestsDir) {
+/// An echo backend and a manifests folder routing `host` to it.
+async fn web_behind(host: &str) -> (Backend, ManifestsDir) {
     let web = Backend::start("web").await;
     let dir = ManifestsDir::new();
     dir.write(
         "app.yaml",
         &(service("web", &[web.addr]) + &ingress("web", Some(host), "/", "Prefix", "web")),
     );
+    (web, dir)
+}
+
+/// A gateway serving an echo backend for `host`, draining with a 1 s delay and the given
+/// deadline (the backend and folder live as long as the returned values).
+async fn draining_gateway(host: &str, deadline: &str) -> (Gateway, Backend, ManifestsDir) {
+    let (web, dir) = web_behind(host).await;
     let flags = [
         "--access-log",
         "off",
@@ -568,12 +574,7 @@ async fn exits_cleanly_saying(mut gateway: Gateway, line: &'static str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_hands_the_sockets_over_and_fails_no_request() {
     use gateway_e2e::client::{Connections, SteadyLoad};
-    let web = Backend::start("web").await;
-    let dir = ManifestsDir::new();
-    dir.write(
-        "app.yaml",
-        &(service("web", &[web.addr]) + &ingress("web", Some("web.test"), "/", "Prefix", "web")),
-    );
+    let (_web, dir) = web_behind("web.test").await;
     let handoff = dir.path().join("handoff.sock");
     let flags: Vec<String> = [
         "--access-log",
@@ -701,12 +702,7 @@ async fn websockets_keep_working_through_the_drain_until_its_deadline() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_successor_that_fails_before_serving_leaves_the_old_process_serving() {
     use gateway_e2e::client::SteadyLoad;
-    let web = Backend::start("web").await;
-    let dir = ManifestsDir::new();
-    dir.write(
-        "app.yaml",
-        &(service("web", &[web.addr]) + &ingress("web", Some("web.test"), "/", "Prefix", "web")),
-    );
+    let (_web, dir) = web_behind("web.test").await;
     let handoff = dir.path().join("handoff.sock");
     let handoff_flag = handoff.to_str().unwrap().to_string();
     let mut old = Gateway::start(

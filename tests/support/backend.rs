@@ -222,12 +222,7 @@ async fn grpc(name: String, request: Request<Incoming>) -> Response<Body> {
                 }
             },
         );
-        let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        return response;
+        return grpc_response(BodyExt::boxed(StreamBody::new(frames)));
     }
     let body = request
         .into_body()
@@ -240,7 +235,11 @@ async fn grpc(name: String, request: Request<Incoming>) -> Response<Body> {
         Ok::<_, Infallible>(Frame::data(body)),
         Ok(Frame::trailers(trailers)),
     ]);
-    let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    grpc_response(BodyExt::boxed(StreamBody::new(frames)))
+}
+
+fn grpc_response(body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),

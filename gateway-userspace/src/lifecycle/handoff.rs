@@ -112,16 +112,7 @@ pub async fn serve(path: PathBuf, sockets: Arc<Sockets>) -> Result<()> {
 
 /// Sends every live socket on `stream` and waits for READY.
 fn hand_off(stream: &UnixStream, sockets: &Sockets) -> Result<()> {
-    // Duplicates: valid for the whole exchange whatever the accept loops do meanwhile.
-    let live: Vec<(String, OwnedFd)> = sockets
-        .live()
-        .into_iter()
-        .map(|(name, fd)| {
-            // SAFETY: `fd` is open while `sockets` holds its listener, which it does now.
-            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            Ok((name, borrowed.try_clone_to_owned()?))
-        })
-        .collect::<std::io::Result<_>>()?;
+    let live = sockets.live()?;
     if live.len() > MAX_FDS {
         bail!(
             "{} listening sockets; at most {MAX_FDS} can be handed off",

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
@@ -54,13 +54,14 @@ impl Sockets {
             .remove(name);
     }
 
-    /// The sockets to hand on: names and descriptors, valid while `self` holds them.
-    pub fn live(&self) -> Vec<(String, RawFd)> {
+    /// The sockets to hand on: names and duplicated descriptors, valid whatever the accept
+    /// loops do meanwhile.
+    pub fn live(&self) -> std::io::Result<Vec<(String, OwnedFd)>> {
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(name, listener)| (name.clone(), listener.as_raw_fd()))
+            .map(|(name, listener)| Ok((name.clone(), listener.as_fd().try_clone_to_owned()?)))
             .collect()
     }
 

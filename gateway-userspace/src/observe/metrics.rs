@@ -78,49 +78,51 @@ impl Metrics {
             "Time to translate the objects and publish a route table",
             table.apply_seconds.clone(),
         );
-        let metrics = Self {
-            requests,
-            upstream_requests: Family::default(),
-            connections_active: Family::default(),
-            connections: Family::default(),
-            tls_handshakes: Family::default(),
-            tls_handshake_failures: Counter::default(),
-            access_log_dropped: Counter::default(),
-            registry: Registry::default(),
-        };
+        let upstream_requests = Family::default();
+        let connections_active = Family::default();
+        let connections = Family::default();
+        let tls_handshakes = Family::default();
+        let tls_handshake_failures = Counter::default();
+        let access_log_dropped = Counter::default();
         registry.register(
             "xdp_gateway_upstream_requests",
             "Requests sent to backends, by whether the connection was reused from the pool",
-            metrics.upstream_requests.clone(),
+            upstream_requests.clone(),
         );
         registry.register(
             "xdp_gateway_connections_active",
             "Client connections open now",
-            metrics.connections_active.clone(),
+            connections_active.clone(),
         );
         registry.register(
             "xdp_gateway_connections",
             "Client connections accepted",
-            metrics.connections.clone(),
+            connections.clone(),
         );
         registry.register(
             "xdp_gateway_tls_handshakes",
             "Completed TLS handshakes by protocol version and resumption",
-            metrics.tls_handshakes.clone(),
+            tls_handshakes.clone(),
         );
         registry.register(
             "xdp_gateway_tls_handshake_failures",
             "TLS handshakes that failed or timed out",
-            metrics.tls_handshake_failures.clone(),
+            tls_handshake_failures.clone(),
         );
         registry.register(
             "xdp_gateway_access_log_dropped",
             "Access log lines dropped because the log writer fell behind",
-            metrics.access_log_dropped.clone(),
+            access_log_dropped.clone(),
         );
         Self {
             registry,
-            ..metrics
+            requests,
+            upstream_requests,
+            connections_active,
+            connections,
+            tls_handshakes,
+            tls_handshake_failures,
+            access_log_dropped,
         }
     }
 

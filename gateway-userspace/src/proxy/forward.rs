@@ -90,7 +90,12 @@ async fn forward(
     let policy = routed.policy.clone();
 
     let client = connection.client.ip();
-    let origin = request.headers().get(header::ORIGIN).cloned();
+    // Only CORS reads it.
+    let origin = policy
+        .cors
+        .as_ref()
+        .and(request.headers().get(header::ORIGIN))
+        .cloned();
     if let Some(answer) = answered_by_policy(
         &policy,
         connection,
