@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod cidr;
 pub mod cluster;
 pub mod lifecycle;
+pub mod normalize;
 pub mod observe;
 pub mod policy;
 pub mod proxy;

@@ -25,7 +25,7 @@ use gateway::source::kube::KubeSource;
 use gateway::snapshot::ListenerSpec;
 use gateway::steering::Steering;
 
-use gateway::proxy::{Proxy, ProxyConfig};
+use gateway::proxy::{ClientLimits, Proxy, ProxyConfig};
 use gateway::publish::RouteTable;
 use gateway::snapshot::Snapshot;
 use gateway::source::files::ManifestDir;
@@ -158,12 +158,75 @@ struct ClusterArgs {
     watch_ingress_without_class: bool,
 }
 
+/// What one client may take (nginx's defaults).
+#[derive(Args)]
+struct ClientLimitArgs {
+    /// Seconds a client has to send a whole request head, from its first byte (or from the
+    /// connection's start).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    client_header_timeout: u64,
+    /// Seconds a connection may stay idle between requests (HTTP/2: with no open stream).
+    #[arg(long, default_value_t = 75, value_name = "SECONDS")]
+    keepalive_timeout: u64,
+    /// Seconds a client may pause between two parts of a request body (then 408).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    client_body_timeout: u64,
+    /// Seconds a client has to finish its TLS handshake, waiting for a turn included.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    tls_handshake_timeout: u64,
+    /// Seconds between HTTP/2 PINGs; a client that does not answer within as long is dropped.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    http2_ping_interval: u64,
+    /// Streams one HTTP/2 connection may have open at once.
+    #[arg(long, default_value_t = 128)]
+    http2_max_concurrent_streams: u32,
+    /// Longest request target, and longest header line, in bytes (414 and 431 past it).
+    #[arg(long, default_value_t = 8192, value_name = "BYTES")]
+    max_request_line: usize,
+    /// Largest request head in bytes (431 past it).
+    #[arg(long, default_value_t = 32768, value_name = "BYTES")]
+    max_request_head: usize,
+    /// Most header fields in one request (431 past it).
+    #[arg(long, default_value_t = 100)]
+    max_request_headers: usize,
+    /// Client connections held at once (0: no limit); later ones are closed at accept.
+    #[arg(long, default_value_t = 65_536)]
+    max_connections: usize,
+    /// Client connections one source address may hold at once (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_connections_per_source: usize,
+    /// TLS handshakes in progress at once; later connections wait for a turn.
+    #[arg(long, default_value_t = 1024)]
+    max_tls_handshakes: usize,
+}
+
+impl ClientLimitArgs {
+    fn limits(&self) -> ClientLimits {
+        ClientLimits {
+            header_timeout: Duration::from_secs(self.client_header_timeout),
+            keepalive_timeout: Duration::from_secs(self.keepalive_timeout),
+            body_timeout: Duration::from_secs(self.client_body_timeout),
+            handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
+            http2_ping_interval: Duration::from_secs(self.http2_ping_interval.max(1)),
+            http2_max_streams: self.http2_max_concurrent_streams,
+            max_line: self.max_request_line,
+            max_head: self.max_request_head,
+            max_headers: self.max_request_headers,
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            max_tls_handshakes: self.max_tls_handshakes,
+        }
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
     source: SourceArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    client: ClientLimitArgs,
     /// Addresses written to the status of served Ingresses (comma-separated IPs or host
     /// names), in addition to those of --publish-service.
     #[arg(long, value_delimiter = ',')]
@@ -400,6 +463,7 @@ async fn run(args: RunArgs) -> Result<()> {
             read_timeout: Duration::from_secs(args.proxy_read_timeout),
             hsts,
             https_redirect_port: args.redirect_https_port.unwrap_or(https_address.port()),
+            client_limits: args.client.limits(),
         },
         observer,
         drain.clone(),

@@ -57,6 +57,10 @@ pub struct Metrics {
     /// Completed TLS handshakes by version and resumption.
     pub tls_handshakes: Family<[(&'static str, &'static str); 2], Counter>,
     pub tls_handshake_failures: Counter,
+    /// Connections refused at accept, by the limit they were over.
+    pub connections_refused: Family<Label, Counter>,
+    /// Connections the gateway closed on a client: timeouts and floods, by reason.
+    pub connections_closed: Family<Label, Counter>,
     /// Access log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
 }
@@ -84,6 +88,18 @@ impl Metrics {
         let tls_handshakes = Family::default();
         let tls_handshake_failures = Counter::default();
         let access_log_dropped = Counter::default();
+        let connections_refused = Family::default();
+        let connections_closed = Family::default();
+        registry.register(
+            "xdp_gateway_connections_refused",
+            "Client connections refused at accept, by the limit they were over",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "xdp_gateway_connections_closed",
+            "Client connections closed by the gateway: header and keep-alive timeouts, HTTP/2 floods",
+            connections_closed.clone(),
+        );
         registry.register(
             "xdp_gateway_upstream_requests",
             "Requests sent to backends, by whether the connection was reused from the pool",
@@ -122,6 +138,8 @@ impl Metrics {
             connections,
             tls_handshakes,
             tls_handshake_failures,
+            connections_refused,
+            connections_closed,
             access_log_dropped,
         }
     }

@@ -96,6 +96,8 @@ impl Exchange {
         request_id: HeaderValue,
     ) -> Box<Self> {
         let headers = request.headers();
+        // Ended when the record is dropped: after the response, or with an abandoned request.
+        connection.clock.request_started();
         Box::new(Self {
             started: Instant::now(),
             time: SystemTime::now(),
@@ -160,6 +162,12 @@ impl Exchange {
             exchange: Some(self),
             observer,
         })
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.connection.clock.request_ended();
     }
 }
 

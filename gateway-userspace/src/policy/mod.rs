@@ -56,6 +56,9 @@ pub struct RoutePolicy {
     /// `denylist-source-range`: these clients get 403.
     pub deny: Option<Vec<Cidr>>,
     pub limits: Option<Arc<Limits>>,
+    /// Why every request is refused with 503: an access or authentication annotation that
+    /// could not be applied (fail closed).
+    pub closed: Option<Arc<str>>,
     pub cors: Option<Cors>,
 }
 

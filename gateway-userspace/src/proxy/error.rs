@@ -10,6 +10,18 @@ use super::ProxyBody;
 /// Why the gateway answered instead of a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error("the request target is too long")]
+    UriTooLong,
+    #[error("a request header line is too long")]
+    HeaderTooLarge,
+    #[error("the client stopped sending its request body")]
+    ClientTimeout,
+    #[error("bad request path: {0}")]
+    BadPath(#[from] crate::normalize::PathError),
+    #[error("this route is closed: {reason}")]
+    Closed { reason: std::sync::Arc<str> },
     #[error("no route for this host and path")]
     NoRoute,
     #[error("backend {backend} has no ready endpoint")]
@@ -36,6 +48,12 @@ impl ProxyError {
     /// The status a client sees for this failure.
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::BadPath(_) | ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            // As ingress-nginx denies a location whose access rules it cannot apply.
+            ProxyError::Closed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed { .. } | ProxyError::Upstream { .. } => {
@@ -50,6 +68,18 @@ impl ProxyError {
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
         }
+    }
+
+    /// Whether the client's connection is closed after this answer: its framing cannot be
+    /// trusted, or it was too slow.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Malformed(_)
+                | ProxyError::UriTooLong
+                | ProxyError::HeaderTooLarge
+                | ProxyError::ClientTimeout
+        )
     }
 
     /// A short plain-text response that names the failure.

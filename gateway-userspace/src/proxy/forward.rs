@@ -2,6 +2,7 @@
 //! redirects, rewrites, canary), send it to an endpoint of the chosen backend, and stream the
 //! answer back (or tunnel the connection, for an upgrade).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http_body_util::Either;
@@ -14,8 +15,9 @@ use super::error::{ProxyError, plain_response};
 use super::request_body::RequestBody;
 use super::send::{self, Outgoing};
 use super::upstream::PooledBody;
-use super::{Connection, Proxy, ProxyBody, error_page, headers};
+use super::{Connection, Proxy, ProxyBody, error_page, headers, strict};
 use crate::lifecycle::DrainState;
+use crate::normalize::PathError;
 use crate::observe::{Exchange, ObservedBody, request_id};
 use crate::policy::{Cors, Protocol, RoutePolicy};
 use crate::snapshot::{Backend, normalize_host};
@@ -38,11 +40,13 @@ pub async fn handle(
     // Boxed: the state of forwarding is large (routing, policy, retries, the upstream exchange),
     // and an HTTP/2 stream's future is moved whole into its task; a box moves as a pointer.
     let forwarded = Box::pin(forward(&proxy, &connection, request, &mut exchange)).await;
+    let mut close = false;
     let mut response = match forwarded {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(client = %connection.client, method = %exchange.method,
                 path = exchange.uri.path(), %error, "answered by the gateway");
+            close = error.closes_connection();
             error.into_response()
         }
     };
@@ -50,7 +54,7 @@ pub async fn handle(
     // upgrade keeps its connection: it is a tunnel now, which the drain waits for).
     if exchange.version < Version::HTTP_2
         && response.status() != StatusCode::SWITCHING_PROTOCOLS
-        && proxy.drain.state() != DrainState::Serving
+        && (close || proxy.drain.state() != DrainState::Serving)
     {
         response
             .headers_mut()
@@ -76,6 +80,8 @@ async fn forward(
     mut request: Request<Incoming>,
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    strict::check_request(&request, &proxy.config.client_limits)?;
+    normalize_path(request.uri_mut())?;
     // HTTP/1.0 clients may send no Host: such a request can still match rules without a host.
     let host = request_host(&request);
     let host_name = host
@@ -138,7 +144,12 @@ async fn forward(
         policy.protocol,
         &parts.headers,
     );
-    let body = RequestBody::new(body, exchange.request_body.clone(), policy.body_limit);
+    let body = RequestBody::new(
+        body,
+        exchange.request_body.clone(),
+        policy.body_limit,
+        proxy.config.client_limits.body_timeout,
+    );
     let mut upstream_request = Request::from_parts(parts, body);
     *upstream_request.uri_mut() = target;
     *upstream_request.version_mut() = Version::HTTP_11;
@@ -200,6 +211,11 @@ fn answered_by_policy(
     origin: Option<&HeaderValue>,
     exchange: &mut Exchange,
 ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    if let Some(reason) = &policy.closed {
+        return Err(ProxyError::Closed {
+            reason: reason.clone(),
+        });
+    }
     let client = connection.client.ip();
     if !policy.admits(client) {
         return Err(ProxyError::Forbidden);
@@ -308,6 +324,28 @@ fn route(
         rewritten,
         default_backend: snapshot.default_backend.as_ref().map(|d| d.backend.clone()),
     }))
+}
+
+/// Rewrites the target's path to its one normal form (see [`crate::normalize`]), so routing,
+/// policy and the backend all see the same path.
+fn normalize_path(uri: &mut Uri) -> Result<(), ProxyError> {
+    let normal = match crate::normalize::path(uri.path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(normal)) => normal,
+        Err(error) => return Err(ProxyError::BadPath(error)),
+    };
+    let target = match uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(
+        target
+            .parse()
+            .map_err(|_| ProxyError::BadPath(PathError::BadEscape))?,
+    );
+    *uri = Uri::from_parts(parts).map_err(|_| ProxyError::BadPath(PathError::BadEscape))?;
+    Ok(())
 }
 
 /// The request's declared body length, when it declares one.

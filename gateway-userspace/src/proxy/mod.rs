@@ -2,12 +2,16 @@
 //! and forward every request to the backend the current route table names.
 
 mod backend_tls;
+mod client_clock;
 mod error;
 mod error_page;
 mod forward;
+mod h2_flood;
 mod headers;
+pub mod limits;
 mod request_body;
 mod send;
+mod strict;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -18,13 +22,19 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::header::HeaderValue;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+pub use client_clock::ClientClock;
 pub use error::ProxyError;
+pub use limits::ClientLimits;
 pub use request_body::BodyProgress;
+
+use client_clock::{Expiry, Watched};
+use limits::Admission;
 
 use crate::lifecycle::drain::{self, Drain};
 use crate::observe::Observer;
@@ -32,8 +42,8 @@ use crate::observe::metrics::Metrics;
 use crate::publish::RouteTable;
 use crate::snapshot::normalize_host;
 
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an HTTP/2 connection told GOAWAY (flood, idle) gets to flush it before it is cut.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// What the proxy sends to clients: a backend's streamed body, or the gateway's own answer.
 pub type ProxyBody = Either<upstream::PooledBody, Full<Bytes>>;
@@ -48,6 +58,8 @@ pub struct ProxyConfig {
     pub hsts: Option<HeaderValue>,
     /// The port that HTTP-to-HTTPS redirects name (omitted from the URL when 443).
     pub https_redirect_port: u16,
+    /// What clients may take: timeouts, head sizes, connection counts.
+    pub client_limits: ClientLimits,
 }
 
 /// Everything a request needs: the route table, the upstream client, and where finished
@@ -58,6 +70,9 @@ pub struct Proxy {
     config: ProxyConfig,
     observer: Arc<Observer>,
     drain: Arc<Drain>,
+    admission: Arc<Admission>,
+    handshakes: Arc<Semaphore>,
+    server: auto::Builder<TokioExecutor>,
 }
 
 /// The facts about one client connection that forwarding needs.
@@ -70,6 +85,8 @@ pub struct Connection {
     pub sni: Option<String>,
     /// `TLSv1.3` or `TLSv1.2` on HTTPS connections.
     pub tls_version: Option<&'static str>,
+    /// Its header and keep-alive timeouts.
+    pub clock: ClientClock,
 }
 
 impl Proxy {
@@ -85,8 +102,12 @@ impl Proxy {
             reused: Metrics::labelled(&metrics.upstream_requests, "reused", "true"),
             new: Metrics::labelled(&metrics.upstream_requests, "reused", "false"),
         };
+        let limits = &config.client_limits;
         Self {
             upstream: upstream::UpstreamPool::new(counters),
+            admission: Admission::new(limits),
+            handshakes: Arc::new(Semaphore::new(limits.max_tls_handshakes.max(1))),
+            server: http_server(limits),
             table,
             config,
             observer,
@@ -97,7 +118,6 @@ impl Proxy {
     /// Serves `listener` until the drain stops accepting: plain HTTP (HTTP/1.1, and HTTP/2
     /// with prior knowledge), or HTTPS when `tls` is given (HTTP/2 or HTTP/1.1 by ALPN).
     pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>, tls: Option<TlsAcceptor>) {
-        let server = Arc::new(auto::Builder::new(TokioExecutor::new()));
         let stop = drain::not_accepting(self.drain.watch());
         tokio::pin!(stop);
         loop {
@@ -115,21 +135,30 @@ impl Proxy {
                     continue;
                 }
             };
+            let metrics = &self.observer.metrics;
+            let admitted = match self.admission.admit(client.ip()) {
+                Ok(admitted) => admitted,
+                Err(refusal) => {
+                    Metrics::labelled(&metrics.connections_refused, "limit", refusal.as_str())
+                        .inc();
+                    tracing::debug!(%client, limit = refusal.as_str(), "connection refused");
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let Ok(local) = stream.local_addr() else {
                 continue;
             };
             let proxy = self.clone();
-            let server = server.clone();
             let tls = tls.clone();
             let scheme = if tls.is_some() { "https" } else { "http" };
-            let metrics = &self.observer.metrics;
             Metrics::labelled(&metrics.connections, "scheme", scheme).inc();
             let active = Metrics::labelled(&metrics.connections_active, "scheme", scheme);
             active.inc();
             self.drain.spawn(async move {
-                proxy.accept(&server, stream, client, local, tls).await;
+                proxy.accept(stream, client, local, tls).await;
                 active.dec();
+                drop(admitted);
             });
         }
     }
@@ -137,7 +166,6 @@ impl Proxy {
     /// Serves one accepted connection, after its TLS handshake on HTTPS listeners.
     async fn accept(
         self: Arc<Self>,
-        server: &auto::Builder<TokioExecutor>,
         stream: tokio::net::TcpStream,
         client: SocketAddr,
         local: SocketAddr,
@@ -150,12 +178,20 @@ impl Proxy {
                 scheme: "http",
                 sni: None,
                 tls_version: None,
+                clock: ClientClock::default(),
             };
-            self.serve_connection(server, connection, stream).await;
+            self.serve_connection(connection, stream).await;
             return;
         };
         let metrics = &self.observer.metrics;
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        let limits = &self.config.client_limits;
+        // Handshakes are the costly part of a connection: a bounded number at once, and the
+        // wait for a turn counts against the handshake's time.
+        let handshake = async {
+            let _turn = self.handshakes.acquire().await;
+            tls.accept(stream).await
+        };
+        let stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 metrics.tls_handshake_failures.inc();
@@ -187,25 +223,26 @@ impl Proxy {
             scheme: "https",
             sni: session.server_name().map(normalize_host),
             tls_version: Some(tls_version),
+            clock: ClientClock::default(),
         };
-        self.serve_connection(server, connection, stream).await;
+        self.serve_connection(connection, stream).await;
     }
 
-    async fn serve_connection<S>(
-        self: Arc<Self>,
-        server: &auto::Builder<TokioExecutor>,
-        connection: Connection,
-        stream: S,
-    ) where
+    async fn serve_connection<S>(self: Arc<Self>, connection: Connection, stream: S)
+    where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let client = connection.client;
         let connection = Arc::new(connection);
         let stopped = drain::stopped(self.drain.watch());
+        let stream = TokioIo::new(Watched::new(stream, connection.clone()));
+        let proxy = self.clone();
+        let serving = connection.clone();
         let service =
-            service_fn(move |request| forward::handle(self.clone(), connection.clone(), request));
-        let served = server.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            service_fn(move |request| forward::handle(proxy.clone(), serving.clone(), request));
+        let served = self.server.serve_connection_with_upgrades(stream, service);
         tokio::pin!(served);
+        let limits = &self.config.client_limits;
         // When the drain stops, idle connections close, in-flight requests finish, and HTTP/2
         // connections get GOAWAY.
         let result = tokio::select! {
@@ -214,9 +251,41 @@ impl Proxy {
                 served.as_mut().graceful_shutdown();
                 served.await
             }
+            expiry = connection.clock.expired(limits) => {
+                let metrics = &self.observer.metrics;
+                Metrics::labelled(&metrics.connections_closed, "reason", expiry.as_str()).inc();
+                tracing::debug!(%client, reason = expiry.as_str(), "closing the connection");
+                if let Expiry::Flood(why) = expiry {
+                    tracing::warn!(%client, why, "HTTP/2 flood: GOAWAY and close");
+                }
+                if connection.clock.is_http2() {
+                    served.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(GOAWAY_GRACE, served).await;
+                }
+                Ok(())
+            }
         };
         if let Err(error) = result {
             tracing::debug!(%client, %error, "connection ended with an error");
         }
     }
+}
+
+/// The HTTP/1.1 and HTTP/2 server, with the client limits that hyper applies itself.
+fn http_server(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
+    let mut server = auto::Builder::new(TokioExecutor::new());
+    server
+        .http1()
+        // Our clock times heads and keep-alive (hyper's one timer cannot tell them apart).
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_head.max(8192))
+        .max_headers(limits.max_headers);
+    server
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.http2_ping_interval)
+        .keep_alive_timeout(limits.http2_ping_interval)
+        .max_concurrent_streams(limits.http2_max_streams)
+        .max_header_list_size(limits.max_head as u32);
+    server
 }

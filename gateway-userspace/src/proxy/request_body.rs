@@ -1,6 +1,7 @@
 //! The client's request body on its way to a backend: counted as it streams (request size in
-//! metrics and logs), cut off past `proxy-body-size`, and watched for a backend that stops
-//! reading it (`proxy-send-timeout`).
+//! metrics and logs), cut off past `proxy-body-size`, cut off when the client pauses longer than
+//! the client body timeout, and watched for a backend that stops reading it
+//! (`proxy-send-timeout`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub struct BodyProgress {
     last_read: AtomicU64,
     finished: AtomicBool,
     exceeded: AtomicBool,
+    client_timed_out: AtomicBool,
 }
 
 impl Default for BodyProgress {
@@ -30,6 +32,7 @@ impl Default for BodyProgress {
             last_read: AtomicU64::new(0),
             finished: AtomicBool::new(false),
             exceeded: AtomicBool::new(false),
+            client_timed_out: AtomicBool::new(false),
         }
     }
 }
@@ -42,6 +45,11 @@ impl BodyProgress {
     /// Whether the body went past the route's limit (the answer is then 413).
     pub fn exceeded(&self) -> bool {
         self.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// Whether the client paused its body longer than the client body timeout (then 408).
+    pub fn client_timed_out(&self) -> bool {
+        self.client_timed_out.load(Ordering::Relaxed)
     }
 
     /// Resolves when the body is unfinished and has not been read for `timeout`; never once
@@ -68,8 +76,32 @@ pub enum RequestBody {
         inner: Incoming,
         progress: Arc<BodyProgress>,
         limit: Option<u64>,
+        idle: ClientPause,
     },
     Empty,
+}
+
+/// The timer of a client's pause in sending its body, armed only while the body waits for it.
+pub struct ClientPause {
+    timeout: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+impl ClientPause {
+    /// Whether the client has made the body wait for `timeout`; arms the timer on the first
+    /// wait after bytes arrived.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.waiting {
+            timer.as_mut().reset(deadline);
+            self.waiting = true;
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
 }
 
 /// A body longer than the route allows.
@@ -77,13 +109,21 @@ pub enum RequestBody {
 pub enum RequestBodyError {
     #[error("the request body is larger than the route's limit")]
     TooLarge,
+    #[error("the client paused its request body for longer than the client body timeout")]
+    ClientTimeout,
     #[error(transparent)]
     Client(#[from] hyper::Error),
 }
 
 impl RequestBody {
-    /// The client's `inner`, counted into `progress`, refused past `limit` bytes.
-    pub fn new(inner: Incoming, progress: Arc<BodyProgress>, limit: Option<u64>) -> Self {
+    /// The client's `inner`, counted into `progress`, refused past `limit` bytes and when the
+    /// client pauses for `timeout`.
+    pub fn new(
+        inner: Incoming,
+        progress: Arc<BodyProgress>,
+        limit: Option<u64>,
+        timeout: Duration,
+    ) -> Self {
         if inner.is_end_stream() {
             progress.finished.store(true, Ordering::Relaxed);
         }
@@ -91,6 +131,11 @@ impl RequestBody {
             inner,
             progress,
             limit,
+            idle: ClientPause {
+                timeout,
+                timer: None,
+                waiting: false,
+            },
         }
     }
 }
@@ -107,6 +152,7 @@ impl Body for RequestBody {
             inner,
             progress,
             limit,
+            idle,
         } = self.get_mut()
         else {
             return Poll::Ready(None);
@@ -129,8 +175,15 @@ impl Body for RequestBody {
                 }
             }
             Poll::Ready(_) => progress.finished.store(true, Ordering::Relaxed),
-            Poll::Pending => {}
+            Poll::Pending => {
+                if idle.expired(cx) {
+                    progress.client_timed_out.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(RequestBodyError::ClientTimeout)));
+                }
+                return Poll::Pending;
+            }
         }
+        idle.waiting = false;
         polled.map(|frame| frame.map(|result| result.map_err(RequestBodyError::from)))
     }
 

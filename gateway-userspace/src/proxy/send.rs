@@ -11,10 +11,10 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use rustls_pki_types::ServerName;
 
-use super::Proxy;
 use super::error::ProxyError;
 use super::request_body::RequestBody;
 use super::upstream::{PooledBody, Target, UpstreamError};
+use super::{Proxy, strict};
 use crate::observe::{Exchange, Upstream};
 use crate::policy::balance::RequestView;
 use crate::policy::{Balance, RoutePolicy};
@@ -157,6 +157,20 @@ pub async fn send(
                 if let Some(in_flight) = in_flight {
                     in_flight.done(started.elapsed());
                 }
+                if let Err(why) = strict::check_response(&response) {
+                    record(
+                        exchange,
+                        endpoint,
+                        backend,
+                        StatusCode::BAD_GATEWAY,
+                        started,
+                    );
+                    tracing::warn!(%endpoint, backend = %backend.name(), why, "malformed response");
+                    return Err(ProxyError::Upstream {
+                        backend: backend.name(),
+                        reason: format!("{endpoint}: malformed response: {why}"),
+                    });
+                }
                 let status = response.status();
                 record(exchange, endpoint, backend, status, started);
                 if !last && replay.is_some() && retry.on_status.contains(&status) {
@@ -177,6 +191,9 @@ pub async fn send(
                     StatusCode::BAD_GATEWAY,
                     started,
                 );
+                if exchange.request_body.client_timed_out() {
+                    return Err(ProxyError::ClientTimeout);
+                }
                 if exchange.request_body.exceeded() {
                     return Err(ProxyError::TooLarge {
                         limit: policy.body_limit.unwrap_or(0),

@@ -78,6 +78,18 @@ pub struct CanarySpec {
 struct Values<'v, 'w> {
     values: BTreeMap<&'v str, &'v str>,
     warnings: &'v mut IngressWarnings<'w>,
+    /// Why the route is closed: an access or authentication annotation that cannot be applied.
+    closed: Option<String>,
+}
+
+/// The end of the warning of an access annotation that closed its route.
+const CLOSED: &str = "the route answers 503 until this is fixed";
+
+/// Whether `name` restricts who may use a route: one that cannot be applied closes the route
+/// (503) instead of leaving it open, as ingress-nginx denies such a location.
+fn is_access_control(name: &str) -> bool {
+    matches!(name, "whitelist-source-range" | "denylist-source-range")
+        || (name.starts_with("auth-") && name != "auth-snippet")
 }
 
 /// The field path of an annotation in warnings.
@@ -109,10 +121,25 @@ impl Values<'_, '_> {
     }
 
     fn reject(&mut self, name: &str, value: &str, reason: &str) {
+        let outcome = if self.closes(name, reason) {
+            CLOSED
+        } else {
+            "annotation ignored"
+        };
         self.warnings.add(
             field(name),
-            format!("{}: {reason}; annotation ignored", quoted(value)),
+            format!("{}: {reason}; {outcome}", quoted(value)),
         );
+    }
+
+    /// Whether refusing annotation `name` closes the route (then it does).
+    fn closes(&mut self, name: &str, reason: &str) -> bool {
+        if !is_access_control(name) {
+            return false;
+        }
+        self.closed
+            .get_or_insert_with(|| format!("annotation {PREFIX}{name}: {reason}"));
+        true
     }
 
     /// Takes out the companions of an annotation that is off: they would do nothing.
@@ -342,6 +369,7 @@ impl Annotations {
         let mut values = Values {
             values: BTreeMap::new(),
             warnings,
+            closed: None,
         };
         for (key, value) in all {
             let Some(name) = key.strip_prefix(PREFIX) else {
@@ -374,14 +402,18 @@ impl Annotations {
         // Whatever is left is not something the gateway does.
         let left: Vec<(&str, &str)> = values.values.iter().map(|(k, v)| (*k, *v)).collect();
         for (name, value) in left {
+            let reason = "this annotation is not supported by xdp-gateway";
+            let outcome = if values.closes(name, reason) {
+                CLOSED
+            } else {
+                "it is not applied"
+            };
             values.warnings.add(
                 field(name),
-                format!(
-                    "{}: this annotation is not supported by xdp-gateway and is not applied",
-                    quoted(value)
-                ),
+                format!("{}: {reason}; {outcome}", quoted(value)),
             );
         }
+        parsed.policy.closed = values.closed.map(Into::into);
         parsed
     }
 

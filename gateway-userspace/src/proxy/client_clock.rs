@@ -1,0 +1,219 @@
+//! The client timeouts of one connection: how long it may take to send a request head, and how
+//! long it may stay idle between requests; and the stream wrapper that tells the clock when a
+//! client's bytes arrive and shows HTTP/2 frames to the flood meter.
+//!
+//! A connection is in one of three phases: busy (a request is in flight: the request body and
+//! the backend have their own timeouts), idle (no request since `since`: keep-alive timeout) or
+//! reading a head (bytes arrived at `since` and no request has started yet: header timeout).
+//! A new connection starts reading its first head. HTTP/2 connections are idle whenever no
+//! stream is open, whatever frames arrive, so PINGs cannot keep one open.
+
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+use super::h2_flood::{FloodMeter, Verdict};
+use super::limits::ClientLimits;
+
+/// Low bit of `ClientClock::phase`: idle (1) or reading a head (0); the rest: `since` in ms.
+const IDLE: u64 = 1;
+
+/// Why a connection's time ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// A request head did not arrive whole within the header timeout.
+    Header,
+    /// No request within the keep-alive timeout.
+    Idle,
+    /// The client flooded the connection with frames that carry no request.
+    Flood(&'static str),
+}
+
+impl Expiry {
+    /// The label of the closed-connections counter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expiry::Header => "header_timeout",
+            Expiry::Idle => "keepalive_timeout",
+            Expiry::Flood(_) => "http2_flood",
+        }
+    }
+}
+
+/// Phases and in-flight requests of one client connection.
+#[derive(Debug)]
+pub struct ClientClock {
+    origin: Instant,
+    phase: AtomicU64,
+    in_flight: AtomicU32,
+    http2: AtomicBool,
+    flood: OnceLock<&'static str>,
+    flooded: Notify,
+}
+
+impl Default for ClientClock {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            phase: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            http2: AtomicBool::new(false),
+            flood: OnceLock::new(),
+            flooded: Notify::new(),
+        }
+    }
+}
+
+impl ClientClock {
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// A request's head has arrived whole.
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request's response has been sent (or abandoned).
+    pub fn request_ended(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.phase.store(self.now() << 1 | IDLE, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes arrived from the client: on an idle HTTP/1 connection, a head has begun.
+    fn bytes_arrived(&self) {
+        if self.phase.load(Ordering::Relaxed) & IDLE != 0 && !self.http2.load(Ordering::Relaxed) {
+            self.phase.store(self.now() << 1, Ordering::Relaxed);
+        }
+    }
+
+    fn flood(&self, why: &'static str) {
+        if self.flood.set(why).is_ok() {
+            self.flooded.notify_one();
+        }
+    }
+
+    /// Whether the connection is known to speak HTTP/2.
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the connection's time has run out, with the reason.
+    pub async fn expired(&self, limits: &ClientLimits) -> Expiry {
+        loop {
+            if let Some(why) = self.flood.get() {
+                return Expiry::Flood(why);
+            }
+            let wait = if self.in_flight.load(Ordering::Relaxed) > 0 {
+                // Busy: nothing of ours to time; look again later.
+                limits.header_timeout
+            } else {
+                let phase = self.phase.load(Ordering::Relaxed);
+                let (expiry, timeout) = if phase & IDLE != 0 {
+                    (Expiry::Idle, limits.keepalive_timeout)
+                } else {
+                    (Expiry::Header, limits.header_timeout)
+                };
+                let since = Duration::from_millis(phase >> 1);
+                let elapsed = self.origin.elapsed().saturating_sub(since);
+                if elapsed >= timeout {
+                    return expiry;
+                }
+                timeout - elapsed
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.flooded.notified() => {}
+            }
+        }
+    }
+}
+
+/// A client's stream, as the HTTP server reads it: arrivals go to the clock, HTTP/2 frame
+/// headers to the flood meter. Once a flood is found, reading stops (the server still writes
+/// its GOAWAY) until the connection is closed.
+pub struct Watched<S> {
+    inner: S,
+    connection: std::sync::Arc<super::Connection>,
+    /// Until the first bytes show HTTP/1, or for the life of an HTTP/2 connection.
+    meter: Option<FloodMeter>,
+}
+
+impl<S> Watched<S> {
+    pub fn new(inner: S, connection: std::sync::Arc<super::Connection>) -> Self {
+        Self {
+            inner,
+            connection,
+            meter: Some(FloodMeter::default()),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let clock = &this.connection.clock;
+        if clock.flood.get().is_some() {
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let arrived = &buf.filled()[before..];
+        if arrived.is_empty() {
+            return polled;
+        }
+        if let Some(meter) = &mut this.meter {
+            match meter.feed(arrived) {
+                Verdict::NotHttp2 => this.meter = None,
+                Verdict::Fine => {
+                    if meter.is_http2() {
+                        clock.http2.store(true, Ordering::Relaxed);
+                    }
+                }
+                Verdict::Flood(why) => clock.flood(why),
+            }
+        }
+        clock.bytes_arrived();
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

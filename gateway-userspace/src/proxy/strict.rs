@@ -1,0 +1,214 @@
+//! The message rules of RFC 9112 and 9113 that hyper leaves to the application, applied to
+//! every request before anything reaches a backend and to every backend response before any of
+//! it reaches the client. Each ambiguity that lets two parsers see different messages (request
+//! smuggling, response splitting) is refused, never repaired.
+//!
+//! hyper's own parser (httparse) already refuses obs-fold, bare CR, NUL and other control
+//! characters in names and values, malformed chunk sizes, a Transfer-Encoding whose last coding
+//! is not `chunked`, and differing Content-Lengths; the end-to-end tests in
+//! tests/hostile_clients.rs hold both layers to it.
+
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, Response, Version};
+
+use super::error::ProxyError;
+use super::limits::ClientLimits;
+use crate::snapshot::normalize_host;
+
+/// Refuses a request whose framing or target is ambiguous, or whose head is over the limits.
+pub fn check_request<B>(request: &Request<B>, limits: &ClientLimits) -> Result<(), ProxyError> {
+    let uri = request.uri();
+    let target_length = match uri.authority() {
+        Some(_) => uri.to_string().len(),
+        None => uri.path_and_query().map_or(1, |p| p.as_str().len()),
+    };
+    if target_length > limits.max_line {
+        return Err(ProxyError::UriTooLong);
+    }
+    let headers = request.headers();
+    if headers
+        .iter()
+        .any(|(name, value)| name.as_str().len() + value.len() + 2 > limits.max_line)
+    {
+        return Err(ProxyError::HeaderTooLarge);
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::Malformed("several Host headers"));
+    }
+    match (uri.authority(), host) {
+        (None, None) if request.version() == Version::HTTP_11 => {
+            return Err(ProxyError::Malformed("an HTTP/1.1 request without Host"));
+        }
+        (Some(authority), Some(host)) if !same_host(authority.as_str(), host) => {
+            return Err(ProxyError::Malformed(
+                "the target's authority and the Host header differ",
+            ));
+        }
+        _ => {}
+    }
+    check_framing(headers).map_err(ProxyError::Malformed)
+}
+
+/// Refuses a backend response whose framing is ambiguous (the client would get 502).
+pub fn check_response<B>(response: &Response<B>) -> Result<(), &'static str> {
+    check_framing(response.headers())
+}
+
+/// One Content-Length of digits, or one `Transfer-Encoding: chunked`, or neither; never both.
+fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let length = lengths.next();
+    if lengths.next().is_some() {
+        return Err("several Content-Length headers");
+    }
+    if let Some(length) = length
+        && (length.is_empty() || !length.as_bytes().iter().all(u8::is_ascii_digit))
+    {
+        return Err("a Content-Length that is not one decimal number");
+    }
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let Some(coding) = codings.next() else {
+        return Ok(());
+    };
+    if codings.next().is_some() {
+        return Err("several Transfer-Encoding headers");
+    }
+    if !coding.as_bytes().eq_ignore_ascii_case(b"chunked") {
+        return Err("a Transfer-Encoding other than \"chunked\"");
+    }
+    if length.is_some() {
+        return Err("both Content-Length and Transfer-Encoding");
+    }
+    Ok(())
+}
+
+/// Whether the Host header names the host of the target's authority (routing reads only the
+/// host, so ports may differ).
+fn same_host(authority: &str, host: &HeaderValue) -> bool {
+    host.to_str()
+        .is_ok_and(|host| normalize_host(host) == normalize_host(authority))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version, target: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::builder().version(version).uri(target);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    fn refusal(request: &Request<()>) -> Option<String> {
+        check_request(request, &ClientLimits::default())
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    #[test]
+    fn ordinary_requests_pass() {
+        let h11 = Version::HTTP_11;
+        assert_eq!(refusal(&request(h11, "/", &[("host", "a")])), None);
+        assert_eq!(
+            refusal(&request(
+                h11,
+                "/",
+                &[("host", "a"), ("content-length", "10")]
+            )),
+            None
+        );
+        assert_eq!(
+            refusal(&request(
+                h11,
+                "/",
+                &[("host", "a"), ("transfer-encoding", "Chunked")]
+            )),
+            None
+        );
+        assert_eq!(
+            refusal(&request(h11, "http://A:80/", &[("host", "a:80")])),
+            None
+        );
+        assert_eq!(refusal(&request(Version::HTTP_10, "/", &[])), None);
+    }
+
+    #[test]
+    fn ambiguities_are_refused() {
+        let h11 = Version::HTTP_11;
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            ("/", &[]),
+            ("/", &[("host", "a"), ("host", "b")]),
+            ("/", &[("host", "a"), ("host", "a")]),
+            ("http://b/", &[("host", "a")]),
+            (
+                "/",
+                &[
+                    ("host", "a"),
+                    ("content-length", "1"),
+                    ("content-length", "1"),
+                ],
+            ),
+            ("/", &[("host", "a"), ("content-length", "1, 1")]),
+            ("/", &[("host", "a"), ("content-length", "+1")]),
+            (
+                "/",
+                &[
+                    ("host", "a"),
+                    ("transfer-encoding", "chunked"),
+                    ("content-length", "3"),
+                ],
+            ),
+            (
+                "/",
+                &[("host", "a"), ("transfer-encoding", "identity, chunked")],
+            ),
+            (
+                "/",
+                &[("host", "a"), ("transfer-encoding", "chunked, chunked")],
+            ),
+            ("/", &[("host", "a"), ("transfer-encoding", "xchunked")]),
+            (
+                "/",
+                &[
+                    ("host", "a"),
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "chunked"),
+                ],
+            ),
+        ];
+        for (target, headers) in cases {
+            assert!(
+                refusal(&request(h11, target, headers)).is_some(),
+                "{target} {headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_targets_and_lines_get_their_statuses() {
+        let long = format!("/{}", "a".repeat(9000));
+        let status = |r: &Request<()>| {
+            check_request(r, &ClientLimits::default())
+                .unwrap_err()
+                .status()
+                .as_u16()
+        };
+        assert_eq!(
+            status(&request(Version::HTTP_11, &long, &[("host", "a")])),
+            414
+        );
+        let cookie = "c".repeat(9000);
+        assert_eq!(
+            status(&request(
+                Version::HTTP_11,
+                "/",
+                &[("host", "a"), ("cookie", &cookie)]
+            )),
+            431
+        );
+    }
+}
