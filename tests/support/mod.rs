@@ -8,3 +8,5 @@ pub mod gateway;
 pub mod manifests;
 pub mod netns;
 pub mod pki;
+pub mod raw;
+pub mod recorder;

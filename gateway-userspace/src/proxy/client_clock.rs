@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use super::h1_framing::FramingReader;
 use super::h2_flood::{FloodMeter, Verdict};
 use super::limits::ClientLimits;
 
@@ -136,21 +137,26 @@ impl ClientClock {
 }
 
 /// A client's stream, as the HTTP server reads it: arrivals go to the clock, HTTP/2 frame
-/// headers to the flood meter. Once a flood is found, reading stops (the server still writes
-/// its GOAWAY) until the connection is closed.
+/// headers to the flood meter, HTTP/1 heads to the framing reader. Once a flood is found,
+/// reading stops (the server still writes its GOAWAY) until the connection is closed.
 pub struct Watched<S> {
     inner: S,
     connection: std::sync::Arc<super::Connection>,
     /// Until the first bytes show HTTP/1, or for the life of an HTTP/2 connection.
     meter: Option<FloodMeter>,
+    /// Once the first bytes showed HTTP/1.
+    framing: Option<Box<FramingReader>>,
+    max_head: usize,
 }
 
 impl<S> Watched<S> {
-    pub fn new(inner: S, connection: std::sync::Arc<super::Connection>) -> Self {
+    pub fn new(inner: S, connection: std::sync::Arc<super::Connection>, max_head: usize) -> Self {
         Self {
             inner,
             connection,
             meter: Some(FloodMeter::default()),
+            framing: None,
+            max_head,
         }
     }
 }
@@ -172,9 +178,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         if arrived.is_empty() {
             return polled;
         }
-        if let Some(meter) = &mut this.meter {
+        if let Some(framing) = &mut this.framing {
+            framing.feed(arrived, &this.connection.framing);
+        } else if let Some(meter) = &mut this.meter {
             match meter.feed(arrived) {
-                Verdict::NotHttp2 => this.meter = None,
+                Verdict::NotHttp2 => {
+                    this.meter = None;
+                    let mut framing = Box::new(FramingReader::new(this.max_head));
+                    framing.feed(arrived, &this.connection.framing);
+                    this.framing = Some(framing);
+                }
                 Verdict::Fine => {
                     if meter.is_http2() {
                         clock.http2.store(true, Ordering::Relaxed);

@@ -80,6 +80,10 @@ async fn forward(
     mut request: Request<Incoming>,
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    connection
+        .framing
+        .next_request()
+        .map_err(ProxyError::Malformed)?;
     strict::check_request(&request, &proxy.config.client_limits)?;
     normalize_path(request.uri_mut())?;
     // HTTP/1.0 clients may send no Host: such a request can still match rules without a host.

@@ -6,6 +6,7 @@ mod client_clock;
 mod error;
 mod error_page;
 mod forward;
+mod h1_framing;
 mod h2_flood;
 mod headers;
 pub mod limits;
@@ -34,6 +35,7 @@ pub use limits::ClientLimits;
 pub use request_body::BodyProgress;
 
 use client_clock::{Expiry, Watched};
+use h1_framing::FramingCheck;
 use limits::Admission;
 
 use crate::lifecycle::drain::{self, Drain};
@@ -87,6 +89,8 @@ pub struct Connection {
     pub tls_version: Option<&'static str>,
     /// Its header and keep-alive timeouts.
     pub clock: ClientClock,
+    /// Ambiguous HTTP/1 heads, as the client sent them.
+    pub framing: FramingCheck,
 }
 
 impl Proxy {
@@ -179,6 +183,7 @@ impl Proxy {
                 sni: None,
                 tls_version: None,
                 clock: ClientClock::default(),
+                framing: FramingCheck::default(),
             };
             self.serve_connection(connection, stream).await;
             return;
@@ -224,6 +229,7 @@ impl Proxy {
             sni: session.server_name().map(normalize_host),
             tls_version: Some(tls_version),
             clock: ClientClock::default(),
+            framing: FramingCheck::default(),
         };
         self.serve_connection(connection, stream).await;
     }
@@ -235,14 +241,14 @@ impl Proxy {
         let client = connection.client;
         let connection = Arc::new(connection);
         let stopped = drain::stopped(self.drain.watch());
-        let stream = TokioIo::new(Watched::new(stream, connection.clone()));
+        let limits = &self.config.client_limits;
+        let stream = TokioIo::new(Watched::new(stream, connection.clone(), limits.max_head));
         let proxy = self.clone();
         let serving = connection.clone();
         let service =
             service_fn(move |request| forward::handle(proxy.clone(), serving.clone(), request));
         let served = self.server.serve_connection_with_upgrades(stream, service);
         tokio::pin!(served);
-        let limits = &self.config.client_limits;
         // When the drain stops, idle connections close, in-flight requests finish, and HTTP/2
         // connections get GOAWAY.
         let result = tokio::select! {

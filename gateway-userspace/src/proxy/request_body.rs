@@ -22,6 +22,7 @@ pub struct BodyProgress {
     finished: AtomicBool,
     exceeded: AtomicBool,
     client_timed_out: AtomicBool,
+    client_failed: AtomicBool,
 }
 
 impl Default for BodyProgress {
@@ -33,6 +34,7 @@ impl Default for BodyProgress {
             finished: AtomicBool::new(false),
             exceeded: AtomicBool::new(false),
             client_timed_out: AtomicBool::new(false),
+            client_failed: AtomicBool::new(false),
         }
     }
 }
@@ -50,6 +52,11 @@ impl BodyProgress {
     /// Whether the client paused its body longer than the client body timeout (then 408).
     pub fn client_timed_out(&self) -> bool {
         self.client_timed_out.load(Ordering::Relaxed)
+    }
+
+    /// Whether reading the client's body failed: malformed chunked framing, or cut short.
+    pub fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Relaxed)
     }
 
     /// Resolves when the body is unfinished and has not been read for `timeout`; never once
@@ -174,7 +181,8 @@ impl Body for RequestBody {
                     progress.finished.store(true, Ordering::Relaxed);
                 }
             }
-            Poll::Ready(_) => progress.finished.store(true, Ordering::Relaxed),
+            Poll::Ready(Some(Err(_))) => progress.client_failed.store(true, Ordering::Relaxed),
+            Poll::Ready(None) => progress.finished.store(true, Ordering::Relaxed),
             Poll::Pending => {
                 if idle.expired(cx) {
                     progress.client_timed_out.store(true, Ordering::Relaxed);

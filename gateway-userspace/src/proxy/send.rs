@@ -194,6 +194,11 @@ pub async fn send(
                 if exchange.request_body.client_timed_out() {
                     return Err(ProxyError::ClientTimeout);
                 }
+                if exchange.request_body.client_failed() {
+                    return Err(ProxyError::Malformed(
+                        "the request body is malformed or was cut short",
+                    ));
+                }
                 if exchange.request_body.exceeded() {
                     return Err(ProxyError::TooLarge {
                         limit: policy.body_limit.unwrap_or(0),

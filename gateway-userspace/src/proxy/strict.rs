@@ -3,7 +3,9 @@
 //! it reaches the client. Each ambiguity that lets two parsers see different messages (request
 //! smuggling, response splitting) is refused, never repaired.
 //!
-//! hyper's own parser (httparse) already refuses obs-fold, bare CR, NUL and other control
+//! hyper tidies two HTTP/1 ambiguities away before the request is seen here (a Content-Length
+//! beside Transfer-Encoding, duplicate equal Content-Lengths); `h1_framing` reads those from the
+//! raw head. hyper's own parser (httparse) already refuses obs-fold, bare CR, NUL and other control
 //! characters in names and values, malformed chunk sizes, a Transfer-Encoding whose last coding
 //! is not `chunked`, and differing Content-Lengths; the end-to-end tests in
 //! tests/hostile_clients.rs hold both layers to it.

@@ -1,0 +1,327 @@
+//! Reads the heads of HTTP/1 requests as the client sent them, before hyper tidies them:
+//! hyper drops a Content-Length that comes with Transfer-Encoding and folds duplicate
+//! Content-Lengths into one, so the request the proxy sees no longer shows the ambiguity that
+//! a smuggler relies on. This reader follows the message boundaries (heads, fixed and chunked
+//! bodies) of the byte stream and marks the first head whose framing is ambiguous; that request
+//! is then refused with 400 before it is routed.
+//!
+//! Where the stream stops being HTTP/1 that this reader can follow (a malformed head or chunk,
+//! which hyper refuses by itself, or the bytes of an upgraded tunnel), it stops reading.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Most header fields a head may have for this reader (hyper refuses more with 431).
+const MAX_FIELDS: usize = 128;
+
+/// What the reader found, shared with the requests of the connection.
+#[derive(Debug, Default)]
+pub struct FramingCheck {
+    /// The index of the first ambiguous head, and why.
+    refused: OnceLock<(u64, &'static str)>,
+    /// Requests that asked so far.
+    requests: AtomicU64,
+}
+
+impl FramingCheck {
+    /// Called once per request, in order: why this request's head was ambiguous, if it was.
+    /// Requests after an ambiguous one are refused too (the connection closes anyway).
+    pub fn next_request(&self) -> Result<(), &'static str> {
+        let index = self.requests.fetch_add(1, Ordering::Relaxed);
+        match self.refused.get() {
+            Some((refused, why)) if *refused <= index => Err(why),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Where in the message stream the reader is.
+#[derive(Debug)]
+pub struct FramingReader {
+    state: State,
+    /// The head read so far (only while in `State::Head`).
+    head: Vec<u8>,
+    heads: u64,
+    max_head: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Head,
+    Fixed(u64),
+    Chunk(Chunk),
+    Off,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    /// The size line: the size so far, and whether a digit was seen.
+    Size(u64, bool),
+    /// An extension, up to the end of the size line (the chunk's size kept).
+    Extension(u64),
+    /// After the size line's CR.
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or of the final empty line).
+    TrailerStart,
+    /// Inside a trailer line.
+    Trailer,
+    /// After a CR at the start of a trailer line: the message ends at the LF.
+    EndLf,
+}
+
+impl FramingReader {
+    pub fn new(max_head: usize) -> Self {
+        Self {
+            state: State::Head,
+            head: Vec::new(),
+            heads: 0,
+            max_head,
+        }
+    }
+
+    /// Reads `bytes`, the next ones the client sent, marking ambiguous heads in `check`.
+    pub fn feed(&mut self, mut bytes: &[u8], check: &FramingCheck) {
+        while !bytes.is_empty() {
+            bytes = match self.state {
+                State::Off => return,
+                State::Head => self.read_head(bytes, check),
+                State::Fixed(left) => {
+                    let n = (left as usize).min(bytes.len());
+                    self.state = match left - n as u64 {
+                        0 => State::Head,
+                        left => State::Fixed(left),
+                    };
+                    &bytes[n..]
+                }
+                State::Chunk(chunk) => self.read_chunked(chunk, bytes),
+            };
+        }
+    }
+
+    fn read_head<'b>(&mut self, bytes: &'b [u8], check: &FramingCheck) -> &'b [u8] {
+        let Some(end) = self.head_end(bytes) else {
+            self.head.extend_from_slice(bytes);
+            if self.head.len() > self.max_head {
+                self.state = State::Off;
+            }
+            return &[];
+        };
+        self.head.extend_from_slice(&bytes[..end]);
+        let index = self.heads;
+        self.heads += 1;
+        self.state = match framing(&self.head) {
+            Ok(Framing::None | Framing::Fixed(0)) => State::Head,
+            Ok(Framing::Fixed(n)) => State::Fixed(n),
+            Ok(Framing::Chunked) => State::Chunk(Chunk::Size(0, false)),
+            Err(Some(why)) => {
+                let _ = check.refused.set((index, why));
+                State::Off
+            }
+            Err(None) => State::Off,
+        };
+        self.head.clear();
+        if self.head.capacity() > 4096 {
+            self.head.shrink_to(1024);
+        }
+        &bytes[end..]
+    }
+
+    /// How many of `bytes` complete the head read so far (up to and with its blank line).
+    /// Blank lines before a request line are allowed (RFC 9112 2.2) and are not an end; a
+    /// line may end in a bare LF, as httparse allows.
+    fn head_end(&self, bytes: &[u8]) -> Option<usize> {
+        let at = |i: usize| -> u8 {
+            if i < self.head.len() {
+                self.head[i]
+            } else {
+                bytes[i - self.head.len()]
+            }
+        };
+        let mut blank_so_far = self.head.iter().all(|&b| b == b'\r' || b == b'\n');
+        for (j, &byte) in bytes.iter().enumerate() {
+            if byte != b'\n' {
+                blank_so_far &= byte == b'\r';
+                continue;
+            }
+            let v = self.head.len() + j;
+            let ends =
+                v >= 1 && at(v - 1) == b'\n' || v >= 2 && at(v - 1) == b'\r' && at(v - 2) == b'\n';
+            if ends && !blank_so_far {
+                return Some(j + 1);
+            }
+        }
+        None
+    }
+
+    fn read_chunked<'b>(&mut self, chunk: Chunk, bytes: &'b [u8]) -> &'b [u8] {
+        let mut chunk = chunk;
+        for (i, &byte) in bytes.iter().enumerate() {
+            chunk = match (chunk, byte) {
+                (Chunk::Data(left), _) => {
+                    let n = (left as usize).min(bytes.len() - i);
+                    // Skip the data in one step; the rest of this slice is read on return.
+                    self.state = State::Chunk(match left - n as u64 {
+                        0 => Chunk::DataCr,
+                        left => Chunk::Data(left),
+                    });
+                    return &bytes[i + n..];
+                }
+                (Chunk::Size(size, _), b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
+                    let digit = u64::from(char::from(byte).to_digit(16).unwrap_or(0));
+                    match size.checked_mul(16).and_then(|s| s.checked_add(digit)) {
+                        Some(size) => Chunk::Size(size, true),
+                        None => return self.off(),
+                    }
+                }
+                (Chunk::Size(size, true), b'\r') => Chunk::SizeLf(size),
+                (Chunk::Size(size, true), b';') => Chunk::Extension(size),
+                (Chunk::Extension(size), b'\r') => Chunk::SizeLf(size),
+                (Chunk::Extension(_), b'\n') => return self.off(),
+                (Chunk::Extension(size), _) => Chunk::Extension(size),
+                (Chunk::SizeLf(0), b'\n') => Chunk::TrailerStart,
+                (Chunk::SizeLf(size), b'\n') => Chunk::Data(size),
+                (Chunk::DataCr, b'\r') => Chunk::DataLf,
+                (Chunk::DataLf, b'\n') => Chunk::Size(0, false),
+                (Chunk::TrailerStart, b'\r') => Chunk::EndLf,
+                (Chunk::EndLf, b'\n') => {
+                    self.state = State::Head;
+                    return &bytes[i + 1..];
+                }
+                (Chunk::Trailer, b'\n') => Chunk::TrailerStart,
+                (Chunk::TrailerStart | Chunk::Trailer, byte) if byte != b'\n' => Chunk::Trailer,
+                _ => return self.off(),
+            };
+        }
+        self.state = State::Chunk(chunk);
+        &[]
+    }
+
+    fn off<'b>(&mut self) -> &'b [u8] {
+        self.state = State::Off;
+        &[]
+    }
+}
+
+enum Framing {
+    None,
+    Fixed(u64),
+    Chunked,
+}
+
+/// The body framing the head declares: `Err(Some(why))` when it is ambiguous, `Err(None)` when
+/// the head does not parse (hyper refuses it by itself).
+fn framing(head: &[u8]) -> Result<Framing, Option<&'static str>> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut request = httparse::Request::new(&mut fields);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(None),
+    }
+    let mut length: Option<&[u8]> = None;
+    let mut chunked = false;
+    let mut codings = 0u32;
+    for field in request.headers.iter() {
+        if field.name.eq_ignore_ascii_case("content-length") {
+            if length.is_some() {
+                return Err(Some("several Content-Length headers"));
+            }
+            length = Some(field.value);
+        } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
+            codings += 1;
+            chunked = trim(field.value).eq_ignore_ascii_case(b"chunked");
+        }
+    }
+    match (length, codings) {
+        (Some(_), 1..) => Err(Some("both Content-Length and Transfer-Encoding")),
+        (None, 2..) => Err(Some("several Transfer-Encoding headers")),
+        (None, 1) if chunked => Ok(Framing::Chunked),
+        (None, 1) => Err(Some("a Transfer-Encoding other than \"chunked\"")),
+        (Some(value), _) => {
+            let value = trim(value);
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return Err(Some("a Content-Length that is not one decimal number"));
+            }
+            std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Framing::Fixed)
+                .ok_or(Some("a Content-Length that is too large"))
+        }
+        (None, 0) => Ok(Framing::None),
+    }
+}
+
+fn trim(value: &[u8]) -> &[u8] {
+    value.trim_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` in pieces of `step` bytes; the index of the refused head, and why.
+    fn refused(stream: &[u8], step: usize) -> Option<(u64, &'static str)> {
+        let check = FramingCheck::default();
+        let mut reader = FramingReader::new(32 * 1024);
+        for piece in stream.chunks(step) {
+            reader.feed(piece, &check);
+        }
+        check.refused.get().copied()
+    }
+
+    #[test]
+    fn boundaries_are_followed_through_bodies_in_any_pieces() {
+        let stream = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n\
+            POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+            POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+            5;x=y\r\nhello\r\n0\r\nTrailer: t\r\n\r\n\
+            GET /lf HTTP/1.1\nHost: a\n\n\
+            POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for step in [1, 2, 3, 7, 64, stream.len()] {
+            assert_eq!(
+                refused(stream, step),
+                Some((4, "both Content-Length and Transfer-Encoding")),
+                "pieces of {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn ambiguous_heads() {
+        let cases: [(&[u8], &str); 5] = [
+            (
+                b"Content-Length: 1\r\nContent-Length: 1",
+                "several Content-Length",
+            ),
+            (b"Transfer-Encoding: chunked\r\nContent-Length: 1", "both"),
+            (
+                b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+                "several Transfer",
+            ),
+            (b"Transfer-Encoding: gzip", "other than"),
+            (b"Content-Length: 1,1", "not one decimal"),
+        ];
+        for (fields, why) in cases {
+            let mut stream = b"POST / HTTP/1.1\r\nHost: a\r\n".to_vec();
+            stream.extend_from_slice(fields);
+            stream.extend_from_slice(b"\r\n\r\n");
+            let found = refused(&stream, 5);
+            assert!(
+                found.is_some_and(|(i, w)| i == 0 && w.contains(why)),
+                "{found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn requests_after_a_refused_head_are_refused_and_those_before_are_not() {
+        let check = FramingCheck::default();
+        let _ = check.refused.set((1, "x"));
+        assert_eq!(check.next_request(), Ok(()));
+        assert_eq!(check.next_request(), Err("x"));
+        assert_eq!(check.next_request(), Err("x"));
+    }
+}
