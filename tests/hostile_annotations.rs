@@ -1,6 +1,7 @@
 //! Hostile annotation values: the payloads of ingress-nginx's annotation CVEs, newline and brace
 //! injection, huge values and pathological regular expressions. Each is refused with a warning
-//! naming its Ingress and annotation, its route serves as if the annotation were absent, and
+//! naming its Ingress and annotation, its route serves as if the annotation were absent (or,
+//! for an access or authentication annotation, is closed with 503: it fails closed), and
 //! every other route is untouched. The gateway has no configuration template, so there is
 //! nothing to inject into; these tests keep it that way.
 
@@ -17,6 +18,14 @@ struct Payload {
     value: String,
     reason: &'static str,
     beside: &'static [(&'static str, &'static str)],
+}
+
+/// Whether a refused `annotation` closes its route (access and authentication rules).
+fn fails_closed(annotation: &str) -> bool {
+    matches!(
+        annotation,
+        "whitelist-source-range" | "denylist-source-range"
+    ) || (annotation.starts_with("auth-") && annotation != "auth-snippet")
 }
 
 fn payloads() -> Vec<Payload> {
@@ -173,11 +182,21 @@ async fn every_hostile_value_is_refused_and_nothing_else_changes() {
             message.len()
         );
 
-        // The route serves as if the annotation were not there: plain proxying, nothing
+        // An access or authentication annotation that cannot be applied closes its route;
+        // any other route serves as if the annotation were not there: plain proxying, nothing
         // injected, no redirect.
         let answer = HttpClient::new()
             .get(gw.http, &format!("h{i}.test"), "/x")
             .await;
+        if fails_closed(annotation) {
+            assert_eq!(
+                answer.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{annotation}"
+            );
+            assert!(message.contains("answers 503"), "{annotation}: {message}");
+            continue;
+        }
         assert_eq!(
             answer.status,
             StatusCode::OK,

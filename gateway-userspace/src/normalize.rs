@@ -199,4 +199,66 @@ mod tests {
             assert!(matches!(path(raw), Ok(Cow::Borrowed(_))), "{raw}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Ways of writing one segment that all mean it.
+        fn obfuscated(segment: &'static str) -> impl Strategy<Value = String> {
+            let letters: Vec<_> = segment.chars().collect();
+            (
+                proptest::collection::vec(any::<bool>(), letters.len()),
+                0..3usize,
+                any::<bool>(),
+            )
+                .prop_map(move |(encode, detour, dot)| {
+                    let mut out = String::new();
+                    // Detours: "/x/.." and "/." before the segment, extra slashes.
+                    for _ in 0..detour {
+                        out.push_str("/x/../");
+                    }
+                    if dot {
+                        out.push_str("/./");
+                    }
+                    out.push('/');
+                    for (letter, encode) in letters.iter().zip(&encode) {
+                        if *encode {
+                            out.push_str(&format!("%{:02x}", *letter as u8));
+                        } else {
+                            out.push(*letter);
+                        }
+                    }
+                    out
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn every_spelling_of_a_path_normalises_to_it(
+                a in obfuscated("admin"), b in obfuscated("users"), slashes in 1..4usize,
+            ) {
+                let raw = format!("{a}{}{b}", "/".repeat(slashes - 1));
+                let normal = path(&raw);
+                prop_assert_eq!(normal.as_deref(), Ok("/admin/users"));
+            }
+
+            #[test]
+            fn normal_forms_are_fixed_points(raw in "/[a-zA-Z0-9./%~_-]{0,40}") {
+                if let Ok(normal) = path(&raw) {
+                    let again = path(&normal);
+                    prop_assert_eq!(again.as_deref(), Ok(normal.as_ref()));
+                    prop_assert!(normal.starts_with('/'));
+                    prop_assert!(!normal.contains("//"));
+                    prop_assert!(!normal.contains("/./") && !normal.contains("/../"));
+                    prop_assert!(!normal.ends_with("/.") && !normal.ends_with("/.."));
+                }
+            }
+
+            #[test]
+            fn any_input_is_answered_without_panicking(raw in ".{0,60}") {
+                let _ = path(&raw);
+            }
+        }
+    }
 }

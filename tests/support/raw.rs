@@ -94,6 +94,9 @@ pub mod h2 {
     pub const END_HEADERS: u8 = 0x4;
     pub const ACK: u8 = 0x1;
 
+    /// Header fields as (name, value) bytes.
+    pub type Fields<'a> = Vec<(&'a [u8], &'a [u8])>;
+
     /// One frame.
     pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
@@ -132,7 +135,7 @@ pub mod h2 {
     }
 
     /// The fields of a plain GET of `path` on `authority`.
-    pub fn get<'a>(authority: &'a [u8], path: &'a [u8]) -> Vec<(&'a [u8], &'a [u8])> {
+    pub fn get<'a>(authority: &'a [u8], path: &'a [u8]) -> Fields<'a> {
         vec![
             (b":method", b"GET"),
             (b":scheme", b"http"),

@@ -78,7 +78,8 @@ fn test(args: &[String]) -> Result<()> {
     // The end-to-end tests start the real binaries, so they are built first.
     cargo(&["build", "--workspace", "--bins"])?;
     let mut child = Command::new(env!("CARGO"))
-        .args(["test", "--workspace"])
+        // Every test binary runs, so that the summary counts every failure.
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(args)
         .current_dir(root())
         .stdout(Stdio::piped())

@@ -324,4 +324,61 @@ mod tests {
         assert_eq!(check.next_request(), Err("x"));
         assert_eq!(check.next_request(), Err("x"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One well-framed request: no body, a fixed body, or a chunked one.
+        fn request() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                Just(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
+                Just(b"GET /lf HTTP/1.1\nHost: a\n\n".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..100).prop_map(|body| {
+                    let mut r = format!(
+                        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend(body);
+                    r
+                }),
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..40), 0..4)
+                    .prop_map(|chunks| {
+                        let mut r =
+                            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                .to_vec();
+                        for chunk in chunks {
+                            r.extend(format!("{:x};e=1\r\n", chunk.len()).into_bytes());
+                            r.extend(chunk);
+                            r.extend(b"\r\n");
+                        }
+                        r.extend(b"0\r\nT: 1\r\n\r\n");
+                        r
+                    }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn the_first_ambiguous_head_is_found_after_any_clean_requests(
+                clean in proptest::collection::vec(request(), 0..6),
+                step in 1usize..50,
+            ) {
+                let mut stream: Vec<u8> = clean.concat();
+                prop_assert_eq!(refused(&stream, step), None);
+                stream.extend(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+                let found = refused(&stream, step);
+                prop_assert_eq!(found.map(|(index, _)| index), Some(clean.len() as u64));
+            }
+
+            #[test]
+            fn any_bytes_are_read_without_panicking(
+                bytes in proptest::collection::vec(any::<u8>(), 0..400),
+                step in 1usize..50,
+            ) {
+                let _ = refused(&bytes, step);
+            }
+        }
+    }
 }

@@ -301,4 +301,40 @@ mod tests {
         assert!(!meter.spend(1, start));
         assert!(meter.spend(REFILL_PER_SECOND, start + std::time::Duration::from_secs(1)));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// However the bytes are cut into reads, the meter sees the same frames.
+            #[test]
+            fn verdicts_do_not_depend_on_how_reads_are_cut(
+                kinds in proptest::collection::vec(0u8..10, 0..300),
+                cuts in proptest::collection::vec(1usize..64, 1..50),
+            ) {
+                let frames = kinds.iter().enumerate().map(|(i, kind)| {
+                    frame(*kind, if i % 3 == 0 { END_HEADERS } else { 0 }, 1, &vec![0; i % 20])
+                });
+                let bytes = connection(frames);
+                let mut whole = FloodMeter::default();
+                let expected = whole.feed(&bytes);
+                let mut pieces = FloodMeter::default();
+                let mut verdict = Verdict::Fine;
+                let mut rest = bytes.as_slice();
+                for cut in cuts.iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let (piece, tail) = rest.split_at((*cut).min(rest.len()));
+                    verdict = pieces.feed(piece);
+                    rest = tail;
+                    if matches!(verdict, Verdict::Flood(_)) {
+                        break;
+                    }
+                }
+                prop_assert_eq!(verdict, expected);
+            }
+        }
+    }
 }

@@ -747,3 +747,52 @@ fn rate_limit_counters_survive_unrelated_changes() {
         &previous_limits
     ));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::cidr::Cidr;
+
+    /// Annotations with values of every shape: the access rules, and some of the others.
+    const NAMES: [&str; 8] = [
+        "whitelist-source-range",
+        "denylist-source-range",
+        "auth-url",
+        "rewrite-target",
+        "proxy-body-size",
+        "limit-rps",
+        "cors-allow-origin",
+        "permanent-redirect",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the values, translate answers; the other Ingress is untouched; an access
+        /// rule that does not parse closes its route instead of leaving it open.
+        #[test]
+        fn any_annotation_values_translate_and_access_rules_fail_closed(
+            values in proptest::collection::btree_map(0..NAMES.len(), "[ -~]{0,30}|\\PC{0,10}", 1..5),
+        ) {
+            let annotations: Vec<(&str, &str)> =
+                values.iter().map(|(i, v)| (NAMES[*i], v.as_str())).collect();
+            let yaml = service("web", 9001)
+                + &annotated("shop", "shop.com", &[("/", "Prefix")], &annotations)
+                + &annotated("other", "other.com", &[("/", "Prefix")], &[]);
+            let snapshot = snapshot_of(&yaml);
+            let other = route(&snapshot, "other.com", "/");
+            prop_assert!(other.policy.closed.is_none());
+            let value = |name: &str| annotations.iter().find(|(n, _)| *n == name).map(|(_, v)| v.trim());
+            let unparsable = |name: &str| {
+                value(name).is_some_and(|v| Cidr::parse_list(v).map_or(true, |l| l.is_empty()))
+            };
+            let must_close = unparsable("whitelist-source-range")
+                || unparsable("denylist-source-range")
+                || value("auth-url").is_some();
+            if let Some(shop) = snapshot.route("shop.com", "/").and_then(|m| m.route) {
+                prop_assert_eq!(shop.policy.closed.is_some(), must_close, "{:?}", annotations);
+            }
+        }
+    }
+}
