@@ -395,3 +395,139 @@ fn syn_budget_counts_only_new_connections() {
     assert_eq!(p.counted(5, reason::DROPPED_SYN_BUDGET), 1);
     assert_eq!(p.counted(5, reason::PASSED), 5);
 }
+
+/// One frame the property test below builds: every field the program reads, drawn at random.
+#[derive(Debug)]
+struct RandomFrame {
+    tags: usize,
+    v6: bool,
+    source: [u8; 16],
+    to_listener_address: bool,
+    protocol: u8,
+    options: usize,
+    fragment_offset: u16,
+    to_listener_port: bool,
+    port: u16,
+    flags: u8,
+    /// Bytes cut off the end (frames may be truncated anywhere).
+    cut: usize,
+}
+
+impl RandomFrame {
+    fn bytes(&self) -> Vec<u8> {
+        let port = if self.to_listener_port { 80 } else { self.port };
+        let mut transport = tcp(port, self.flags);
+        if self.protocol != 6 {
+            transport.truncate(8);
+        }
+        let packet = if self.v6 {
+            let source = std::net::Ipv6Addr::from(self.source).to_string();
+            let destination = if self.to_listener_address {
+                "2001:db8::10"
+            } else {
+                "2001:db8::11"
+            };
+            ipv6(&source, destination, self.protocol, &transport)
+        } else {
+            let s = self.source;
+            let source = std::net::Ipv4Addr::new(s[0], s[1], s[2], s[3]).to_string();
+            let destination = if self.to_listener_address {
+                "198.51.100.10"
+            } else {
+                "198.51.100.11"
+            };
+            ipv4(
+                &source,
+                destination,
+                self.protocol,
+                self.options,
+                self.fragment_offset,
+                &transport,
+            )
+        };
+        let tags = &[100, 10][..self.tags];
+        let mut frame = ethernet(tags, if self.v6 { 0x86dd } else { 0x0800 }, &packet);
+        frame.truncate(frame.len().saturating_sub(self.cut).max(14));
+        frame
+    }
+
+    /// Whether the frame is, as built, for the listener (TCP to its address and port).
+    fn for_listener(&self) -> bool {
+        self.to_listener_address && self.to_listener_port && self.protocol == 6
+    }
+}
+
+fn random_frame() -> impl proptest::strategy::Strategy<Value = RandomFrame> {
+    use proptest::prelude::*;
+    (
+        (0..3usize, any::<bool>(), any::<[u8; 16]>(), any::<bool>()),
+        (
+            prop_oneof![Just(6u8), Just(17u8), any::<u8>()],
+            (0..11usize).prop_map(|n| n * 4),
+        ),
+        (
+            prop_oneof![Just(0u16), Just(0x2000u16), any::<u16>()],
+            any::<bool>(),
+            any::<u16>(),
+        ),
+        (any::<u8>(), prop_oneof![Just(0usize), 0..80usize]),
+    )
+        .prop_map(
+            |(
+                (tags, v6, source, to_address),
+                (protocol, options),
+                (fragment_offset, to_port, port),
+                (flags, cut),
+            )| {
+                RandomFrame {
+                    tags,
+                    v6,
+                    source,
+                    to_listener_address: to_address,
+                    protocol,
+                    options,
+                    fragment_offset,
+                    to_listener_port: to_port,
+                    port,
+                    flags,
+                    cut,
+                }
+            },
+        )
+}
+
+#[test]
+fn random_frames_never_abort_and_only_listener_traffic_is_ever_dropped() {
+    use proptest::test_runner::{Config, TestRunner};
+    let Some(mut p) = Program::load() else { return };
+    p.listener(0, "198.51.100.10:80", &["10.0.0.0/8"], Some((1, 1)));
+    p.listener(1, "[2001:db8::10]:80", &["2001:db8:1::/48"], Some((1, 1)));
+    let mut runner = TestRunner::new(Config {
+        cases: 3000,
+        ..Config::default()
+    });
+    runner
+        .run(&random_frame(), |frame| {
+            let action = p.run(&frame.bytes());
+            proptest::prop_assert!(
+                action == XDP_PASS || action == XDP_DROP,
+                "{frame:?}: {action}"
+            );
+            if !frame.for_listener() {
+                proptest::prop_assert_eq!(action, XDP_PASS, "{:?}", frame);
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Random bytes as whole frames: the program answers every one.
+    runner
+        .run(
+            &proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            |bytes| {
+                let action = p.run(&bytes);
+                proptest::prop_assert!(action == XDP_PASS || action == XDP_DROP, "{action}");
+                Ok(())
+            },
+        )
+        .unwrap();
+}
