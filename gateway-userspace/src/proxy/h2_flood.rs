@@ -88,7 +88,12 @@ impl FloodMeter {
     }
 
     /// Reads `bytes`, the next ones the client sent.
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Verdict {
+    pub fn feed(&mut self, bytes: &[u8]) -> Verdict {
+        self.feed_at(bytes, Instant::now())
+    }
+
+    /// Reads `bytes` as if they arrived at `now` (the budget refills with time).
+    pub fn feed_at(&mut self, mut bytes: &[u8], now: Instant) -> Verdict {
         while !bytes.is_empty() {
             match &mut self.state {
                 State::NotHttp2 => return Verdict::NotHttp2,
@@ -116,7 +121,7 @@ impl FloodMeter {
                     bytes = &bytes[n..];
                     if *have == 9 {
                         let header = *header;
-                        if let Some(why) = self.frame(&header) {
+                        if let Some(why) = self.frame(&header, now) {
                             self.state = State::Flooded(why);
                             return Verdict::Flood(why);
                         }
@@ -143,7 +148,7 @@ impl FloodMeter {
     }
 
     /// Accounts for one frame by its header; `Some(reason)` when it breaks the budget.
-    fn frame(&mut self, header: &[u8; 9]) -> Option<&'static str> {
+    fn frame(&mut self, header: &[u8; 9], now: Instant) -> Option<&'static str> {
         let length =
             usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
         let kind = header[3];
@@ -181,7 +186,7 @@ impl FloodMeter {
             }
             _ => return None,
         };
-        if self.spend(cost, Instant::now()) {
+        if self.spend(cost, now) {
             None
         } else {
             Some(why)

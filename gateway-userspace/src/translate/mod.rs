@@ -57,7 +57,7 @@ pub struct TranslateOptions {
 /// `previous` is the table served until now: certificates of unchanged Secrets are reused from
 /// it, and so are the rate-limit counters of Ingresses whose limits did not change (a change
 /// elsewhere must not hand every client a fresh burst).
-/// it, and a Secret that breaks keeps the certificate it had there. `now` decides expiry.
+/// A Secret that breaks keeps the certificate it had there. `now` decides expiry.
 pub fn translate(
     store: &Store,
     options: &TranslateOptions,

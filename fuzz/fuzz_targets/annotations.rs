@@ -1,0 +1,90 @@
+//! Annotation values of every shape on one Ingress beside an untouched one: translate never
+//! panics, the other Ingress's route never changes, and an access rule that is refused closes
+//! its route.
+#![no_main]
+
+use std::time::SystemTime;
+
+use gateway::snapshot::Snapshot;
+use gateway::store::Store;
+use gateway::translate::{ClassSelector, TranslateOptions, translate};
+use libfuzzer_sys::fuzz_target;
+
+const NAMES: [&str; 24] = [
+    "whitelist-source-range",
+    "denylist-source-range",
+    "auth-url",
+    "auth-type",
+    "rewrite-target",
+    "use-regex",
+    "app-root",
+    "permanent-redirect",
+    "temporal-redirect",
+    "proxy-body-size",
+    "proxy-read-timeout",
+    "limit-rps",
+    "limit-connections",
+    "enable-cors",
+    "cors-allow-origin",
+    "canary",
+    "canary-by-header",
+    "canary-weight",
+    "affinity",
+    "session-cookie-name",
+    "upstream-hash-by",
+    "backend-protocol",
+    "custom-http-errors",
+    "configuration-snippet",
+];
+
+fn ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
+    let annotations: String = annotations
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "    nginx.ingress.kubernetes.io/{k}: {}\n",
+                serde_json::to_string(v).unwrap_or_default()
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  annotations:\n{annotations}    x: y\nspec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend: {{service: {{name: web, port: {{number: 80}}}}}}\n---\n"
+    )
+}
+
+fuzz_target!(|values: Vec<(u8, String)>| {
+    let mut annotations: Vec<(&str, &str)> = Vec::new();
+    for (name, value) in &values {
+        let name = NAMES[usize::from(*name) % NAMES.len()];
+        if annotations.iter().all(|(n, _)| *n != name) {
+            annotations.push((name, value.as_str()));
+        }
+    }
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n{}{}",
+        ingress("fuzzed", "fuzzed.test", &annotations),
+        ingress("plain", "plain.test", &[]),
+    );
+    let Ok((objects, warnings)) = gateway::source::manifest::parse("fuzz.yaml", &yaml) else {
+        panic!("the generated YAML must parse");
+    };
+    let mut store = Store::default();
+    for object in objects {
+        store.insert(Some("fuzz.yaml".into()), object);
+    }
+    let options = TranslateOptions {
+        classes: ClassSelector {
+            class_name: "xdp-gateway".into(),
+            controller: "xdp-gateway.io/ingress".into(),
+            serve_classless: true,
+        },
+        ..TranslateOptions::default()
+    };
+    let snapshot = translate(&store, &options, warnings, &Snapshot::default(), SystemTime::UNIX_EPOCH);
+    let plain = snapshot.route("plain.test", "/").and_then(|m| m.route).expect("plain route");
+    assert!(plain.policy.closed.is_none());
+    let auth = annotations.iter().any(|(n, _)| n.starts_with("auth-"));
+    if auth && let Some(fuzzed) = snapshot.route("fuzzed.test", "/").and_then(|m| m.route) {
+        assert!(fuzzed.policy.closed.is_some(), "{annotations:?}");
+    }
+});
