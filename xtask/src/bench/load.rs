@@ -12,6 +12,8 @@ use crate::output;
 #[derive(Clone, Debug, Default)]
 pub struct Measured {
     pub requests: f64,
+    /// Requests answered 200, where the generator tells (oha).
+    pub ok: Option<f64>,
     pub rps: f64,
     pub errors: f64,
     /// Latency percentiles in milliseconds, where the generator reports them.
@@ -76,6 +78,7 @@ pub fn wrk(
         .unwrap_or(0.0);
     Ok(Measured {
         requests,
+        ok: None,
         rps: number_after("Requests/sec:").context("wrk printed no Requests/sec")?,
         errors: number_after("Non-2xx or 3xx responses:").unwrap_or(0.0) + socket_errors,
         p50_ms: percentile("50%"),
@@ -129,6 +132,25 @@ pub fn oha(
     oha_measured(command.arg(format!("http://127.0.0.1:{}/", target.port)))
 }
 
+/// oha open loop at `rate` per second, a new connection for every request (what a new client
+/// sees), for `duration`.
+pub fn oha_fresh_connections(
+    target: &OhaTarget<'_>,
+    duration: Duration,
+    connections: u32,
+    rate: u32,
+) -> Result<Measured> {
+    let mut command = pinned("oha");
+    command
+        .args(["--no-tui", "--output-format", "json", "--disable-keepalive"])
+        .args(["-z", &format!("{}s", duration.as_secs())])
+        .args(["-c", &connections.to_string()])
+        .args(["-q", &rate.to_string(), "--latency-correction"])
+        .args(["-H", &format!("Host: {}", target.host)])
+        .arg(format!("http://127.0.0.1:{}/", target.port));
+    oha_measured(&mut command)
+}
+
 /// Full TLS handshakes with oha (the fastest client here): one request per connection to
 /// `r7.bench.test` on `port`.
 pub fn oha_handshakes(port: u16, duration: Duration, connections: u32) -> Result<Measured> {
@@ -180,6 +202,7 @@ fn oha_measured(command: &mut Command) -> Result<Measured> {
         .unwrap_or(0.0);
     Ok(Measured {
         requests: all_statuses,
+        ok: Some(ok),
         rps: summary["requestsPerSec"].as_f64().unwrap_or(0.0),
         errors: (all_statuses - ok) + connection_errors,
         p50_ms: seconds(&percentiles["p50"]),
@@ -221,6 +244,7 @@ pub fn h2load(
     };
     Ok(Measured {
         requests: count("succeeded"),
+        ok: None,
         rps,
         errors: count("failed") + count("errored") + count("timeout"),
         ..Measured::default()
@@ -250,6 +274,7 @@ pub fn resumed_handshakes(port: u16, duration: Duration, connections: u32) -> Re
     }
     Ok(Measured {
         requests,
+        ok: None,
         rps: requests / seconds,
         errors: json["errors"].as_f64().unwrap_or(0.0),
         ..Measured::default()

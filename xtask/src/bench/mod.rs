@@ -2,6 +2,7 @@
 //! machine, as ../shared/BENCHMARKS.md describes. Results go to bench/results/<date>.json and a
 //! Markdown table of medians and ratios beside it.
 
+mod attack;
 pub mod backend;
 mod churn;
 mod fixtures;
@@ -423,6 +424,15 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
             "== T9/T10 XDP drops, the tax on other traffic, sk_lookup against DNAT (veth in network namespaces)"
         );
         records.append(&mut xdp::run(&gateway, &plan)?);
+        Ok(())
+    });
+
+    section(&plan, "attack", false, || {
+        println!(
+            "== Under attack: a legitimate client ({} new connections/s) beside slowloris, idle connections, HTTP/2 rapid reset",
+            attack::LEGIT_RATE
+        );
+        records.append(&mut attack::run(&plan, &fixtures, &gateway)?);
         Ok(())
     });
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{Environment, Record};
 
 /// The figures the table shows, per test: (test, value, label, higher is better).
-const ROWS: [(&str, &str, &str, bool); 23] = [
+const ROWS: [(&str, &str, &str, bool); 39] = [
     ("T1", "rps", "T1 HTTP/1.1 keep-alive, requests/s", true),
     ("T1", "per_cpu_s", "T1 requests per SUT CPU-second", true),
     (
@@ -110,6 +110,102 @@ const ROWS: [(&str, &str, &str, bool); 23] = [
         "per_machine_cpu_s",
         "T10 new connections to a VIP per machine CPU-second",
         true,
+    ),
+    (
+        "A0-none",
+        "success_pct",
+        "A0 no attack: legitimate requests answered (%)",
+        true,
+    ),
+    (
+        "A0-none",
+        "p99_ms",
+        "A0 no attack: legitimate p99 (ms)",
+        false,
+    ),
+    (
+        "A0-none",
+        "sut_cpu_s",
+        "A0 no attack: SUT CPU-seconds",
+        false,
+    ),
+    (
+        "A0-none",
+        "pss_bytes",
+        "A0 no attack: SUT memory (Pss bytes)",
+        false,
+    ),
+    (
+        "A1-slowloris",
+        "success_pct",
+        "A1 2,000 slowloris: legitimate requests answered (%)",
+        true,
+    ),
+    (
+        "A1-slowloris",
+        "p99_ms",
+        "A1 2,000 slowloris: legitimate p99 (ms)",
+        false,
+    ),
+    (
+        "A1-slowloris",
+        "sut_cpu_s",
+        "A1 2,000 slowloris: SUT CPU-seconds",
+        false,
+    ),
+    (
+        "A1-slowloris",
+        "pss_bytes",
+        "A1 2,000 slowloris: SUT memory (Pss bytes)",
+        false,
+    ),
+    (
+        "A2-idle",
+        "success_pct",
+        "A2 9,000 idle connections: legitimate requests answered (%)",
+        true,
+    ),
+    (
+        "A2-idle",
+        "p99_ms",
+        "A2 9,000 idle connections: legitimate p99 (ms)",
+        false,
+    ),
+    (
+        "A2-idle",
+        "sut_cpu_s",
+        "A2 9,000 idle connections: SUT CPU-seconds",
+        false,
+    ),
+    (
+        "A2-idle",
+        "pss_bytes",
+        "A2 9,000 idle connections: SUT memory (Pss bytes)",
+        false,
+    ),
+    (
+        "A3-rapid-reset",
+        "success_pct",
+        "A3 HTTP/2 rapid reset: legitimate requests answered (%)",
+        true,
+    ),
+    (
+        "A3-rapid-reset",
+        "p99_ms",
+        "A3 HTTP/2 rapid reset: legitimate p99 (ms)",
+        false,
+    ),
+    (
+        "A3-rapid-reset",
+        "sut_cpu_s",
+        "A3 HTTP/2 rapid reset: SUT CPU-seconds",
+        false,
+    ),
+    (
+        "A3-rapid-reset",
+        "pss_bytes",
+        "A3 HTTP/2 rapid reset: SUT memory (Pss bytes)",
+        false,
     ),
 ];
 
