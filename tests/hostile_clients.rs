@@ -335,7 +335,7 @@ async fn connection_caps_hold_overall_per_source_and_for_tls_handshakes() {
     // One handshake at a time: a client that never sends its ClientHello holds the turn, and
     // the next handshake (a malformed hello, refused as soon as it is read) waits for it.
     let mut stalled = TcpStream::connect(gw.https).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut waiting = TcpStream::connect(gw.https).await.unwrap();
     waiting
         .write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0])

@@ -179,7 +179,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
             return polled;
         }
         if let Some(framing) = &mut this.framing {
-            framing.feed(arrived, &this.connection.framing);
+            if this.connection.framing.is_reading() {
+                framing.feed(arrived, &this.connection.framing);
+            } else {
+                this.framing = None;
+            }
         } else if let Some(meter) = &mut this.meter {
             match meter.feed(arrived) {
                 Verdict::NotHttp2 => {

@@ -180,7 +180,7 @@ async fn forward(
             return Err(error);
         }
     };
-    let mut response = respond(proxy, sent.response, client_upgrade);
+    let mut response = respond(proxy, connection, sent.response, client_upgrade);
 
     if policy.custom_errors.contains(&response.status())
         && let Some(errors) = error_backend
@@ -437,11 +437,14 @@ fn redirect_to_https(
 /// The backend's response, on its way back to the client.
 fn respond(
     proxy: &Proxy,
+    connection: &Connection,
     mut response: Response<PooledBody>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
+            // The bytes that follow are the tunnel's, not HTTP/1 messages.
+            connection.framing.stop_reading();
             let backend_upgrade = hyper::upgrade::on(&mut response);
             // A drain waits for tunnels (WebSockets) too, up to its deadline.
             proxy.drain.spawn(tunnel(client_upgrade, backend_upgrade));

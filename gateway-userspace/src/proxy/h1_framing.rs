@@ -9,7 +9,7 @@
 //! which hyper refuses by itself, or the bytes of an upgraded tunnel), it stops reading.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Most header fields a head may have for this reader (hyper refuses more with 431).
 const MAX_FIELDS: usize = 128;
@@ -21,9 +21,21 @@ pub struct FramingCheck {
     refused: OnceLock<(u64, &'static str)>,
     /// Requests that asked so far.
     requests: AtomicU64,
+    /// The connection became a tunnel (an upgrade): its bytes are no longer HTTP/1.
+    stopped: AtomicBool,
 }
 
 impl FramingCheck {
+    /// The connection was upgraded: the reader stops.
+    pub fn stop_reading(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the reader should go on.
+    pub fn is_reading(&self) -> bool {
+        !self.stopped.load(Ordering::Relaxed)
+    }
+
     /// Called once per request, in order: why this request's head was ambiguous, if it was.
     /// Requests after an ambiguous one are refused too (the connection closes anyway).
     pub fn next_request(&self) -> Result<(), &'static str> {
@@ -41,6 +53,8 @@ pub struct FramingReader {
     state: State,
     /// The head read so far (only while in `State::Head`).
     head: Vec<u8>,
+    /// Whether `head` holds only the blank lines allowed before a request line.
+    only_blank: bool,
     heads: u64,
     max_head: usize,
 }
@@ -77,6 +91,7 @@ impl FramingReader {
         Self {
             state: State::Head,
             head: Vec::new(),
+            only_blank: true,
             heads: 0,
             max_head,
         }
@@ -103,16 +118,23 @@ impl FramingReader {
 
     fn read_head<'b>(&mut self, bytes: &'b [u8], check: &FramingCheck) -> &'b [u8] {
         let Some(end) = self.head_end(bytes) else {
+            self.only_blank &= bytes.iter().all(|&b| b == b'\r' || b == b'\n');
             self.head.extend_from_slice(bytes);
             if self.head.len() > self.max_head {
                 self.state = State::Off;
             }
             return &[];
         };
-        self.head.extend_from_slice(&bytes[..end]);
+        // A head that came in one read (the common case) is read where it is.
+        let head = if self.head.is_empty() {
+            &bytes[..end]
+        } else {
+            self.head.extend_from_slice(&bytes[..end]);
+            &self.head
+        };
         let index = self.heads;
         self.heads += 1;
-        self.state = match framing(&self.head) {
+        self.state = match framing(head) {
             Ok(Framing::None | Framing::Fixed(0)) => State::Head,
             Ok(Framing::Fixed(n)) => State::Fixed(n),
             Ok(Framing::Chunked) => State::Chunk(Chunk::Size(0, false)),
@@ -123,6 +145,7 @@ impl FramingReader {
             Err(None) => State::Off,
         };
         self.head.clear();
+        self.only_blank = true;
         if self.head.capacity() > 4096 {
             self.head.shrink_to(1024);
         }
@@ -140,7 +163,7 @@ impl FramingReader {
                 bytes[i - self.head.len()]
             }
         };
-        let mut blank_so_far = self.head.iter().all(|&b| b == b'\r' || b == b'\n');
+        let mut blank_so_far = self.only_blank;
         for (j, &byte) in bytes.iter().enumerate() {
             if byte != b'\n' {
                 blank_so_far &= byte == b'\r';

@@ -20,10 +20,10 @@ use crate::snapshot::normalize_host;
 /// Refuses a request whose framing or target is ambiguous, or whose head is over the limits.
 pub fn check_request<B>(request: &Request<B>, limits: &ClientLimits) -> Result<(), ProxyError> {
     let uri = request.uri();
-    let target_length = match uri.authority() {
-        Some(_) => uri.to_string().len(),
-        None => uri.path_and_query().map_or(1, |p| p.as_str().len()),
-    };
+    // Absolute form (and every HTTP/2 request): "scheme://authority/path?query".
+    let target_length = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len() + 3)
+        + uri.scheme_str().map_or(0, str::len);
     if target_length > limits.max_line {
         return Err(ProxyError::UriTooLong);
     }
