@@ -25,8 +25,10 @@ pub struct Recorder {
 struct Seen {
     /// Every byte received, over all connections, in order of arrival per connection.
     raw: Vec<u8>,
-    /// Each complete request, head and body as received.
-    requests: Vec<Vec<u8>>,
+    /// The bytes of each connection since the last clear, by connection number.
+    connections: std::collections::HashMap<usize, Vec<u8>>,
+    /// Each complete request, head and body as received, with its connection's number.
+    requests: Vec<(usize, Vec<u8>)>,
 }
 
 impl Drop for Recorder {
@@ -43,8 +45,10 @@ impl Recorder {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let shared = seen.clone();
         let task = tokio::spawn(async move {
+            let mut number = 0;
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(record(stream, shared.clone(), response));
+                number += 1;
+                tokio::spawn(record(stream, number, shared.clone(), response));
             }
         });
         Recorder { addr, seen, task }
@@ -57,7 +61,18 @@ impl Recorder {
 
     /// The complete requests received so far.
     pub fn requests(&self) -> Vec<Vec<u8>> {
-        self.seen.lock().unwrap().requests.clone()
+        let seen = self.seen.lock().unwrap();
+        seen.requests.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// Every byte the connection that carried request `index` received since the last clear.
+    pub fn connection_of(&self, index: usize) -> Vec<u8> {
+        let seen = self.seen.lock().unwrap();
+        let (connection, _) = seen.requests[index];
+        seen.connections
+            .get(&connection)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Forgets what was received.
@@ -66,13 +81,18 @@ impl Recorder {
     }
 }
 
-async fn record(mut stream: TcpStream, seen: Arc<Mutex<Seen>>, response: &'static [u8]) {
+async fn record(
+    mut stream: TcpStream,
+    number: usize,
+    seen: Arc<Mutex<Seen>>,
+    response: &'static [u8],
+) {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
         while let Some(length) = complete_request(&buffer) {
             let request: Vec<u8> = buffer.drain(..length).collect();
-            seen.lock().unwrap().requests.push(request);
+            seen.lock().unwrap().requests.push((number, request));
             if stream.write_all(response).await.is_err() {
                 return;
             }
@@ -80,7 +100,13 @@ async fn record(mut stream: TcpStream, seen: Arc<Mutex<Seen>>, response: &'stati
         let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await;
         match read {
             Ok(Ok(n)) if n > 0 => {
-                seen.lock().unwrap().raw.extend_from_slice(&chunk[..n]);
+                let mut seen = seen.lock().unwrap();
+                seen.raw.extend_from_slice(&chunk[..n]);
+                seen.connections
+                    .entry(number)
+                    .or_default()
+                    .extend_from_slice(&chunk[..n]);
+                drop(seen);
                 buffer.extend_from_slice(&chunk[..n]);
             }
             _ => return,
