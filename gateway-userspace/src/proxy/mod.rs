@@ -44,6 +44,9 @@ use crate::observe::metrics::Metrics;
 use crate::publish::RouteTable;
 use crate::snapshot::normalize_host;
 
+/// hyper's own limit on header fields, the one that needs no per-request setup.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// How long an HTTP/2 connection told GOAWAY (flood, idle) gets to flush it before it is cut.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
@@ -280,12 +283,16 @@ impl Proxy {
 /// The HTTP/1.1 and HTTP/2 server, with the client limits that hyper applies itself.
 fn http_server(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
     let mut server = auto::Builder::new(TokioExecutor::new());
-    server
-        .http1()
+    let http1 = &mut server.http1();
+    http1
         // Our clock times heads and keep-alive (hyper's one timer cannot tell them apart).
         .header_read_timeout(None)
-        .max_buf_size(limits.max_head.max(8192))
-        .max_headers(limits.max_headers);
+        .max_buf_size(limits.max_head.max(8192));
+    // hyper parses into a stack array of its default size (100); any explicit number costs
+    // filling a vector of that size on every request.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        http1.max_headers(limits.max_headers);
+    }
     server
         .http2()
         .timer(TokioTimer::new())
