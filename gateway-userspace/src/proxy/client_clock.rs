@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 
 use super::h1_framing::FramingReader;
 use super::h2_flood::{FloodMeter, Verdict};
@@ -54,7 +53,6 @@ pub struct ClientClock {
     in_flight: AtomicU32,
     http2: AtomicBool,
     flood: OnceLock<&'static str>,
-    flooded: Notify,
 }
 
 impl Default for ClientClock {
@@ -65,7 +63,6 @@ impl Default for ClientClock {
             in_flight: AtomicU32::new(0),
             http2: AtomicBool::new(false),
             flood: OnceLock::new(),
-            flooded: Notify::new(),
         }
     }
 }
@@ -94,45 +91,50 @@ impl ClientClock {
         }
     }
 
-    fn flood(&self, why: &'static str) {
-        if self.flood.set(why).is_ok() {
-            self.flooded.notify_one();
-        }
-    }
-
     /// Whether the connection is known to speak HTTP/2.
     pub fn is_http2(&self) -> bool {
         self.http2.load(Ordering::Relaxed)
     }
 
-    /// Resolves when the connection's time has run out, with the reason.
+    /// Resolves when the connection's time has run out, with the reason. A flood is seen when
+    /// the connection's task is next polled (the stream wakes it when it finds one).
     pub async fn expired(&self, limits: &ClientLimits) -> Expiry {
-        loop {
-            if let Some(why) = self.flood.get() {
-                return Expiry::Flood(why);
-            }
-            let wait = if self.in_flight.load(Ordering::Relaxed) > 0 {
-                // Busy: nothing of ours to time; look again later.
-                limits.header_timeout
-            } else {
-                let phase = self.phase.load(Ordering::Relaxed);
-                let (expiry, timeout) = if phase & IDLE != 0 {
-                    (Expiry::Idle, limits.keepalive_timeout)
-                } else {
-                    (Expiry::Header, limits.header_timeout)
-                };
-                let since = Duration::from_millis(phase >> 1);
-                let elapsed = self.origin.elapsed().saturating_sub(since);
-                if elapsed >= timeout {
-                    return expiry;
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        std::future::poll_fn(|cx| {
+            loop {
+                if let Some(why) = self.flood.get() {
+                    return Poll::Ready(Expiry::Flood(why));
                 }
-                timeout - elapsed
-            };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.flooded.notified() => {}
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                match self.time_left(limits) {
+                    Ok(wait) => timer.as_mut().reset(tokio::time::Instant::now() + wait),
+                    Err(expiry) => return Poll::Ready(expiry),
+                }
             }
+        })
+        .await
+    }
+
+    /// How long until the phase's timeout could run out (busy: when to look again), or why it
+    /// has run out.
+    fn time_left(&self, limits: &ClientLimits) -> Result<Duration, Expiry> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Ok(limits.header_timeout);
         }
+        let phase = self.phase.load(Ordering::Relaxed);
+        let (expiry, timeout) = if phase & IDLE != 0 {
+            (Expiry::Idle, limits.keepalive_timeout)
+        } else {
+            (Expiry::Header, limits.header_timeout)
+        };
+        let since = Duration::from_millis(phase >> 1);
+        let elapsed = self.origin.elapsed().saturating_sub(since);
+        timeout
+            .checked_sub(elapsed)
+            .filter(|left| !left.is_zero())
+            .ok_or(expiry)
     }
 }
 
@@ -197,7 +199,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
                         clock.http2.store(true, Ordering::Relaxed);
                     }
                 }
-                Verdict::Flood(why) => clock.flood(why),
+                Verdict::Flood(why) => {
+                    let _ = clock.flood.set(why);
+                    // The connection's task polls its clock next, and closes.
+                    cx.waker().wake_by_ref();
+                }
             }
         }
         clock.bytes_arrived();

@@ -255,6 +255,8 @@ impl Proxy {
         // When the drain stops, idle connections close, in-flight requests finish, and HTTP/2
         // connections get GOAWAY.
         let result = tokio::select! {
+            // In this order, without drawing a random order on every wake-up.
+            biased;
             result = served.as_mut() => result,
             () = stopped => {
                 served.as_mut().graceful_shutdown();
