@@ -37,13 +37,29 @@ const NAMES: [&str; 24] = [
     "configuration-snippet",
 ];
 
+/// `value` as a double-quoted YAML string: JSON's escapes, plus the control characters JSON
+/// leaves as they are (DEL and C1), which YAML refuses raw.
+fn yaml_string(value: &str) -> String {
+    serde_json::to_string(value)
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                format!("\\u{:04x}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
     let annotations: String = annotations
         .iter()
         .map(|(k, v)| {
             format!(
                 "    nginx.ingress.kubernetes.io/{k}: {}\n",
-                serde_json::to_string(v).unwrap_or_default()
+                yaml_string(v)
             )
         })
         .collect();
@@ -65,8 +81,9 @@ fuzz_target!(|values: Vec<(u8, String)>| {
         ingress("fuzzed", "fuzzed.test", &annotations),
         ingress("plain", "plain.test", &[]),
     );
-    let Ok((objects, warnings)) = gateway::source::manifest::parse("fuzz.yaml", &yaml) else {
-        panic!("the generated YAML must parse");
+    let (objects, warnings) = match gateway::source::manifest::parse("fuzz.yaml", &yaml) {
+        Ok(parsed) => parsed,
+        Err(error) => panic!("the generated YAML must parse: {error}\n{yaml}"),
     };
     let mut store = Store::default();
     for object in objects {

@@ -80,7 +80,8 @@ impl Frame {
             f.extend(ip);
         }
         f.extend(tcp);
-        f.truncate(f.len().saturating_sub(usize::from(self.cut)).max(1));
+        // The kernel refuses test frames shorter than an Ethernet header.
+        f.truncate(f.len().saturating_sub(usize::from(self.cut)).max(14));
         f
     }
 
