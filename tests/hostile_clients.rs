@@ -105,36 +105,30 @@ async fn paths_are_normalised_before_routing_policy_and_forwarding() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_access_rule_that_cannot_be_applied_closes_its_route_only() {
     let web = Backend::start("shop").await;
+    // (Ingress, path, access annotation, a value it cannot apply).
+    let broken = [
+        ("typo", "/admin", "whitelist-source-range", "10.9.9.999/32"),
+        (
+            "deny-typo",
+            "/internal",
+            "denylist-source-range",
+            "127.0.0.1/33",
+        ),
+        ("auth", "/billing", "auth-url", "http://auth.example/verify"),
+    ];
+    let mut yaml =
+        service("shop", &[web.addr]) + &ingress("shop", Some("shop.test"), "/", "Prefix", "shop");
+    for (name, path, annotation, value) in broken {
+        yaml += &annotated_ingress(
+            name,
+            Some("shop.test"),
+            &[(path, "Prefix")],
+            "shop",
+            &[(annotation, value)],
+        );
+    }
     let dir = ManifestsDir::new();
-    dir.write(
-        "shop.yaml",
-        &[
-            service("shop", &[web.addr]),
-            ingress("shop", Some("shop.test"), "/", "Prefix", "shop"),
-            annotated_ingress(
-                "typo",
-                Some("shop.test"),
-                &[("/admin", "Prefix")],
-                "shop",
-                &[("whitelist-source-range", "10.9.9.999/32")],
-            ),
-            annotated_ingress(
-                "deny-typo",
-                Some("shop.test"),
-                &[("/internal", "Prefix")],
-                "shop",
-                &[("denylist-source-range", "127.0.0.1/33")],
-            ),
-            annotated_ingress(
-                "auth",
-                Some("shop.test"),
-                &[("/billing", "Prefix")],
-                "shop",
-                &[("auth-url", "http://auth.example/verify")],
-            ),
-        ]
-        .concat(),
-    );
+    dir.write("shop.yaml", &yaml);
     let gw = Gateway::start(dir.path(), &[]);
     let client = HttpClient::new();
     for path in ["/admin", "//admin/x", "/internal", "/billing"] {

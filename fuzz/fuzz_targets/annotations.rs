@@ -6,9 +6,11 @@
 use std::time::SystemTime;
 
 use gateway::snapshot::Snapshot;
-use gateway::store::Store;
-use gateway::translate::{ClassSelector, TranslateOptions, translate};
+use gateway::translate::translate;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
 
 const NAMES: [&str; 24] = [
     "whitelist-source-range",
@@ -81,22 +83,11 @@ fuzz_target!(|values: Vec<(u8, String)>| {
         ingress("fuzzed", "fuzzed.test", &annotations),
         ingress("plain", "plain.test", &[]),
     );
-    let (objects, warnings) = match gateway::source::manifest::parse("fuzz.yaml", &yaml) {
+    let (store, warnings) = match common::store_of(&yaml) {
         Ok(parsed) => parsed,
         Err(error) => panic!("the generated YAML must parse: {error}\n{yaml}"),
     };
-    let mut store = Store::default();
-    for object in objects {
-        store.insert(Some("fuzz.yaml".into()), object);
-    }
-    let options = TranslateOptions {
-        classes: ClassSelector {
-            class_name: "xdp-gateway".into(),
-            controller: "xdp-gateway.io/ingress".into(),
-            serve_classless: true,
-        },
-        ..TranslateOptions::default()
-    };
+    let options = common::options();
     let snapshot = translate(&store, &options, warnings, &Snapshot::default(), SystemTime::UNIX_EPOCH);
     let plain = snapshot.route("plain.test", "/").and_then(|m| m.route).expect("plain route");
     assert!(plain.policy.closed.is_none());

@@ -157,22 +157,20 @@ pub async fn send(
                 if let Some(in_flight) = in_flight {
                     in_flight.done(started.elapsed());
                 }
-                if let Err(why) = strict::check_response(&response) {
-                    record(
-                        exchange,
-                        endpoint,
-                        backend,
-                        StatusCode::BAD_GATEWAY,
-                        started,
-                    );
+                // A response whose framing is ambiguous is refused whole (502), never passed on.
+                let malformed = strict::check_response(&response).err();
+                let status = match malformed {
+                    Some(_) => StatusCode::BAD_GATEWAY,
+                    None => response.status(),
+                };
+                record(exchange, endpoint, backend, status, started);
+                if let Some(why) = malformed {
                     tracing::warn!(%endpoint, backend = %backend.name(), why, "malformed response");
                     return Err(ProxyError::Upstream {
                         backend: backend.name(),
                         reason: format!("{endpoint}: malformed response: {why}"),
                     });
                 }
-                let status = response.status();
-                record(exchange, endpoint, backend, status, started);
                 if !last && replay.is_some() && retry.on_status.contains(&status) {
                     tracing::debug!(backend = %backend.name(), %endpoint, %status,
                         "trying the next endpoint (proxy-next-upstream)");
