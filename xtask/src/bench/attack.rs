@@ -1,10 +1,14 @@
 //! `cargo xtask bench --only attack`: each system while it is attacked. A steady legitimate
 //! client (oha, open loop, a new connection per request) runs beside 2,000 slowloris
 //! connections, 9,000 idle connections (what HAProxy's maxconn and the file limit allow here),
-//! or HTTP/2 rapid-reset clients over TLS; the figures are its success rate and p99, and the
-//! system's CPU and memory meanwhile. The attackers are one asyncio script on the load CPU.
+//! HTTP/2 rapid-reset clients over TLS, or a SYN flood (from one source, or spoofed from many)
+//! at a VIP in network namespaces of the run, where the gateway's XDP program stands in front;
+//! the figures are its success rate and p99, and the system's CPU and memory (and the kernel's
+//! softirq time, for the floods) meanwhile. The connection attackers are one asyncio script on
+//! the load CPU; the floods come from trafgen.
 
 use std::io::BufRead;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -12,14 +16,27 @@ use anyhow::{Context, Result, bail};
 
 use super::fixtures::Fixtures;
 use super::load::{self, OhaTarget};
-use super::sut::{self, Options, Sut};
-use super::{Plan, Record, shuffled};
+use super::netns::{Net, VIP};
+use super::sut::{self, Kind, Options, Sut};
+use super::{Backend, Plan, Record, shuffled};
+use crate::output;
 
 /// The legitimate client's rate: well below every system's maximum, so that what it sees is
 /// the attack's doing.
 pub const LEGIT_RATE: u32 = 500;
+const LEGIT_HOST: &str = "r7.bench.test";
 
-/// The attacks: (test name, script mode, connections, on the TLS port).
+/// Every attack as the results table names it: (test name, description).
+pub const SCENARIOS: [(&str, &str); 6] = [
+    ("A0-none", "A0 no attack"),
+    ("A1-slowloris", "A1 2,000 slowloris"),
+    ("A2-idle", "A2 9,000 idle connections"),
+    ("A3-rapid-reset", "A3 HTTP/2 rapid reset"),
+    ("A4-syn-flood", "A4 SYN flood from one source (250 kpps)"),
+    ("A5-syn-flood-spoofed", "A5 SYN flood from 65,536 sources (250 kpps)"),
+];
+
+/// The attacks of the attacker script: (test name, script mode, connections, on the TLS port).
 const ATTACKS: [(&str, &str, usize, bool); 4] = [
     ("A0-none", "none", 0, false),
     ("A1-slowloris", "slowloris", 2_000, false),
@@ -119,8 +136,8 @@ async def main():
 asyncio.run(main())
 "#;
 
-/// Runs every attack against every system; one record per system and attack.
-pub fn run(plan: &Plan, fixtures: &Fixtures, gateway: &std::path::Path) -> Result<Vec<Record>> {
+/// Runs the connection attacks (A0-A3) against every system; one record per system and attack.
+pub fn run(plan: &Plan, fixtures: &Fixtures, gateway: &Path) -> Result<Vec<Record>> {
     let mut records = Vec::new();
     let window = plan.run.max(Duration::from_secs(10));
     for (test, mode, count, tls) in ATTACKS {
@@ -145,44 +162,172 @@ pub fn run(plan: &Plan, fixtures: &Fixtures, gateway: &std::path::Path) -> Resul
                 let _ = attacker.kill();
                 bail!("the {mode} attacker did not start");
             }
-            let cpu = sut.cpu_seconds();
-            let legit = load::oha_fresh_connections(
-                &OhaTarget {
-                    port: kind.ports().0,
-                    host: "r7.bench.test",
-                },
-                window,
-                8,
-                LEGIT_RATE,
-            )?;
-            let used = sut.cpu_seconds() - cpu;
-            let pss = sut.pss_bytes();
+            let target = OhaTarget::loopback(kind.ports().0, LEGIT_HOST);
+            let mut record = measure_legit(&sut, test, &target, window)?;
             let stats: serde_json::Value = lines
                 .next()
                 .and_then(|line| serde_json::from_str(&line).ok())
                 .unwrap_or_default();
             let _ = attacker.kill();
             let _ = attacker.wait();
-            let ok = legit.ok.unwrap_or(0.0);
-            let success = 100.0 * ok / (ok + legit.errors).max(1.0);
-            let mut r = Record::new(kind.name(), test, 0);
-            r.measured(&legit)
-                .set("success_pct", success)
-                .set("sut_cpu_s", used)
-                .set("pss_bytes", pss as f64);
             for key in ["opened", "closed_by_server", "goaways", "streams_reset"] {
                 if let Some(value) = stats[key].as_f64() {
-                    r.set(&format!("attack_{key}"), value);
+                    record.set(&format!("attack_{key}"), value);
                 }
             }
-            println!(
-                "  {test:15} {:8}: legit {success:.2}% ok, p99 {:.2} ms; SUT CPU {used:.2} s, Pss {:.1} MiB; attack {stats}",
-                kind.name(),
-                legit.p99_ms.unwrap_or(0.0),
-                pss as f64 / (1024.0 * 1024.0),
-            );
-            records.push(r);
+            println!("  {test:15} {:8}: attack {stats}", kind.name());
+            records.push(record);
         }
     }
     Ok(records)
+}
+
+/// The SYN floods: (test name, the source address as trafgen byte expressions).
+const FLOODS: [(&str, [&str; 4]); 2] = [
+    ("A4-syn-flood", ["198", "18", "5", "5"]),
+    ("A5-syn-flood-spoofed", ["198", "19", "drnd(1)", "drnd(1)"]),
+];
+
+/// SYNs per second in a flood: about half of what the generator can send on the veth, so that
+/// the legitimate client on the same CPU still gets its turn.
+const FLOOD_RATE: &str = "250000pps";
+
+/// New connections per second one source may open on the gateway's VIP; the legitimate
+/// client (one source at `LEGIT_RATE`) stays well inside it.
+const SYN_BUDGET: &str = "2000/4000";
+
+/// SYN floods from the generator namespace at each system's port on the VIP in the gateway
+/// namespace: nginx and HAProxy behind the kernel's SYN cookies, the gateway behind its XDP
+/// program (per-source SYN budget) and then the same SYN cookies. The legitimate client comes
+/// from the generator namespace too.
+pub fn syn_floods(plan: &Plan, fixtures: &Fixtures, gateway: &Path) -> Result<Vec<Record>> {
+    let window = plan.run.max(Duration::from_secs(10));
+    let net = Net::create()?;
+    let _backend = Net::within(&net.gw_ns, Backend::start)?;
+    let mut records = Vec::new();
+    for (test, source) in FLOODS {
+        for kind in shuffled(0) {
+            let port = kind.ports().0;
+            let vip = match kind {
+                Kind::Gateway => [
+                    "--vip",
+                    &format!("{VIP}:{port}=http"),
+                    "--xdp-iface",
+                    "veth-gw",
+                    "--xdp-mode",
+                    "native",
+                    "--syn-budget",
+                    SYN_BUDGET,
+                    "--bpf-pin-dir",
+                    &net.pin_dir.to_string_lossy(),
+                ]
+                .map(String::from)
+                .to_vec(),
+                _ => Vec::new(),
+            };
+            let options = Options {
+                vip: Some(vip),
+                ..Options::default()
+            };
+            let sut = Net::within(&net.gw_ns, || {
+                Sut::start(kind, fixtures, gateway, options)
+            })?;
+            let config = net.syn_flood_config(test, source, port)?;
+            let flood = net.flood(&config, Some(FLOOD_RATE))?;
+            std::thread::sleep(Duration::from_secs(1));
+            let softirq = softirq_seconds()?;
+            let target = OhaTarget {
+                address: VIP,
+                port,
+                host: LEGIT_HOST,
+            };
+            let measured =
+                Net::within(&net.gen_ns, || measure_legit(&sut, test, &target, window));
+            let softirq = softirq_seconds()? - softirq;
+            drop(flood);
+            let _ = std::fs::remove_file(config);
+            let dropped = (kind == Kind::Gateway)
+                .then(|| syn_budget_drops(gateway, &net.pin_dir))
+                .transpose();
+            drop(sut);
+            if kind == Kind::Gateway {
+                output(
+                    Command::new(gateway)
+                        .args(["bpf", "detach", "--bpf-pin-dir"])
+                        .arg(&net.pin_dir),
+                )?;
+            }
+            let mut record = measured?;
+            record.set("softirq_cpu_s", softirq);
+            let dropped = dropped?;
+            if let Some(dropped) = dropped {
+                record.set("xdp_dropped_syn_budget", dropped as f64);
+            }
+            println!(
+                "  {test:15} {:8}: kernel softirq {softirq:.2} CPU-s (all CPUs), SYNs over the XDP budget {}",
+                kind.name(),
+                dropped.map_or("-".to_string(), |d| d.to_string())
+            );
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+/// The legitimate client for `window` against a system under attack: its success rate and
+/// p99, and the system's CPU and memory meanwhile.
+fn measure_legit(
+    sut: &Sut,
+    test: &str,
+    target: &OhaTarget<'_>,
+    window: Duration,
+) -> Result<Record> {
+    let cpu = sut.cpu_seconds();
+    let legit = load::oha_fresh_connections(target, window, 8, LEGIT_RATE)?;
+    let used = sut.cpu_seconds() - cpu;
+    let pss = sut.pss_bytes();
+    let ok = legit.ok.unwrap_or(0.0);
+    let success = 100.0 * ok / (ok + legit.errors).max(1.0);
+    let mut record = Record::new(sut.kind.name(), test, 0);
+    record
+        .measured(&legit)
+        .set("success_pct", success)
+        .set("sut_cpu_s", used)
+        .set("pss_bytes", pss as f64);
+    println!(
+        "  {test:15} {:8}: legit {success:.2}% ok, p99 {:.2} ms; SUT CPU {used:.2} s, Pss {:.1} MiB",
+        sut.kind.name(),
+        legit.p99_ms.unwrap_or(0.0),
+        pss as f64 / (1024.0 * 1024.0),
+    );
+    Ok(record)
+}
+
+/// SYNs the gateway's XDP program dropped over the SYN budget so far.
+fn syn_budget_drops(gateway: &Path, pin_dir: &Path) -> Result<u64> {
+    let json = output(
+        Command::new(gateway)
+            .args(["bpf", "stats", "--json", "--bpf-pin-dir"])
+            .arg(pin_dir),
+    )?;
+    let stats: serde_json::Value = serde_json::from_str(&json)?;
+    Ok(stats["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["counters"]["dropped_syn_budget"]["packets"].as_u64())
+        .sum())
+}
+
+/// CPU seconds all CPUs have spent in softirq so far (/proc/stat): where the kernel handles
+/// packets, SYN cookies included.
+fn softirq_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks: f64 = stat
+        .lines()
+        .next()
+        .and_then(|cpu| cpu.split_whitespace().nth(7))
+        .and_then(|t| t.parse().ok())
+        .context("/proc/stat has no softirq field")?;
+    Ok(ticks / 100.0)
 }

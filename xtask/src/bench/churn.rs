@@ -106,10 +106,7 @@ pub fn failures_under_churn(
     let port = sut.kind.ports().0;
     let loader = std::thread::spawn(move || {
         load::oha(
-            &OhaTarget {
-                port,
-                host: "r7.bench.test",
-            },
+            &OhaTarget::loopback(port, "r7.bench.test"),
             Duration::from_secs(seconds),
             64,
             Some(2000),

@@ -75,16 +75,18 @@ pub fn generate(dir: &Path, routes: usize) -> Result<Fixtures> {
     }
     write(dir.join("routes/nginx-hosts.map"), nginx_map)?;
     write(dir.join("routes/haproxy-hosts.map"), haproxy_map)?;
-    write(dir.join("nginx.conf"), nginx_conf(dir, false))?;
-    write(dir.join("nginx-resume.conf"), nginx_conf(dir, true))?;
-    write(
-        dir.join("haproxy.cfg"),
-        haproxy_cfg(dir, false, &all_backends),
-    )?;
-    write(
-        dir.join("haproxy-resume.cfg"),
-        haproxy_cfg(dir, true, &all_backends),
-    )?;
+    // Loopback only, except the `-any` variants for a network namespace of the run, where
+    // the peers must also answer on the VIP.
+    for (resume, address) in [(false, LOOPBACK), (true, LOOPBACK), (false, ANY)] {
+        write(
+            dir.join(config_name("nginx", resume, address, "conf")),
+            nginx_conf(dir, resume, address),
+        )?;
+        write(
+            dir.join(config_name("haproxy", resume, address, "cfg")),
+            haproxy_cfg(dir, resume, address, &all_backends),
+        )?;
+    }
     write(
         dir.join("hosts.lua"),
         format!(
@@ -141,7 +143,17 @@ pub fn extra_route(name: &str, backend: usize) -> String {
     )
 }
 
-fn nginx_conf(dir: &Path, resume: bool) -> String {
+pub const LOOPBACK: &str = "127.0.0.1";
+pub const ANY: &str = "0.0.0.0";
+
+/// `nginx.conf`, `nginx-resume.conf`, `nginx-any.conf`, ...
+pub fn config_name(system: &str, resume: bool, address: &str, extension: &str) -> String {
+    let resume = if resume { "-resume" } else { "" };
+    let any = if address == ANY { "-any" } else { "" };
+    format!("{system}{resume}{any}.{extension}")
+}
+
+fn nginx_conf(dir: &Path, resume: bool, address: &str) -> String {
     let d = dir.display();
     let (tickets, cache) = if resume {
         ("on", "shared:SSL:10m")
@@ -161,7 +173,7 @@ http {{
   ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
   include {d}/routes/nginx-upstreams.conf;
   map $host $be {{ hostnames; default be0; include {d}/routes/nginx-hosts.map; }}
-  server {{ listen 127.0.0.1:{http} backlog=4096; listen 127.0.0.1:{https} ssl http2;
+  server {{ listen {address}:{http} backlog=4096; listen {address}:{https} ssl http2;
            ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;
            location / {{ proxy_pass http://$be; proxy_http_version 1.1; proxy_set_header Connection "";
              proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $remote_addr;
@@ -171,7 +183,7 @@ http {{
     )
 }
 
-fn haproxy_cfg(dir: &Path, resume: bool, backends: &[u16]) -> String {
+fn haproxy_cfg(dir: &Path, resume: bool, address: &str, backends: &[u16]) -> String {
     let d = dir.display();
     let (http, https) = HAPROXY_PORTS;
     let options = if resume {
@@ -203,8 +215,8 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend fe
-  bind 127.0.0.1:{http}
-  bind 127.0.0.1:{https} ssl crt {d}/combined.pem alpn h2,http/1.1 curves X25519
+  bind {address}:{http}
+  bind {address}:{https} ssl crt {d}/combined.pem alpn h2,http/1.1 curves X25519
   http-request set-header X-Forwarded-For %[src]
   http-request set-header X-Real-IP %[src]
   http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}

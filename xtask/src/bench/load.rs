@@ -103,8 +103,23 @@ fn parse_duration_ms(text: &str) -> Option<f64> {
 
 /// What oha runs against.
 pub struct OhaTarget<'a> {
+    pub address: &'a str,
     pub port: u16,
     pub host: &'a str,
+}
+
+impl<'a> OhaTarget<'a> {
+    pub fn loopback(port: u16, host: &'a str) -> Self {
+        Self {
+            address: "127.0.0.1",
+            port,
+            host,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}:{}/", self.address, self.port)
+    }
 }
 
 /// oha for `duration`: open loop at `rate` requests per second (with latency correction) when
@@ -129,7 +144,7 @@ pub fn oha(
         command.args(["-q", &rate.to_string(), "--latency-correction"]);
     }
     command.args(["-H", &format!("Host: {}", target.host)]);
-    oha_measured(command.arg(format!("http://127.0.0.1:{}/", target.port)))
+    oha_measured(command.arg(target.url()))
 }
 
 /// oha open loop at `rate` per second, a new connection for every request (what a new client
@@ -147,7 +162,7 @@ pub fn oha_fresh_connections(
         .args(["-c", &connections.to_string()])
         .args(["-q", &rate.to_string(), "--latency-correction"])
         .args(["-H", &format!("Host: {}", target.host)])
-        .arg(format!("http://127.0.0.1:{}/", target.port));
+        .arg(target.url());
     oha_measured(&mut command)
 }
 

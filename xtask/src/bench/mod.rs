@@ -7,6 +7,7 @@ pub mod backend;
 mod churn;
 mod fixtures;
 mod load;
+mod netns;
 mod report;
 mod sut;
 pub mod tls_client;
@@ -209,10 +210,7 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         for &fraction in fractions {
             let rate = (slowest * fraction) as u32;
             let direct = load::oha(
-                &OhaTarget {
-                    port: fixtures::BACKEND_PORTS[3],
-                    host: "r7.bench.test",
-                },
+                &OhaTarget::loopback(fixtures::BACKEND_PORTS[3], "r7.bench.test"),
                 plan.run,
                 32,
                 Some(rate),
@@ -223,10 +221,7 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
             for kind in shuffled(0) {
                 let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
                 let m = load::oha(
-                    &OhaTarget {
-                        port: kind.ports().0,
-                        host: "r7.bench.test",
-                    },
+                    &OhaTarget::loopback(kind.ports().0, "r7.bench.test"),
                     plan.run,
                     32,
                     Some(rate),
@@ -261,7 +256,10 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         for (test, resumption) in [("T3", false), ("T3b", true)] {
             for round in 0..plan.rounds {
                 for kind in shuffled(round) {
-                    let sut = Sut::start(kind, &fixtures, &gateway, Options { resumption })?;
+                    let sut = Sut::start(kind, &fixtures, &gateway, Options {
+                            resumption,
+                            ..Options::default()
+                        })?;
                     let cpu = sut.cpu_seconds();
                     let m = if resumption {
                         load::resumed_handshakes(kind.ports().1, plan.run, 32)?
@@ -293,7 +291,10 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         for (test, path, clients, streams) in [("T4", "/", 16, 10), ("T4-bulk", "/bytes/1m", 4, 1)]
         {
             for kind in shuffled(0) {
-                let sut = Sut::start(kind, &fixtures, &gateway, Options { resumption: true })?;
+                let sut = Sut::start(kind, &fixtures, &gateway, Options {
+                    resumption: true,
+                    ..Options::default()
+                })?;
                 let cpu = sut.cpu_seconds();
                 match load::h2load(kind.ports().1, path, plan.run, clients, streams) {
                     Ok(m) => {
@@ -436,6 +437,14 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         Ok(())
     });
 
+    section(&plan, "syn-flood", false, || {
+        println!(
+            "== Under a SYN flood: the legitimate client and a flood at a VIP (veth in network namespaces)"
+        );
+        records.append(&mut attack::syn_floods(&plan, &fixtures, &gateway)?);
+        Ok(())
+    });
+
     let steal = steal_ticks()?.saturating_sub(steal_before);
     let elapsed = started.elapsed();
     let environment = Environment {
@@ -544,6 +553,7 @@ fn steal_ticks() -> Result<u64> {
 struct Backend(Child);
 
 impl Backend {
+    /// Started in the caller's network namespace.
     fn start() -> Result<Self> {
         let child = Command::new("taskset")
             .args(["-c", sut::LOAD_CPU])

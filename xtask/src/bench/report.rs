@@ -9,10 +9,11 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::attack::SCENARIOS;
 use super::{Environment, Record};
 
 /// The figures the table shows, per test: (test, value, label, higher is better).
-const ROWS: [(&str, &str, &str, bool); 39] = [
+const ROWS: [(&str, &str, &str, bool); 23] = [
     ("T1", "rps", "T1 HTTP/1.1 keep-alive, requests/s", true),
     ("T1", "per_cpu_s", "T1 requests per SUT CPU-second", true),
     (
@@ -111,103 +112,29 @@ const ROWS: [(&str, &str, &str, bool); 39] = [
         "T10 new connections to a VIP per machine CPU-second",
         true,
     ),
-    (
-        "A0-none",
-        "success_pct",
-        "A0 no attack: legitimate requests answered (%)",
-        true,
-    ),
-    (
-        "A0-none",
-        "p99_ms",
-        "A0 no attack: legitimate p99 (ms)",
-        false,
-    ),
-    (
-        "A0-none",
-        "sut_cpu_s",
-        "A0 no attack: SUT CPU-seconds",
-        false,
-    ),
-    (
-        "A0-none",
-        "pss_bytes",
-        "A0 no attack: SUT memory (Pss bytes)",
-        false,
-    ),
-    (
-        "A1-slowloris",
-        "success_pct",
-        "A1 2,000 slowloris: legitimate requests answered (%)",
-        true,
-    ),
-    (
-        "A1-slowloris",
-        "p99_ms",
-        "A1 2,000 slowloris: legitimate p99 (ms)",
-        false,
-    ),
-    (
-        "A1-slowloris",
-        "sut_cpu_s",
-        "A1 2,000 slowloris: SUT CPU-seconds",
-        false,
-    ),
-    (
-        "A1-slowloris",
-        "pss_bytes",
-        "A1 2,000 slowloris: SUT memory (Pss bytes)",
-        false,
-    ),
-    (
-        "A2-idle",
-        "success_pct",
-        "A2 9,000 idle connections: legitimate requests answered (%)",
-        true,
-    ),
-    (
-        "A2-idle",
-        "p99_ms",
-        "A2 9,000 idle connections: legitimate p99 (ms)",
-        false,
-    ),
-    (
-        "A2-idle",
-        "sut_cpu_s",
-        "A2 9,000 idle connections: SUT CPU-seconds",
-        false,
-    ),
-    (
-        "A2-idle",
-        "pss_bytes",
-        "A2 9,000 idle connections: SUT memory (Pss bytes)",
-        false,
-    ),
-    (
-        "A3-rapid-reset",
-        "success_pct",
-        "A3 HTTP/2 rapid reset: legitimate requests answered (%)",
-        true,
-    ),
-    (
-        "A3-rapid-reset",
-        "p99_ms",
-        "A3 HTTP/2 rapid reset: legitimate p99 (ms)",
-        false,
-    ),
-    (
-        "A3-rapid-reset",
-        "sut_cpu_s",
-        "A3 HTTP/2 rapid reset: SUT CPU-seconds",
-        false,
-    ),
-    (
-        "A3-rapid-reset",
-        "pss_bytes",
-        "A3 HTTP/2 rapid reset: SUT memory (Pss bytes)",
-        false,
-    ),
 ];
+
+/// The figures of each attack (`attack::SCENARIOS`): (value, label, higher is better).
+const ATTACK_FIGURES: [(&str, &str, bool); 5] = [
+    ("success_pct", "legitimate requests answered (%)", true),
+    ("p99_ms", "legitimate p99 (ms)", false),
+    ("sut_cpu_s", "SUT CPU-seconds", false),
+    ("softirq_cpu_s", "kernel softirq CPU-seconds, all CPUs", false),
+    ("pss_bytes", "SUT memory (Pss bytes)", false),
+];
+
+/// Every row of the table: `ROWS`, then each attack's figures.
+fn rows() -> Vec<(&'static str, &'static str, String, bool)> {
+    let fixed = ROWS
+        .iter()
+        .map(|&(test, value, label, higher)| (test, value, label.to_string(), higher));
+    let attacks = SCENARIOS.iter().flat_map(|&(test, scenario)| {
+        ATTACK_FIGURES
+            .iter()
+            .map(move |&(value, label, higher)| (test, value, format!("{scenario}: {label}"), higher))
+    });
+    fixed.chain(attacks).collect()
+}
 
 #[derive(Serialize)]
 struct Document<'a> {
@@ -303,7 +230,7 @@ fn markdown(environment: &Environment, records: &[Record], ran: &[String]) -> St
         "| figure | gateway | nginx | haproxy | gateway vs best peer |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|");
-    for (test, value, label, higher_is_better) in ROWS {
+    for (test, value, label, higher_is_better) in rows() {
         let cell = |sut: &str| -> Option<(f64, f64, f64)> {
             let mut values: Vec<f64> = records
                 .iter()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::fixtures::{Fixtures, GATEWAY_PORTS, HAPROXY_PORTS, NGINX_PORTS};
+use super::fixtures::{self, Fixtures, GATEWAY_PORTS, HAPROXY_PORTS, NGINX_PORTS};
 
 /// The CPU every system under test runs on; load and backend run on the other.
 pub const SUT_CPU: &str = "1";
@@ -44,10 +44,13 @@ impl Kind {
 }
 
 /// How a system under test is configured for one test.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// TLS session resumption (tickets, caches) on.
     pub resumption: bool,
+    /// Inside a network namespace of the run: nginx and HAProxy listen on every address (the
+    /// VIP too); the gateway gets these arguments for its fast path.
+    pub vip: Option<Vec<String>>,
 }
 
 /// A running system under test; stopped when dropped.
@@ -86,31 +89,22 @@ impl Sut {
                 if !options.resumption {
                     command.arg("--no-tls-resumption");
                 }
+                command.args(options.vip.iter().flatten());
             }
             Kind::Nginx => {
-                let conf = if options.resumption {
-                    "nginx-resume.conf"
-                } else {
-                    "nginx.conf"
-                };
                 command
                     .arg("nginx")
                     .arg("-c")
-                    .arg(dir.join(conf))
+                    .arg(dir.join(config_name("nginx", &options, "conf")))
                     .arg("-p")
                     .arg(dir);
             }
             Kind::Haproxy => {
-                let conf = if options.resumption {
-                    "haproxy-resume.cfg"
-                } else {
-                    "haproxy.cfg"
-                };
                 command
                     .arg("haproxy")
                     .arg("-db")
                     .arg("-f")
-                    .arg(dir.join(conf));
+                    .arg(dir.join(config_name("haproxy", &options, "cfg")));
             }
         }
         let log = std::fs::File::create(dir.join(format!("{}.log", kind.name())))?;
@@ -218,6 +212,16 @@ impl Drop for Sut {
         // Let the ports go before the next system binds them.
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The peer's configuration file for `options`.
+fn config_name(system: &str, options: &Options, extension: &str) -> String {
+    let address = if options.vip.is_some() {
+        fixtures::ANY
+    } else {
+        fixtures::LOOPBACK
+    };
+    fixtures::config_name(system, options.resumption, address, extension)
 }
 
 fn children(pid: u32) -> Vec<u32> {

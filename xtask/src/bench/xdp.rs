@@ -9,89 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::netns::Net;
 use super::{Plan, Record};
 use crate::output;
 
 const DENIED: [u8; 4] = [198, 18, 5, 5];
-
-/// The namespaces of the run; removed when dropped.
-struct Net {
-    gen_ns: String,
-    gw_ns: String,
-    pin_dir: PathBuf,
-}
-
-impl Net {
-    fn create() -> Result<Net> {
-        let id = std::process::id();
-        let net = Net {
-            gen_ns: format!("xgb-gen-{id}"),
-            gw_ns: format!("xgb-gw-{id}"),
-            pin_dir: PathBuf::from(format!("/sys/fs/bpf/xgb-{id}")),
-        };
-        let (gen_ns, gw) = (net.gen_ns.as_str(), net.gw_ns.as_str());
-        for args in [
-            vec!["netns", "add", gen_ns],
-            vec!["netns", "add", gw],
-            vec![
-                "link", "add", "veth-gw", "netns", gw, "type", "veth", "peer", "name", "veth-gen",
-                "netns", gen_ns,
-            ],
-            vec!["-n", gw, "addr", "add", "198.18.0.1/24", "dev", "veth-gw"],
-            vec!["-n", gw, "addr", "add", "198.18.1.1/32", "dev", "lo"],
-            vec!["-n", gw, "link", "set", "veth-gw", "up"],
-            vec!["-n", gw, "link", "set", "lo", "up"],
-            vec!["-n", gw, "route", "add", "198.18.5.0/24", "dev", "veth-gw"],
-            vec![
-                "-n",
-                gen_ns,
-                "addr",
-                "add",
-                "198.18.0.2/24",
-                "dev",
-                "veth-gen",
-            ],
-            vec!["-n", gen_ns, "link", "set", "veth-gen", "up"],
-            vec!["-n", gen_ns, "link", "set", "lo", "up"],
-            vec![
-                "-n",
-                gen_ns,
-                "route",
-                "add",
-                "198.18.1.0/24",
-                "via",
-                "198.18.0.1",
-            ],
-        ] {
-            output(Command::new("ip").args(&args))?;
-        }
-        Ok(net)
-    }
-
-    fn gw(&self, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.gw_ns, program]);
-        command
-    }
-
-    fn gen_cmd(&self, program: &str) -> Command {
-        let mut command = Command::new("taskset");
-        command.args(["-c", "0", "ip", "netns", "exec", &self.gen_ns, program]);
-        command
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.gen_ns])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.gw_ns])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
-    }
-}
 
 /// A way to drop the denied source, set up and read on the gateway side.
 enum Dropper {
@@ -119,11 +41,8 @@ pub fn run(gateway: &Path, plan: &Plan) -> Result<Vec<Record>> {
     }
     let net = Net::create()?;
     let seconds = if plan.quick { 3 } else { 10 };
-    let mac =
-        output(Command::new("ip").args(["-n", &net.gw_ns, "-br", "link", "show", "veth-gw"]))?;
-    let mac = mac.split_whitespace().nth(2).context("no MAC")?.to_string();
-    let config = std::env::temp_dir().join(format!("xgb-syn-{}.cfg", std::process::id()));
-    std::fs::write(&config, trafgen_config(&mac))?;
+    let denied = DENIED.map(|b| b.to_string());
+    let config = net.syn_flood_config("denied", denied.each_ref().map(String::as_str), 80)?;
     let manifests = std::env::temp_dir().join(format!("xgb-manifests-{}", std::process::id()));
     std::fs::create_dir_all(&manifests)?;
 
@@ -310,20 +229,9 @@ fn measure_drops(
         let before = dropped(net, dropper, gateway)?;
         let busy_before = busy_ticks()?;
         let begin = Instant::now();
-        let _ = net
-            .gen_cmd("timeout")
-            .args([
-                &seconds.to_string(),
-                "trafgen",
-                "--dev",
-                "veth-gen",
-                "--conf",
-            ])
-            .arg(config)
-            .args(["--cpus", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
+        let flood = net.flood(config, None)?;
+        std::thread::sleep(Duration::from_secs(seconds));
+        drop(flood);
         let elapsed = begin.elapsed().as_secs_f64();
         let busy = busy_ticks()? - busy_before;
         let count = dropped(net, dropper, gateway)? - before;
@@ -360,19 +268,6 @@ fn busy_ticks() -> Result<u64> {
         .filter_map(|f| f.parse().ok())
         .collect();
     Ok([0, 1, 2, 5, 6].iter().filter_map(|i| fields.get(*i)).sum())
-}
-
-/// A TCP SYN from the denied source to the VIP's port 80, from random source ports.
-fn trafgen_config(mac: &str) -> String {
-    let mac: Vec<String> = mac.split(':').map(|b| format!("0x{b}")).collect();
-    let [a, b, c, d] = DENIED;
-    format!(
-        "{{\n  {}, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x08, 0x00,\n  \
-         0x45, 0x00, 0x00, 0x28, 0x00, 0x01, 0x00, 0x00, 0x40, 0x06, csumip(14, 33),\n  \
-         {a}, {b}, {c}, {d}, 198, 18, 1, 1,\n  \
-         drnd(2), 0x00, 0x50, drnd(4), 0x00, 0x00, 0x00, 0x00, 0x50, 0x02, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00\n}}\n",
-        mac.join(", ")
-    )
 }
 
 fn setup(net: &Net, dropper: &Dropper, gateway: &Path, manifests: &Path) -> Result<Option<Child>> {
