@@ -11,6 +11,7 @@ use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use gateway_common::{
     Counters, Listener, ListenerKey, SOURCE_KEY_LISTENER_BITS, SourceKey, flags, reason,
+    syn_buckets,
 };
 
 const XDP_DROP: u32 = 1;
@@ -394,6 +395,77 @@ fn syn_budget_counts_only_new_connections() {
     );
     assert_eq!(p.counted(5, reason::DROPPED_SYN_BUDGET), 1);
     assert_eq!(p.counted(5, reason::PASSED), 5);
+}
+
+#[test]
+fn a_source_sharing_a_bucket_with_a_flooding_source_still_connects() {
+    let Some(mut p) = Program::load() else { return };
+    p.listener(6, "198.51.100.10:80", &[], Some((1, 2)));
+    let source_key = |ip: &str| SourceKey {
+        listener: 6,
+        addr: mapped(ip.parse().unwrap()),
+    };
+    // The tests load the program without a seed (0), so the buckets can be computed here.
+    let buckets = |ip: &str| {
+        let key = source_key(ip);
+        [
+            syn_buckets::index(&key, 0),
+            syn_buckets::index(&key, syn_buckets::second_seed(0)),
+        ]
+    };
+    let flooder = "192.0.2.1";
+    let [first, second] = buckets(flooder);
+    assert_ne!(first, second);
+    let neighbour = (0..=u32::MAX)
+        .map(|n| std::net::Ipv4Addr::from(0x0a00_0000 | (n & 0x00ff_ffff)).to_string())
+        .find(|ip| buckets(ip).contains(&first))
+        .expect("some 10/8 address shares a bucket");
+    assert!(!buckets(&neighbour).contains(&second));
+
+    for _ in 0..2 {
+        assert_eq!(p.run(&v4_syn(flooder, "198.51.100.10", 80)), XDP_PASS);
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            p.run(&v4_syn(flooder, "198.51.100.10", 80)),
+            XDP_DROP,
+            "both of the flooding source's buckets are empty"
+        );
+    }
+    assert_eq!(
+        p.run(&v4_syn(&neighbour, "198.51.100.10", 80)),
+        XDP_PASS,
+        "{neighbour} shares one bucket with {flooder} and has its other one"
+    );
+    assert_eq!(p.counted(6, reason::DROPPED_SYN_BUDGET), 5);
+}
+
+#[test]
+fn spoofed_sources_cannot_refill_a_flooding_source() {
+    let Some(mut p) = Program::load() else { return };
+    p.listener(7, "198.51.100.10:80", &[], Some((1, 2)));
+    let flooder = v4_syn("192.0.2.1", "198.51.100.10", 80);
+    for _ in 0..3 {
+        p.run(&flooder);
+    }
+    assert_eq!(p.counted(7, reason::DROPPED_SYN_BUDGET), 1);
+    // More sources than there are buckets, each seen twice (as recently used as the flooding
+    // one): a table of sources would have forgotten the flooding one by now, and given it a
+    // full budget again.
+    for n in 0..(syn_buckets::COUNT + 4096) {
+        let spoofed = v4_syn(
+            &std::net::Ipv4Addr::from(0x0a00_0000 | n).to_string(),
+            "198.51.100.10",
+            80,
+        );
+        p.run(&spoofed);
+        p.run(&spoofed);
+    }
+    assert_eq!(
+        p.run(&flooder),
+        XDP_DROP,
+        "the flooding source is still over its budget"
+    );
 }
 
 /// One frame the property test below builds: every field the program reads, drawn at random.

@@ -9,14 +9,12 @@
 pub const MAX_LISTENERS: u32 = 4096;
 /// Most allow-list entries (CIDRs over all listeners).
 pub const MAX_ALLOW_ENTRIES: u32 = 65536;
-/// Most sources tracked for SYN budgets at once (least recently used ones are forgotten).
-pub const MAX_SYN_SOURCES: u32 = 65536;
 
 /// Map names, as the programs define them and the daemon pins them.
 pub mod maps {
     pub const LISTENERS: &str = "LISTENERS";
     pub const ALLOW: &str = "ALLOW";
-    pub const SYN_BUCKETS: &str = "SYN_BUCKETS";
+    pub const SYN_BUDGET: &str = "SYN_BUDGET";
     pub const STATS: &str = "STATS";
     pub const SOCKETS: &str = "SOCKETS";
 }
@@ -70,7 +68,7 @@ pub mod sockets {
 }
 
 /// A source address seen on a listener: the key of ALLOW (an LPM trie, whose prefix covers all
-/// 32 bits of `listener` and then the address) and of SYN_BUCKETS.
+/// 32 bits of `listener` and then the address) and of the SYN budget hashes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceKey {
@@ -82,7 +80,41 @@ pub struct SourceKey {
 /// Bits of a [`SourceKey`] in an LPM prefix before the address starts.
 pub const SOURCE_KEY_LISTENER_BITS: u32 = 32;
 
-/// A token bucket of new connections for one source on one listener.
+/// Where a source's two SYN budget buckets are: keyed hashes of its listener and address.
+pub mod syn_buckets {
+    use super::SourceKey;
+
+    /// Buckets that sources share by hashing (a power of two).
+    pub const COUNT: u32 = 65536;
+
+    /// The key of a source's second bucket, from the key of its first.
+    #[inline(always)]
+    pub fn second_seed(seed: u32) -> u32 {
+        seed ^ 0x5bd1_e995
+    }
+
+    /// The bucket of `source` under `seed`: multiply and fold per word, then murmur3's
+    /// finalizer.
+    #[inline(always)]
+    pub fn index(source: &SourceKey, seed: u32) -> u32 {
+        let mut hash = seed ^ source.listener.wrapping_mul(0x9e37_79b9);
+        let a = &source.addr;
+        for word in [
+            [a[0], a[1], a[2], a[3]],
+            [a[4], a[5], a[6], a[7]],
+            [a[8], a[9], a[10], a[11]],
+            [a[12], a[13], a[14], a[15]],
+        ] {
+            hash = (hash ^ u32::from_ne_bytes(word)).wrapping_mul(0x85eb_ca6b);
+            hash ^= hash >> 13;
+        }
+        hash = hash.wrapping_mul(0xc2b2_ae35);
+        hash ^= hash >> 16;
+        hash & (COUNT - 1)
+    }
+}
+
+/// A token bucket of new connections, shared by the sources that hash to it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SynBucket {

@@ -14,11 +14,11 @@ use aya_ebpf::bindings::{sk_action, xdp_action};
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::macros::{map, sk_lookup, xdp};
 use aya_ebpf::maps::lpm_trie::Key;
-use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, SockMap};
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, PerCpuArray, SockMap};
 use aya_ebpf::programs::{SkLookupContext, XdpContext};
 use gateway_common::{
-    Counters, Listener, ListenerKey, MAX_ALLOW_ENTRIES, MAX_LISTENERS, MAX_SYN_SOURCES,
-    SOURCE_KEY_LISTENER_BITS, SourceKey, SynBucket, flags, reason, sockets,
+    Counters, Listener, ListenerKey, MAX_ALLOW_ENTRIES, MAX_LISTENERS, SOURCE_KEY_LISTENER_BITS,
+    SourceKey, SynBucket, flags, reason, sockets, syn_buckets,
 };
 
 #[map(name = "LISTENERS")]
@@ -27,8 +27,16 @@ static LISTENERS: HashMap<ListenerKey, Listener> = HashMap::pinned(MAX_LISTENERS
 #[map(name = "ALLOW")]
 static ALLOW: LpmTrie<SourceKey, u32> = LpmTrie::pinned(MAX_ALLOW_ENTRIES, 0);
 
-#[map(name = "SYN_BUCKETS")]
-static SYN_BUCKETS: LruHashMap<SourceKey, SynBucket> = LruHashMap::pinned(MAX_SYN_SOURCES, 0);
+/// New-connection token buckets, shared by hashing: each source (per listener) owns two of
+/// them, chosen by two keyed hashes. A fixed array, not a map of sources: a flood from spoofed
+/// addresses costs two array lookups per SYN, never an insertion or an eviction.
+#[map(name = "SYN_BUDGET")]
+static SYN_BUDGET: Array<SynBucket> = Array::pinned(syn_buckets::COUNT, 0);
+
+/// The key of the bucket hashes, drawn by the daemon at load (`set_global`): sources that
+/// share a bucket cannot be picked in advance.
+#[unsafe(no_mangle)]
+static SYN_HASH_SEED: u32 = 0;
 
 #[map(name = "STATS")]
 static STATS: PerCpuArray<Counters> = PerCpuArray::pinned(reason::SLOTS, 0);
@@ -159,35 +167,47 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
     Some(xdp_action::XDP_PASS)
 }
 
-/// Takes one new-connection token from the source's bucket; `false` when it is empty.
+/// Takes one new-connection token from each of the source's two buckets; `false` when both
+/// are empty. A source that shares one of its buckets with a flooding source by chance keeps
+/// the other, so only the flooding source is held to the budget.
 #[inline(always)]
 fn take_syn_token(listener: &Listener, source: &SourceKey) -> bool {
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let full = u64::from(listener.syn_burst.max(1)) * 1000;
-    let Some(bucket) = SYN_BUCKETS.get_ptr_mut(source) else {
-        let fresh = SynBucket {
-            tokens_milli: full - 1000,
-            last_ns: now,
-        };
-        // A full LRU map evicts its oldest source: never a reason to refuse this one.
-        let _ = SYN_BUCKETS.insert(source, &fresh, 0);
+    // SAFETY: a global of this program, set at load and read only here.
+    let seed = unsafe { core::ptr::read_volatile(&SYN_HASH_SEED) };
+    let (Some(first), Some(second)) = (
+        SYN_BUDGET.get_ptr_mut(syn_buckets::index(source, seed)),
+        SYN_BUDGET.get_ptr_mut(syn_buckets::index(source, syn_buckets::second_seed(seed))),
+    ) else {
         return true;
     };
-    // SAFETY: the pointer comes from the map lookup; concurrent updates from other CPUs may
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: both pointers come from array lookups; concurrent updates from other CPUs may
     // race, which only makes the budget approximate.
     unsafe {
-        let elapsed = now.saturating_sub((*bucket).last_ns).min(MAX_REFILL_NS);
-        let refill = elapsed * u64::from(listener.syn_rate) / 1_000_000;
-        let tokens = ((*bucket).tokens_milli + refill).min(full);
-        (*bucket).last_ns = now;
-        if tokens < 1000 {
-            (*bucket).tokens_milli = tokens;
-            return false;
-        }
-        (*bucket).tokens_milli = tokens - 1000;
+        let first_tokens = refilled(&*first, listener, now);
+        let second_tokens = refilled(&*second, listener, now);
+        let allowed = first_tokens >= 1000 || second_tokens >= 1000;
+        let spend = if allowed { 1000 } else { 0 };
+        *first = SynBucket {
+            tokens_milli: first_tokens.saturating_sub(spend),
+            last_ns: now,
+        };
+        *second = SynBucket {
+            tokens_milli: second_tokens.saturating_sub(spend),
+            last_ns: now,
+        };
+        allowed
     }
-    true
+}
+
+/// A bucket's tokens (thousandths) at `now`. A bucket never used (all zero) is full.
+#[inline(always)]
+fn refilled(bucket: &SynBucket, listener: &Listener, now: u64) -> u64 {
+    let full = u64::from(listener.syn_burst.max(1)) * 1000;
+    let elapsed = now.saturating_sub(bucket.last_ns).min(MAX_REFILL_NS);
+    let refill = elapsed * u64::from(listener.syn_rate) / 1_000_000;
+    (bucket.tokens_milli + refill).min(full)
 }
 
 #[inline(always)]

@@ -81,8 +81,11 @@ impl FastPath {
         ensure_bpffs(&pin_dir)?;
         std::fs::create_dir_all(&pin_dir)
             .with_context(|| format!("creating the pin folder {}", pin_dir.display()))?;
+        // Which sources share a SYN budget bucket must not be predictable from outside.
+        let seed = crate::random::next_u64() as u32;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&pin_dir)
+            .override_global("SYN_HASH_SEED", &seed, true)
             .load(OBJECT)
             .context("loading the eBPF programs")?;
 

@@ -90,10 +90,19 @@ fn same_address(bound: SocketAddr, wanted: SocketAddr) -> bool {
 
 /// A listening socket of the runtime, bound from synchronous code.
 fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = std::net::TcpListener::bind(address)?;
-    socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket)
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
+
+/// Handshakes the kernel may hold for accept (and the SYN queue it sizes by it). std's 128
+/// drops a burst of new connections beyond it, each retried a second later; nginx defaults to
+/// 511, and the bench's nginx and HAProxy run with 4096 and more. Capped at net.core.somaxconn.
+const LISTEN_BACKLOG: u32 = 4096;
 
 fn adopt(fd: OwnedFd) -> std::io::Result<TcpListener> {
     let socket = std::net::TcpListener::from(fd);

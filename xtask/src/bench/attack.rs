@@ -33,7 +33,10 @@ pub const SCENARIOS: [(&str, &str); 6] = [
     ("A2-idle", "A2 9,000 idle connections"),
     ("A3-rapid-reset", "A3 HTTP/2 rapid reset"),
     ("A4-syn-flood", "A4 SYN flood from one source (250 kpps)"),
-    ("A5-syn-flood-spoofed", "A5 SYN flood from 65,536 sources (250 kpps)"),
+    (
+        "A5-syn-flood-spoofed",
+        "A5 SYN flood from 65,536 sources (250 kpps)",
+    ),
 ];
 
 /// The attacks of the attacker script: (test name, script mode, connections, on the TLS port).
@@ -212,10 +215,9 @@ pub fn syn_floods(plan: &Plan, fixtures: &Fixtures, gateway: &Path) -> Result<Ve
                 Kind::Gateway => [
                     "--vip",
                     &format!("{VIP}:{port}=http"),
+                    // The mode the gateway picks itself (generic, on veth).
                     "--xdp-iface",
                     "veth-gw",
-                    "--xdp-mode",
-                    "native",
                     "--syn-budget",
                     SYN_BUDGET,
                     "--bpf-pin-dir",
@@ -229,9 +231,7 @@ pub fn syn_floods(plan: &Plan, fixtures: &Fixtures, gateway: &Path) -> Result<Ve
                 vip: Some(vip),
                 ..Options::default()
             };
-            let sut = Net::within(&net.gw_ns, || {
-                Sut::start(kind, fixtures, gateway, options)
-            })?;
+            let sut = Net::within(&net.gw_ns, || Sut::start(kind, fixtures, gateway, options))?;
             let config = net.syn_flood_config(test, source, port)?;
             let flood = net.flood(&config, Some(FLOOD_RATE))?;
             std::thread::sleep(Duration::from_secs(1));
@@ -241,8 +241,7 @@ pub fn syn_floods(plan: &Plan, fixtures: &Fixtures, gateway: &Path) -> Result<Ve
                 port,
                 host: LEGIT_HOST,
             };
-            let measured =
-                Net::within(&net.gen_ns, || measure_legit(&sut, test, &target, window));
+            let measured = Net::within(&net.gen_ns, || measure_legit(&sut, test, &target, window));
             let softirq = softirq_seconds()? - softirq;
             drop(flood);
             let _ = std::fs::remove_file(config);

@@ -256,10 +256,15 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         for (test, resumption) in [("T3", false), ("T3b", true)] {
             for round in 0..plan.rounds {
                 for kind in shuffled(round) {
-                    let sut = Sut::start(kind, &fixtures, &gateway, Options {
+                    let sut = Sut::start(
+                        kind,
+                        &fixtures,
+                        &gateway,
+                        Options {
                             resumption,
                             ..Options::default()
-                        })?;
+                        },
+                    )?;
                     let cpu = sut.cpu_seconds();
                     let m = if resumption {
                         load::resumed_handshakes(kind.ports().1, plan.run, 32)?
@@ -291,10 +296,15 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         for (test, path, clients, streams) in [("T4", "/", 16, 10), ("T4-bulk", "/bytes/1m", 4, 1)]
         {
             for kind in shuffled(0) {
-                let sut = Sut::start(kind, &fixtures, &gateway, Options {
-                    resumption: true,
-                    ..Options::default()
-                })?;
+                let sut = Sut::start(
+                    kind,
+                    &fixtures,
+                    &gateway,
+                    Options {
+                        resumption: true,
+                        ..Options::default()
+                    },
+                )?;
                 let cpu = sut.cpu_seconds();
                 match load::h2load(kind.ports().1, path, plan.run, clients, streams) {
                     Ok(m) => {

@@ -3,8 +3,8 @@
 //! gateway side routes the flood sources (198.18.5.0/24 and 198.19.0.0/16) back over the veth,
 //! where nothing answers them. Every address exists only inside these namespaces.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result};
@@ -110,7 +110,8 @@ impl Net {
     /// A trafgen configuration for TCP SYNs to the VIP's `port` over the veth, from `source`
     /// (four trafgen byte expressions: `198`, `drnd(1)`, ...) and random source ports.
     pub fn syn_flood_config(&self, name: &str, source: [&str; 4], port: u16) -> Result<PathBuf> {
-        let mac = output(Command::new("ip").args(["-n", &self.gw_ns, "-br", "link", "show", "veth-gw"]))?;
+        let mac =
+            output(Command::new("ip").args(["-n", &self.gw_ns, "-br", "link", "show", "veth-gw"]))?;
         let mac = mac.split_whitespace().nth(2).context("no MAC")?;
         let mac: Vec<String> = mac.split(':').map(|b| format!("0x{b}")).collect();
         let vip: Vec<&str> = VIP.split('.').collect();

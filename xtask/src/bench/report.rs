@@ -119,7 +119,11 @@ const ATTACK_FIGURES: [(&str, &str, bool); 5] = [
     ("success_pct", "legitimate requests answered (%)", true),
     ("p99_ms", "legitimate p99 (ms)", false),
     ("sut_cpu_s", "SUT CPU-seconds", false),
-    ("softirq_cpu_s", "kernel softirq CPU-seconds, all CPUs", false),
+    (
+        "softirq_cpu_s",
+        "kernel softirq CPU-seconds, all CPUs",
+        false,
+    ),
     ("pss_bytes", "SUT memory (Pss bytes)", false),
 ];
 
@@ -129,9 +133,9 @@ fn rows() -> Vec<(&'static str, &'static str, String, bool)> {
         .iter()
         .map(|&(test, value, label, higher)| (test, value, label.to_string(), higher));
     let attacks = SCENARIOS.iter().flat_map(|&(test, scenario)| {
-        ATTACK_FIGURES
-            .iter()
-            .map(move |&(value, label, higher)| (test, value, format!("{scenario}: {label}"), higher))
+        ATTACK_FIGURES.iter().map(move |&(value, label, higher)| {
+            (test, value, format!("{scenario}: {label}"), higher)
+        })
     });
     fixed.chain(attacks).collect()
 }
