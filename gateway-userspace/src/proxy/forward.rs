@@ -121,13 +121,7 @@ async fn forward(
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-    headers::set_forwarding(
-        &mut parts.headers,
-        connection.client,
-        connection.listener,
-        connection.scheme,
-        host.as_ref(),
-    );
+    headers::set_forwarding(&mut parts.headers, connection, host.as_ref());
     if let Some(prefix) = &policy.forwarded_prefix {
         parts
             .headers
@@ -165,6 +159,8 @@ async fn forward(
         client,
         scheme: connection.scheme,
     };
+    // Error pages are rare: their fetch (a whole upstream exchange) is boxed, so that it does
+    // not enlarge every request's future.
     let error_backend = policy.fallback.as_ref().or(routed.default_backend.as_ref());
     let sent = match send::send(proxy, outgoing, upstream_request, exchange).await {
         Ok(sent) => sent,
@@ -173,7 +169,7 @@ async fn forward(
             let status = error.status();
             if policy.custom_errors.contains(&status)
                 && let Some(errors) = error_backend
-                && let Some(page) = error_page::fetch(proxy, errors, status, exchange).await
+                && let Some(page) = Box::pin(error_page::fetch(proxy, errors, status, exchange)).await
             {
                 return Ok(page);
             }
@@ -184,7 +180,8 @@ async fn forward(
 
     if policy.custom_errors.contains(&response.status())
         && let Some(errors) = error_backend
-        && let Some(page) = error_page::fetch(proxy, errors, response.status(), exchange).await
+        && let Some(page) =
+            Box::pin(error_page::fetch(proxy, errors, response.status(), exchange)).await
     {
         response = page;
     }

@@ -1,10 +1,10 @@
 //! What changes in the headers between the client and the backend: hop-by-hop headers go, the
 //! forwarding headers are set, Host stays.
 
-use std::net::SocketAddr;
-
 use hyper::HeaderMap;
 use hyper::header::{self, HeaderName, HeaderValue};
+
+use super::Connection;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -37,6 +37,20 @@ pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Removes hop-by-hop headers, including those the Connection header names, and `Upgrade`
 /// unless `keep_upgrade` carries it on (it is then re-announced with `Connection: upgrade`).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: Option<HeaderValue>) {
+    // Most messages carry none of them: one look at each name costs less than a removal each.
+    let carries_any = headers
+        .keys()
+        .any(|name| name == header::UPGRADE || HOP_BY_HOP.contains(name));
+    if carries_any {
+        remove_all(headers);
+    }
+    if let Some(protocol) = keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+}
+
+fn remove_all(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -48,27 +62,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: Option<HeaderVal
         headers.remove(name);
     }
     headers.remove(header::UPGRADE);
-    if let Some(protocol) = keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, protocol);
-    }
 }
 
 /// Sets the forwarding headers. The gateway is the edge: what a client claims in these headers
 /// is replaced, never trusted (ingress-nginx's default, `use-forwarded-headers: false`).
-pub fn set_forwarding(
-    headers: &mut HeaderMap,
-    client: SocketAddr,
-    listener: SocketAddr,
-    scheme: &'static str,
-    host: Option<&HeaderValue>,
-) {
-    let ip = HeaderValue::from_str(&client.ip().to_string())
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+pub fn set_forwarding(headers: &mut HeaderMap, connection: &Connection, host: Option<&HeaderValue>) {
+    let ip = &connection.forwarded_for;
     headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
-    headers.insert(X_REAL_IP.clone(), ip);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(listener.port()));
+    headers.insert(X_REAL_IP.clone(), ip.clone());
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(connection.scheme),
+    );
+    headers.insert(X_FORWARDED_PORT.clone(), connection.forwarded_port.clone());
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         headers.insert(header::HOST, host.clone());
@@ -122,13 +128,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         let host = HeaderValue::from_static("shop.example.com:8080");
-        set_forwarding(
-            &mut headers,
+        let connection = Connection::new(
             "10.1.2.3:5555".parse().unwrap(),
             "127.0.0.1:8080".parse().unwrap(),
             "http",
-            Some(&host),
+            None,
+            None,
         );
+        set_forwarding(&mut headers, &connection, Some(&host));
         assert_eq!(headers["x-forwarded-for"], "10.1.2.3");
         assert_eq!(headers["x-real-ip"], "10.1.2.3");
         assert_eq!(headers["x-forwarded-proto"], "http");

@@ -94,6 +94,33 @@ pub struct Connection {
     pub clock: ClientClock,
     /// Ambiguous HTTP/1 heads, as the client sent them.
     pub framing: FramingCheck,
+    /// The client's address and the listener's port as the forwarding headers carry them,
+    /// made once for all the connection's requests.
+    pub forwarded_for: HeaderValue,
+    pub forwarded_port: HeaderValue,
+}
+
+impl Connection {
+    fn new(
+        client: SocketAddr,
+        listener: SocketAddr,
+        scheme: &'static str,
+        sni: Option<String>,
+        tls_version: Option<&'static str>,
+    ) -> Self {
+        Self {
+            client,
+            listener,
+            scheme,
+            sni,
+            tls_version,
+            clock: ClientClock::default(),
+            framing: FramingCheck::default(),
+            forwarded_for: HeaderValue::from_str(&client.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            forwarded_port: HeaderValue::from(listener.port()),
+        }
+    }
 }
 
 impl Proxy {
@@ -179,15 +206,7 @@ impl Proxy {
         tls: Option<TlsAcceptor>,
     ) {
         let Some(tls) = tls else {
-            let connection = Connection {
-                client,
-                listener: local,
-                scheme: "http",
-                sni: None,
-                tls_version: None,
-                clock: ClientClock::default(),
-                framing: FramingCheck::default(),
-            };
+            let connection = Connection::new(client, local, "http", None, None);
             self.serve_connection(connection, stream).await;
             return;
         };
@@ -225,15 +244,13 @@ impl Proxy {
                 ("resumed", if resumed { "true" } else { "false" }),
             ])
             .inc();
-        let connection = Connection {
+        let connection = Connection::new(
             client,
-            listener: local,
-            scheme: "https",
-            sni: session.server_name().map(normalize_host),
-            tls_version: Some(tls_version),
-            clock: ClientClock::default(),
-            framing: FramingCheck::default(),
-        };
+            local,
+            "https",
+            session.server_name().map(normalize_host),
+            Some(tls_version),
+        );
         self.serve_connection(connection, stream).await;
     }
 

@@ -112,8 +112,11 @@ impl UpstreamPool {
         target: &Target,
         request: Request<RequestBody>,
     ) -> Result<Response<PooledBody>, (UpstreamError, Option<Request<RequestBody>>)> {
+        // The rare paths (HTTP/2, a new connection with its TLS handshake) are boxed: their
+        // state would otherwise make every request's future kilobytes larger, and futures are
+        // moved by copying.
         if target.protocol.is_http2() {
-            return self.send_multiplexed(target, request).await;
+            return Box::pin(self.send_multiplexed(target, request)).await;
         }
         let key = (target.endpoint, target.protocol);
         let mut request = request;
@@ -124,7 +127,7 @@ impl UpstreamPool {
             let reused = pooled.is_some();
             let mut sender = match pooled.take() {
                 Some(sender) => sender,
-                None => match self.connect_http1(target).await {
+                None => match Box::pin(self.connect_http1(target)).await {
                     Ok(sender) => sender,
                     Err(reason) => return Err((UpstreamError::Connect(reason), Some(request))),
                 },
