@@ -169,7 +169,8 @@ async fn forward(
             let status = error.status();
             if policy.custom_errors.contains(&status)
                 && let Some(errors) = error_backend
-                && let Some(page) = Box::pin(error_page::fetch(proxy, errors, status, exchange)).await
+                && let Some(page) =
+                    Box::pin(error_page::fetch(proxy, errors, status, exchange)).await
             {
                 return Ok(page);
             }
@@ -180,8 +181,13 @@ async fn forward(
 
     if policy.custom_errors.contains(&response.status())
         && let Some(errors) = error_backend
-        && let Some(page) =
-            Box::pin(error_page::fetch(proxy, errors, response.status(), exchange)).await
+        && let Some(page) = Box::pin(error_page::fetch(
+            proxy,
+            errors,
+            response.status(),
+            exchange,
+        ))
+        .await
     {
         response = page;
     }

@@ -9,6 +9,8 @@
 //! which hyper refuses by itself, or the bytes of an upgraded tunnel), it stops reading.
 
 use std::sync::OnceLock;
+
+use super::chunked::Chunked;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Most header fields a head may have for this reader (hyper refuses more with 431).
@@ -63,27 +65,8 @@ pub struct FramingReader {
 enum State {
     Head,
     Fixed(u64),
-    Chunk(Chunk),
+    Chunk(Chunked),
     Off,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Chunk {
-    /// The size line: the size so far, and whether a digit was seen.
-    Size(u64, bool),
-    /// An extension, up to the end of the size line (the chunk's size kept).
-    Extension(u64),
-    /// After the size line's CR.
-    SizeLf(u64),
-    Data(u64),
-    DataCr,
-    DataLf,
-    /// At the start of a trailer line (or of the final empty line).
-    TrailerStart,
-    /// Inside a trailer line.
-    Trailer,
-    /// After a CR at the start of a trailer line: the message ends at the LF.
-    EndLf,
 }
 
 impl FramingReader {
@@ -137,7 +120,7 @@ impl FramingReader {
         self.state = match framing(head) {
             Ok(Framing::None | Framing::Fixed(0)) => State::Head,
             Ok(Framing::Fixed(n)) => State::Fixed(n),
-            Ok(Framing::Chunked) => State::Chunk(Chunk::Size(0, false)),
+            Ok(Framing::Chunked) => State::Chunk(Chunked::default()),
             Err(Some(why)) => {
                 let _ = check.refused.set((index, why));
                 State::Off
@@ -179,47 +162,16 @@ impl FramingReader {
         None
     }
 
-    fn read_chunked<'b>(&mut self, chunk: Chunk, bytes: &'b [u8]) -> &'b [u8] {
-        let mut chunk = chunk;
-        for (i, &byte) in bytes.iter().enumerate() {
-            chunk = match (chunk, byte) {
-                (Chunk::Data(left), _) => {
-                    let n = (left as usize).min(bytes.len() - i);
-                    // Skip the data in one step; the rest of this slice is read on return.
-                    self.state = State::Chunk(match left - n as u64 {
-                        0 => Chunk::DataCr,
-                        left => Chunk::Data(left),
-                    });
-                    return &bytes[i + n..];
-                }
-                (Chunk::Size(size, _), b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
-                    let digit = u64::from(char::from(byte).to_digit(16).unwrap_or(0));
-                    match size.checked_mul(16).and_then(|s| s.checked_add(digit)) {
-                        Some(size) => Chunk::Size(size, true),
-                        None => return self.off(),
-                    }
-                }
-                (Chunk::Size(size, true), b'\r') => Chunk::SizeLf(size),
-                (Chunk::Size(size, true), b';') => Chunk::Extension(size),
-                (Chunk::Extension(size), b'\r') => Chunk::SizeLf(size),
-                (Chunk::Extension(_), b'\n') => return self.off(),
-                (Chunk::Extension(size), _) => Chunk::Extension(size),
-                (Chunk::SizeLf(0), b'\n') => Chunk::TrailerStart,
-                (Chunk::SizeLf(size), b'\n') => Chunk::Data(size),
-                (Chunk::DataCr, b'\r') => Chunk::DataLf,
-                (Chunk::DataLf, b'\n') => Chunk::Size(0, false),
-                (Chunk::TrailerStart, b'\r') => Chunk::EndLf,
-                (Chunk::EndLf, b'\n') => {
-                    self.state = State::Head;
-                    return &bytes[i + 1..];
-                }
-                (Chunk::Trailer, b'\n') => Chunk::TrailerStart,
-                (Chunk::TrailerStart | Chunk::Trailer, byte) if byte != b'\n' => Chunk::Trailer,
-                _ => return self.off(),
-            };
-        }
-        self.state = State::Chunk(chunk);
-        &[]
+    fn read_chunked<'b>(&mut self, mut chunked: Chunked, bytes: &'b [u8]) -> &'b [u8] {
+        let Ok(advance) = chunked.advance(bytes) else {
+            return self.off();
+        };
+        self.state = if chunked.is_done() {
+            State::Head
+        } else {
+            State::Chunk(chunked)
+        };
+        &bytes[advance.consumed..]
     }
 
     fn off<'b>(&mut self) -> &'b [u8] {

@@ -66,7 +66,11 @@ fn remove_all(headers: &mut HeaderMap) {
 
 /// Sets the forwarding headers. The gateway is the edge: what a client claims in these headers
 /// is replaced, never trusted (ingress-nginx's default, `use-forwarded-headers: false`).
-pub fn set_forwarding(headers: &mut HeaderMap, connection: &Connection, host: Option<&HeaderValue>) {
+pub fn set_forwarding(
+    headers: &mut HeaderMap,
+    connection: &Connection,
+    host: Option<&HeaderValue>,
+) {
     let ip = &connection.forwarded_for;
     headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
     headers.insert(X_REAL_IP.clone(), ip.clone());

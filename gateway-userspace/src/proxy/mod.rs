@@ -2,6 +2,7 @@
 //! and forward every request to the backend the current route table names.
 
 mod backend_tls;
+mod chunked;
 mod client_clock;
 mod error;
 mod error_page;
