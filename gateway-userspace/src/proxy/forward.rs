@@ -5,16 +5,18 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use http_body_util::Either;
+use bytes::Bytes;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use super::error::{ProxyError, plain_response};
 use super::request_body::RequestBody;
 use super::send::{self, Outgoing};
-use super::upstream::PooledBody;
+use super::upstream::{BackendIo, PooledBody};
 use super::{Connection, Proxy, ProxyBody, error_page, headers, strict};
 use crate::lifecycle::DrainState;
 use crate::normalize::PathError;
@@ -441,36 +443,44 @@ fn redirect_to_https(
 fn respond(
     proxy: &Proxy,
     connection: &Connection,
-    mut response: Response<PooledBody>,
+    response: Response<PooledBody>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            // The bytes that follow are the tunnel's, not HTTP/1 messages.
-            connection.framing.stop_reading();
-            let backend_upgrade = hyper::upgrade::on(&mut response);
-            // A drain waits for tunnels (WebSockets) too, up to its deadline.
-            proxy.drain.spawn(tunnel(client_upgrade, backend_upgrade));
-        }
-        let upgrade = response.headers().get(header::UPGRADE).cloned();
-        headers::remove_hop_by_hop(response.headers_mut(), upgrade);
-    } else {
-        headers::remove_hop_by_hop(response.headers_mut(), None);
+    let (mut parts, body) = response.into_parts();
+    if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        headers::remove_hop_by_hop(&mut parts.headers, None);
+        return Response::from_parts(parts, Either::Left(body));
     }
-    response.map(Either::Left)
+    if let Some(client_upgrade) = client_upgrade
+        && let Some(backend) = body.into_tunnel()
+    {
+        // The bytes that follow are the tunnel's, not HTTP/1 messages.
+        connection.framing.stop_reading();
+        // A drain waits for tunnels (WebSockets) too, up to its deadline.
+        proxy.drain.spawn(tunnel(client_upgrade, backend));
+    }
+    let upgrade = parts.headers.get(header::UPGRADE).cloned();
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
 }
 
-/// Copies bytes both ways between an upgraded client and backend until either side closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
-    let (client, backend) = match tokio::try_join!(client, backend) {
-        Ok(both) => both,
+/// Copies bytes both ways between an upgraded client and the backend's connection (after the
+/// bytes the backend sent with its 101) until either side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, (mut backend, early): (BackendIo, Bytes)) {
+    let client = match client.await {
+        Ok(client) => client,
         Err(error) => {
             tracing::debug!(%error, "upgrade did not complete");
             return;
         }
     };
     let mut client = TokioIo::new(client);
-    let mut backend = TokioIo::new(backend);
+    if !early.is_empty()
+        && let Err(error) = client.write_all(&early).await
+    {
+        tracing::debug!(%error, "upgraded connection ended with an error");
+        return;
+    }
     if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
         tracing::debug!(%error, "upgraded connection ended with an error");
     }

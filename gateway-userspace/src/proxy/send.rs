@@ -209,7 +209,7 @@ pub async fn send(
                     },
                     UpstreamError::Exchange(error) => ProxyError::Upstream {
                         backend: backend.name(),
-                        reason: format!("{endpoint}: {}", error_chain(&error)),
+                        reason: format!("{endpoint}: {}", error_chain(error.as_ref())),
                     },
                 };
                 tracing::warn!(%endpoint, %error, "backend request failed");

@@ -1,9 +1,12 @@
 //! Connections to backends: one keep-alive pool per endpoint and protocol, of HTTP/1.1
-//! connections (plain or TLS) driven directly, and one multiplexed HTTP/2 connection per
-//! endpoint for gRPC (h2c or TLS). An HTTP/1.1 connection goes back to its pool when the
-//! response body has been read to its end; a request is handed to a connection only once the
-//! connection exists, so a failed connect leaves the request (body untouched) for another
-//! endpoint, and a pooled connection that turns out closed is replaced by a fresh one.
+//! connections (plain or TLS) spoken by the request's own task (`h1`), and one multiplexed
+//! HTTP/2 connection per endpoint for gRPC (h2c or TLS, hyper). An HTTP/1.1 connection goes
+//! back to its pool when the response body has been read to its end; a request is handed to a
+//! connection only once the connection exists, so a failed connect leaves the request (body
+//! untouched) for another endpoint, and a pooled connection that turns out closed is replaced
+//! by a fresh one.
+
+mod h1;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::metrics::counter::Counter;
@@ -31,7 +34,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per endpoint (nginx benchmarks use `keepalive 256`).
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
-type Sender = http1::SendRequest<RequestBody>;
+pub use h1::BackendIo;
+
+use h1::{H1Body, H1Connection};
+
 type Multiplexed = http2::SendRequest<RequestBody>;
 type Key = (SocketAddr, Protocol);
 
@@ -41,7 +47,7 @@ pub enum UpstreamError {
     /// No connection could be made (refused, unreachable, timed out, TLS failed).
     Connect(String),
     /// The connection failed while the request was on it.
-    Exchange(hyper::Error),
+    Exchange(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Where a request goes.
@@ -60,7 +66,7 @@ pub struct UpstreamPool {
 }
 
 struct PoolInner {
-    idle: Mutex<HashMap<Key, Vec<(Sender, Instant)>>>,
+    idle: Mutex<HashMap<Key, Vec<(H1Connection, Instant)>>>,
     multiplexed: Mutex<HashMap<Key, Multiplexed>>,
     counters: ReuseCounters,
     tls: super::backend_tls::Connectors,
@@ -91,11 +97,11 @@ impl UpstreamPool {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-                idle.retain(|_, senders| {
-                    senders.retain(|(sender, since)| {
-                        !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT
+                idle.retain(|_, connections| {
+                    connections.retain_mut(|(connection, since)| {
+                        since.elapsed() < IDLE_TIMEOUT && !connection.is_stale()
                     });
-                    !senders.is_empty()
+                    !connections.is_empty()
                 });
                 drop(idle);
                 let mut multiplexed = inner.multiplexed.lock().unwrap_or_else(|e| e.into_inner());
@@ -122,23 +128,30 @@ impl UpstreamPool {
         let mut request = request;
         // A pooled connection may have been closed by the backend while idle: then the request
         // is tried once more on a new connection.
-        let mut pooled = self.checkout(key).await;
+        let mut pooled = self.checkout(key);
         loop {
             let reused = pooled.is_some();
-            let mut sender = match pooled.take() {
-                Some(sender) => sender,
+            let connection = match pooled.take() {
+                Some(connection) => connection,
                 None => match Box::pin(self.connect_http1(target)).await {
-                    Ok(sender) => sender,
+                    Ok(connection) => connection,
                     Err(reason) => return Err((UpstreamError::Connect(reason), Some(request))),
                 },
             };
             self.count(reused);
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.pooled(key, sender, response)),
+            let checkin = Checkin {
+                pool: self.inner.clone(),
+                key,
+            };
+            match connection.send(request, checkin).await {
+                Ok(response) => return Ok(response.map(PooledBody::Http1)),
                 // Unsent on a reused connection: the next turn connects afresh.
-                Err(mut error) => match error.take_message() {
+                Err(failed) => match failed.unsent {
                     Some(unsent) if reused => request = unsent,
-                    unsent => return Err((UpstreamError::Exchange(error.into_error()), unsent)),
+                    unsent => {
+                        let error = UpstreamError::Exchange(Box::new(failed.error));
+                        return Err((error, unsent));
+                    }
                 },
             }
         }
@@ -196,33 +209,27 @@ impl UpstreamPool {
         }
         *request.version_mut() = hyper::Version::HTTP_2;
         match sender.try_send_request(request).await {
-            Ok(response) => {
-                let (parts, inner) = response.into_parts();
-                let body = PooledBody {
-                    inner: Some(inner),
-                    checkin: None,
-                };
-                Ok(Response::from_parts(parts, body))
-            }
+            Ok(response) => Ok(response.map(PooledBody::Http2)),
             Err(mut error) => {
                 let unsent = error.take_message();
-                Err((UpstreamError::Exchange(error.into_error()), unsent))
+                Err((
+                    UpstreamError::Exchange(Box::new(error.into_error())),
+                    unsent,
+                ))
             }
         }
     }
 
-    /// A ready idle connection for `key`, if there is one.
-    async fn checkout(&self, key: Key) -> Option<Sender> {
-        loop {
-            let (mut sender, since) = {
-                let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-                idle.get_mut(&key)?.pop()?
-            };
-            // A returned connection becomes ready as soon as its task has seen the response end.
-            if since.elapsed() < IDLE_TIMEOUT && sender.ready().await.is_ok() {
-                return Some(sender);
+    /// An idle connection for `key` that the backend has not closed, if there is one.
+    fn checkout(&self, key: Key) -> Option<H1Connection> {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let connections = idle.get_mut(&key)?;
+        while let Some((mut connection, since)) = connections.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && !connection.is_stale() {
+                return Some(connection);
             }
         }
+        None
     }
 
     async fn tcp(&self, target: &Target) -> Result<TcpStream, String> {
@@ -235,13 +242,14 @@ impl UpstreamPool {
         Ok(stream)
     }
 
-    async fn connect_http1(&self, target: &Target) -> Result<Sender, String> {
+    async fn connect_http1(&self, target: &Target) -> Result<H1Connection, String> {
         let stream = self.tcp(target).await?;
-        if target.protocol.is_tls() {
-            let tls = self.inner.tls.connect(target, stream).await?;
-            return handshake_http1(tls, target.endpoint).await;
-        }
-        handshake_http1(stream, target.endpoint).await
+        let io = if target.protocol.is_tls() {
+            BackendIo::Tls(Box::new(self.inner.tls.connect(target, stream).await?))
+        } else {
+            BackendIo::Plain(stream)
+        };
+        Ok(H1Connection::new(io))
     }
 
     async fn connect_http2(&self, target: &Target) -> Result<Multiplexed, String> {
@@ -252,50 +260,6 @@ impl UpstreamPool {
         }
         handshake_http2(stream, target.endpoint).await
     }
-
-    /// The response, with its connection going back to the pool when the body ends.
-    fn pooled(
-        &self,
-        key: Key,
-        sender: Sender,
-        response: Response<Incoming>,
-    ) -> Response<PooledBody> {
-        let upgraded = response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
-        let (parts, inner) = response.into_parts();
-        let mut body = PooledBody {
-            inner: Some(inner),
-            checkin: None,
-        };
-        // An upgraded connection belongs to the tunnel now.
-        if !upgraded {
-            body.checkin = Some(Checkin {
-                pool: self.inner.clone(),
-                key,
-                sender,
-            });
-            if body.is_end_stream() {
-                body.check_in();
-            }
-        }
-        Response::from_parts(parts, body)
-    }
-}
-
-async fn handshake_http1<S>(stream: S, endpoint: SocketAddr) -> Result<Sender, String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        // Upgrades (WebSocket) take the connection over when the response says 101.
-        if let Err(error) = connection.with_upgrades().await {
-            tracing::debug!(%endpoint, %error, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
 }
 
 async fn handshake_http2<S>(stream: S, endpoint: SocketAddr) -> Result<Multiplexed, String>
@@ -314,67 +278,64 @@ where
     Ok(sender)
 }
 
-impl PoolInner {
-    fn put(&self, key: Key, sender: Sender) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let senders = idle.entry(key).or_default();
-        if senders.len() < MAX_IDLE_PER_ENDPOINT {
-            senders.push((sender, Instant::now()));
+/// Gives a connection whose exchange ended cleanly back to its pool.
+pub struct Checkin {
+    pool: Arc<PoolInner>,
+    key: Key,
+}
+
+impl Checkin {
+    fn put(self, connection: H1Connection) {
+        let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let connections = idle.entry(self.key).or_default();
+        if connections.len() < MAX_IDLE_PER_ENDPOINT {
+            connections.push((connection, Instant::now()));
         }
     }
 }
 
-struct Checkin {
-    pool: Arc<PoolInner>,
-    key: Key,
-    sender: Sender,
-}
-
-/// A backend's response body; its end returns the connection to the pool.
-pub struct PooledBody {
-    inner: Option<Incoming>,
-    checkin: Option<Checkin>,
+/// A backend's response body.
+pub enum PooledBody {
+    Http1(H1Body),
+    Http2(Incoming),
 }
 
 impl PooledBody {
-    fn check_in(&mut self) {
-        if let Some(Checkin { pool, key, sender }) = self.checkin.take() {
-            pool.put(key, sender);
+    /// The backend's side of a 101 response: its connection, and the bytes it sent after the
+    /// head.
+    pub fn into_tunnel(self) -> Option<(BackendIo, Bytes)> {
+        match self {
+            PooledBody::Http1(body) => body.into_tunnel(),
+            PooledBody::Http2(_) => None,
         }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let Some(inner) = self.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = Pin::new(inner).poll_frame(cx);
-        // The server stops polling once the body says it ended: check in on that, not on None.
-        let ended = match &polled {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => self.inner.as_ref().is_some_and(Body::is_end_stream),
-            _ => false,
-        };
-        if ended {
-            self.check_in();
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            PooledBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            PooledBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        match self {
+            PooledBody::Http1(body) => body.is_end_stream(),
+            PooledBody::Http2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        match self {
+            PooledBody::Http1(body) => body.size_hint(),
+            PooledBody::Http2(body) => body.size_hint(),
+        }
     }
 }

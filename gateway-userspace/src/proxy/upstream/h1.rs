@@ -1,0 +1,510 @@
+//! HTTP/1.1 to a backend, spoken by the request's own task: the request head goes out in one
+//! write, the response head is parsed with httparse into header values that share its bytes,
+//! and the response body is read by the body itself, which hands the connection back to the
+//! pool at its end. (hyper's client drives each connection from a task of its own and passes
+//! every request and response through channels: in the T1 profile that task's userspace work
+//! was a quarter of the proxy's own CPU per request.)
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::super::chunked::{Chunked, Malformed};
+use super::super::request_body::RequestBody;
+use super::Checkin;
+
+/// Most header fields a response head may have (hyper's client allows as many).
+const MAX_FIELDS: usize = 100;
+/// Most bytes a response head may take.
+const MAX_HEAD: usize = 64 * 1024;
+/// How much is read from the backend at once.
+const READ_SIZE: usize = 16 * 1024;
+
+/// A connection to a backend: plain or TLS.
+pub enum BackendIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// An HTTP/1.1 connection to a backend, idle between exchanges.
+pub struct H1Connection {
+    io: BackendIo,
+    /// Bytes read past the last response (none, unless the backend misbehaves).
+    read: BytesMut,
+    /// The request head being written; kept for its capacity.
+    write: Vec<u8>,
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the connection closed before a response")]
+    ClosedEarly,
+    #[error("malformed response: {0}")]
+    Malformed(&'static str),
+    #[error("reading the request body: {0}")]
+    RequestBody(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A failed exchange, and the request when none of it was written (so that it can be sent
+/// on another connection).
+pub struct Failed {
+    pub error: ExchangeError,
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+impl H1Connection {
+    pub fn new(io: BackendIo) -> Self {
+        Self {
+            io,
+            read: BytesMut::new(),
+            write: Vec::new(),
+        }
+    }
+
+    /// Whether the backend closed the connection (or sent bytes nobody asked for) while it
+    /// was idle: it must not carry a request then.
+    pub fn is_stale(&mut self) -> bool {
+        if !self.read.is_empty() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        let mut cx = Context::from_waker(Waker::noop());
+        // Ready means closed, failed, or bytes nobody asked for; Pending is a live, quiet
+        // connection.
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut buf)
+            .is_ready()
+    }
+
+    /// Sends `request` and reads the response head. The response's body owns the connection
+    /// from then on; `checkin` gets it back when the body ended cleanly and it can be reused.
+    pub async fn send(
+        mut self,
+        request: Request<RequestBody>,
+        checkin: Checkin,
+    ) -> Result<Response<H1Body>, Failed> {
+        let (parts, mut body) = request.into_parts();
+        let chunked = self.encode_head(&parts, &body);
+        if let Err(error) = self.io.write_all(&self.write).await {
+            return Err(Failed {
+                error: error.into(),
+                unsent: Some(Request::from_parts(parts, body)),
+            });
+        }
+        // A backend may answer before it has read the whole body (a 413, say) and close:
+        // its answer is still read.
+        let sent = self.write_request(&mut body, chunked).await;
+        if let Err(ExchangeError::RequestBody(error)) = sent {
+            return Err(Failed {
+                error: ExchangeError::RequestBody(error),
+                unsent: None,
+            });
+        }
+        let fail = |error| Failed {
+            error,
+            unsent: None,
+        };
+        let (response, framing) = self.read_head(&parts.method).await.map_err(fail)?;
+        let reusable = sent.is_ok()
+            && framing.is_reusable()
+            && response.version() == Version::HTTP_11
+            && !closes(response.headers());
+        let body = H1Body {
+            connection: Some(self),
+            framing,
+            checkin: reusable.then_some(checkin),
+        };
+        let mut response = response.map(|()| body);
+        response.body_mut().finish_if_empty();
+        Ok(response)
+    }
+
+    /// The request line and headers into `self.write`; whether the body goes chunked.
+    fn encode_head(&mut self, parts: &hyper::http::request::Parts, body: &RequestBody) -> bool {
+        let out = &mut self.write;
+        out.clear();
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.push(b' ');
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        // A body of unknown length goes chunked; one with a Content-Length as it is.
+        let chunked = !body.is_end_stream() && !parts.headers.contains_key(header::CONTENT_LENGTH);
+        if chunked {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        chunked
+    }
+
+    async fn write_body(
+        &mut self,
+        body: &mut RequestBody,
+        chunked: bool,
+    ) -> Result<(), ExchangeError> {
+        if body.is_end_stream() {
+            return Ok(());
+        }
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))
+            .await
+            .transpose()
+            .map_err(|e| ExchangeError::RequestBody(Box::new(e)))?
+        {
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if chunked {
+                let size = format!("{:x}\r\n", data.len());
+                self.io.write_all(size.as_bytes()).await?;
+                self.io.write_all(&data).await?;
+                self.io.write_all(b"\r\n").await?;
+            } else {
+                self.io.write_all(&data).await?;
+            }
+        }
+        if chunked {
+            self.io.write_all(b"0\r\n\r\n").await?;
+        }
+        Ok(())
+    }
+
+    /// The request's body after its head, and then a flush (for TLS records).
+    async fn write_request(
+        &mut self,
+        body: &mut RequestBody,
+        chunked: bool,
+    ) -> Result<(), ExchangeError> {
+        self.write_body(body, chunked).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Reads until a final response head (1xx heads other than 101 are passed over).
+    async fn read_head(
+        &mut self,
+        method: &Method,
+    ) -> Result<(Response<()>, Framing), ExchangeError> {
+        loop {
+            if let Some(parsed) = self.parse_head()? {
+                let (response, length) = parsed;
+                let status = response.status();
+                if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                    continue;
+                }
+                let framing = framing(method, &response, length);
+                return Ok((response, framing));
+            }
+            if self.read.len() >= MAX_HEAD {
+                return Err(ExchangeError::Malformed("a response head over 64 KiB"));
+            }
+            self.read.reserve(READ_SIZE);
+            if self.io.read_buf(&mut self.read).await? == 0 {
+                return Err(ExchangeError::ClosedEarly);
+            }
+        }
+    }
+
+    /// A complete head from the start of `self.read` (taken out of it), with its
+    /// Content-Length when it has one that parses.
+    #[allow(clippy::type_complexity)]
+    fn parse_head(&mut self) -> Result<Option<(Response<()>, Option<u64>)>, ExchangeError> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let length = match parsed.parse(&self.read) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(ExchangeError::Malformed("more than 100 header fields"));
+            }
+            Err(_) => return Err(ExchangeError::Malformed("the head does not parse")),
+        };
+        let status = parsed
+            .code
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .ok_or(ExchangeError::Malformed("a bad status code"))?;
+        let version = match parsed.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        // Where each field is in the head, so that the values can share its bytes.
+        let base = self.read.as_ptr() as usize;
+        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
+        let count = parsed.headers.len();
+        for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            *span = (
+                name,
+                name + field.name.len(),
+                value,
+                value + field.value.len(),
+            );
+        }
+        let head = self.read.split_to(length).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        let mut content_length = None;
+        for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[name_start..name_end])
+                .map_err(|_| ExchangeError::Malformed("a bad header name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+                .map_err(|_| ExchangeError::Malformed("a bad header value"))?;
+            if name == header::CONTENT_LENGTH && content_length.is_none() {
+                content_length = value.to_str().ok().and_then(|v| v.trim().parse().ok());
+            }
+            headers.append(name, value);
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = headers;
+        Ok(Some((response, content_length)))
+    }
+}
+
+/// Whether `Connection: close` is among the headers.
+fn closes(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"))
+}
+
+/// How a response body is delimited (RFC 9112 6.3). Ambiguous framings are refused whole by
+/// `strict::check_response` before the body is read.
+#[derive(Debug)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked(Chunked),
+    /// Until the backend closes: the connection cannot be reused.
+    UntilClose,
+    /// 101: the connection is a tunnel now.
+    Upgrade,
+}
+
+impl Framing {
+    fn is_reusable(&self) -> bool {
+        !matches!(self, Framing::UntilClose | Framing::Upgrade)
+    }
+}
+
+fn framing(method: &Method, response: &Response<()>, length: Option<u64>) -> Framing {
+    let status = response.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Framing::Upgrade;
+    }
+    if method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Framing::Empty;
+    }
+    if let Some(coding) = response.headers().get(header::TRANSFER_ENCODING) {
+        return if coding
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked")
+        {
+            Framing::Chunked(Chunked::default())
+        } else {
+            Framing::UntilClose
+        };
+    }
+    match length {
+        Some(0) => Framing::Empty,
+        Some(length) => Framing::Length(length),
+        None => Framing::UntilClose,
+    }
+}
+
+/// A backend's response body, read from its connection.
+pub struct H1Body {
+    connection: Option<H1Connection>,
+    framing: Framing,
+    checkin: Option<Checkin>,
+}
+
+impl H1Body {
+    /// The connection of a 101 response, with the bytes the backend sent after the head.
+    pub fn into_tunnel(mut self) -> Option<(BackendIo, Bytes)> {
+        if !matches!(self.framing, Framing::Upgrade) {
+            return None;
+        }
+        let connection = self.connection.take()?;
+        Some((connection.io, connection.read.freeze()))
+    }
+
+    fn finish_if_empty(&mut self) {
+        if matches!(self.framing, Framing::Empty) {
+            self.finish();
+        }
+    }
+
+    /// The body has ended: the connection goes back to its pool when it can be reused.
+    fn finish(&mut self) {
+        self.framing = Framing::Empty;
+        if let (Some(connection), Some(checkin)) = (self.connection.take(), self.checkin.take()) {
+            checkin.put(connection);
+        }
+    }
+
+    /// Reads more from the backend into the connection's buffer; `Ok(0)` at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(connection) = self.connection.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        connection.read.reserve(READ_SIZE);
+        let buf = &mut connection.read;
+        let mut read = ReadBuf::uninit(buf.spare_capacity_mut());
+        ready!(Pin::new(&mut connection.io).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        // SAFETY: poll_read initialized the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        Poll::Ready(Ok(n))
+    }
+}
+
+type BodyResult = Option<Result<Frame<Bytes>, ExchangeError>>;
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = ExchangeError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BodyResult> {
+        let this = self.get_mut();
+        loop {
+            let Some(connection) = this.connection.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let buffered = &mut connection.read;
+            match &mut this.framing {
+                Framing::Empty | Framing::Upgrade => return Poll::Ready(None),
+                Framing::Length(left) if !buffered.is_empty() => {
+                    let n = (*left).min(buffered.len() as u64) as usize;
+                    let data = buffered.split_to(n).freeze();
+                    *left -= n as u64;
+                    if *left == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::UntilClose if !buffered.is_empty() => {
+                    let data = buffered.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(chunked) if !buffered.is_empty() => {
+                    let advance = match chunked.advance(buffered) {
+                        Ok(advance) => advance,
+                        Err(Malformed) => {
+                            this.connection = None;
+                            let error = ExchangeError::Malformed("a broken chunked body");
+                            return Poll::Ready(Some(Err(error)));
+                        }
+                    };
+                    let mut taken = buffered.split_to(advance.consumed).freeze();
+                    let done = chunked.is_done();
+                    if done {
+                        this.finish();
+                    }
+                    if let Some(range) = advance.data {
+                        return Poll::Ready(Some(Ok(Frame::data(taken.split_off(range.start)))));
+                    }
+                    if done {
+                        return Poll::Ready(None);
+                    }
+                }
+                _ => {}
+            }
+            let n = match ready!(this.poll_fill(cx)) {
+                Ok(n) => n,
+                Err(error) => {
+                    this.connection = None;
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+            };
+            if n == 0 {
+                this.connection = None;
+                if matches!(this.framing, Framing::UntilClose) {
+                    this.framing = Framing::Empty;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(ExchangeError::ClosedEarly)));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.connection.is_none() || matches!(self.framing, Framing::Empty | Framing::Upgrade)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Empty | Framing::Upgrade => SizeHint::with_exact(0),
+            Framing::Length(left) => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl AsyncRead for BackendIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendIo::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendIo::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendIo::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendIo::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
