@@ -37,6 +37,9 @@ pub async fn handle(
     connection: Arc<Connection>,
     mut request: Request<Incoming>,
 ) -> Result<Response<ObservedBody>, std::convert::Infallible> {
+    // Room for what the gateway adds (the request id and five forwarding headers): the map
+    // grows once, not header by header.
+    request.headers_mut().reserve(6);
     let id = request_id(request.headers_mut());
     let mut exchange = Exchange::begin(connection.clone(), &request, id);
     // Boxed: the state of forwarding is large (routing, policy, retries, the upstream exchange),
