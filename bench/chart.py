@@ -34,6 +34,10 @@ def main(path):
     document = json.load(open(path))
     records = document["records"]
     panels = [p for p in PANELS if any(median(records, s, p[0], p[1]) is not None for s in SUTS)]
+    if not panels:
+        # A run of other tests only (T5, attack, ...): the table has its figures.
+        print("chart: nothing to draw in this run")
+        return
     figure, axes = plt.subplots(len(panels), 1, figsize=(8, 2.4 * len(panels)), squeeze=False)
     for axis, (test, value, title) in zip(axes[:, 0], panels):
         numbers = [median(records, s, test, value) or 0 for s in SUTS]

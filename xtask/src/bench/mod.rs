@@ -8,6 +8,7 @@ mod churn;
 mod fixtures;
 mod load;
 mod netns;
+mod profile;
 mod report;
 mod sut;
 pub mod tls_client;
@@ -180,6 +181,12 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
                 records.push(r);
             }
         }
+        Ok(())
+    });
+
+    section(&plan, "profile", false, || {
+        println!("== Profile: the gateway under T1's load (perf, flame graph)");
+        profile::t1(&fixtures, &gateway, &root().join("bench/results"))?;
         Ok(())
     });
 
@@ -669,6 +676,7 @@ fn install_tools() -> Result<()> {
         "iperf3",
         "iproute2",
         "python3",
+        "linux-perf",
     ];
     let missing: Vec<&str> = packages
         .iter()

@@ -372,7 +372,7 @@ fn number(value: f64) -> String {
     }
 }
 
-fn today() -> String {
+pub fn today() -> String {
     std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d"])
         .output()
