@@ -122,6 +122,15 @@ fn gateway(backend: SocketAddr) -> (ManifestsDir, Gateway) {
     (dir, gateway)
 }
 
+/// A response with 40 header fields (more than the parser's first try has room for).
+const MANY_FIELDS: &[u8] = b"HTTP/1.1 200 OK\r\n\
+    x-0: v\r\nx-1: v\r\nx-2: v\r\nx-3: v\r\nx-4: v\r\nx-5: v\r\nx-6: v\r\nx-7: v\r\n\
+    x-8: v\r\nx-9: v\r\nx-10: v\r\nx-11: v\r\nx-12: v\r\nx-13: v\r\nx-14: v\r\n\
+    x-15: v\r\nx-16: v\r\nx-17: v\r\nx-18: v\r\nx-19: v\r\nx-20: v\r\nx-21: v\r\n\
+    x-22: v\r\nx-23: v\r\nx-24: v\r\nx-25: v\r\nx-26: v\r\nx-27: v\r\nx-28: v\r\n\
+    x-29: v\r\nx-30: v\r\nx-31: v\r\nx-32: v\r\nx-33: v\r\nx-34: v\r\nx-35: v\r\n\
+    x-36: v\r\nx-37: v\r\nx-38: v\r\nx-39: v\r\ncontent-length: 4\r\n\r\nmany";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_framing_arrives_whole_and_connections_are_reused_when_they_may_be() {
     let backend = Scripted::start(vec![
@@ -143,6 +152,7 @@ async fn every_framing_arrives_whole_and_connections_are_reused_when_they_may_be
         (b"HTTP/1.1 200 OK\r\n\r\nuntil the backend closes", true),
         (b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nold", false),
         (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nafter", false),
+        (MANY_FIELDS, false),
     ])
     .await;
     let (_dir, gw) = gateway(backend.addr);
@@ -155,15 +165,22 @@ async fn every_framing_arrives_whole_and_connections_are_reused_when_they_may_be
         (200, "until the backend closes"),
         (200, "old"),
         (200, "after"),
+        (200, "many"),
     ];
+    let mut answers = Vec::new();
     for (i, (status, body)) in expected.iter().enumerate() {
         let answer = client.get(gw.http, "shop.test", &format!("/{i}")).await;
         assert_eq!(answer.status.as_u16(), *status, "request {i}: {answer:?}");
         assert_eq!(answer.body, *body, "request {i}");
+        answers.push(answer);
     }
     // Requests 0-3 share a connection (3 asked to close it), 4 reads until the backend closes,
-    // 5 is HTTP/1.0 (not kept), 6 needs a new one.
-    assert_eq!(backend.connections(), [1, 1, 1, 1, 2, 3, 4]);
+    // 5 is HTTP/1.0 (not kept), 6 needs a new one and 7 reuses it.
+    assert_eq!(backend.connections(), [1, 1, 1, 1, 2, 3, 4, 4]);
+    assert_eq!(
+        answers[7].headers["x-39"], "v",
+        "every field of a long head arrives"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

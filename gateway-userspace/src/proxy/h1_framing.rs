@@ -189,11 +189,33 @@ enum Framing {
 /// The body framing the head declares: `Err(Some(why))` when it is ambiguous, `Err(None)` when
 /// the head does not parse (hyper refuses it by itself).
 fn framing(head: &[u8]) -> Result<Framing, Option<&'static str>> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    // Room for a few fields first (the array is set up for every head); more only when needed.
+    match framing_with::<FEW_FIELDS>(head) {
+        Err(Parse::TooManyFields) => framing_with::<MAX_FIELDS>(head),
+        other => other,
+    }
+    .map_err(|error| match error {
+        Parse::Ambiguous(why) => Some(why),
+        Parse::TooManyFields | Parse::Malformed => None,
+    })
+}
+
+/// Fields most request heads fit in.
+const FEW_FIELDS: usize = 24;
+
+enum Parse {
+    Ambiguous(&'static str),
+    TooManyFields,
+    Malformed,
+}
+
+fn framing_with<const N: usize>(head: &[u8]) -> Result<Framing, Parse> {
+    let mut fields = [httparse::EMPTY_HEADER; N];
     let mut request = httparse::Request::new(&mut fields);
     match request.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Parse::TooManyFields),
+        _ => return Err(Parse::Malformed),
     }
     let mut length: Option<&[u8]> = None;
     let mut chunked = false;
@@ -201,7 +223,7 @@ fn framing(head: &[u8]) -> Result<Framing, Option<&'static str>> {
     for field in request.headers.iter() {
         if field.name.eq_ignore_ascii_case("content-length") {
             if length.is_some() {
-                return Err(Some("several Content-Length headers"));
+                return Err(Parse::Ambiguous("several Content-Length headers"));
             }
             length = Some(field.value);
         } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -210,20 +232,26 @@ fn framing(head: &[u8]) -> Result<Framing, Option<&'static str>> {
         }
     }
     match (length, codings) {
-        (Some(_), 1..) => Err(Some("both Content-Length and Transfer-Encoding")),
-        (None, 2..) => Err(Some("several Transfer-Encoding headers")),
+        (Some(_), 1..) => Err(Parse::Ambiguous(
+            "both Content-Length and Transfer-Encoding",
+        )),
+        (None, 2..) => Err(Parse::Ambiguous("several Transfer-Encoding headers")),
         (None, 1) if chunked => Ok(Framing::Chunked),
-        (None, 1) => Err(Some("a Transfer-Encoding other than \"chunked\"")),
+        (None, 1) => Err(Parse::Ambiguous(
+            "a Transfer-Encoding other than \"chunked\"",
+        )),
         (Some(value), _) => {
             let value = trim(value);
             if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-                return Err(Some("a Content-Length that is not one decimal number"));
+                return Err(Parse::Ambiguous(
+                    "a Content-Length that is not one decimal number",
+                ));
             }
             std::str::from_utf8(value)
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .map(Framing::Fixed)
-                .ok_or(Some("a Content-Length that is too large"))
+                .ok_or(Parse::Ambiguous("a Content-Length that is too large"))
         }
         (None, 0) => Ok(Framing::None),
     }
@@ -245,6 +273,21 @@ mod tests {
             reader.feed(piece, &check);
         }
         check.refused.get().copied()
+    }
+
+    #[test]
+    fn heads_with_many_fields_are_read_whole() {
+        let many: String = (0..60).map(|i| format!("X-{i}: v\r\n")).collect();
+        let smuggling = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\n{many}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        assert_eq!(
+            refused(smuggling.as_bytes(), 7),
+            Some((0, "both Content-Length and Transfer-Encoding"))
+        );
+        let clean =
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(refused(clean.as_bytes(), 5), None);
     }
 
     #[test]

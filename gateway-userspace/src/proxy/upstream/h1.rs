@@ -229,45 +229,35 @@ impl H1Connection {
     /// Content-Length when it has one that parses.
     #[allow(clippy::type_complexity)]
     fn parse_head(&mut self) -> Result<Option<(Response<()>, Option<u64>)>, ExchangeError> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut parsed = httparse::Response::new(&mut fields);
-        let length = match parsed.parse(&self.read) {
-            Ok(httparse::Status::Complete(length)) => length,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(ExchangeError::Malformed("more than 100 header fields"));
-            }
-            Err(_) => return Err(ExchangeError::Malformed("the head does not parse")),
-        };
-        let status = parsed
-            .code
-            .and_then(|code| StatusCode::from_u16(code).ok())
-            .ok_or(ExchangeError::Malformed("a bad status code"))?;
-        let version = match parsed.version {
-            Some(0) => Version::HTTP_10,
-            _ => Version::HTTP_11,
-        };
-        // Where each field is in the head, so that the values can share its bytes.
-        let base = self.read.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
-        let count = parsed.headers.len();
-        for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            *span = (
-                name,
-                name + field.name.len(),
-                value,
-                value + field.value.len(),
-            );
+        // Room for a few fields first (the arrays are set up on every response); a head with
+        // more is parsed again with room for all it may have.
+        match locate::<FEW_FIELDS>(&self.read) {
+            Err(httparse::Error::TooManyHeaders) => match locate::<MAX_FIELDS>(&self.read) {
+                Ok(located) => located.map(|l| self.take_head(l)).transpose(),
+                Err(httparse::Error::TooManyHeaders) => {
+                    Err(ExchangeError::Malformed("more than 100 header fields"))
+                }
+                Err(_) => Err(ExchangeError::Malformed("the head does not parse")),
+            },
+            Ok(located) => located.map(|l| self.take_head(l)).transpose(),
+            Err(_) => Err(ExchangeError::Malformed("the head does not parse")),
         }
-        let head = self.read.split_to(length).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+    }
+
+    /// Takes the located head out of `self.read`; its header values share its bytes.
+    fn take_head<const N: usize>(
+        &mut self,
+        located: Located<N>,
+    ) -> Result<(Response<()>, Option<u64>), ExchangeError> {
+        let status = StatusCode::from_u16(located.code)
+            .map_err(|_| ExchangeError::Malformed("a bad status code"))?;
+        let head = self.read.split_to(located.length).freeze();
+        let mut headers = HeaderMap::with_capacity(located.count);
         let mut content_length = None;
-        for &(name_start, name_end, value_start, value_end) in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[name_start..name_end])
+        for &(name, value) in &located.fields[..located.count] {
+            let name = HeaderName::from_bytes(&head[name.0..name.1])
                 .map_err(|_| ExchangeError::Malformed("a bad header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+            let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1))
                 .map_err(|_| ExchangeError::Malformed("a bad header value"))?;
             if name == header::CONTENT_LENGTH && content_length.is_none() {
                 content_length = value.to_str().ok().and_then(|v| v.trim().parse().ok());
@@ -276,10 +266,51 @@ impl H1Connection {
         }
         let mut response = Response::new(());
         *response.status_mut() = status;
-        *response.version_mut() = version;
+        *response.version_mut() = located.version;
         *response.headers_mut() = headers;
-        Ok(Some((response, content_length)))
+        Ok((response, content_length))
     }
+}
+
+/// Fields most responses fit in.
+const FEW_FIELDS: usize = 24;
+
+/// A response head found in a buffer: where its fields are (name and value ranges).
+struct Located<const N: usize> {
+    length: usize,
+    code: u16,
+    version: Version,
+    fields: [((usize, usize), (usize, usize)); N],
+    count: usize,
+}
+
+/// The complete response head at the start of `buffer`, if it is there.
+fn locate<const N: usize>(buffer: &[u8]) -> Result<Option<Located<N>>, httparse::Error> {
+    let mut fields = [httparse::EMPTY_HEADER; N];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let length = match parsed.parse(buffer)? {
+        httparse::Status::Complete(length) => length,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let base = buffer.as_ptr() as usize;
+    let range = |part: &[u8]| {
+        let start = part.as_ptr() as usize - base;
+        (start, start + part.len())
+    };
+    let mut located = Located {
+        length,
+        code: parsed.code.unwrap_or(0),
+        version: match parsed.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        },
+        fields: [((0, 0), (0, 0)); N],
+        count: parsed.headers.len(),
+    };
+    for (slot, field) in located.fields.iter_mut().zip(parsed.headers.iter()) {
+        *slot = (range(field.name.as_bytes()), range(field.value));
+    }
+    Ok(Some(located))
 }
 
 /// Whether `Connection: close` is among the headers.
