@@ -13,7 +13,7 @@ use super::attack::SCENARIOS;
 use super::{Environment, Record};
 
 /// The figures the table shows, per test: (test, value, label, higher is better).
-const ROWS: [(&str, &str, &str, bool); 23] = [
+const ROWS: [(&str, &str, &str, bool); 24] = [
     ("T1", "rps", "T1 HTTP/1.1 keep-alive, requests/s", true),
     ("T1", "per_cpu_s", "T1 requests per SUT CPU-second", true),
     (
@@ -26,6 +26,12 @@ const ROWS: [(&str, &str, &str, bool); 23] = [
         "T2",
         "added_p99_ms",
         "T2 added p99 latency (ms) at 50% load",
+        false,
+    ),
+    (
+        "T2",
+        "added_p999_ms",
+        "T2 added p99.9 latency (ms) at 50% load",
         false,
     ),
     ("T3", "rps", "T3 full TLS handshakes/s", true),
@@ -267,7 +273,14 @@ fn markdown(environment: &Environment, records: &[Record], ran: &[String]) -> St
         if cells.values().all(Option::is_none) {
             continue;
         }
+        // An added latency within the direct client's own spread over the rounds cannot be
+        // told from noise: it is shown as such, never as a figure (or a negative one).
+        let noise = added_latency_noise(test, value, records);
+        let below_noise = |median: f64| noise.is_some_and(|noise| median <= noise);
         let show = |c: &Option<(f64, f64, f64)>| match c {
+            Some((median, _, _)) if below_noise(*median) => {
+                format!("below noise ({})", number(noise.unwrap_or(0.0)))
+            }
             Some((median, min, max)) if (max - min).abs() > f64::EPSILON => {
                 format!("{} ({}-{})", number(*median), number(*min), number(*max))
             }
@@ -290,6 +303,9 @@ fn markdown(environment: &Environment, records: &[Record], ran: &[String]) -> St
             .map(|c| c.0)
             .reduce(|a, b| if higher_is_better { a.max(b) } else { a.min(b) });
         let ratio = match (ours, best) {
+            (Some(ours), Some(best)) if below_noise(ours) || below_noise(best) => {
+                "within noise".to_string()
+            }
             (Some(ours), Some(best)) if best.abs() > f64::EPSILON && ours.abs() > f64::EPSILON => {
                 let ratio = if higher_is_better {
                     ours / best
@@ -347,6 +363,20 @@ fn markdown(environment: &Environment, records: &[Record], ran: &[String]) -> St
         }
     }
     out
+}
+
+/// For a T2 added-latency row: how much the direct client's own percentile moved over the
+/// rounds at 50% load (at least zero, so that a negative difference never reads as a figure).
+fn added_latency_noise(test: &str, value: &str, records: &[Record]) -> Option<f64> {
+    let percentile = value.strip_prefix("added_").filter(|_| test == "T2")?;
+    let direct: Vec<f64> = records
+        .iter()
+        .filter(|r| r.sut == "direct" && r.test == "T2" && is_half_load(r, records))
+        .filter_map(|r| r.values.get(percentile).copied())
+        .collect();
+    let spread = direct.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        - direct.iter().copied().fold(f64::INFINITY, f64::min);
+    Some(if spread.is_finite() { spread } else { 0.0 })
 }
 
 /// T2 rows in the table are the ones at 50% of the slowest system's maximum.
