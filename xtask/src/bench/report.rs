@@ -304,7 +304,11 @@ fn markdown(environment: &Environment, records: &[Record], ran: &[String]) -> St
             .reduce(|a, b| if higher_is_better { a.max(b) } else { a.min(b) });
         let ratio = match (ours, best) {
             (Some(ours), Some(best)) if below_noise(ours) || below_noise(best) => {
-                "within noise".to_string()
+                match (below_noise(ours), below_noise(best)) {
+                    (true, true) => "within noise".to_string(),
+                    (true, false) => "better (the gateway's within noise)".to_string(),
+                    _ => "worse (the peers' within noise)".to_string(),
+                }
             }
             (Some(ours), Some(best)) if best.abs() > f64::EPSILON && ours.abs() > f64::EPSILON => {
                 let ratio = if higher_is_better {
@@ -365,8 +369,9 @@ fn markdown(environment: &Environment, records: &[Record], ran: &[String]) -> St
     out
 }
 
-/// For a T2 added-latency row: how much the direct client's own percentile moved over the
-/// rounds at 50% load (at least zero, so that a negative difference never reads as a figure).
+/// For a T2 added-latency row: how much the direct client's own percentile moves from round to
+/// round at 50% load, as the median of its deviations from their median (one stray round does
+/// not make everything noise); `None` for other rows.
 fn added_latency_noise(test: &str, value: &str, records: &[Record]) -> Option<f64> {
     let percentile = value.strip_prefix("added_").filter(|_| test == "T2")?;
     let direct: Vec<f64> = records
@@ -374,9 +379,13 @@ fn added_latency_noise(test: &str, value: &str, records: &[Record]) -> Option<f6
         .filter(|r| r.sut == "direct" && r.test == "T2" && is_half_load(r, records))
         .filter_map(|r| r.values.get(percentile).copied())
         .collect();
-    let spread = direct.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-        - direct.iter().copied().fold(f64::INFINITY, f64::min);
-    Some(if spread.is_finite() { spread } else { 0.0 })
+    let middle = median_of(direct.clone())?;
+    median_of(direct.iter().map(|v| (v - middle).abs()).collect())
+}
+
+fn median_of(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// T2 rows in the table are the ones at 50% of the slowest system's maximum.
