@@ -350,21 +350,23 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
     });
     section(&plan, "T5", true, || {
         println!(
-            "== T5 memory per idle connection (9,000 keep-alive connections: HAProxy's maxconn fits the file limit here)"
+            "== T5 memory per idle connection (9,000 keep-alive connections: HAProxy's maxconn fits the file limit here), plain and TLS"
         );
-        for kind in shuffled(0) {
-            let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
-            let m = idle_connections(&sut, 9_000)?;
-            println!(
-                "  {:8}: {:>7.0} bytes per connection (Pss), {:>7.0} kernel bytes",
-                kind.name(),
-                m.0,
-                m.1
-            );
-            let mut r = Record::new(kind.name(), "T5", 0);
-            r.set("pss_bytes_per_conn", m.0)
-                .set("kernel_bytes_per_conn", m.1);
-            records.push(r);
+        for (test, tls) in [("T5", false), ("T5-tls", true)] {
+            for kind in shuffled(0) {
+                let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+                let m = idle_connections(&sut, 9_000, tls)?;
+                println!(
+                    "  {test:6} {:8}: {:>7.0} bytes per connection (Pss), {:>7.0} kernel bytes",
+                    kind.name(),
+                    m.0,
+                    m.1
+                );
+                let mut r = Record::new(kind.name(), test, 0);
+                r.set("pss_bytes_per_conn", m.0)
+                    .set("kernel_bytes_per_conn", m.1);
+                records.push(r);
+            }
         }
         Ok(())
     });
@@ -613,18 +615,26 @@ impl Drop for Backend {
     }
 }
 
-/// Opens `count` keep-alive connections that each made one request, holds them, and returns
-/// the system's Pss growth and the kernel's TCP memory growth per connection.
-fn idle_connections(sut: &Sut, count: usize) -> Result<(f64, f64)> {
+/// Opens `count` keep-alive connections (TLS ones when `tls`) that each made one request,
+/// holds them, and returns the system's Pss growth and the kernel's TCP memory growth per
+/// connection.
+fn idle_connections(sut: &Sut, count: usize, tls: bool) -> Result<(f64, f64)> {
     let pss_before = sut.pss_bytes() as f64;
     let tcp_before = tcp_memory_bytes()?;
     let script = format!(
         r#"
-import asyncio, resource, sys
+import asyncio, resource, ssl, sys
 hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+context = None
+if {tls}:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
 async def one():
-    r, w = await asyncio.open_connection("127.0.0.1", {port})
+    r, w = await asyncio.open_connection("127.0.0.1", {port}, ssl=context,
+        server_hostname="r1.bench.test" if context else None)
     w.write(b"GET / HTTP/1.1\r\nHost: r1.bench.test\r\n\r\n")
     await w.drain()
     await asyncio.wait_for(r.readuntil(b"ok"), 10)
@@ -637,7 +647,12 @@ async def main():
     sys.stdin.readline()
 asyncio.run(main())
 "#,
-        port = sut.kind.ports().0
+        port = if tls {
+            sut.kind.ports().1
+        } else {
+            sut.kind.ports().0
+        },
+        tls = if tls { "True" } else { "False" },
     );
     let mut holder = Command::new("taskset")
         .args(["-c", sut::LOAD_CPU, "python3", "-c", &script])

@@ -13,7 +13,7 @@ use super::attack::SCENARIOS;
 use super::{Environment, Record};
 
 /// The figures the table shows, per test: (test, value, label, higher is better).
-const ROWS: [(&str, &str, &str, bool); 24] = [
+const ROWS: [(&str, &str, &str, bool); 25] = [
     ("T1", "rps", "T1 HTTP/1.1 keep-alive, requests/s", true),
     ("T1", "per_cpu_s", "T1 requests per SUT CPU-second", true),
     (
@@ -64,6 +64,12 @@ const ROWS: [(&str, &str, &str, bool); 24] = [
         "T5",
         "pss_bytes_per_conn",
         "T5 bytes per idle connection (Pss)",
+        false,
+    ),
+    (
+        "T5-tls",
+        "pss_bytes_per_conn",
+        "T5 bytes per idle TLS connection (Pss)",
         false,
     ),
     ("T6", "p50_ms", "T6 route update to served, p50 (ms)", false),
