@@ -10,3 +10,4 @@ pub mod netns;
 pub mod pki;
 pub mod raw;
 pub mod recorder;
+pub mod xdp;

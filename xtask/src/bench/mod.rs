@@ -457,6 +457,31 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         Ok(())
     });
 
+    section(&plan, "T11", false, || {
+        println!("== T11 the XDP program's own cost per packet, by path (BPF_PROG_TEST_RUN)");
+        cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "gateway-e2e",
+            "--bin",
+            "xdp-cost",
+        ])?;
+        let text = crate::output(&mut Command::new(root().join("target/release/xdp-cost")))?;
+        let mut r = Record::new("gateway", "T11", 0);
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line)?;
+            let (Some(path), Some(ns)) = (value["path"].as_str(), value["ns_per_packet"].as_f64())
+            else {
+                bail!("xdp-cost printed {line:?}");
+            };
+            println!("  {path:22} {ns:>5.0} ns per packet");
+            r.set(&format!("ns_{path}"), ns);
+        }
+        records.push(r);
+        Ok(())
+    });
+
     section(&plan, "attack", false, || {
         println!(
             "== Under attack: a legitimate client ({} new connections/s) beside slowloris, idle connections, HTTP/2 rapid reset",

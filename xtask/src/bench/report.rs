@@ -13,7 +13,7 @@ use super::attack::SCENARIOS;
 use super::{Environment, Record};
 
 /// The figures the table shows, per test: (test, value, label, higher is better).
-const ROWS: [(&str, &str, &str, bool); 25] = [
+const ROWS: [(&str, &str, &str, bool); 30] = [
     ("T1", "rps", "T1 HTTP/1.1 keep-alive, requests/s", true),
     ("T1", "per_cpu_s", "T1 requests per SUT CPU-second", true),
     (
@@ -123,6 +123,36 @@ const ROWS: [(&str, &str, &str, bool); 25] = [
         "per_machine_cpu_s",
         "T10 new connections to a VIP per machine CPU-second",
         true,
+    ),
+    (
+        "T11",
+        "ns_other_pass",
+        "T11 XDP ns per packet: not for a listener (pass)",
+        false,
+    ),
+    (
+        "T11",
+        "ns_established_pass",
+        "T11 XDP ns per packet: listener, allow-listed, established (pass)",
+        false,
+    ),
+    (
+        "T11",
+        "ns_denied_drop",
+        "T11 XDP ns per packet: listener, denied source (drop)",
+        false,
+    ),
+    (
+        "T11",
+        "ns_syn_in_budget_pass",
+        "T11 XDP ns per packet: new connection within the SYN budget (pass)",
+        false,
+    ),
+    (
+        "T11",
+        "ns_syn_over_budget_drop",
+        "T11 XDP ns per packet: SYN over the budget (drop)",
+        false,
     ),
 ];
 
