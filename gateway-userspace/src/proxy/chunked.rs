@@ -160,4 +160,50 @@ mod tests {
     fn an_unfinished_body_is_not_done() {
         assert_eq!(decode(b"5\r\nhel", 2), Ok((b"hel".to_vec(), false)));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A chunked encoding of `chunks` (empty ones left out: an empty chunk ends the body).
+        fn encode(chunks: &[Vec<u8>]) -> Vec<u8> {
+            let mut body = Vec::new();
+            for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+                body.extend(format!("{:x}\r\n", chunk.len()).into_bytes());
+                body.extend(chunk);
+                body.extend(b"\r\n");
+            }
+            body.extend(b"0\r\n\r\n");
+            body
+        }
+
+        proptest! {
+            #[test]
+            fn any_encoding_decodes_to_its_data_in_any_pieces(
+                chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..6),
+                step in 1usize..64,
+            ) {
+                let data: Vec<u8> = chunks.concat();
+                prop_assert_eq!(decode(&encode(&chunks), step), Ok((data, true)));
+            }
+
+            #[test]
+            fn any_bytes_are_read_without_panicking_or_reading_past_them(
+                bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            ) {
+                let mut chunked = Chunked::default();
+                let mut rest = &bytes[..];
+                while let Ok(advance) = chunked.advance(rest) {
+                    prop_assert!(advance.consumed <= rest.len());
+                    if let Some(data) = &advance.data {
+                        prop_assert!(data.end <= advance.consumed);
+                    }
+                    rest = &rest[advance.consumed..];
+                    if rest.is_empty() || chunked.is_done() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }
