@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use gateway_e2e::backend::Backend;
 use gateway_e2e::client::{HttpClient, SteadyLoad};
 use gateway_e2e::gateway::{Gateway, binary};
-use gateway_e2e::manifests::{ManifestsDir, ingress, service};
+use gateway_e2e::manifests::{ManifestsDir, annotated_ingress, ingress, service};
 use hyper::{Request, StatusCode};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -350,6 +350,57 @@ async fn request_bodies_stream_through() {
         assert_eq!(answer.json()["body_bytes"], 8 << 20);
         assert_eq!(answer.json()["method"], "POST");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_websocket_is_closed_after_the_read_timeout_and_a_talking_one_is_not() {
+    let dir = ManifestsDir::new();
+    let _backends = backends(&dir, &["ws"]).await;
+    dir.write(
+        "ingress.yaml",
+        &annotated_ingress(
+            "ws",
+            Some("ws.example.com"),
+            &[("/", "Prefix")],
+            "ws",
+            &[("proxy-read-timeout", "2")],
+        ),
+    );
+    let gw = Gateway::start(dir.path(), &[]);
+    let connect = || async {
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("ws://{}/chat", gw.http),
+            )
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("host", "ws.example.com".parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+            .await
+            .expect("upgrade")
+            .0
+    };
+    let (mut talking, mut idle) = (connect().await, connect().await);
+    // The talking one sends every half second for four seconds, twice the timeout.
+    for i in 0..8 {
+        talking.send(Message::text(format!("{i}"))).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(5), talking.next())
+            .await
+            .expect("echo in time")
+            .expect("still open")
+            .unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), format!("{i}"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The idle one has said nothing for four seconds: the gateway closed it.
+    let ended = tokio::time::timeout(Duration::from_secs(5), idle.next())
+        .await
+        .expect("the idle tunnel is closed within the timeout, not left open");
+    assert!(
+        matches!(ended, None | Some(Err(_)) | Some(Ok(Message::Close(_)))),
+        "{ended:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

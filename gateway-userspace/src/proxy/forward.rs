@@ -3,7 +3,11 @@
 //! answer back (or tunnel the connection, for an upgrade).
 
 use std::borrow::Cow;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -11,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::error::{ProxyError, plain_response};
 use super::request_body::RequestBody;
@@ -182,7 +186,16 @@ async fn forward(
             return Err(error);
         }
     };
-    let mut response = respond(proxy, connection, sent.response, client_upgrade);
+    // A tunnel that carries nothing either way for the read timeout is closed, as
+    // ingress-nginx closes an idle WebSocket after proxy-read-timeout.
+    let tunnel_idle = policy.read_timeout.unwrap_or(proxy.config.read_timeout);
+    let mut response = respond(
+        proxy,
+        connection,
+        sent.response,
+        client_upgrade,
+        tunnel_idle,
+    );
 
     if policy.custom_errors.contains(&response.status())
         && let Some(errors) = error_backend
@@ -448,6 +461,7 @@ fn respond(
     connection: &Connection,
     response: Response<PooledBody>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    tunnel_idle: Duration,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     if parts.status != StatusCode::SWITCHING_PROTOCOLS {
@@ -460,7 +474,9 @@ fn respond(
         // The bytes that follow are the tunnel's, not HTTP/1 messages.
         connection.framing.stop_reading();
         // A drain waits for tunnels (WebSockets) too, up to its deadline.
-        proxy.drain.spawn(tunnel(client_upgrade, backend));
+        proxy
+            .drain
+            .spawn(tunnel(client_upgrade, backend, tunnel_idle));
     }
     let upgrade = parts.headers.get(header::UPGRADE).cloned();
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
@@ -468,8 +484,13 @@ fn respond(
 }
 
 /// Copies bytes both ways between an upgraded client and the backend's connection (after the
-/// bytes the backend sent with its 101) until either side closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, (mut backend, early): (BackendIo, Bytes)) {
+/// bytes the backend sent with its 101) until either side closes, or nothing has moved either
+/// way for `idle`.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    (mut backend, early): (BackendIo, Bytes),
+    idle: Duration,
+) {
     let client = match client.await {
         Ok(client) => client,
         Err(error) => {
@@ -477,15 +498,95 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, (mut backend, early): (Backen
             return;
         }
     };
-    let mut client = TokioIo::new(client);
+    let started = Instant::now();
+    let mut client = Touched::new(TokioIo::new(client), started);
     if !early.is_empty()
         && let Err(error) = client.write_all(&early).await
     {
         tracing::debug!(%error, "upgraded connection ended with an error");
         return;
     }
-    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
-        tracing::debug!(%error, "upgraded connection ended with an error");
+    let last_active = client.last_active.clone();
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
+    tokio::pin!(copy);
+    loop {
+        let quiet = started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last_active.load(Ordering::Relaxed)));
+        let Some(left) = idle.checked_sub(quiet).filter(|left| !left.is_zero()) else {
+            tracing::debug!(seconds = idle.as_secs(), "upgraded connection idle: closed");
+            return;
+        };
+        tokio::select! {
+            result = &mut copy => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "upgraded connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep(left) => {}
+        }
+    }
+}
+
+/// The client side of a tunnel, noting when bytes last moved through it (either way: the
+/// tunnel's every byte passes here).
+struct Touched<T> {
+    inner: T,
+    started: Instant,
+    /// Milliseconds since `started`.
+    last_active: Arc<AtomicU64>,
+}
+
+impl<T> Touched<T> {
+    fn new(inner: T, started: Instant) -> Self {
+        Self {
+            inner,
+            started,
+            last_active: Arc::default(),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_active.store(now, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Touched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Touched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
