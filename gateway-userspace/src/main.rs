@@ -249,7 +249,8 @@ struct RunArgs {
     /// Seconds to wait for a TCP connection to a backend.
     #[arg(long, default_value_t = 5)]
     proxy_connect_timeout: u64,
-    /// Seconds to wait for a backend's response headers.
+    /// Seconds to wait for a backend's response headers, and that an upgraded connection
+    /// (WebSocket) may carry nothing either way before it is closed.
     #[arg(long, default_value_t = 60)]
     proxy_read_timeout: u64,
     /// Worker threads of the proxy (default: one per CPU).
