@@ -352,6 +352,25 @@ async fn request_bodies_stream_through() {
     }
 }
 
+/// A WebSocket to `/chat` through the gateway at `addr` for `host`, and the upgrade response.
+async fn websocket(
+    addr: std::net::SocketAddr,
+    host: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{addr}/chat"
+        ))
+        .unwrap();
+    request.headers_mut().insert("host", host.parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_websocket_is_closed_after_the_read_timeout_and_a_talking_one_is_not() {
     let dir = ManifestsDir::new();
@@ -367,20 +386,7 @@ async fn an_idle_websocket_is_closed_after_the_read_timeout_and_a_talking_one_is
         ),
     );
     let gw = Gateway::start(dir.path(), &[]);
-    let connect = || async {
-        let mut request =
-            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-                format!("ws://{}/chat", gw.http),
-            )
-            .unwrap();
-        request
-            .headers_mut()
-            .insert("host", "ws.example.com".parse().unwrap());
-        tokio_tungstenite::connect_async(request)
-            .await
-            .expect("upgrade")
-            .0
-    };
+    let connect = || async { websocket(gw.http, "ws.example.com").await.0 };
     let (mut talking, mut idle) = (connect().await, connect().await);
     // The talking one sends every half second for four seconds, twice the timeout.
     for i in 0..8 {
@@ -412,17 +418,7 @@ async fn websocket_upgrade_is_tunnelled() {
         &ingress("ws", Some("ws.example.com"), "/", "Prefix", "ws"),
     );
     let gw = Gateway::start(dir.path(), &[]);
-    let request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        format!("ws://{}/chat", gw.http),
-    )
-    .unwrap();
-    let mut request = request;
-    request
-        .headers_mut()
-        .insert("host", "ws.example.com".parse().unwrap());
-    let (mut socket, response) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("upgrade");
+    let (mut socket, response) = websocket(gw.http, "ws.example.com").await;
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
     for text in ["hello", "through", "the gateway"] {
         socket.send(Message::text(text)).await.unwrap();

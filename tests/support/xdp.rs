@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, PerCpuArray};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{TestRun, TestRunOptions, TestRunResult, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use gateway_common::{
     Counters, Listener, ListenerKey, SOURCE_KEY_LISTENER_BITS, SourceKey, flags, reason,
@@ -95,26 +95,15 @@ impl Program {
 
     /// Runs the program on `frame`; returns its action.
     pub fn run(&self, frame: &[u8]) -> u32 {
-        let xdp: &Xdp = self
-            .ebpf
-            .program("gateway_xdp")
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = xdp
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .unwrap();
-        result.return_value
+        self.test_run(frame, 1).return_value
     }
 
     /// The program's own time per run on `frame`, averaged by the kernel over `repeat` runs.
     pub fn time_per_run(&self, frame: &[u8], repeat: u32) -> std::time::Duration {
+        self.test_run(frame, repeat).duration
+    }
+
+    fn test_run(&self, frame: &[u8], repeat: u32) -> TestRunResult {
         let xdp: &Xdp = self
             .ebpf
             .program("gateway_xdp")
@@ -129,7 +118,6 @@ impl Program {
             ..Default::default()
         })
         .unwrap()
-        .duration
     }
 
     /// Packets counted for listener `id` and `reason` (all CPUs).
