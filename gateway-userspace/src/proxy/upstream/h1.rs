@@ -227,8 +227,7 @@ impl H1Connection {
 
     /// A complete head from the start of `self.read` (taken out of it), with its
     /// Content-Length when it has one that parses.
-    #[allow(clippy::type_complexity)]
-    fn parse_head(&mut self) -> Result<Option<(Response<()>, Option<u64>)>, ExchangeError> {
+    fn parse_head(&mut self) -> Result<Option<Head>, ExchangeError> {
         // Room for a few fields first (the arrays are set up on every response); a head with
         // more is parsed again with room for all it may have.
         match locate::<FEW_FIELDS>(&self.read) {
@@ -245,10 +244,7 @@ impl H1Connection {
     }
 
     /// Takes the located head out of `self.read`; its header values share its bytes.
-    fn take_head<const N: usize>(
-        &mut self,
-        located: Located<N>,
-    ) -> Result<(Response<()>, Option<u64>), ExchangeError> {
+    fn take_head<const N: usize>(&mut self, located: Located<N>) -> Result<Head, ExchangeError> {
         let status = StatusCode::from_u16(located.code)
             .map_err(|_| ExchangeError::Malformed("a bad status code"))?;
         let head = self.read.split_to(located.length).freeze();
@@ -271,6 +267,9 @@ impl H1Connection {
         Ok((response, content_length))
     }
 }
+
+/// A response head, and its Content-Length when it has one that parses.
+type Head = (Response<()>, Option<u64>);
 
 /// Fields most responses fit in.
 const FEW_FIELDS: usize = 24;
