@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gateway_e2e::client::HttpClient;
-use gateway_e2e::gateway::Gateway;
-use gateway_e2e::manifests::{ManifestsDir, ingress, service};
+use gateway_e2e::manifests::shop_gateway;
 use gateway_e2e::raw;
 use hyper::{Method, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,20 +107,6 @@ fn complete(buffer: &[u8]) -> Option<usize> {
     (buffer.len() >= head + length).then_some(head + length)
 }
 
-fn gateway(backend: SocketAddr) -> (ManifestsDir, Gateway) {
-    let dir = ManifestsDir::new();
-    dir.write(
-        "shop.yaml",
-        &[
-            service("shop", &[backend]),
-            ingress("shop", Some("shop.test"), "/", "Prefix", "shop"),
-        ]
-        .concat(),
-    );
-    let gateway = Gateway::start(dir.path(), &[]);
-    (dir, gateway)
-}
-
 /// A response with 40 header fields (more than the parser's first try has room for).
 const MANY_FIELDS: &[u8] = b"HTTP/1.1 200 OK\r\n\
     x-0: v\r\nx-1: v\r\nx-2: v\r\nx-3: v\r\nx-4: v\r\nx-5: v\r\nx-6: v\r\nx-7: v\r\n\
@@ -155,7 +140,7 @@ async fn every_framing_arrives_whole_and_connections_are_reused_when_they_may_be
         (MANY_FIELDS, false),
     ])
     .await;
-    let (_dir, gw) = gateway(backend.addr);
+    let (_dir, gw) = shop_gateway(backend.addr, &[]);
     let client = HttpClient::new();
     let expected = [
         (200, "hello world"),
@@ -187,7 +172,7 @@ async fn every_framing_arrives_whole_and_connections_are_reused_when_they_may_be
 async fn a_body_of_unknown_length_goes_chunked_and_a_known_one_as_it_is() {
     let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
     let backend = Scripted::start(vec![(ok, false), (ok, false)]).await;
-    let (_dir, gw) = gateway(backend.addr);
+    let (_dir, gw) = shop_gateway(backend.addr, &[]);
 
     // A chunked body from the client has no length: it goes chunked to the backend (in the
     // pieces it arrived in).
@@ -240,7 +225,7 @@ async fn broken_responses_are_502_or_cut_short_never_passed_as_whole() {
         (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
     ])
     .await;
-    let (_dir, gw) = gateway(backend.addr);
+    let (_dir, gw) = shop_gateway(backend.addr, &[]);
     let client = HttpClient::new();
     for i in 0..2 {
         let answer = client.get(gw.http, "shop.test", "/").await;

@@ -121,3 +121,18 @@ pub fn annotated_ingress(
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n{annotations}spec:\n  rules:\n  - {host}http:\n      paths:\n{paths}---\n"
     )
 }
+
+/// A gateway (started with `args`) whose one route sends `shop.test` to `backend`.
+pub fn shop_gateway(backend: SocketAddr, args: &[&str]) -> (ManifestsDir, crate::gateway::Gateway) {
+    let dir = ManifestsDir::new();
+    dir.write(
+        "shop.yaml",
+        &[
+            service("shop", &[backend]),
+            ingress("shop", Some("shop.test"), "/", "Prefix", "shop"),
+        ]
+        .concat(),
+    );
+    let gateway = crate::gateway::Gateway::start(dir.path(), args);
+    (dir, gateway)
+}

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -194,6 +195,15 @@ impl ObservedBody {
             exchange.duration = exchange.started.elapsed();
             self.observer.finish(exchange);
         }
+    }
+}
+
+impl ObservedBody {
+    /// The body itself, without reading it (a 101's, which holds the backend's connection);
+    /// the exchange is recorded now.
+    pub fn into_inner(mut self) -> ProxyBody {
+        self.finish();
+        std::mem::replace(&mut self.inner, Either::Right(Full::new(Bytes::new())))
     }
 }
 

@@ -1,9 +1,53 @@
 //! The chunked transfer coding (RFC 9112 7.1), read strictly: hex sizes that fit in 64 bits,
 //! extensions skipped up to a CRLF, data followed by exactly CRLF, trailer lines skipped.
-//! Shared by the reader that follows clients' request streams and by the decoder of backends'
-//! response bodies.
+//! Shared, with bodies of a fixed length, by the HTTP/1 server (clients' request bodies) and the
+//! HTTP/1 upstream codec (backends' response bodies).
 
 use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+
+/// A body delimited by its framing: a length or the chunked coding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delimited {
+    /// The bytes still to come.
+    Length(u64),
+    Chunked(Chunked),
+}
+
+impl Delimited {
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self,
+            Delimited::Length(0) | Delimited::Chunked(Chunked::Done)
+        )
+    }
+
+    /// Takes the next data of the body out of `buffered` (framing bytes are dropped);
+    /// `Ok(None)` when more input is needed, or the body is done.
+    pub fn take(&mut self, buffered: &mut BytesMut) -> Result<Option<Bytes>, Malformed> {
+        match self {
+            Delimited::Length(left) => {
+                if *left == 0 || buffered.is_empty() {
+                    return Ok(None);
+                }
+                let n = (*left).min(buffered.len() as u64) as usize;
+                *left -= n as u64;
+                Ok(Some(buffered.split_to(n).freeze()))
+            }
+            Delimited::Chunked(chunked) => {
+                while !buffered.is_empty() && !chunked.is_done() {
+                    let advance = chunked.advance(buffered)?;
+                    let mut taken = buffered.split_to(advance.consumed);
+                    if let Some(range) = advance.data {
+                        return Ok(Some(taken.split_off(range.start).freeze()));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+}
 
 /// Where in a chunked body a reader is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,32 +1,30 @@
-//! The client timeouts of one connection: how long it may take to send a request head, and how
-//! long it may stay idle between requests; and the stream wrapper that tells the clock when a
-//! client's bytes arrive and shows HTTP/2 frames to the flood meter.
+//! The client timeouts of one HTTP/2 connection (the HTTP/1 server times its own phases), and
+//! the stream wrapper that shows its frames to the flood meter.
 //!
-//! A connection is in one of three phases: busy (a request is in flight: the request body and
-//! the backend have their own timeouts), idle (no request since `since`: keep-alive timeout) or
-//! reading a head (bytes arrived at `since` and no request has started yet: header timeout).
-//! A new connection starts reading its first head. HTTP/2 connections are idle whenever no
-//! stream is open, whatever frames arrive, so PINGs cannot keep one open.
+//! A connection is in one of three phases: busy (a stream is open: the request body and the
+//! backend have their own timeouts), idle (no stream since `since`: keep-alive timeout) or
+//! starting (no stream yet: header timeout). A connection is idle whenever no stream is open,
+//! whatever frames arrive, so PINGs cannot keep one open.
 
 use std::pin::Pin;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::h1_framing::FramingReader;
 use super::h2_flood::{FloodMeter, Verdict};
 use super::limits::ClientLimits;
 
-/// Low bit of `ClientClock::phase`: idle (1) or reading a head (0); the rest: `since` in ms.
+/// Low bit of `ClientClock::phase`: idle (1) or starting (0); the rest: `since` in ms.
 const IDLE: u64 = 1;
 
 /// Why a connection's time ran out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expiry {
-    /// A request head did not arrive whole within the header timeout.
+    /// A request head did not arrive whole within the header timeout (HTTP/1), or no request
+    /// came within it (HTTP/2).
     Header,
     /// No request within the keep-alive timeout.
     Idle,
@@ -51,7 +49,6 @@ pub struct ClientClock {
     origin: Instant,
     phase: AtomicU64,
     in_flight: AtomicU32,
-    http2: AtomicBool,
     flood: OnceLock<&'static str>,
 }
 
@@ -61,7 +58,6 @@ impl Default for ClientClock {
             origin: Instant::now(),
             phase: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
-            http2: AtomicBool::new(false),
             flood: OnceLock::new(),
         }
     }
@@ -72,7 +68,7 @@ impl ClientClock {
         self.origin.elapsed().as_millis() as u64
     }
 
-    /// A request's head has arrived whole.
+    /// A request has arrived.
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
@@ -82,18 +78,6 @@ impl ClientClock {
         if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.phase.store(self.now() << 1 | IDLE, Ordering::Relaxed);
         }
-    }
-
-    /// Bytes arrived from the client: on an idle HTTP/1 connection, a head has begun.
-    fn bytes_arrived(&self) {
-        if self.phase.load(Ordering::Relaxed) & IDLE != 0 && !self.http2.load(Ordering::Relaxed) {
-            self.phase.store(self.now() << 1, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether the connection is known to speak HTTP/2.
-    pub fn is_http2(&self) -> bool {
-        self.http2.load(Ordering::Relaxed)
     }
 
     /// Resolves when the connection's time has run out, with the reason. A flood is seen when
@@ -138,27 +122,22 @@ impl ClientClock {
     }
 }
 
-/// A client's stream, as the HTTP server reads it: arrivals go to the clock, HTTP/2 frame
-/// headers to the flood meter, HTTP/1 heads to the framing reader. Once a flood is found,
-/// reading stops (the server still writes its GOAWAY) until the connection is closed.
+/// An HTTP/2 client's stream, as the server reads it: frame headers go to the flood meter. Once
+/// a flood is found, reading stops (the server still writes its GOAWAY) until the connection is
+/// closed.
 pub struct Watched<S> {
     inner: S,
     connection: std::sync::Arc<super::Connection>,
-    /// Until the first bytes show HTTP/1, or for the life of an HTTP/2 connection.
+    /// Until the bytes turn out not to be HTTP/2 (hyper refuses them then).
     meter: Option<FloodMeter>,
-    /// Once the first bytes showed HTTP/1.
-    framing: Option<Box<FramingReader>>,
-    max_head: usize,
 }
 
 impl<S> Watched<S> {
-    pub fn new(inner: S, connection: std::sync::Arc<super::Connection>, max_head: usize) -> Self {
+    pub fn new(inner: S, connection: std::sync::Arc<super::Connection>) -> Self {
         Self {
             inner,
             connection,
             meter: Some(FloodMeter::default()),
-            framing: None,
-            max_head,
         }
     }
 }
@@ -177,28 +156,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         let arrived = &buf.filled()[before..];
-        if arrived.is_empty() {
-            return polled;
-        }
-        if let Some(framing) = &mut this.framing {
-            if this.connection.framing.is_reading() {
-                framing.feed(arrived, &this.connection.framing);
-            } else {
-                this.framing = None;
-            }
-        } else if let Some(meter) = &mut this.meter {
+        if let Some(meter) = &mut this.meter
+            && !arrived.is_empty()
+        {
             match meter.feed(arrived) {
-                Verdict::NotHttp2 => {
-                    this.meter = None;
-                    let mut framing = Box::new(FramingReader::new(this.max_head));
-                    framing.feed(arrived, &this.connection.framing);
-                    this.framing = Some(framing);
-                }
-                Verdict::Fine => {
-                    if meter.is_http2() {
-                        clock.http2.store(true, Ordering::Relaxed);
-                    }
-                }
+                Verdict::NotHttp2 => this.meter = None,
+                Verdict::Fine => {}
                 Verdict::Flood(why) => {
                     let _ = clock.flood.set(why);
                     // The connection's task polls its clock next, and closes.
@@ -206,11 +169,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
                 }
             }
         }
-        clock.bytes_arrived();
         polled
     }
 }
-
 impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,

@@ -16,6 +16,8 @@ pub enum ProxyError {
     UriTooLong,
     #[error("a request header line is too long")]
     HeaderTooLarge,
+    #[error("the request head is too large (its size or its number of fields)")]
+    HeadTooLarge,
     #[error("the client stopped sending its request body")]
     ClientTimeout,
     #[error("bad request path: {0}")]
@@ -50,7 +52,9 @@ impl ProxyError {
         match self {
             ProxyError::BadPath(_) | ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
-            ProxyError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::HeaderTooLarge | ProxyError::HeadTooLarge => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             // As ingress-nginx denies a location whose access rules it cannot apply.
             ProxyError::Closed { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -78,6 +82,7 @@ impl ProxyError {
             ProxyError::Malformed(_)
                 | ProxyError::UriTooLong
                 | ProxyError::HeaderTooLarge
+                | ProxyError::HeadTooLarge
                 | ProxyError::ClientTimeout
         )
     }

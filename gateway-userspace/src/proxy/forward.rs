@@ -3,24 +3,17 @@
 //! answer back (or tunnel the connection, for an upgrade).
 
 use std::borrow::Cow;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use http_body_util::Either;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::error::{ProxyError, plain_response};
-use super::request_body::RequestBody;
+use super::h1_server::TunnelIdle;
+use super::request_body::{ClientBody, RequestBody};
 use super::send::{self, Outgoing};
-use super::upstream::{BackendIo, PooledBody};
+use super::upstream::PooledBody;
 use super::{Connection, Proxy, ProxyBody, error_page, headers, strict};
 use crate::lifecycle::DrainState;
 use crate::normalize::PathError;
@@ -39,7 +32,7 @@ static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pre
 pub async fn handle(
     proxy: Arc<Proxy>,
     connection: Arc<Connection>,
-    mut request: Request<Incoming>,
+    mut request: Request<ClientBody>,
 ) -> Result<Response<ObservedBody>, std::convert::Infallible> {
     // Room for what the gateway adds (the request id and five forwarding headers): the map
     // grows once, not header by header.
@@ -86,13 +79,9 @@ struct Routed {
 async fn forward(
     proxy: &Proxy,
     connection: &Connection,
-    mut request: Request<Incoming>,
+    mut request: Request<ClientBody>,
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    connection
-        .framing
-        .next_request()
-        .map_err(ProxyError::Malformed)?;
     strict::check_request(&request, &proxy.config.client_limits)?;
     normalize_path(request.uri_mut())?;
     // HTTP/1.0 clients may send no Host: such a request can still match rules without a host.
@@ -127,7 +116,7 @@ async fn forward(
     }
 
     let upgrade = headers::requested_upgrade(request.headers());
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let asked_upgrade = upgrade.is_some();
     let (mut parts, body) = request.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarding(&mut parts.headers, connection, host.as_ref());
@@ -188,14 +177,8 @@ async fn forward(
     };
     // A tunnel that carries nothing either way for the read timeout is closed, as
     // ingress-nginx closes an idle WebSocket after proxy-read-timeout.
-    let tunnel_idle = policy.read_timeout.unwrap_or(proxy.config.read_timeout);
-    let mut response = respond(
-        proxy,
-        connection,
-        sent.response,
-        client_upgrade,
-        tunnel_idle,
-    );
+    let tunnel_idle = TunnelIdle(policy.read_timeout.unwrap_or(proxy.config.read_timeout));
+    let mut response = respond(&routed.backend, sent.response, asked_upgrade, tunnel_idle)?;
 
     if policy.custom_errors.contains(&response.status())
         && let Some(errors) = error_backend
@@ -231,7 +214,7 @@ async fn forward(
 fn answered_by_policy(
     policy: &RoutePolicy,
     connection: &Connection,
-    request: &Request<Incoming>,
+    request: &Request<ClientBody>,
     host_name: &str,
     origin: Option<&HeaderValue>,
     exchange: &mut Exchange,
@@ -284,7 +267,7 @@ fn answered_by_policy(
 fn route(
     proxy: &Proxy,
     connection: &Connection,
-    request: &Request<Incoming>,
+    request: &Request<ClientBody>,
     host_name: &str,
     exchange: &mut Exchange,
 ) -> Result<Result<Routed, Response<ProxyBody>>, ProxyError> {
@@ -374,7 +357,7 @@ fn normalize_path(uri: &mut Uri) -> Result<(), ProxyError> {
 }
 
 /// The request's declared body length, when it declares one.
-fn request_length(request: &Request<Incoming>) -> Option<u64> {
+fn request_length(request: &Request<ClientBody>) -> Option<u64> {
     request
         .headers()
         .get(header::CONTENT_LENGTH)?
@@ -455,143 +438,33 @@ fn redirect_to_https(
     }
 }
 
-/// The backend's response, on its way back to the client.
+/// The backend's response, on its way back to the client. A 101 keeps the backend's
+/// connection in its body, for the HTTP/1 server to make the tunnel of.
 fn respond(
-    proxy: &Proxy,
-    connection: &Connection,
+    backend: &Backend,
     response: Response<PooledBody>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    tunnel_idle: Duration,
-) -> Response<ProxyBody> {
+    asked_upgrade: bool,
+    tunnel_idle: TunnelIdle,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = response.into_parts();
     if parts.status != StatusCode::SWITCHING_PROTOCOLS {
         headers::remove_hop_by_hop(&mut parts.headers, None);
-        return Response::from_parts(parts, Either::Left(body));
+        return Ok(Response::from_parts(parts, Either::Left(body)));
     }
-    if let Some(client_upgrade) = client_upgrade
-        && let Some(backend) = body.into_tunnel()
-    {
-        // The bytes that follow are the tunnel's, not HTTP/1 messages.
-        connection.framing.stop_reading();
-        // A drain waits for tunnels (WebSockets) too, up to its deadline.
-        proxy
-            .drain
-            .spawn(tunnel(client_upgrade, backend, tunnel_idle));
+    if !asked_upgrade {
+        return Err(ProxyError::Upstream {
+            backend: backend.upstream_name(),
+            reason: "a 101 to a request that asked for no upgrade".into(),
+        });
     }
     let upgrade = parts.headers.get(header::UPGRADE).cloned();
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-    Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
-}
-
-/// Copies bytes both ways between an upgraded client and the backend's connection (after the
-/// bytes the backend sent with its 101) until either side closes, or nothing has moved either
-/// way for `idle`.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    (mut backend, early): (BackendIo, Bytes),
-    idle: Duration,
-) {
-    let client = match client.await {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::debug!(%error, "upgrade did not complete");
-            return;
-        }
-    };
-    let started = Instant::now();
-    let mut client = Touched::new(TokioIo::new(client), started);
-    if !early.is_empty()
-        && let Err(error) = client.write_all(&early).await
-    {
-        tracing::debug!(%error, "upgraded connection ended with an error");
-        return;
-    }
-    let last_active = client.last_active.clone();
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
-    tokio::pin!(copy);
-    loop {
-        let quiet = started
-            .elapsed()
-            .saturating_sub(Duration::from_millis(last_active.load(Ordering::Relaxed)));
-        let Some(left) = idle.checked_sub(quiet).filter(|left| !left.is_zero()) else {
-            tracing::debug!(seconds = idle.as_secs(), "upgraded connection idle: closed");
-            return;
-        };
-        tokio::select! {
-            result = &mut copy => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "upgraded connection ended with an error");
-                }
-                return;
-            }
-            () = tokio::time::sleep(left) => {}
-        }
-    }
-}
-
-/// The client side of a tunnel, noting when bytes last moved through it (either way: the
-/// tunnel's every byte passes here).
-struct Touched<T> {
-    inner: T,
-    started: Instant,
-    /// Milliseconds since `started`.
-    last_active: Arc<AtomicU64>,
-}
-
-impl<T> Touched<T> {
-    fn new(inner: T, started: Instant) -> Self {
-        Self {
-            inner,
-            started,
-            last_active: Arc::default(),
-        }
-    }
-
-    fn touch(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_active.store(now, Ordering::Relaxed);
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Touched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.touch();
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Touched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    parts.extensions.insert(tunnel_idle);
+    Ok(Response::from_parts(parts, Either::Left(body)))
 }
 
 /// The host the request is for: `:authority` (HTTP/2, absolute-form targets), else Host.
-fn request_host(request: &Request<Incoming>) -> Option<HeaderValue> {
+fn request_host(request: &Request<ClientBody>) -> Option<HeaderValue> {
     if let Some(authority) = request.uri().authority() {
         return HeaderValue::from_str(authority.as_str()).ok();
     }

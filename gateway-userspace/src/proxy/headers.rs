@@ -22,15 +22,20 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// The protocol the upgrade asks for (`Upgrade: websocket`), when the request asks to upgrade.
-pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = headers
+/// Whether the Connection header lists `token` (`close`, `keep-alive`, `upgrade`).
+pub fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The protocol the upgrade asks for (`Upgrade: websocket`), when the request asks to upgrade.
+pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    connection_lists(headers, "upgrade")
+        .then(|| headers.get(header::UPGRADE).cloned())
         .flatten()
 }
 

@@ -1,5 +1,6 @@
-//! The userspace data plane: accept connections, speak HTTP/1.1 and HTTP/2 (prior knowledge),
-//! and forward every request to the backend the current route table names.
+//! The userspace data plane: accept connections, speak HTTP/1.1 (the gateway's own server) and
+//! HTTP/2 (hyper's; by ALPN, or prior knowledge on plain connections), and forward every request
+//! to the backend the current route table names.
 
 mod backend_tls;
 mod chunked;
@@ -7,7 +8,7 @@ mod client_clock;
 mod error;
 mod error_page;
 mod forward;
-pub mod h1_framing;
+pub mod h1_server;
 pub mod h2_flood;
 mod headers;
 pub mod limits;
@@ -23,9 +24,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::header::HeaderValue;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -36,17 +37,15 @@ pub use limits::ClientLimits;
 pub use request_body::BodyProgress;
 
 use client_clock::{Expiry, Watched};
-use h1_framing::FramingCheck;
+use h1_server::{ClientStream, Http2Preface, Replayed};
 use limits::Admission;
+use request_body::ClientBody;
 
 use crate::lifecycle::drain::{self, Drain};
 use crate::observe::Observer;
 use crate::observe::metrics::Metrics;
 use crate::publish::RouteTable;
 use crate::snapshot::normalize_host;
-
-/// hyper's own limit on header fields, the one that needs no per-request setup.
-const HYPER_MAX_HEADERS: usize = 100;
 
 /// How long an HTTP/2 connection told GOAWAY (flood, idle) gets to flush it before it is cut.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
@@ -78,7 +77,7 @@ pub struct Proxy {
     drain: Arc<Drain>,
     admission: Arc<Admission>,
     handshakes: Arc<Semaphore>,
-    server: auto::Builder<TokioExecutor>,
+    http2: http2::Builder<TokioExecutor>,
 }
 
 /// The facts about one client connection that forwarding needs.
@@ -91,10 +90,8 @@ pub struct Connection {
     pub sni: Option<String>,
     /// `TLSv1.3` or `TLSv1.2` on HTTPS connections.
     pub tls_version: Option<&'static str>,
-    /// Its header and keep-alive timeouts.
+    /// Its header and keep-alive timeouts, and the HTTP/2 flood meter's verdict.
     pub clock: ClientClock,
-    /// Ambiguous HTTP/1 heads, as the client sent them.
-    pub framing: FramingCheck,
     /// The client's address and the listener's port as the forwarding headers carry them,
     /// made once for all the connection's requests.
     pub forwarded_for: HeaderValue,
@@ -116,7 +113,6 @@ impl Connection {
             sni,
             tls_version,
             clock: ClientClock::default(),
-            framing: FramingCheck::default(),
             forwarded_for: HeaderValue::from_str(&client.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             forwarded_port: HeaderValue::from(listener.port()),
@@ -142,7 +138,7 @@ impl Proxy {
             upstream: upstream::UpstreamPool::new(counters),
             admission: Admission::new(limits),
             handshakes: Arc::new(Semaphore::new(limits.max_tls_handshakes.max(1))),
-            server: http_server(limits),
+            http2: http2_server(limits),
             table,
             config,
             observer,
@@ -208,7 +204,8 @@ impl Proxy {
     ) {
         let Some(tls) = tls else {
             let connection = Connection::new(client, local, "http", None, None);
-            self.serve_connection(connection, stream).await;
+            self.serve_http1(connection, ClientStream::Plain(stream), true)
+                .await;
             return;
         };
         let metrics = &self.observer.metrics;
@@ -245,6 +242,7 @@ impl Proxy {
                 ("resumed", if resumed { "true" } else { "false" }),
             ])
             .inc();
+        let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
         let connection = Connection::new(
             client,
             local,
@@ -252,26 +250,50 @@ impl Proxy {
             session.server_name().map(normalize_host),
             Some(tls_version),
         );
-        self.serve_connection(connection, stream).await;
+        match alpn.as_deref() {
+            Some(b"h2") => self.serve_http2(Arc::new(connection), stream).await,
+            // Without ALPN, a client may still speak HTTP/2 with prior knowledge.
+            alpn => {
+                let stream = ClientStream::Tls(Box::new(stream));
+                self.serve_http1(connection, stream, alpn.is_none()).await;
+            }
+        }
     }
 
-    async fn serve_connection<S>(self: Arc<Self>, connection: Connection, stream: S)
+    /// Serves HTTP/1.1, or HTTP/2 when the connection opens with its preface and
+    /// `detect_http2` allows that.
+    async fn serve_http1(
+        self: Arc<Self>,
+        connection: Connection,
+        stream: ClientStream,
+        detect_http2: bool,
+    ) {
+        let connection = Arc::new(connection);
+        if let Err(Http2Preface(stream, read)) =
+            h1_server::serve(&self, &connection, stream, detect_http2).await
+        {
+            self.serve_http2(connection, Replayed::new(read, stream))
+                .await;
+        }
+    }
+
+    async fn serve_http2<S>(self: Arc<Self>, connection: Arc<Connection>, stream: S)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let client = connection.client;
-        let connection = Arc::new(connection);
         let stopped = drain::stopped(self.drain.watch());
         let limits = &self.config.client_limits;
-        let stream = TokioIo::new(Watched::new(stream, connection.clone(), limits.max_head));
+        let stream = TokioIo::new(Watched::new(stream, connection.clone()));
         let proxy = self.clone();
         let serving = connection.clone();
-        let service =
-            service_fn(move |request| forward::handle(proxy.clone(), serving.clone(), request));
-        let served = self.server.serve_connection_with_upgrades(stream, service);
+        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let request = request.map(ClientBody::Http2);
+            forward::handle(proxy.clone(), serving.clone(), request)
+        });
+        let served = self.http2.serve_connection(stream, service);
         tokio::pin!(served);
-        // When the drain stops, idle connections close, in-flight requests finish, and HTTP/2
-        // connections get GOAWAY.
+        // When the drain stops, in-flight requests finish after GOAWAY.
         let result = tokio::select! {
             // In this order, without drawing a random order on every wake-up.
             biased;
@@ -287,10 +309,8 @@ impl Proxy {
                 if let Expiry::Flood(why) = expiry {
                     tracing::warn!(%client, why, "HTTP/2 flood: GOAWAY and close");
                 }
-                if connection.clock.is_http2() {
-                    served.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(GOAWAY_GRACE, served).await;
-                }
+                served.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(GOAWAY_GRACE, served).await;
                 Ok(())
             }
         };
@@ -300,21 +320,10 @@ impl Proxy {
     }
 }
 
-/// The HTTP/1.1 and HTTP/2 server, with the client limits that hyper applies itself.
-fn http_server(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
-    let mut server = auto::Builder::new(TokioExecutor::new());
-    let http1 = &mut server.http1();
-    http1
-        // Our clock times heads and keep-alive (hyper's one timer cannot tell them apart).
-        .header_read_timeout(None)
-        .max_buf_size(limits.max_head.max(8192));
-    // hyper parses into a stack array of its default size (100); any explicit number costs
-    // filling a vector of that size on every request.
-    if limits.max_headers != HYPER_MAX_HEADERS {
-        http1.max_headers(limits.max_headers);
-    }
+/// The HTTP/2 server, with the client limits that hyper applies itself.
+fn http2_server(limits: &ClientLimits) -> http2::Builder<TokioExecutor> {
+    let mut server = http2::Builder::new(TokioExecutor::new());
     server
-        .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.http2_ping_interval)
         .keep_alive_timeout(limits.http2_ping_interval)

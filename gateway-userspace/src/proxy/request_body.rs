@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::h1_server::H1RequestBody;
+
 /// How far a request body has gone, shared with the exchange record and the send watchdog.
 #[derive(Debug)]
 pub struct BodyProgress {
@@ -76,11 +78,47 @@ impl BodyProgress {
     }
 }
 
+/// A client's request body as it arrives: read by the gateway's HTTP/1 server, or an HTTP/2
+/// stream's.
+pub enum ClientBody {
+    Http1(H1RequestBody),
+    Http2(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ClientBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Http1(body) => body.is_end_stream(),
+            ClientBody::Http2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Http1(body) => body.size_hint(),
+            ClientBody::Http2(body) => body.size_hint(),
+        }
+    }
+}
+
 /// The body sent to a backend: the client's, or none (a retried request without a body, an
 /// error page request).
 pub enum RequestBody {
     Client {
-        inner: Incoming,
+        inner: ClientBody,
         progress: Arc<BodyProgress>,
         limit: Option<u64>,
         idle: ClientPause,
@@ -118,15 +156,15 @@ pub enum RequestBodyError {
     TooLarge,
     #[error("the client paused its request body for longer than the client body timeout")]
     ClientTimeout,
-    #[error(transparent)]
-    Client(#[from] hyper::Error),
+    #[error("reading the client's body: {0}")]
+    Client(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl RequestBody {
     /// The client's `inner`, counted into `progress`, refused past `limit` bytes and when the
     /// client pauses for `timeout`.
     pub fn new(
-        inner: Incoming,
+        inner: ClientBody,
         progress: Arc<BodyProgress>,
         limit: Option<u64>,
         timeout: Duration,
@@ -192,7 +230,7 @@ impl Body for RequestBody {
             }
         }
         idle.waiting = false;
-        polled.map(|frame| frame.map(|result| result.map_err(RequestBodyError::from)))
+        polled.map(|frame| frame.map(|result| result.map_err(RequestBodyError::Client)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::super::chunked::{Chunked, Malformed};
+use super::super::headers::connection_lists;
 use super::super::request_body::RequestBody;
 use super::Checkin;
 
@@ -120,7 +121,7 @@ impl H1Connection {
         let reusable = sent.is_ok()
             && framing.is_reusable()
             && response.version() == Version::HTTP_11
-            && !closes(response.headers());
+            && !connection_lists(response.headers(), "close");
         let body = H1Body {
             connection: Some(self),
             framing,
@@ -310,16 +311,6 @@ fn locate<const N: usize>(buffer: &[u8]) -> Result<Option<Located<N>>, httparse:
         *slot = (range(field.name.as_bytes()), range(field.value));
     }
     Ok(Some(located))
-}
-
-/// Whether `Connection: close` is among the headers.
-fn closes(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("close"))
 }
 
 /// How a response body is delimited (RFC 9112 6.3). Ambiguous framings are refused whole by

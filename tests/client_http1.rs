@@ -1,0 +1,185 @@
+//! The gateway's own HTTP/1.1 server, from raw clients: pipelined requests answered in order with
+//! their bodies passed whole, `Expect: 100-continue`, HTTP/1.0 with and without keep-alive, HEAD,
+//! a backend body of unknown length chunked for HTTP/1.1 clients and delimited by the close for
+//! HTTP/1.0 ones, a large upload, and a client that vanishes half-way through its body.
+
+use std::time::Duration;
+
+use gateway_e2e::manifests::shop_gateway;
+use gateway_e2e::raw::{self, RawAnswer};
+use gateway_e2e::recorder::{self, Recorder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const QUIET: Duration = Duration::from_millis(1500);
+
+/// A backend answer whose length only its end tells.
+const CHUNKED: &[u8] =
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+
+fn text(answer: &RawAnswer) -> String {
+    String::from_utf8_lossy(&answer.bytes).into_owned()
+}
+
+/// Responses in `answer`, bodies or not between them.
+fn responses(answer: &RawAnswer) -> usize {
+    text(answer).matches("HTTP/1.1 200 OK\r\n").count()
+}
+
+/// The request target of each request the backend received.
+fn targets(backend: &Recorder) -> Vec<String> {
+    backend
+        .requests()
+        .iter()
+        .map(|r| {
+            let line = String::from_utf8_lossy(r)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            line.split(' ').nth(1).unwrap_or("").to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order_with_their_bodies() {
+    let backend = Recorder::start(recorder::OK).await;
+    let (_dir, gw) = shop_gateway(backend.addr, &[]);
+    let pipelined = b"GET /1 HTTP/1.1\r\nHost: shop.test\r\n\r\n\
+        POST /2 HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5\r\n\r\nhello\
+        POST /3 HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+        GET /4 HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n";
+    let answer = raw::http1(gw.http, pipelined, QUIET).await;
+    assert_eq!(responses(&answer), 4, "{}", text(&answer));
+    assert!(answer.closed, "Connection: close is honoured");
+    assert!(text(&answer).contains("connection: close"));
+    assert_eq!(targets(&backend), ["/1", "/2", "/3", "/4"]);
+    let requests = backend.requests();
+    assert!(
+        requests[1].ends_with(b"\r\n\r\nhello"),
+        "{:?}",
+        String::from_utf8_lossy(&requests[1])
+    );
+    assert!(
+        requests[2].ends_with(b"3\r\nabc\r\n0\r\n\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&requests[2])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_expects_100_continue_gets_it_before_sending_its_body() {
+    let backend = Recorder::start(recorder::OK).await;
+    let (_dir, gw) = shop_gateway(backend.addr, &[]);
+    let mut client = TcpStream::connect(gw.http).await.unwrap();
+    client
+        .write_all(b"PUT /up HTTP/1.1\r\nHost: shop.test\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        .await
+        .unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut interim))
+        .await
+        .expect("no 100 Continue")
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    client.write_all(b"data").await.unwrap();
+    let answer = raw::read_until_closed(&mut client, QUIET).await;
+    assert_eq!(answer.status(), Some(200), "{}", text(&answer));
+    assert!(backend.requests()[0].ends_with(b"\r\n\r\ndata"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http10_closes_unless_it_asks_for_keep_alive() {
+    let backend = Recorder::start(recorder::OK).await;
+    let (_dir, gw) = shop_gateway(backend.addr, &[]);
+    let answer = raw::http1(gw.http, b"GET / HTTP/1.0\r\nHost: shop.test\r\n\r\n", QUIET).await;
+    assert_eq!(answer.status(), Some(200));
+    assert!(answer.closed, "HTTP/1.0 without keep-alive is closed");
+
+    let twice = b"GET /a HTTP/1.0\r\nHost: shop.test\r\nConnection: keep-alive\r\n\r\n\
+        GET /b HTTP/1.0\r\nHost: shop.test\r\nConnection: keep-alive\r\n\r\n";
+    let answer = raw::http1(gw.http, twice, QUIET).await;
+    assert_eq!(responses(&answer), 2, "{}", text(&answer));
+    assert!(text(&answer).contains("connection: keep-alive"));
+    assert!(!answer.closed, "kept open as asked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_of_unknown_length_is_chunked_for_http11_and_closed_for_http10() {
+    let backend = Recorder::start(CHUNKED).await;
+    let (_dir, gw) = shop_gateway(backend.addr, &[]);
+    let both =
+        b"GET /1 HTTP/1.1\r\nHost: shop.test\r\n\r\nHEAD /2 HTTP/1.1\r\nHost: shop.test\r\n\r\n\
+        GET /3 HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+    let answer = raw::http1(gw.http, both, QUIET).await;
+    let answered = text(&answer);
+    assert_eq!(responses(&answer), 3, "{answered}");
+    assert_eq!(
+        answered.matches("transfer-encoding: chunked").count(),
+        3,
+        "{answered}"
+    );
+    // HEAD gets the head only: the next response follows it at once.
+    assert_eq!(
+        answered.matches("hello world").count(),
+        0,
+        "re-chunked as it came"
+    );
+    assert_eq!(
+        answered
+            .matches("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            .count(),
+        2,
+        "{answered}"
+    );
+    assert!(!answer.closed);
+
+    let answer = raw::http1(gw.http, b"GET / HTTP/1.0\r\nHost: shop.test\r\n\r\n", QUIET).await;
+    let answered = text(&answer);
+    assert!(answered.ends_with("\r\n\r\nhello world"), "{answered}");
+    assert!(!answered.contains("transfer-encoding"), "{answered}");
+    assert!(answer.closed, "the close ends the body");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_uploads_arrive_whole_and_a_vanished_client_reaches_no_backend() {
+    let backend = Recorder::start(recorder::OK).await;
+    let (_dir, gw) = shop_gateway(backend.addr, &[]);
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut upload = format!(
+        "POST /big HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    upload.extend(&body);
+    let answer = raw::http1(gw.http, &upload, QUIET).await;
+    assert_eq!(answer.status(), Some(200), "{}", text(&answer));
+    assert!(
+        backend.requests()[0].ends_with(&body),
+        "the body arrived whole"
+    );
+    backend.clear();
+
+    let mut vanishing = TcpStream::connect(gw.http).await.unwrap();
+    vanishing
+        .write_all(
+            b"POST /cut HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 100000\r\n\r\nonly this",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(vanishing);
+    let answer = raw::http1(
+        gw.http,
+        b"GET /after HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+        QUIET,
+    )
+    .await;
+    assert_eq!(answer.status(), Some(200));
+    assert_eq!(
+        targets(&backend),
+        ["/after"],
+        "a cut body is never a complete request"
+    );
+}
