@@ -202,22 +202,37 @@ impl Proxy {
         local: SocketAddr,
         tls: Option<TlsAcceptor>,
     ) {
-        let Some(tls) = tls else {
-            let connection = Connection::new(client, local, "http", None, None);
-            self.serve_http1(connection, ClientStream::Plain(stream), true)
-                .await;
-            return;
-        };
+        match tls {
+            None => {
+                let connection = Connection::new(client, local, "http", None, None);
+                self.serve_http1(connection, ClientStream::Plain(stream), true)
+                    .await;
+            }
+            // Boxed: a plain connection's task does not carry the room for TLS state.
+            Some(tls) => {
+                let accepted = Box::pin(self.accept_tls(stream, client, local, tls));
+                accepted.await;
+            }
+        }
+    }
+
+    async fn accept_tls(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        client: SocketAddr,
+        local: SocketAddr,
+        tls: TlsAcceptor,
+    ) {
         let metrics = &self.observer.metrics;
         let limits = &self.config.client_limits;
         // Handshakes are the costly part of a connection: a bounded number at once, and the
         // wait for a turn counts against the handshake's time.
         let handshake = async {
             let _turn = self.handshakes.acquire().await;
-            tls.accept(stream).await
+            Box::pin(tls.accept(stream)).await
         };
         let stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
-            Ok(Ok(stream)) => stream,
+            Ok(Ok(stream)) => Box::new(stream),
             Ok(Err(error)) => {
                 metrics.tls_handshake_failures.inc();
                 tracing::debug!(%client, %error, "TLS handshake failed");
@@ -251,10 +266,13 @@ impl Proxy {
             Some(tls_version),
         );
         match alpn.as_deref() {
-            Some(b"h2") => self.serve_http2(Arc::new(connection), stream).await,
+            Some(b"h2") => {
+                let served = Box::pin(self.serve_http2(Arc::new(connection), stream));
+                served.await;
+            }
             // Without ALPN, a client may still speak HTTP/2 with prior knowledge.
             alpn => {
-                let stream = ClientStream::Tls(Box::new(stream));
+                let stream = ClientStream::Tls(stream);
                 self.serve_http1(connection, stream, alpn.is_none()).await;
             }
         }
@@ -272,8 +290,8 @@ impl Proxy {
         if let Err(Http2Preface(stream, read)) =
             h1_server::serve(&self, &connection, stream, detect_http2).await
         {
-            self.serve_http2(connection, Replayed::new(read, stream))
-                .await;
+            let served = Box::pin(self.serve_http2(connection, Replayed::new(read, stream)));
+            served.await;
         }
     }
 

@@ -66,15 +66,14 @@ pub async fn serve(
     stream: ClientStream,
     detect_http2: bool,
 ) -> Result<(), Http2Preface> {
-    let limits = &proxy.config.client_limits;
     let mut writer = SharedStream::new(stream);
-    let mut reader = Some(ClientReader::new(writer.clone()));
+    let mut reader = ClientReader::new(writer.clone());
     let mut stopped = pin!(drain::stopped(proxy.drain.watch()));
     let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
     let mut first = true;
-    while let Some(mut current) = reader.take() {
+    loop {
         let waited = next_head(
-            &mut current,
+            &mut reader,
             proxy,
             first && detect_http2,
             first,
@@ -86,8 +85,8 @@ pub async fn serve(
         let head = match waited {
             Ok(head) => head,
             Err(Ended::Http2) => {
-                let read = std::mem::take(&mut current.buffer).freeze();
-                drop(current);
+                let read = std::mem::take(&mut reader.buffer).freeze();
+                drop(reader);
                 return match writer.into_inner() {
                     Some(stream) => Err(Http2Preface(stream, read)),
                     None => Ok(()),
@@ -102,88 +101,130 @@ pub async fn serve(
             }
             Err(Ended::Refused(error)) => {
                 tracing::debug!(client = %connection.client, %error, "request head refused");
-                let asked = write::Asked {
-                    head_only: false,
-                    version: hyper::Version::HTTP_11,
-                    keep_alive: false,
-                };
-                if write::response(&mut writer, error.into_response(), asked)
-                    .await
-                    .is_ok()
-                {
-                    close(&mut writer, Some(current)).await;
-                }
+                let refused = Box::pin(refuse(&mut writer, reader, error));
+                refused.await;
                 return Ok(());
             }
             Err(Ended::Gone | Ended::Stopped) => return Ok(()),
         };
-        let Head {
-            request,
-            body,
-            expects_continue,
-            keep_alive,
-        } = head;
-        let mut asked = write::Asked::of(request.method(), request.version(), keep_alive);
-        let wants_continue = expects_continue.then(|| Arc::new(Notify::new()));
-        let delimited = match body {
-            BodyFraming::None => None,
-            BodyFraming::Length(length) => Some(Delimited::Length(length)),
-            BodyFraming::Chunked => Some(Delimited::Chunked(Chunked::default())),
-        };
-        // The reader goes with a body, and comes back at the body's end.
-        let (body, mut returned) = match delimited {
-            None => {
-                reader = Some(current);
-                (H1RequestBody::empty(), None)
-            }
-            Some(delimited) => {
-                let (back, returned) = oneshot::channel();
-                let body = H1RequestBody::new(current, delimited, back, wants_continue.clone());
-                (body, Some(returned))
-            }
-        };
-        let request = request.map(|()| ClientBody::Http1(body));
-        let handled = forward::handle(proxy.clone(), connection.clone(), request);
-        let response = match wants_continue {
-            None => handled.await,
-            Some(wants_continue) => answering_continue(handled, &wants_continue, &mut writer).await,
-        };
-        let Ok(response) = response;
-        if let Some(waiting) = returned.as_mut() {
-            match waiting.try_recv() {
-                Ok(back) => {
-                    reader = Some(back);
-                    returned = None;
-                }
-                Err(oneshot::error::TryRecvError::Empty) => {}
-                // The body was dropped unread: this connection's next head cannot be found.
-                Err(oneshot::error::TryRecvError::Closed) => asked.keep_alive = false,
-            }
-        }
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            switch_protocols(writer, reader.take(), response, asked).await;
-            return Ok(());
-        }
-        let keep_alive = match write::response(&mut writer, response, asked).await {
-            Ok(keep_alive) => keep_alive,
-            Err(error) => {
-                tracing::debug!(client = %connection.client, %error, "writing a response failed");
+        // Boxed: an idle connection's task keeps only the state of waiting for a head.
+        let exchanged = Box::pin(exchange(proxy, connection, &mut writer, reader, head));
+        match exchanged.await {
+            After::Next(next) => reader = next,
+            After::Close(last) => {
+                let closed = Box::pin(close(&mut writer, last));
+                closed.await;
                 return Ok(());
             }
-        };
-        if let Some(returned) = returned {
-            // The body may still be on its way to the backend (HTTP/2 streams it on).
-            match tokio::time::timeout(limits.body_timeout, returned).await {
-                Ok(Ok(back)) => reader = Some(back),
-                _ => return Ok(()),
+            After::Upgrade(last, response, asked) => {
+                let switched = Box::pin(switch_protocols(writer, last, *response, asked));
+                switched.await;
+                return Ok(());
             }
         }
-        if !keep_alive {
-            close(&mut writer, reader.take()).await;
-            return Ok(());
+    }
+}
+
+/// What follows an exchange on its connection.
+enum After {
+    /// The next request, read with this reader.
+    Next(ClientReader),
+    /// A close, after reading what the client still sends when the reader came back.
+    Close(Option<ClientReader>),
+    /// A tunnel, once the 101 is written.
+    Upgrade(
+        Option<ClientReader>,
+        Box<Response<ObservedBody>>,
+        write::Asked,
+    ),
+}
+
+/// One request: its body (read by the body itself, which takes the reader along), the proxy's
+/// answer, and the response on the wire.
+async fn exchange(
+    proxy: &Arc<Proxy>,
+    connection: &Arc<Connection>,
+    writer: &mut SharedStream,
+    reader: ClientReader,
+    head: Head,
+) -> After {
+    let Head {
+        request,
+        body,
+        expects_continue,
+        keep_alive,
+    } = head;
+    let mut asked = write::Asked::of(request.method(), request.version(), keep_alive);
+    let wants_continue = expects_continue.then(|| Arc::new(Notify::new()));
+    let delimited = match body {
+        BodyFraming::None => None,
+        BodyFraming::Length(length) => Some(Delimited::Length(length)),
+        BodyFraming::Chunked => Some(Delimited::Chunked(Chunked::default())),
+    };
+    // The reader goes with a body, and comes back at the body's end.
+    let (body, mut reader, mut returned) = match delimited {
+        None => (H1RequestBody::empty(), Some(reader), None),
+        Some(delimited) => {
+            let (back, returned) = oneshot::channel();
+            let body = H1RequestBody::new(reader, delimited, back, wants_continue.clone());
+            (body, None, Some(returned))
+        }
+    };
+    let request = request.map(|()| ClientBody::Http1(body));
+    let handled = forward::handle(proxy.clone(), connection.clone(), request);
+    let response = match wants_continue {
+        None => handled.await,
+        Some(wants_continue) => answering_continue(handled, &wants_continue, writer).await,
+    };
+    let Ok(response) = response;
+    if let Some(waiting) = returned.as_mut() {
+        match waiting.try_recv() {
+            Ok(back) => {
+                reader = Some(back);
+                returned = None;
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+            // The body was dropped unread: this connection's next head cannot be found.
+            Err(oneshot::error::TryRecvError::Closed) => asked.keep_alive = false,
         }
     }
-    Ok(())
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return After::Upgrade(reader, Box::new(response), asked);
+    }
+    let keep_alive = match write::response(writer, response, asked).await {
+        Ok(keep_alive) => keep_alive,
+        Err(error) => {
+            tracing::debug!(client = %connection.client, %error, "writing a response failed");
+            return After::Close(None);
+        }
+    };
+    if let Some(returned) = returned {
+        // The body may still be on its way to the backend (HTTP/2 streams it on).
+        let limits = &proxy.config.client_limits;
+        match tokio::time::timeout(limits.body_timeout, returned).await {
+            Ok(Ok(back)) => reader = Some(back),
+            _ => return After::Close(None),
+        }
+    }
+    match reader {
+        Some(reader) if keep_alive => After::Next(reader),
+        reader => After::Close(reader),
+    }
+}
+
+/// Answers a refused head, and closes.
+async fn refuse(writer: &mut SharedStream, reader: ClientReader, error: ProxyError) {
+    let asked = write::Asked {
+        head_only: false,
+        version: hyper::Version::HTTP_11,
+        keep_alive: false,
+    };
+    if write::response(writer, error.into_response(), asked)
+        .await
+        .is_ok()
+    {
+        close(writer, Some(reader)).await;
+    }
 }
 
 /// Waits for the next complete head: from the connection's start on its `first` request,

@@ -40,7 +40,7 @@ pub struct H1Connection {
     io: BackendIo,
     /// Bytes read past the last response (none, unless the backend misbehaves).
     read: BytesMut,
-    /// The request head being written; kept for its capacity.
+    /// The request head being written.
     write: Vec<u8>,
 }
 
@@ -136,6 +136,7 @@ impl H1Connection {
     fn encode_head(&mut self, parts: &hyper::http::request::Parts, body: &RequestBody) -> bool {
         let out = &mut self.write;
         out.clear();
+        out.reserve(256 + parts.headers.len() * 48);
         out.extend_from_slice(parts.method.as_str().as_bytes());
         out.push(b' ');
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -384,10 +385,16 @@ impl H1Body {
         }
     }
 
-    /// The body has ended: the connection goes back to its pool when it can be reused.
+    /// The body has ended: the connection goes back to its pool when it can be reused,
+    /// without its buffers (an idle connection holds none; the next exchange takes new ones).
     fn finish(&mut self) {
         self.framing = Framing::Empty;
-        if let (Some(connection), Some(checkin)) = (self.connection.take(), self.checkin.take()) {
+        if let (Some(mut connection), Some(checkin)) = (self.connection.take(), self.checkin.take())
+        {
+            if connection.read.is_empty() {
+                connection.read = BytesMut::new();
+            }
+            connection.write = Vec::new();
             checkin.put(connection);
         }
     }
