@@ -147,8 +147,18 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
             r
         });
         for round in 0..plan.rounds {
-            for kind in shuffled(round) {
-                let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+            // The gateway once more with two worker threads (free to use both CPUs, the load's
+            // too): requests per CPU-second must not fall with more threads (T1-w2).
+            let runs = shuffled(round)
+                .into_iter()
+                .map(|kind| (kind, 1))
+                .chain([(Kind::Gateway, 2)]);
+            for (kind, workers) in runs {
+                let options = Options {
+                    workers,
+                    ..Options::default()
+                };
+                let sut = Sut::start(kind, &fixtures, &gateway, options)?;
                 let cpu = sut.cpu_seconds();
                 let backend_cpu = backend.cpu_seconds();
                 let m = load::wrk(
@@ -166,13 +176,14 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
                         backend_share * 100.0
                     );
                 }
-                let mut r = Record::new(kind.name(), "T1", round);
+                let test = if workers > 1 { "T1-w2" } else { "T1" };
+                let mut r = Record::new(kind.name(), test, round);
                 r.measured(&m)
                     .set("sut_cpu_s", used)
                     .set("backend_cpu_share", backend_share)
                     .set("per_cpu_s", m.requests / used.max(1e-9));
                 println!(
-                    "  {:8} round {round}: {:>9.0} rps, {:>9.0} req per SUT CPU-s, errors {}",
+                    "  {:8} round {round}: {:>9.0} rps, {:>9.0} req per SUT CPU-s, errors {} ({test})",
                     kind.name(),
                     m.rps,
                     m.requests / used.max(1e-9),

@@ -13,9 +13,15 @@ use super::attack::SCENARIOS;
 use super::{Environment, Record};
 
 /// The figures the table shows, per test: (test, value, label, higher is better).
-const ROWS: [(&str, &str, &str, bool); 30] = [
+const ROWS: [(&str, &str, &str, bool); 31] = [
     ("T1", "rps", "T1 HTTP/1.1 keep-alive, requests/s", true),
     ("T1", "per_cpu_s", "T1 requests per SUT CPU-second", true),
+    (
+        "T1-w2",
+        "per_cpu_s",
+        "T1 requests per SUT CPU-second, gateway with 2 worker threads",
+        true,
+    ),
     (
         "T2",
         "added_p50_ms",

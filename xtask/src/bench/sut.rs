@@ -13,6 +13,8 @@ use super::fixtures::{self, Fixtures, GATEWAY_PORTS, HAPROXY_PORTS, NGINX_PORTS}
 /// The CPU every system under test runs on; load and backend run on the other.
 pub const SUT_CPU: &str = "1";
 pub const LOAD_CPU: &str = "0";
+/// Both CPUs, for a gateway with two worker threads.
+pub const ALL_CPUS: &str = "0,1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +53,8 @@ pub struct Options {
     /// Inside a network namespace of the run: nginx and HAProxy listen on every address (the
     /// VIP too); the gateway gets these arguments for its fast path.
     pub vip: Option<Vec<String>>,
+    /// The gateway's worker threads (0: one); with more than one it may use every CPU.
+    pub workers: usize,
 }
 
 /// A running system under test; stopped when dropped.
@@ -64,7 +68,8 @@ impl Sut {
         let dir = &fixtures.dir;
         std::fs::create_dir_all(dir.join("nginx-tmp"))?;
         let mut command = Command::new("taskset");
-        command.args(["-c", SUT_CPU]);
+        let workers = options.workers.max(1);
+        command.args(["-c", if workers > 1 { ALL_CPUS } else { SUT_CPU }]);
         match kind {
             Kind::Gateway => {
                 let (http, https) = kind.ports();
@@ -75,7 +80,8 @@ impl Sut {
                     .arg(fixtures.manifests())
                     .args(["--http-listen", &format!("127.0.0.1:{http}")])
                     .args(["--https-listen", &format!("127.0.0.1:{https}")])
-                    .args(["--admin-listen", "127.0.0.1:9180", "--worker-threads", "1"])
+                    .args(["--admin-listen", "127.0.0.1:9180"])
+                    .args(["--worker-threads", &workers.to_string()])
                     .args([
                         "--tls-ciphers",
                         "TLS13_AES_128_GCM_SHA256",
