@@ -121,8 +121,12 @@ fn steers_vip_traffic_and_drops_denied_sources_in_xdp() {
             "198.18.0.0/24",
         ],
     );
+    // The fast path is set up after the gateway is ready (it serves on its sockets meanwhile).
     assert!(
-        gw.log().iter().any(|l| l.contains("kernel fast path on")),
+        eventually(LONG, || gw
+            .log()
+            .iter()
+            .any(|l| l.contains("kernel fast path on"))),
         "{:#?}",
         gw.log()
     );
@@ -431,10 +435,10 @@ fn restart_keeps_the_pinned_fast_path_and_detach_removes_everything() {
     let passed = t.counter(vip, "passed");
     let second = Gateway::start_in(&t, dir.path(), &flags);
     assert!(
-        second
+        eventually(LONG, || second
             .log()
             .iter()
-            .any(|l| l.contains("kept (pinned link)")),
+            .any(|l| l.contains("kept (pinned link)"))),
         "{:#?}",
         second.log()
     );
