@@ -1,14 +1,14 @@
-//! The message rules of RFC 9112 and 9113 that hyper leaves to the application, applied to
+//! The message rules of RFC 9112 and 9113 that the parsers leave to the application, applied to
 //! every request before anything reaches a backend and to every backend response before any of
 //! it reaches the client. Each ambiguity that lets two parsers see different messages (request
 //! smuggling, response splitting) is refused, never repaired.
 //!
-//! hyper tidies two HTTP/1 ambiguities away before the request is seen here (a Content-Length
-//! beside Transfer-Encoding, duplicate equal Content-Lengths); `h1_framing` reads those from the
-//! raw head. hyper's own parser (httparse) already refuses obs-fold, bare CR, NUL and other control
-//! characters in names and values, malformed chunk sizes, a Transfer-Encoding whose last coding
-//! is not `chunked`, and differing Content-Lengths; the end-to-end tests in
-//! tests/hostile_clients.rs hold both layers to it.
+//! An HTTP/1 request's framing is decided by the gateway's own server from the fields as they
+//! arrived (`h1_server/head.rs`), which refuses its ambiguities before a request exists; the
+//! framing rule here holds the same line for HTTP/2 requests (parsed by hyper's h2) and for
+//! backend responses. httparse already refuses obs-fold, bare CR, NUL
+//! and other control characters in names and values; the end-to-end tests in
+//! tests/hostile_clients.rs hold every layer to it.
 
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, Version};
