@@ -72,7 +72,7 @@ pub async fn serve(
     let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
     let mut first = true;
     loop {
-        let waited = next_head(
+        let head = next_head(
             &mut reader,
             proxy,
             first && detect_http2,
@@ -82,33 +82,14 @@ pub async fn serve(
         )
         .await;
         first = false;
-        let head = match waited {
-            Ok(head) => head,
-            Err(Ended::Http2) => {
-                let read = std::mem::take(&mut reader.buffer).freeze();
-                drop(reader);
-                return match writer.into_inner() {
-                    Some(stream) => Err(Http2Preface(stream, read)),
-                    None => Ok(()),
-                };
+        let exchanged = match head {
+            // Boxed: an idle connection's task keeps only the state of waiting for a head.
+            Ok(head) => Box::pin(exchange(proxy, connection, &mut writer, reader, head)),
+            Err(ended) => {
+                let ended = Box::pin(end(proxy, connection, writer, reader, ended));
+                return ended.await;
             }
-            Err(Ended::Expired(expiry)) => {
-                let metrics = &proxy.observer.metrics;
-                Metrics::labelled(&metrics.connections_closed, "reason", expiry.as_str()).inc();
-                tracing::debug!(client = %connection.client, reason = expiry.as_str(),
-                    "closing the connection");
-                return Ok(());
-            }
-            Err(Ended::Refused(error)) => {
-                tracing::debug!(client = %connection.client, %error, "request head refused");
-                let refused = Box::pin(refuse(&mut writer, reader, error));
-                refused.await;
-                return Ok(());
-            }
-            Err(Ended::Gone | Ended::Stopped) => return Ok(()),
         };
-        // Boxed: an idle connection's task keeps only the state of waiting for a head.
-        let exchanged = Box::pin(exchange(proxy, connection, &mut writer, reader, head));
         match exchanged.await {
             After::Next(next) => reader = next,
             After::Close(last) => {
@@ -122,6 +103,40 @@ pub async fn serve(
                 return Ok(());
             }
         }
+    }
+}
+
+/// The connection ends without a request: handed over to HTTP/2, timed out, refused (answered
+/// and closed), or gone.
+async fn end(
+    proxy: &Proxy,
+    connection: &Connection,
+    mut writer: SharedStream,
+    mut reader: ClientReader,
+    ended: Ended,
+) -> Result<(), Http2Preface> {
+    match ended {
+        Ended::Http2 => {
+            let read = std::mem::take(&mut reader.buffer).freeze();
+            drop(reader);
+            match writer.into_inner() {
+                Some(stream) => Err(Http2Preface(stream, read)),
+                None => Ok(()),
+            }
+        }
+        Ended::Expired(expiry) => {
+            let metrics = &proxy.observer.metrics;
+            Metrics::labelled(&metrics.connections_closed, "reason", expiry.as_str()).inc();
+            tracing::debug!(client = %connection.client, reason = expiry.as_str(),
+                "closing the connection");
+            Ok(())
+        }
+        Ended::Refused(error) => {
+            tracing::debug!(client = %connection.client, %error, "request head refused");
+            refuse(&mut writer, reader, error).await;
+            Ok(())
+        }
+        Ended::Gone | Ended::Stopped => Ok(()),
     }
 }
 
