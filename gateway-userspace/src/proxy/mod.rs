@@ -14,6 +14,7 @@ mod headers;
 pub mod limits;
 mod request_body;
 mod send;
+mod stream;
 mod strict;
 mod upstream;
 

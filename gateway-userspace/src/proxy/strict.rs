@@ -58,32 +58,56 @@ pub fn check_response<B>(response: &Response<B>) -> Result<(), &'static str> {
     check_framing(response.headers())
 }
 
+/// How a message's body is delimited (RFC 9112 6.3), by its fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
 /// One Content-Length of digits, or one `Transfer-Encoding: chunked`, or neither; never both.
 fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    body_framing(headers).map(|_| ())
+}
+
+/// The framing the fields give, or why they are ambiguous: one Content-Length of digits, or one
+/// `Transfer-Encoding: chunked`, or neither; never both.
+pub fn body_framing(headers: &HeaderMap) -> Result<BodyFraming, &'static str> {
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     let length = lengths.next();
     if lengths.next().is_some() {
         return Err("several Content-Length headers");
     }
-    if let Some(length) = length
-        && (length.is_empty() || !length.as_bytes().iter().all(u8::is_ascii_digit))
-    {
-        return Err("a Content-Length that is not one decimal number");
-    }
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-    let Some(coding) = codings.next() else {
-        return Ok(());
+    if let Some(coding) = codings.next() {
+        if codings.next().is_some() {
+            return Err("several Transfer-Encoding headers");
+        }
+        if !coding.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err("a Transfer-Encoding other than \"chunked\"");
+        }
+        if length.is_some() {
+            return Err("both Content-Length and Transfer-Encoding");
+        }
+        return Ok(BodyFraming::Chunked);
+    }
+    let Some(length) = length else {
+        return Ok(BodyFraming::None);
     };
-    if codings.next().is_some() {
-        return Err("several Transfer-Encoding headers");
+    let not_a_number = "a Content-Length that is not one decimal number";
+    let digits = length.as_bytes();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(not_a_number);
     }
-    if !coding.as_bytes().eq_ignore_ascii_case(b"chunked") {
-        return Err("a Transfer-Encoding other than \"chunked\"");
+    let length = digits.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    });
+    match length {
+        None => Err(not_a_number),
+        Some(0) => Ok(BodyFraming::None),
+        Some(length) => Ok(BodyFraming::Length(length)),
     }
-    if length.is_some() {
-        return Err("both Content-Length and Transfer-Encoding");
-    }
-    Ok(())
 }
 
 /// Whether the Host header names the host of the target's authority (routing reads only the

@@ -11,17 +11,11 @@ use hyper::{Method, Request, Uri, Version};
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::connection_lists;
 use crate::proxy::limits::ClientLimits;
+use crate::proxy::strict;
+pub use crate::proxy::strict::BodyFraming;
 
 /// Fields most requests fit in: parsed into a stack array of this size first.
 const FEW_FIELDS: usize = 24;
-
-/// How a request's body is delimited (RFC 9112 6.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyFraming {
-    None,
-    Length(u64),
-    Chunked,
-}
 
 /// A parsed request head and what it says about its connection.
 #[derive(Debug)]
@@ -163,44 +157,13 @@ fn refusal(error: httparse::Error) -> ProxyError {
     }
 }
 
-/// One Content-Length of digits, or one `Transfer-Encoding: chunked` (HTTP/1.1 only), or
-/// neither; never both.
+/// The body's framing by the fields (see [`strict::body_framing`]); chunked only on HTTP/1.1.
 fn framing(headers: &HeaderMap, version: Version) -> Result<BodyFraming, &'static str> {
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let length = lengths.next();
-    if lengths.next().is_some() {
-        return Err("several Content-Length headers");
+    let framing = strict::body_framing(headers)?;
+    if framing == BodyFraming::Chunked && version != Version::HTTP_11 {
+        return Err("Transfer-Encoding on an HTTP/1.0 request");
     }
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(coding) = codings.next() {
-        if version != Version::HTTP_11 {
-            return Err("Transfer-Encoding on an HTTP/1.0 request");
-        }
-        if codings.next().is_some() {
-            return Err("several Transfer-Encoding headers");
-        }
-        if !coding.as_bytes().eq_ignore_ascii_case(b"chunked") {
-            return Err("a Transfer-Encoding other than \"chunked\"");
-        }
-        if length.is_some() {
-            return Err("both Content-Length and Transfer-Encoding");
-        }
-        return Ok(BodyFraming::Chunked);
-    }
-    let Some(length) = length else {
-        return Ok(BodyFraming::None);
-    };
-    let digits = length.as_bytes();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return Err("a Content-Length that is not one decimal number");
-    }
-    let length = digits
-        .iter()
-        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-    Ok(match length {
-        0 => BodyFraming::None,
-        length => BodyFraming::Length(length),
-    })
+    Ok(framing)
 }
 
 /// Byte ranges in the buffer.

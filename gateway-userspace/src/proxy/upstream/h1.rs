@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -21,6 +21,7 @@ use super::super::chunked::{Chunked, Malformed};
 use super::super::headers::connection_lists;
 use super::super::request_body::RequestBody;
 use super::Checkin;
+use crate::proxy::stream::Stream;
 
 /// Most header fields a response head may have (hyper's client allows as many).
 const MAX_FIELDS: usize = 100;
@@ -30,10 +31,7 @@ const MAX_HEAD: usize = 64 * 1024;
 const READ_SIZE: usize = 16 * 1024;
 
 /// A connection to a backend: plain or TLS.
-pub enum BackendIo {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
+pub type BackendIo = Stream<TlsStream<TcpStream>>;
 
 /// An HTTP/1.1 connection to a backend, idle between exchanges.
 pub struct H1Connection {
@@ -493,46 +491,6 @@ impl Body for H1Body {
             Framing::Empty | Framing::Upgrade => SizeHint::with_exact(0),
             Framing::Length(left) => SizeHint::with_exact(left),
             _ => SizeHint::default(),
-        }
-    }
-}
-
-impl AsyncRead for BackendIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BackendIo::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for BackendIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            BackendIo::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BackendIo::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BackendIo::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
         }
     }
 }
