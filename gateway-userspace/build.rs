@@ -1,10 +1,43 @@
 //! Embeds the eBPF object that `cargo xtask build-ebpf` builds. Without it the binary still
 //! builds (for `cargo build`/`clippy` on machines without the eBPF toolchain) and runs with the
-//! fast path off, saying why.
+//! fast path off, saying why. Also names the commit the binary is built from, for
+//! `gateway --version` (GATEWAY_COMMIT overrides it where there is no git checkout).
 
 use std::path::PathBuf;
+use std::process::Command;
 
 fn main() {
+    println!("cargo:rustc-env=GATEWAY_COMMIT={}", commit());
+    embed_ebpf_object();
+}
+
+/// The commit of the checkout, or `unknown`. Cargo reruns this when HEAD or the branch it
+/// points to moves (a ref may live in its own file or in packed-refs).
+fn commit() -> String {
+    println!("cargo:rerun-if-env-changed=GATEWAY_COMMIT");
+    if let Ok(commit) = std::env::var("GATEWAY_COMMIT") {
+        return commit;
+    }
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let mut watched = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for name in &watched {
+        let path = git(&["rev-parse", "--path-format=absolute", "--git-path", name]);
+        if let Some(path) = path.filter(|path| std::path::Path::new(path).exists()) {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+    git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into())
+}
+
+fn embed_ebpf_object() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let object = std::env::var_os("GATEWAY_EBPF_OBJECT")
         .map(PathBuf::from)

@@ -49,7 +49,7 @@ fn release_garbage() {
 #[derive(Parser)]
 #[command(
     name = "gateway",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("GATEWAY_COMMIT"), ")"),
     about = "Kubernetes edge gateway with an XDP fast path"
 )]
 struct Cli {
@@ -117,6 +117,12 @@ struct SourceArgs {
     /// This node's address, on which the published Service's NodePorts are served (repeatable).
     #[arg(long, value_name = "IP")]
     node_ip: Vec<std::net::IpAddr>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FastPathChoice {
+    Auto,
+    Off,
 }
 
 fn parse_namespaced(text: &str) -> Result<(String, String), String> {
@@ -279,6 +285,12 @@ struct RunArgs {
     /// Only these TLS key exchange groups, in order (comma-separated, e.g. X25519,secp256r1).
     #[arg(long, value_delimiter = ',')]
     tls_kx_groups: Vec<String>,
+    /// `off`: no kernel programs and no VIP listeners, even with --publish-service (which then
+    /// only gives Ingress status its addresses): for a gateway in a pod network behind its
+    /// Service, as a per-project gateway runs. `auto`: on when there are VIPs, a published
+    /// Service or XDP interfaces.
+    #[arg(long, value_enum, default_value_t = FastPathChoice::Auto)]
+    fast_path: FastPathChoice,
     /// A VIP:port the gateway owns, and whether it speaks http or https (repeatable):
     /// `198.51.100.10:80=http`. Its connections reach the proxy through sk_lookup.
     #[arg(long, value_name = "ADDR:PORT=http|https")]
@@ -470,8 +482,14 @@ async fn run(args: RunArgs) -> Result<()> {
         drain.clone(),
     ));
     // The kernel fast path is for VIPs; a gateway that has none needs no BPF.
-    let wants_fast_path =
-        !args.vip.is_empty() || args.source.publish_service.is_some() || !args.xdp_iface.is_empty();
+    if args.fast_path == FastPathChoice::Off && !(args.vip.is_empty() && args.xdp_iface.is_empty())
+    {
+        anyhow::bail!("--fast-path off leaves no way to serve --vip or --xdp-iface: drop one");
+    }
+    let wants_fast_path = args.fast_path == FastPathChoice::Auto
+        && (!args.vip.is_empty()
+            || args.source.publish_service.is_some()
+            || !args.xdp_iface.is_empty());
     let steering = wants_fast_path.then(|| {
         let config = FastPathConfig {
             vips: args.vip.clone(),

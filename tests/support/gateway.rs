@@ -39,6 +39,8 @@ pub struct Gateway {
     log: Arc<Mutex<Vec<String>>>,
     /// The network namespace it runs in, when not this process's.
     netns: Option<String>,
+    /// The podman container it runs in, if it runs in one.
+    container: Option<String>,
 }
 
 impl Gateway {
@@ -57,6 +59,24 @@ impl Gateway {
             .args(["run", "--kubernetes", "--kubeconfig"])
             .arg(kubeconfig);
         Self::launch(command, None, extra)
+    }
+
+    /// Starts the gateway of the container image `image` with podman, on the host's network
+    /// with `manifests` mounted read-only, as `gateway run --manifests DIR`. Signals to the
+    /// returned process reach the gateway (podman forwards them), and its exit status is the
+    /// gateway's.
+    pub fn start_container(image: &str, manifests: &Path, extra: &[&str]) -> Gateway {
+        let name = format!("gateway-test-{}", std::process::id());
+        let mut command = podman_run();
+        command
+            .args(["--name", &name, "--network", "host"])
+            .arg("--volume")
+            .arg(format!("{}:/manifests:ro", manifests.display()))
+            .args(["--env", "RUST_LOG=info,gateway=debug", image])
+            .args(["run", "--manifests", "/manifests"]);
+        let mut gateway = Self::launch(command, None, extra);
+        gateway.container = Some(name);
+        gateway
     }
 
     /// Starts it in the gateway namespace of `topology`, with its pin folder.
@@ -120,6 +140,7 @@ impl Gateway {
             admin,
             log,
             netns,
+            container: None,
         };
         gateway.wait_ready();
         gateway
@@ -208,7 +229,48 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Killing `podman run` leaves its container running.
+        if let Some(name) = &self.container {
+            let _ = podman()
+                .args(["rm", "--force", "--time", "0", name])
+                .output();
+        }
     }
+}
+
+/// podman with runc, because crun refuses the hybrid cgroup hierarchies some of the machines
+/// the tests run on have.
+pub fn podman() -> Command {
+    let mut command = Command::new("podman");
+    command.args(["--runtime", "runc"]);
+    command
+}
+
+/// `podman run --rm` with limits the tests' machines allow: podman's defaults are higher than
+/// this process's, and a container may not raise them; no more processes than the kernel has
+/// PIDs (some kernels refuse a higher limit in a container).
+pub fn podman_run() -> Command {
+    let mut command = podman();
+    command.args(["run", "--rm"]);
+    let pids: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    for (name, resource, most) in [
+        ("nofile", libc::RLIMIT_NOFILE, u64::MAX),
+        ("nproc", libc::RLIMIT_NPROC, pids),
+    ] {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit(2) fills the struct it is given.
+        if unsafe { libc::getrlimit(resource, &mut limit) } == 0 {
+            let (soft, hard) = (limit.rlim_cur.min(most), limit.rlim_max.min(most));
+            command.arg(format!("--ulimit={name}={soft}:{hard}"));
+        }
+    }
+    command
 }
 
 /// The address after `key` in a log line (`http=127.0.0.1:8080`).

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod ebpf;
+mod image;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,16 @@ enum Task {
         #[arg(long)]
         resume: bool,
     },
+    /// Build the release binary and its OCI image archive (for `podman load -i` or `skopeo copy
+    /// oci-archive:PATH docker://REGISTRY/NAME:TAG`).
+    Image {
+        /// The image reference recorded in the archive (default xdp-gateway:VERSION).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Where to write the archive (default target/xdp-gateway-VERSION.oci.tar).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Run the gateway on deploy/examples with example backends, and show routing working.
     Demo {
         /// Exit after showing the example requests instead of serving until Ctrl-C.
@@ -61,6 +72,7 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::BuildEbpf => ebpf::build().map(|_| ()),
         Task::Test { args } => test(&args),
+        Task::Image { tag, output } => image::build(tag, output).map(|_| ()),
         Task::Demo { no_wait } => demo::run(!no_wait),
         Task::Bench { quick, only } => bench::run_all(quick, only),
         Task::BenchBackend => bench::backend::run(),
@@ -74,13 +86,35 @@ fn main() -> Result<()> {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    ebpf::build()?;
+    // What the end-to-end tests drive: network namespaces (ip, nsenter), clients (curl, ping,
+    // python3 for raw frames and UDP), the container image (podman with runc).
+    install_packages(&[
+        "iproute2",
+        "util-linux",
+        "curl",
+        "iputils-ping",
+        "python3",
+        "podman",
+        "runc",
+    ])?;
+    // kustomize renders the install's overlays: kubectl's own, from whichever package has it.
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        install_packages(&["kubectl"]).or_else(|_| install_packages(&["kubernetes-client"]))?;
+    }
+    // The image (which builds the eBPF object and the release binary) is tested as shipped.
+    let image = image::build(None, None)?;
     // The end-to-end tests start the real binaries, so they are built first.
     cargo(&["build", "--workspace", "--bins"])?;
     let mut child = Command::new(env!("CARGO"))
         // Every test binary runs, so that the summary counts every failure.
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(args)
+        .env("XDP_GATEWAY_IMAGE", &image)
         .current_dir(root())
         .stdout(Stdio::piped())
         .spawn()
@@ -102,6 +136,29 @@ fn test(args: &[String]) -> Result<()> {
         bail!("the test suite failed ({status})");
     }
     Ok(())
+}
+
+/// Installs those of `packages` that are missing with apt-get (as root); returns them.
+fn install_packages<'a>(packages: &[&'a str]) -> Result<Vec<&'a str>> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg")
+                .args(["-s", p])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        println!("installing {}", missing.join(" "));
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    Ok(missing)
 }
 
 /// The number before `label` in a result line (`ok. 16 passed; 0 failed; ...`).

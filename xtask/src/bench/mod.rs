@@ -744,23 +744,7 @@ fn install_tools() -> Result<()> {
         "python3",
         "linux-perf",
     ];
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| {
-            !Command::new("dpkg")
-                .args(["-s", p])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect();
-    if !missing.is_empty() {
-        println!("installing {}", missing.join(" "));
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if !crate::install_packages(&packages)?.is_empty() {
         // Debian starts the packaged services; the benchmarks run their own.
         for service in ["nginx", "haproxy"] {
             let _ = Command::new("systemctl").args(["stop", service]).status();
