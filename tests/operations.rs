@@ -762,3 +762,47 @@ async fn a_successor_that_fails_before_serving_leaves_the_old_process_serving() 
     let answer = HttpClient::new().get(new.http, "web.test", "/").await;
     assert_eq!(answer.status, StatusCode::OK);
 }
+
+/// `--fast-path off`, as a per-project gateway in a pod network runs: its published Service
+/// gives Ingress status its addresses but no listeners, so nothing of the kernel path starts;
+/// asking for VIPs as well is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn fast_path_off_takes_the_published_service_for_status_only() {
+    let (_web, dir) = web_behind("web.test").await;
+    dir.write(
+        "gateway-service.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: gw, namespace: project}\n\
+         spec:\n  type: NodePort\n  ports:\n  - {name: http, port: 80, targetPort: 80, nodePort: 30080}\n",
+    );
+    let published = ["--publish-service", "project/gw", "--node-ip", "127.0.0.1"];
+    let gw = Gateway::start(
+        dir.path(),
+        &[
+            &published[..],
+            &["--fast-path", "off", "--access-log", "off"],
+        ]
+        .concat(),
+    );
+    let answer = HttpClient::new().get(gw.http, "web.test", "/").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(gw.admin_get("/bpf/stats").map(|(s, _)| s), Some(404));
+    let log = gw.log();
+    assert!(
+        !log.iter().any(|l| l.to_lowercase().contains("fast path")),
+        "{log:#?}"
+    );
+
+    let refused = std::process::Command::new(gateway_e2e::gateway::binary("gateway"))
+        .arg("run")
+        .arg("--manifests")
+        .arg(dir.path())
+        .args(["--fast-path", "off", "--vip", "127.0.0.1:80=http"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--fast-path off"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
