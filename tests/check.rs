@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 
 use gateway_e2e::apiserver::FakeApiServer;
 use gateway_e2e::gateway::binary;
+use gateway_e2e::manifests::ManifestsDir;
 use serde_json::Value;
 
 fn check(args: &[&str]) -> (Output, Value) {
@@ -184,8 +185,22 @@ async fn a_live_cluster_is_checked_through_the_api() {
 
 #[test]
 fn a_whole_application_folder_passes_with_notices() {
-    // Deployments, RBAC and a Service whose EndpointSlices only a cluster makes: nothing wrong.
-    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    // The node install as kustomize renders it (a DaemonSet, RBAC, a Service whose
+    // EndpointSlices only a cluster makes) beside the example route: nothing wrong.
+    let kubernetes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    let rendered = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(kubernetes.join("overlays/nodeport"))
+        .output()
+        .expect("kubectl is installed (`cargo xtask test` installs it)");
+    assert!(rendered.status.success(), "{rendered:?}");
+    let folder = ManifestsDir::new();
+    folder.write("install.yaml", &String::from_utf8_lossy(&rendered.stdout));
+    folder.write(
+        "example-route.yaml",
+        &std::fs::read_to_string(kubernetes.join("example-route.yaml")).unwrap(),
+    );
+    let deploy = folder.path();
     let (output, report) = check(&["--manifests", deploy.to_str().unwrap()]);
     assert!(output.status.success(), "{report:#}");
     assert_eq!(report["summary"]["problems"], 0);
