@@ -31,7 +31,7 @@ use gateway::snapshot::Snapshot;
 use gateway::source::files::ManifestDir;
 use gateway::status::Listeners;
 use gateway::tls;
-use gateway::translate::{ClassSelector, TranslateOptions, translate};
+use gateway::translate::{ClassSelector, GatewayOptions, TranslateOptions, translate};
 
 /// Many small allocations per request (header values, URIs): mimalloc serves them faster than
 /// the system allocator, measured on the benchmark's request path.
@@ -117,6 +117,12 @@ struct SourceArgs {
     /// This node's address, on which the published Service's NodePorts are served (repeatable).
     #[arg(long, value_name = "IP")]
     node_ip: Vec<std::net::IpAddr>,
+    /// The `spec.controllerName` of GatewayClasses that belong to this gateway.
+    #[arg(long, default_value = "xdp-gateway.io/gateway-controller")]
+    gateway_controller: String,
+    /// Where the listeners of Gateways are served, each at its own port (repeatable).
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    gateway_address: Vec<std::net::IpAddr>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -142,6 +148,10 @@ impl SourceArgs {
             },
             publish_service: self.publish_service.clone(),
             node_ips: self.node_ip.clone(),
+            gateway: GatewayOptions {
+                controller: self.gateway_controller.clone(),
+                addresses: self.gateway_address.clone(),
+            },
         }
     }
 }
@@ -401,7 +411,11 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     let sockets = Arc::new(Sockets::inheriting(inherited));
     let drain = Arc::new(Drain::default());
-    let options = args.source.translate_options();
+    let mut options = args.source.translate_options();
+    if args.fast_path == FastPathChoice::Off {
+        // The published Service then only gives Ingress status its addresses.
+        options.publish_service = None;
+    }
     let table = Arc::new(RouteTable::default());
 
     let default_files = args
@@ -490,7 +504,8 @@ async fn run(args: RunArgs) -> Result<()> {
         && (!args.vip.is_empty()
             || args.source.publish_service.is_some()
             || !args.xdp_iface.is_empty());
-    let steering = wants_fast_path.then(|| {
+    // Without the fast path, VIPs and Gateway listeners are bound directly.
+    let steering = {
         let config = FastPathConfig {
             vips: args.vip.clone(),
             allow_source: args.allow_source.clone().map(|list| list.0),
@@ -503,20 +518,18 @@ async fn run(args: RunArgs) -> Result<()> {
         };
         Arc::new(Steering::start(
             config,
-            &settings,
+            wants_fast_path.then_some(&settings),
             proxy.clone(),
             acceptor.clone(),
             sockets.clone(),
         ))
-    });
-    if let Some(steering) = &steering {
-        // Listeners are in place before /readyz says so; later tables follow as published.
-        steering.sync(&table.current());
-        tokio::spawn(steering.clone().follow(table.clone()));
-    }
+    };
+    // Listeners are in place before /readyz says so; later tables follow as published.
+    steering.sync(&table.current());
+    tokio::spawn(steering.clone().follow(table.clone()));
 
     let admin_server = Arc::new(Admin {
-        steering,
+        steering: Some(steering),
         table,
         metrics,
         drain: drain.clone(),

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::snapshot::{IngressReport, Snapshot};
+use crate::snapshot::listener::ObjectReport;
+use crate::snapshot::{IngressReport, PathType, Route, Snapshot};
 use crate::warning::Warning;
 
 /// The whole report: every Ingress, the effective table and every warning.
@@ -19,6 +20,9 @@ pub struct RoutesReport<'a> {
     pub routes: Vec<RouteView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_backend: Option<BackendView>,
+    /// The Gateway API objects this gateway is responsible for, with their conditions.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub gateway_api: &'a [ObjectReport],
     pub warnings: &'a [Warning],
 }
 
@@ -38,7 +42,14 @@ pub struct RouteView {
     pub host: String,
     pub path: String,
     pub path_type: &'static str,
+    /// The kind of the object the route comes from (`Ingress`, `HTTPRoute`) ...
+    pub kind: &'static str,
+    /// ... and its `namespace/name`.
     pub ingress: String,
+    /// The Gateway listener (address:port) that serves it; Ingress routes are served on the
+    /// gateway's own listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listener: Option<SocketAddr>,
     pub backend: BackendView,
     /// The URL of the route, and a curl line that reaches it through the gateway's address.
     pub url: String,
@@ -78,21 +89,44 @@ pub fn report(snapshot: &Snapshot, generation: u64, listeners: Listeners) -> Rou
     let mut routes = Vec::new();
     for vhost in snapshot.virtual_hosts() {
         for route in &vhost.routes {
-            let (url, curl) = reach(
-                &vhost.name,
-                &route.path,
-                vhost.tls || route.https_redirect,
-                listeners,
-            );
+            let https = vhost.tls || route.https_redirect;
+            let listener = if https {
+                listeners.https
+            } else {
+                listeners.http
+            };
+            let (url, curl) = reach(&vhost.name, &route.path, https, listener);
             routes.push(RouteView {
                 host: vhost.name.clone(),
                 path: route.path.clone(),
                 path_type: route.path_type.as_str(),
+                kind: "Ingress",
                 ingress: route.ingress.clone(),
+                listener: None,
                 backend: BackendView::of(&route.backend),
                 url,
                 curl,
             });
+        }
+    }
+    let mut gateway_listeners: Vec<_> = snapshot.gateway_listeners.iter().collect();
+    gateway_listeners.sort_by_key(|(addr, _)| **addr);
+    for (addr, table) in gateway_listeners {
+        for vhost in table.virtual_hosts() {
+            for route in &vhost.routes {
+                let (url, curl) = reach(&vhost.name, &route.path, table.tls, *addr);
+                routes.push(RouteView {
+                    host: vhost.name.clone(),
+                    path: route.path.clone(),
+                    path_type: gateway_path_type(route),
+                    kind: "HTTPRoute",
+                    ingress: route.ingress.clone(),
+                    listener: Some(*addr),
+                    backend: BackendView::of(&route.backend),
+                    url,
+                    curl,
+                });
+            }
         }
     }
     RoutesReport {
@@ -111,7 +145,17 @@ pub fn report(snapshot: &Snapshot, generation: u64, listeners: Listeners) -> Rou
             .default_backend
             .as_ref()
             .map(|default| BackendView::of(&default.backend)),
+        gateway_api: &snapshot.gateway_api,
         warnings: &snapshot.warnings,
+    }
+}
+
+/// A Gateway API path match type by its own name.
+fn gateway_path_type(route: &Route) -> &'static str {
+    match (route.path_type, &route.regex) {
+        (PathType::Exact, _) => "Exact",
+        (_, Some(_)) => "RegularExpression",
+        _ => "PathPrefix",
     }
 }
 
@@ -185,6 +229,45 @@ impl RoutesReport<'_> {
                 r.hosts.join(", ")
             );
         }
+        if !self.gateway_api.is_empty() {
+            let _ = writeln!(out, "\nGATEWAY API");
+            for object in self.gateway_api {
+                let name = match &object.namespace {
+                    Some(namespace) => format!("{namespace}/{}", object.name),
+                    None => object.name.clone(),
+                };
+                let conditions = |list: &[crate::snapshot::listener::Condition]| {
+                    list.iter()
+                        .map(|c| format!("{}={} ({})", c.type_, c.status, c.reason))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let _ = writeln!(
+                    out,
+                    "  {} {name}  {}",
+                    object.kind,
+                    conditions(&object.conditions)
+                );
+                for listener in &object.listeners {
+                    let _ = writeln!(
+                        out,
+                        "    listener {} (port {}, {} routes)  {}",
+                        listener.name,
+                        listener.port,
+                        listener.attached_routes,
+                        conditions(&listener.conditions)
+                    );
+                }
+                for parent in &object.parents {
+                    let _ = writeln!(
+                        out,
+                        "    parent {}  {}",
+                        parent.parent_ref.name,
+                        conditions(&parent.conditions)
+                    );
+                }
+            }
+        }
         if !self.warnings.is_empty() {
             let _ = writeln!(out, "\nWARNINGS");
             for warning in self.warnings {
@@ -197,12 +280,8 @@ impl RoutesReport<'_> {
 
 /// The URL of a route and a curl line that reaches it through the gateway's own address, over
 /// HTTPS where the route is served there.
-fn reach(host: &str, path: &str, https: bool, listeners: Listeners) -> (String, String) {
-    let (scheme, listener, default_port) = if https {
-        ("https", listeners.https, 443)
-    } else {
-        ("http", listeners.http, 80)
-    };
+fn reach(host: &str, path: &str, https: bool, listener: SocketAddr) -> (String, String) {
+    let (scheme, default_port) = if https { ("https", 443) } else { ("http", 80) };
     let port = match listener.port() {
         p if p == default_port => String::new(),
         p => format!(":{p}"),

@@ -58,11 +58,14 @@ impl Steering {
     /// that IPv4 and IPv6 VIPs can both be handed to them.
     pub fn start(
         config: FastPathConfig,
-        bpf: &BpfSettings,
+        bpf: Option<&BpfSettings>,
         proxy: Arc<Proxy>,
         acceptor: TlsAcceptor,
         sockets: Arc<Sockets>,
     ) -> Self {
+        let Some(bpf) = bpf else {
+            return Self::direct(config, proxy, acceptor, sockets);
+        };
         let started = steering_sockets(&sockets).and_then(|steering| {
             let fast_path = FastPath::start(bpf, &steering)?;
             let SteeringSockets {
@@ -90,16 +93,30 @@ impl Steering {
                     error = format!("{error:#}"),
                     "KERNEL FAST PATH OFF: no XDP filtering, no sk_lookup steering; binding each VIP:port directly"
                 );
-                Mode::Direct {
-                    proxy,
-                    acceptor,
-                    bound: Mutex::new(HashMap::new()),
-                }
+                return Self::direct(config, proxy, acceptor, sockets);
             }
         };
         Self {
             config,
             mode,
+            sockets,
+        }
+    }
+
+    /// Every listener bound directly, with no kernel program.
+    fn direct(
+        config: FastPathConfig,
+        proxy: Arc<Proxy>,
+        acceptor: TlsAcceptor,
+        sockets: Arc<Sockets>,
+    ) -> Self {
+        Self {
+            config,
+            mode: Mode::Direct {
+                proxy,
+                acceptor,
+                bound: Mutex::new(HashMap::new()),
+            },
             sockets,
         }
     }

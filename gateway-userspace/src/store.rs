@@ -10,6 +10,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+
 /// An object together with where it came from, so that a warning can point at the file.
 #[derive(Clone, Debug)]
 pub struct Sourced<T> {
@@ -36,6 +38,10 @@ pub struct Store {
     pub services: Vec<Sourced<Service>>,
     pub endpoint_slices: Vec<Sourced<EndpointSlice>>,
     pub secrets: Vec<Sourced<Secret>>,
+    pub gateway_classes: Vec<Sourced<GatewayClass>>,
+    pub gateways: Vec<Sourced<Gateway>>,
+    pub http_routes: Vec<Sourced<HTTPRoute>>,
+    pub reference_grants: Vec<Sourced<ReferenceGrant>>,
 }
 
 /// One object of any kind the store holds.
@@ -46,6 +52,10 @@ pub enum Object {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     Secret(Box<Secret>),
+    GatewayClass(Box<GatewayClass>),
+    Gateway(Box<Gateway>),
+    HTTPRoute(Box<HTTPRoute>),
+    ReferenceGrant(Box<ReferenceGrant>),
 }
 
 impl Object {
@@ -57,6 +67,10 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::GatewayClass(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::HTTPRoute(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
         }
     }
 
@@ -69,6 +83,10 @@ impl Object {
             Object::Service(_) => ("service", true),
             Object::EndpointSlice(_) => ("endpointslice", true),
             Object::Secret(_) => ("secret", true),
+            Object::GatewayClass(_) => ("gatewayclass", false),
+            Object::Gateway(_) => ("gateway", true),
+            Object::HTTPRoute(_) => ("httproute", true),
+            Object::ReferenceGrant(_) => ("referencegrant", true),
         };
         ObjectKey {
             kind,
@@ -146,6 +164,10 @@ impl Store {
             Object::Service(o) => self.services.push(Sourced { source, object: *o }),
             Object::EndpointSlice(o) => self.endpoint_slices.push(Sourced { source, object: *o }),
             Object::Secret(o) => self.secrets.push(Sourced { source, object: *o }),
+            Object::GatewayClass(o) => self.gateway_classes.push(Sourced { source, object: *o }),
+            Object::Gateway(o) => self.gateways.push(Sourced { source, object: *o }),
+            Object::HTTPRoute(o) => self.http_routes.push(Sourced { source, object: *o }),
+            Object::ReferenceGrant(o) => self.reference_grants.push(Sourced { source, object: *o }),
         }
     }
 }

@@ -26,6 +26,8 @@ pub enum ProxyError {
     Closed { reason: std::sync::Arc<str> },
     #[error("no route for this host and path")]
     NoRoute,
+    #[error("the route's backend reference cannot be used (see the route's status)")]
+    Unresolved,
     #[error("backend {backend} has no ready endpoint")]
     NoEndpoints { backend: String },
     #[error("could not connect to backend {backend} ({reason})")]
@@ -59,6 +61,8 @@ impl ProxyError {
             // As ingress-nginx denies a location whose access rules it cannot apply.
             ProxyError::Closed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            // As the Gateway API requires for an invalid backend reference.
+            ProxyError::Unresolved => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed { .. } | ProxyError::Upstream { .. } => {
                 StatusCode::BAD_GATEWAY

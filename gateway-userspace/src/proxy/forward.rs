@@ -299,7 +299,17 @@ fn route(
         }
     }
     let path = uri.path();
-    let found = snapshot.route(host_name, path).ok_or(ProxyError::NoRoute)?;
+    let found = match snapshot.gateway_listeners.get(&connection.listener) {
+        Some(listener) => listener.route(
+            host_name,
+            path,
+            request.method(),
+            request.headers(),
+            uri.query(),
+        ),
+        None => snapshot.route(host_name, path),
+    };
+    let found = found.ok_or(ProxyError::NoRoute)?;
     exchange.identity = found.identity.clone();
     if connection.scheme == "http" && found.https_redirect && !path.starts_with(ACME_CHALLENGE) {
         return Ok(Err(redirect_to_https(proxy, connection, host_name, uri)));
@@ -315,6 +325,9 @@ fn route(
         }
         _ => found.backend.clone(),
     };
+    if let Some(split) = found.route.and_then(|r| r.split.as_ref()) {
+        backend = split.choose().ok_or(ProxyError::Unresolved)?.clone();
+    }
     if backend.endpoints.is_empty()
         && let Some(fallback) = &policy.fallback
     {

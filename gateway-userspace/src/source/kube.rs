@@ -54,6 +54,8 @@ impl Readers {
             services: all(&self.services),
             endpoint_slices: all(&self.endpoint_slices),
             secrets: all(&self.secrets),
+            // Gateway API objects are read from manifests folders only, so far.
+            ..Store::default()
         }
     }
 }

@@ -8,6 +8,9 @@ use serde_yaml::Value;
 use crate::store::{Object, ObjectKey};
 use crate::warning::Warning;
 
+const GATEWAY_V1: &str = "gateway.networking.k8s.io/v1";
+const GATEWAY_V1BETA1: &str = "gateway.networking.k8s.io/v1beta1";
+
 /// Parses every document of one file (multi-document YAML, and `kind: List`). Documents that
 /// cannot be used are left out with a warning; the others are returned.
 pub fn parse(source: &str, text: &str) -> Result<(Vec<Object>, Vec<Warning>), Warning> {
@@ -70,7 +73,18 @@ fn parse_value(
         ("v1", "Service") => typed(value).map(Object::Service),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(value).map(Object::EndpointSlice),
         ("v1", "Secret") => typed(value).map(Object::Secret),
-        (_, "Ingress" | "IngressClass" | "Service" | "EndpointSlice" | "Secret") => {
+        // v1beta1 is still served for these, with the same schema.
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "GatewayClass") => typed(value).map(Object::GatewayClass),
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "Gateway") => typed(value).map(Object::Gateway),
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "HTTPRoute") => typed(value).map(Object::HTTPRoute),
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "ReferenceGrant") => {
+            typed(value).map(Object::ReferenceGrant)
+        }
+        (
+            _,
+            "Ingress" | "IngressClass" | "Service" | "EndpointSlice" | "Secret" | "GatewayClass"
+            | "Gateway" | "HTTPRoute" | "ReferenceGrant",
+        ) => {
             warnings.push(warn(
                 "apiVersion",
                 format!("{api_version:?} is not supported for kind {kind}; object ignored"),
@@ -125,11 +139,16 @@ fn key_of(kind: &str, value: &Value) -> ObjectKey {
         "Service" => "service",
         "EndpointSlice" => "endpointslice",
         "Secret" => "secret",
+        "GatewayClass" => "gatewayclass",
+        "Gateway" => "gateway",
+        "HTTPRoute" => "httproute",
+        "ReferenceGrant" => "referencegrant",
         _ => "object",
     };
+    let cluster_scoped = matches!(kind, "ingressclass" | "gatewayclass");
     ObjectKey {
         kind,
-        namespace: (kind != "ingressclass").then(|| field("namespace").unwrap_or("default".into())),
+        namespace: (!cluster_scoped).then(|| field("namespace").unwrap_or("default".into())),
         name: field("name").unwrap_or_else(|| "(unnamed)".to_string()),
     }
 }

@@ -23,7 +23,7 @@ pub struct BackendResolver<'a> {
 }
 
 /// A backend, and why it has no endpoints where it has none.
-type Resolved = (Arc<Backend>, Option<Problem>);
+pub type Resolved = (Arc<Backend>, Option<Problem>);
 
 /// Why a backend has no endpoints.
 #[derive(Clone, Debug)]
@@ -97,23 +97,22 @@ impl<'a> BackendResolver<'a> {
             },
             None => return Err("service.port is required".to_string()),
         };
-        let key = (
-            namespace.to_string(),
-            service.name.clone(),
-            port.to_string(),
-        );
+        Ok(self.resolve_port(namespace, &service.name, &port))
+    }
+
+    /// The backend of port `port` of Service `namespace/name`, shared with every other route
+    /// to it, and why it has no endpoints where it has none.
+    pub fn resolve_port(&mut self, namespace: &str, name: &str, port: &PortRef) -> Resolved {
+        let key = (namespace.to_string(), name.to_string(), port.to_string());
         if let Some(found) = self.resolved.get(&key) {
-            return Ok(found.clone());
+            return found.clone();
         }
-        let (endpoints, problem) = match self.endpoints(namespace, &service.name, &port) {
+        let (endpoints, problem) = match self.endpoints(namespace, name, port) {
             Ok(endpoints) if endpoints.is_empty() => (
                 endpoints,
                 Some(Problem {
                     kind: ProblemKind::NoEndpoints,
-                    text: format!(
-                        "service {namespace}/{} port {port} has no ready endpoints",
-                        service.name
-                    ),
+                    text: format!("service {namespace}/{name} port {port} has no ready endpoints"),
                 }),
             ),
             Ok(endpoints) => (endpoints, None),
@@ -126,16 +125,11 @@ impl<'a> BackendResolver<'a> {
             ),
         };
         let resolved = (
-            Arc::new(Backend::new(
-                namespace,
-                &service.name,
-                &port.to_string(),
-                endpoints,
-            )),
+            Arc::new(Backend::new(namespace, name, &port.to_string(), endpoints)),
             problem,
         );
         self.resolved.insert(key, resolved.clone());
-        Ok(resolved)
+        resolved
     }
 
     /// The backend of Service `name` on its first port (the `default-backend` annotation).
@@ -259,8 +253,8 @@ impl<'a> BackendResolver<'a> {
     }
 }
 
-/// How an Ingress names a Service port.
-enum PortRef {
+/// How a route names a Service port.
+pub enum PortRef {
     Number(i32),
     Name(String),
 }

@@ -7,6 +7,7 @@
 mod annotations;
 mod backend;
 mod class;
+mod gateway_api;
 mod listeners;
 mod tls;
 
@@ -19,6 +20,7 @@ use std::time::SystemTime;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend, IngressClass};
 
 pub use class::ClassSelector;
+pub use gateway_api::GatewayOptions;
 
 use crate::cidr::Cidr;
 use crate::policy::RoutePolicy;
@@ -50,6 +52,7 @@ pub struct TranslateOptions {
     pub publish_service: Option<(String, String)>,
     /// This node's addresses, on which the published Service's NodePorts are listeners.
     pub node_ips: Vec<IpAddr>,
+    pub gateway: GatewayOptions,
 }
 
 /// Translates every object of `store` into one route table. `source_warnings` (problems the
@@ -97,14 +100,17 @@ pub fn translate(
         .map(|ingress| table.add_ingress(ingress, &store.ingress_classes, options))
         .collect();
 
+    let gateway = gateway_api::translate(store, &options.gateway, &mut table.resolver);
+
     let mut warnings = source_warnings;
     warnings.extend(reports.iter().flat_map(|r| r.warnings.iter().cloned()));
-    let listeners = match &options.publish_service {
+    let mut listeners = match &options.publish_service {
         Some((namespace, name)) => {
             listeners::published(store, (namespace, name), &options.node_ips, &mut warnings)
         }
         None => Vec::new(),
     };
+    listeners.extend(gateway.specs);
     let source_allow = consensus(&table.allow_lists);
     let (certificates, tls_hosts) = table.tls.finish();
     let mut snapshot = Snapshot {
@@ -116,6 +122,8 @@ pub fn translate(
         certificates,
         listeners,
         source_allow,
+        gateway_listeners: gateway.listeners,
+        gateway_api: gateway.reports,
         ..Snapshot::default()
     };
     // `from-to-www-redirect`: the other spelling of a host redirects to it, unless some Ingress
@@ -573,6 +581,8 @@ impl TableBuilder<'_> {
             policy: options.policy.clone(),
             regex: None,
             canary: None,
+            conditions: None,
+            split: None,
         })
     }
 

@@ -18,6 +18,10 @@ use crate::tls::CertificateTable;
 
 use crate::warning::Warning;
 
+pub mod listener;
+
+use listener::{ListenerTable, MatchConditions, ObjectReport, WeightedBackends};
+
 /// One generation of the route table, with the report of how it was made.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -43,6 +47,10 @@ pub struct Snapshot {
     pub source_allow: Option<Vec<Cidr>>,
     /// Some host only redirects to its other spelling (`from-to-www-redirect`).
     pub has_www_redirects: bool,
+    /// Gateway API listeners by the address:port they are served on.
+    pub gateway_listeners: HashMap<SocketAddr, Arc<ListenerTable>>,
+    /// The status of every Gateway API object this gateway is responsible for.
+    pub gateway_api: Vec<ObjectReport>,
 }
 
 /// A VIP:port the gateway owns, and whether its connections are HTTPS.
@@ -148,6 +156,10 @@ pub struct Route {
     pub regex: Option<Regex>,
     /// A canary Ingress for the same host and path.
     pub canary: Option<Canary>,
+    /// Gateway API matches on the method, headers and query.
+    pub conditions: Option<Box<MatchConditions>>,
+    /// Gateway API backends sharing the requests by weight (`backend` names the route).
+    pub split: Option<Arc<WeightedBackends>>,
 }
 
 /// Who a request was served for, as metrics label it and access logs name it: the host as the
@@ -406,6 +418,8 @@ mod tests {
             policy: Arc::default(),
             regex: None,
             canary: None,
+            conditions: None,
+            split: None,
         }
     }
 

@@ -1,0 +1,824 @@
+//! Gateway API objects to listener tables: the GatewayClasses of this gateway's controller,
+//! their Gateways' listeners (served on each Gateway address at the listener's port), and the
+//! HTTPRoutes attached to them, in the precedence the Gateway API defines. Each object gets the
+//! conditions the specification defines (in `/routes`, and on the API server from the leader).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use hyper::Method;
+use hyper::header::HeaderName;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use regex::{Regex, RegexBuilder};
+
+use super::backend::{BackendResolver, PortRef, ProblemKind};
+use crate::gateway_api::{
+    GROUP, Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteMatch, HTTPValueMatch, Listener,
+    ParentReference, ReferenceGrant,
+};
+use crate::policy::RoutePolicy;
+use crate::snapshot::listener::{
+    Condition, ListenerReport, ListenerTable, MatchConditions, ObjectReport, ParentReport,
+    ValueMatch, WeightedBackends,
+};
+use crate::snapshot::{Backend, ListenerSpec, PathType, Route, RouteIdentity, VirtualHost};
+use crate::store::{Sourced, Store, namespace_of};
+
+/// How the Gateway API part of the table is made, besides the objects.
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    /// GatewayClasses with this `spec.controllerName` are ours.
+    pub controller: String,
+    /// Where every Gateway's listeners are served when the Gateway names no address.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            controller: "xdp-gateway.io/gateway-controller".to_string(),
+            addresses: vec![IpAddr::from([127, 0, 0, 1])],
+        }
+    }
+}
+
+/// The Gateway API part of a snapshot.
+#[derive(Debug, Default)]
+pub struct GatewayTables {
+    /// The table of every address:port a Gateway listener is served on.
+    pub listeners: HashMap<SocketAddr, Arc<ListenerTable>>,
+    /// The same addresses, for the sockets (kernel steering or direct binding).
+    pub specs: Vec<ListenerSpec>,
+    pub reports: Vec<ObjectReport>,
+}
+
+/// A listener that routes may attach to.
+struct Attachable<'a> {
+    gateway: &'a Gateway,
+    listener: &'a Listener,
+    port: u16,
+    /// Its index in the Gateway's report.
+    report: (usize, usize),
+}
+
+/// Where a route's rules go: a port, and the host patterns they serve there.
+struct Placement {
+    port: u16,
+    hosts: Vec<String>,
+}
+
+/// Translates the Gateway API objects of `store`.
+pub fn translate(
+    store: &Store,
+    options: &GatewayOptions,
+    resolver: &mut BackendResolver<'_>,
+) -> GatewayTables {
+    let mut reports = Vec::new();
+    let classes: Vec<&str> = store
+        .gateway_classes
+        .iter()
+        .filter(|class| class.object.spec.controller_name == options.controller)
+        .map(|class| {
+            reports.push(ObjectReport {
+                kind: "GatewayClass",
+                name: class.object.metadata.name.clone().unwrap_or_default(),
+                source: class.source.clone(),
+                conditions: vec![
+                    Condition::new("Accepted", true, "Accepted", "handled by this gateway"),
+                    Condition::new("SupportedVersion", true, "SupportedVersion", "v1"),
+                ],
+                ..ObjectReport::default()
+            });
+            class.object.metadata.name.as_deref().unwrap_or_default()
+        })
+        .collect();
+
+    let mut gateways: Vec<&Sourced<Gateway>> = store
+        .gateways
+        .iter()
+        .filter(|g| classes.contains(&g.object.spec.gateway_class_name.as_str()))
+        .collect();
+    gateways.sort_by_key(|g| age_key(&g.object.metadata));
+    let mut attachable = Vec::new();
+    let mut ports: BTreeMap<u16, PortClaim> = BTreeMap::new();
+    for sourced in gateways {
+        let gateway = &sourced.object;
+        let index = reports.len();
+        let mut report = ObjectReport {
+            kind: "Gateway",
+            namespace: Some(namespace_of(&gateway.metadata).to_string()),
+            name: gateway.metadata.name.clone().unwrap_or_default(),
+            source: sourced.source.clone(),
+            ..ObjectReport::default()
+        };
+        let mut programmed = 0;
+        for listener in &gateway.spec.listeners {
+            let (port, conditions) = check_listener(listener, &mut ports);
+            let accepted = conditions
+                .first()
+                .is_some_and(|c| c.type_ == "Accepted" && c.status);
+            if let (Some(port), true) = (port, accepted) {
+                programmed += 1;
+                attachable.push(Attachable {
+                    gateway,
+                    listener,
+                    port,
+                    report: (index, report.listeners.len()),
+                });
+            }
+            report.listeners.push(ListenerReport {
+                name: listener.name.clone(),
+                port: port.unwrap_or(0),
+                attached_routes: 0,
+                conditions,
+            });
+        }
+        let all = gateway.spec.listeners.len();
+        report.conditions = vec![
+            Condition::new("Accepted", true, "Accepted", "handled by this gateway"),
+            if programmed == all && all > 0 {
+                Condition::new("Programmed", true, "Programmed", "every listener is served")
+            } else {
+                Condition::new(
+                    "Programmed",
+                    programmed > 0,
+                    if programmed > 0 {
+                        "Programmed"
+                    } else {
+                        "Invalid"
+                    },
+                    format!("{programmed} of {all} listeners are served"),
+                )
+            },
+        ];
+        reports.push(report);
+    }
+
+    let grants = Grants::new(&store.reference_grants);
+    let mut hosts: BTreeMap<u16, BTreeMap<String, Vec<(RuleKey, Route)>>> = BTreeMap::new();
+    let mut routes: Vec<&Sourced<HTTPRoute>> = store.http_routes.iter().collect();
+    routes.sort_by_key(|r| age_key(&r.object.metadata));
+    for (age, sourced) in routes.iter().enumerate() {
+        let route = &sourced.object;
+        let namespace = namespace_of(&route.metadata);
+        let mut parents = Vec::new();
+        let mut placements = Vec::new();
+        for parent in &route.spec.parent_refs {
+            let Some(outcome) = attach(parent, route, namespace, &attachable, &mut reports) else {
+                continue; // Another controller's parent: not ours to report on.
+            };
+            match outcome {
+                Ok(found) => {
+                    parents.push(ParentReport {
+                        parent_ref: parent.clone(),
+                        conditions: vec![Condition::new("Accepted", true, "Accepted", "attached")],
+                    });
+                    placements.extend(found);
+                }
+                Err(condition) => parents.push(ParentReport {
+                    parent_ref: parent.clone(),
+                    conditions: vec![condition],
+                }),
+            }
+        }
+        if parents.is_empty() {
+            continue;
+        }
+        let owner = format!(
+            "{namespace}/{}",
+            route.metadata.name.as_deref().unwrap_or("")
+        );
+        let mut refs = RefProblems::default();
+        let mut rules = Vec::new();
+        for (rule_index, rule) in route.spec.rules.iter().enumerate() {
+            let field = format!("spec.rules[{rule_index}]");
+            let split = backends(
+                &rule.backend_refs,
+                namespace,
+                &field,
+                &grants,
+                resolver,
+                &mut refs,
+            );
+            let unsupported: Vec<&str> = rule.filters.iter().map(|f| f.type_.as_str()).collect();
+            if !unsupported.is_empty() {
+                refs.unsupported.push(format!(
+                    "{field}.filters: {} not supported yet; the rule answers 500",
+                    unsupported.join(", ")
+                ));
+            }
+            let default_match = [HTTPRouteMatch::default()];
+            let matches = if rule.matches.is_empty() {
+                &default_match[..]
+            } else {
+                &rule.matches
+            };
+            for (match_index, matched) in matches.iter().enumerate() {
+                let field = format!("{field}.matches[{match_index}]");
+                match compile_match(matched) {
+                    Ok(compiled) => rules.push((
+                        RuleKey::new(&compiled, age, rule_index, match_index),
+                        compiled,
+                        if unsupported.is_empty() {
+                            split.clone()
+                        } else {
+                            None
+                        },
+                    )),
+                    Err(reason) => refs
+                        .unsupported
+                        .push(format!("{field}: {reason}; match ignored")),
+                }
+            }
+        }
+        let resolved = refs.resolved_condition();
+        let accepted_problem = (!refs.unsupported.is_empty()).then(|| refs.unsupported.join("; "));
+        for parent in &mut parents {
+            if parent.conditions[0].status {
+                if let Some(problem) = &accepted_problem {
+                    parent.conditions[0] =
+                        Condition::new("Accepted", false, "UnsupportedValue", problem.clone());
+                }
+                parent.conditions.push(resolved.clone());
+            }
+        }
+        for placement in &placements {
+            for host in &placement.hosts {
+                let rules_of_host = hosts
+                    .entry(placement.port)
+                    .or_default()
+                    .entry(host.clone())
+                    .or_default();
+                for (key, compiled, split) in &rules {
+                    rules_of_host.push((key.clone(), compiled.route(&owner, host, split.clone())));
+                }
+            }
+        }
+        reports.push(ObjectReport {
+            kind: "HTTPRoute",
+            namespace: Some(namespace.to_string()),
+            name: route.metadata.name.clone().unwrap_or_default(),
+            source: sourced.source.clone(),
+            parents,
+            ..ObjectReport::default()
+        });
+    }
+
+    let mut tables = GatewayTables {
+        reports,
+        ..GatewayTables::default()
+    };
+    for (port, claim) in ports {
+        let mut table = ListenerTable {
+            tls: claim.protocol == "HTTPS",
+            ..ListenerTable::default()
+        };
+        for (host, mut rules) in hosts.remove(&port).unwrap_or_default() {
+            rules.sort_by(|a, b| a.0.cmp(&b.0));
+            let vhost = VirtualHost {
+                name: host.clone(),
+                routes: rules.into_iter().map(|(_, route)| route).collect(),
+                ..VirtualHost::default()
+            };
+            match host.strip_prefix("*.") {
+                _ if host == "*" => table.any_host = Some(vhost),
+                Some(suffix) => table.wildcard_hosts.push((suffix.to_string(), vhost)),
+                None => {
+                    table.exact_hosts.insert(host, vhost);
+                }
+            }
+        }
+        // The most specific wildcard (the longest suffix) first.
+        table
+            .wildcard_hosts
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        let table = Arc::new(table);
+        for ip in &options.addresses {
+            let addr = SocketAddr::new(*ip, port);
+            tables.specs.push(ListenerSpec {
+                addr,
+                tls: table.tls,
+            });
+            tables.listeners.insert(addr, table.clone());
+        }
+    }
+    tables
+}
+
+/// Oldest first, then by namespace and name: the Gateway API's tie-breaker.
+fn age_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> (Option<Time>, String, String) {
+    (
+        meta.creation_timestamp.clone(),
+        namespace_of(meta).to_string(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// What the listeners on one port share: its protocol, and the hostnames already claimed.
+struct PortClaim {
+    protocol: String,
+    hostnames: Vec<Option<String>>,
+}
+
+/// A listener's port and conditions; `None` for a port that cannot be served.
+fn check_listener(
+    listener: &Listener,
+    ports: &mut BTreeMap<u16, PortClaim>,
+) -> (Option<u16>, Vec<Condition>) {
+    let Ok(port) = u16::try_from(listener.port)
+        .map_err(drop)
+        .and_then(|p| if p == 0 { Err(()) } else { Ok(p) })
+    else {
+        return (
+            None,
+            vec![Condition::new(
+                "Accepted",
+                false,
+                "PortUnavailable",
+                format!("port {} is not in 1-65535", listener.port),
+            )],
+        );
+    };
+    if listener.protocol != "HTTP" {
+        return (
+            Some(port),
+            vec![Condition::new(
+                "Accepted",
+                false,
+                "UnsupportedProtocol",
+                format!("protocol {} is not served yet (HTTP is)", listener.protocol),
+            )],
+        );
+    }
+    if let Some(hostname) = &listener.hostname
+        && let Err(reason) = check_hostname(hostname)
+    {
+        return (
+            Some(port),
+            vec![Condition::new("Accepted", false, "Invalid", reason)],
+        );
+    }
+    let claim = ports.entry(port).or_insert_with(|| PortClaim {
+        protocol: listener.protocol.clone(),
+        hostnames: Vec::new(),
+    });
+    let conflict = if claim.protocol != listener.protocol {
+        Some((
+            "ProtocolConflict",
+            format!("port {port} is already {}", claim.protocol),
+        ))
+    } else if claim.hostnames.contains(&listener.hostname) {
+        Some((
+            "HostnameConflict",
+            format!("another listener on port {port} has the same hostname"),
+        ))
+    } else {
+        None
+    };
+    if let Some((reason, message)) = conflict {
+        return (
+            Some(port),
+            vec![
+                Condition::new("Accepted", false, reason, message.clone()),
+                Condition::new("Conflicted", true, reason, message),
+            ],
+        );
+    }
+    claim.hostnames.push(listener.hostname.clone());
+    (
+        Some(port),
+        vec![
+            Condition::new("Accepted", true, "Accepted", "served"),
+            Condition::new("Conflicted", false, "NoConflicts", ""),
+            Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
+            Condition::new("Programmed", true, "Programmed", ""),
+        ],
+    )
+}
+
+/// A hostname as Gateway API listeners and routes allow it: a lower-case DNS name, or
+/// `*.` before one.
+fn check_hostname(hostname: &str) -> Result<(), String> {
+    let name = hostname.strip_prefix("*.").unwrap_or(hostname);
+    if hostname.parse::<IpAddr>().is_ok() {
+        return Err(format!("{hostname:?} is an IP address, not a hostname"));
+    }
+    super::check_dns_name(name).map_err(|reason| format!("{hostname:?}: {reason}"))
+}
+
+/// Attaches a route to the listeners `parent` names: `None` when the parent is not one of
+/// this gateway's Gateways, else where its rules go or why they go nowhere.
+fn attach(
+    parent: &ParentReference,
+    route: &HTTPRoute,
+    namespace: &str,
+    attachable: &[Attachable<'_>],
+    reports: &mut [ObjectReport],
+) -> Option<Result<Vec<Placement>, Condition>> {
+    let is_gateway = parent.group.as_deref().is_none_or(|g| g == GROUP)
+        && parent.kind.as_deref().is_none_or(|k| k == "Gateway");
+    let parent_namespace = parent.namespace.as_deref().unwrap_or(namespace);
+    let of_gateway: Vec<&Attachable<'_>> = attachable
+        .iter()
+        .filter(|a| {
+            is_gateway
+                && namespace_of(&a.gateway.metadata) == parent_namespace
+                && a.gateway.metadata.name.as_deref() == Some(&parent.name)
+        })
+        .collect();
+    if of_gateway.is_empty() {
+        return None;
+    }
+    let named: Vec<&&Attachable<'_>> = of_gateway
+        .iter()
+        .filter(|a| {
+            parent
+                .section_name
+                .as_deref()
+                .is_none_or(|s| s == a.listener.name)
+        })
+        .filter(|a| parent.port.is_none_or(|p| i32::from(a.port) == p))
+        .collect();
+    if named.is_empty() {
+        return Some(Err(Condition::new(
+            "Accepted",
+            false,
+            "NoMatchingParent",
+            "no listener has this sectionName and port",
+        )));
+    }
+    let allowed: Vec<&&&Attachable<'_>> = named
+        .iter()
+        .filter(|a| allows(a.listener, namespace_of(&a.gateway.metadata), namespace))
+        .collect();
+    if allowed.is_empty() {
+        return Some(Err(Condition::new(
+            "Accepted",
+            false,
+            "NotAllowedByListeners",
+            "the listeners' allowedRoutes do not admit this route",
+        )));
+    }
+    let mut placements = Vec::new();
+    for listener in allowed {
+        let hosts = intersect(listener.listener.hostname.as_deref(), &route.spec.hostnames);
+        if hosts.is_empty() {
+            continue;
+        }
+        let (gateway_index, listener_index) = listener.report;
+        reports[gateway_index].listeners[listener_index].attached_routes += 1;
+        placements.push(Placement {
+            port: listener.port,
+            hosts,
+        });
+    }
+    if placements.is_empty() {
+        return Some(Err(Condition::new(
+            "Accepted",
+            false,
+            "NoMatchingListenerHostname",
+            "no hostname of the route matches a listener's",
+        )));
+    }
+    Some(Ok(placements))
+}
+
+/// Whether `listener` (of a Gateway in `gateway_namespace`) admits HTTPRoutes of `namespace`.
+fn allows(listener: &Listener, gateway_namespace: &str, namespace: &str) -> bool {
+    let allowed = listener.allowed_routes.as_ref();
+    let kinds_ok = allowed.is_none_or(|a| {
+        a.kinds.is_empty()
+            || a.kinds
+                .iter()
+                .any(|k| k.kind == "HTTPRoute" && k.group.as_deref().is_none_or(|g| g == GROUP))
+    });
+    // `Selector` needs the namespaces' labels, which the gateway does not read: it admits
+    // nothing rather than everything (fail closed).
+    let from = allowed
+        .and_then(|a| a.namespaces.as_ref())
+        .and_then(|n| n.from.as_deref());
+    let namespace_ok = match from {
+        None | Some("Same") => namespace == gateway_namespace,
+        Some("All") => true,
+        _ => false,
+    };
+    kinds_ok && namespace_ok
+}
+
+/// The hostnames a route serves on a listener: the route's that the listener's covers, or the
+/// listener's where a route's wildcard covers it; all of either where the other has none.
+fn intersect(listener: Option<&str>, route: &[String]) -> Vec<String> {
+    let covers = |wildcard: &str, name: &str| {
+        wildcard.strip_prefix("*.").is_some_and(|suffix| {
+            name.len() > suffix.len() + 1
+                && name.ends_with(suffix)
+                && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+        })
+    };
+    let Some(listener) = listener else {
+        return if route.is_empty() {
+            vec!["*".to_string()]
+        } else {
+            route.to_vec()
+        };
+    };
+    if route.is_empty() {
+        return vec![listener.to_string()];
+    }
+    let mut hosts: Vec<String> = route
+        .iter()
+        .filter_map(|host| {
+            if host == listener || covers(listener, host) {
+                Some(host.clone())
+            } else if covers(host, listener) {
+                Some(listener.to_string())
+            } else {
+                None
+            }
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// ReferenceGrants by the namespace they grant access to.
+struct Grants<'a>(HashMap<&'a str, Vec<&'a ReferenceGrant>>);
+
+impl<'a> Grants<'a> {
+    fn new(grants: &'a [Sourced<ReferenceGrant>]) -> Self {
+        let mut by_namespace: HashMap<&str, Vec<&ReferenceGrant>> = HashMap::new();
+        for grant in grants {
+            by_namespace
+                .entry(namespace_of(&grant.object.metadata))
+                .or_default()
+                .push(&grant.object);
+        }
+        Self(by_namespace)
+    }
+
+    /// Whether an HTTPRoute in `from` may refer to the Service `to_namespace/name`.
+    fn allows_service(&self, from: &str, to_namespace: &str, name: &str) -> bool {
+        self.0.get(to_namespace).into_iter().flatten().any(|grant| {
+            grant
+                .spec
+                .from
+                .iter()
+                .any(|f| f.group == GROUP && f.kind == "HTTPRoute" && f.namespace == from)
+                && grant.spec.to.iter().any(|t| {
+                    t.group.is_empty()
+                        && t.kind == "Service"
+                        && t.name.as_deref().is_none_or(|n| n == name)
+                })
+        })
+    }
+}
+
+/// Why references of a route could not be used, for its ResolvedRefs and Accepted conditions.
+#[derive(Default)]
+struct RefProblems {
+    /// (reason, message) of the first unresolved reference.
+    unresolved: Option<(&'static str, String)>,
+    unsupported: Vec<String>,
+}
+
+impl RefProblems {
+    fn add(&mut self, reason: &'static str, message: String) {
+        self.unresolved.get_or_insert((reason, message));
+    }
+
+    fn resolved_condition(&self) -> Condition {
+        match &self.unresolved {
+            None => Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
+            Some((reason, message)) => {
+                Condition::new("ResolvedRefs", false, reason, message.clone())
+            }
+        }
+    }
+}
+
+/// A rule's backends and their weights; a reference that cannot be used keeps its share, which
+/// is answered with 500.
+fn backends(
+    refs: &[HTTPBackendRef],
+    namespace: &str,
+    field: &str,
+    grants: &Grants<'_>,
+    resolver: &mut BackendResolver<'_>,
+    problems: &mut RefProblems,
+) -> Option<Arc<WeightedBackends>> {
+    let mut choices = Vec::new();
+    for (i, backend_ref) in refs.iter().enumerate() {
+        let weight = backend_ref.weight.unwrap_or(1).max(0) as u32;
+        let target = &backend_ref.backend;
+        let target_namespace = target.namespace.as_deref().unwrap_or(namespace);
+        let field = format!("{field}.backendRefs[{i}]");
+        let resolved = if target.group.as_deref().is_some_and(|g| !g.is_empty())
+            || target.kind.as_deref().is_some_and(|k| k != "Service")
+        {
+            problems.add(
+                "InvalidKind",
+                format!("{field}: only Services are backends"),
+            );
+            None
+        } else if target_namespace != namespace
+            && !grants.allows_service(namespace, target_namespace, &target.name)
+        {
+            problems.add(
+                "RefNotPermitted",
+                format!("{field}: no ReferenceGrant in {target_namespace} allows it"),
+            );
+            None
+        } else {
+            match target
+                .port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0)
+            {
+                None => {
+                    problems.add(
+                        "UnsupportedValue",
+                        format!("{field}.port: a Service backend needs a port"),
+                    );
+                    None
+                }
+                Some(port) => match resolver.resolve_port(
+                    target_namespace,
+                    &target.name,
+                    &PortRef::Number(i32::from(port)),
+                ) {
+                    (backend, Some(problem)) if problem.kind == ProblemKind::Broken => {
+                        problems.add("BackendNotFound", format!("{field}: {}", problem.text));
+                        drop(backend);
+                        None
+                    }
+                    (backend, _) => Some(backend),
+                },
+            }
+        };
+        choices.push((resolved, weight));
+    }
+    let total = choices.iter().map(|(_, w)| w).sum();
+    Some(Arc::new(WeightedBackends { choices, total }))
+}
+
+/// One match of a rule, compiled.
+struct CompiledMatch {
+    path: String,
+    match_path: String,
+    path_type: PathType,
+    regex: Option<Regex>,
+    conditions: Option<Box<MatchConditions>>,
+    /// For precedence: method set, header and query match counts.
+    counts: (bool, usize, usize),
+}
+
+impl CompiledMatch {
+    fn route(&self, owner: &str, host: &str, split: Option<Arc<WeightedBackends>>) -> Route {
+        // The first resolved backend names the route in metrics and logs.
+        let first = split
+            .as_ref()
+            .and_then(|s| s.choices.iter().find_map(|(b, _)| b.clone()))
+            .unwrap_or_else(|| Arc::new(Backend::new("", "", "", Vec::new())));
+        Route {
+            path: self.path.clone(),
+            match_path: self.match_path.clone(),
+            path_type: self.path_type,
+            identity: Arc::new(RouteIdentity::new(host, &self.path, owner, &first)),
+            backend: first,
+            ingress: owner.to_string(),
+            https_redirect: false,
+            policy: RoutePolicy::plain(),
+            regex: self.regex.clone(),
+            canary: None,
+            conditions: self.conditions.clone(),
+            split: Some(split.unwrap_or_else(|| {
+                Arc::new(WeightedBackends {
+                    choices: Vec::new(),
+                    total: 0,
+                })
+            })),
+        }
+    }
+}
+
+fn compile_match(matched: &HTTPRouteMatch) -> Result<CompiledMatch, String> {
+    let path_match = matched.path.clone().unwrap_or_default();
+    let value = path_match.value.clone().unwrap_or_else(|| "/".to_string());
+    if !value.starts_with('/') {
+        return Err(format!("path {value:?} must start with \"/\""));
+    }
+    let (path_type, regex) = match path_match.type_.as_deref().unwrap_or("PathPrefix") {
+        "Exact" => (PathType::Exact, None),
+        "PathPrefix" => (PathType::Prefix, None),
+        "RegularExpression" => (PathType::Prefix, Some(full_match(&value)?)),
+        other => {
+            return Err(format!(
+                "path type {other:?} is not Exact, PathPrefix or RegularExpression"
+            ));
+        }
+    };
+    let match_path = if path_type == PathType::Prefix && value.len() > 1 && regex.is_none() {
+        value.trim_end_matches('/').to_string()
+    } else {
+        value.clone()
+    };
+    let method = matched
+        .method
+        .as_deref()
+        .map(|m| {
+            Method::from_bytes(m.as_bytes())
+                .map_err(|_| format!("method {m:?} is not an HTTP method"))
+        })
+        .transpose()?;
+    let headers = matched
+        .headers
+        .iter()
+        .map(|h| {
+            let name = HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes())
+                .map_err(|_| format!("header name {:?} is not valid", h.name))?;
+            Ok((name, value_match(h)?))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let query = matched
+        .query_params
+        .iter()
+        .map(|q| Ok((q.name.clone(), value_match(q)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let counts = (method.is_some(), headers.len(), query.len());
+    let conditions = (method.is_some() || !headers.is_empty() || !query.is_empty()).then(|| {
+        Box::new(MatchConditions {
+            method,
+            headers,
+            query,
+        })
+    });
+    Ok(CompiledMatch {
+        path: value,
+        match_path,
+        path_type,
+        regex,
+        conditions,
+        counts,
+    })
+}
+
+fn value_match(matched: &HTTPValueMatch) -> Result<ValueMatch, String> {
+    match matched.type_.as_deref().unwrap_or("Exact") {
+        "Exact" => Ok(ValueMatch::Exact(matched.value.clone())),
+        "RegularExpression" => Ok(ValueMatch::Regex(full_match(&matched.value)?)),
+        other => Err(format!(
+            "match type {other:?} is not Exact or RegularExpression"
+        )),
+    }
+}
+
+/// A regular expression that must match the whole value; linear time, bounded in size.
+fn full_match(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .nest_limit(32)
+        .build()
+        .map_err(|e| format!("{pattern:?} is not a regular expression: {e}"))
+}
+
+/// The Gateway API's precedence among the rules of one host: an exact path first, then the
+/// longest prefix (regular expressions, whose rank the specification leaves open, before
+/// prefixes, longest first, as Envoy Gateway orders them), then a method match,
+/// then more header matches, then more query matches; ties go to the oldest route, then the
+/// earlier rule and match.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RuleKey {
+    path_rank: u8,
+    longer_first: std::cmp::Reverse<usize>,
+    no_method: bool,
+    more_headers: std::cmp::Reverse<usize>,
+    more_query: std::cmp::Reverse<usize>,
+    age: usize,
+    rule: usize,
+    matched: usize,
+}
+
+impl RuleKey {
+    fn new(compiled: &CompiledMatch, age: usize, rule: usize, matched: usize) -> Self {
+        let path_rank = match (compiled.path_type, &compiled.regex) {
+            (PathType::Exact, _) => 0,
+            (_, Some(_)) => 1,
+            (_, None) => 2,
+        };
+        let (method, headers, query) = compiled.counts;
+        Self {
+            path_rank,
+            longer_first: std::cmp::Reverse(compiled.match_path.len()),
+            no_method: !method,
+            more_headers: std::cmp::Reverse(headers),
+            more_query: std::cmp::Reverse(query),
+            age,
+            rule,
+            matched,
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Gateway API from a manifests folder, with the real binary: a GatewayClass of this gateway's
+//! controller, a Gateway whose listener is served at its own port, HTTPRoutes with path,
+//! header, query and method matches in the specification's precedence, weighted backends,
+//! ReferenceGrants, and the conditions every object gets.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use gateway_e2e::backend::Backend;
+use gateway_e2e::client::HttpClient;
+use gateway_e2e::gateway::Gateway;
+use gateway_e2e::manifests::{ManifestsDir, ingress, service};
+use hyper::{Request, StatusCode};
+use serde_json::Value;
+
+/// A loopback port nothing listens on (for a Gateway listener).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn gateway_class() -> &'static str {
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: xdp}\n\
+     spec: {controllerName: xdp-gateway.io/gateway-controller}\n---\n"
+}
+
+/// A Gateway `name` in `namespace` with `listeners` (YAML flow mappings).
+fn gateway(namespace: &str, name: &str, listeners: &[String]) -> String {
+    let listeners: String = listeners.iter().map(|l| format!("  - {l}\n")).collect();
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {{name: {name}, namespace: {namespace}}}\n\
+         spec:\n  gatewayClassName: xdp\n  listeners:\n{listeners}---\n"
+    )
+}
+
+/// The `kind`/`namespace`/`name` object of the /routes report's gateway_api list.
+fn object<'a>(routes: &'a Value, kind: &str, name: &str) -> &'a Value {
+    routes["gateway_api"]
+        .as_array()
+        .and_then(|list| list.iter().find(|o| o["kind"] == kind && o["name"] == name))
+        .unwrap_or_else(|| panic!("no {kind} {name} in {routes:#}"))
+}
+
+/// The condition `type_` of a condition list.
+fn condition<'a>(conditions: &'a Value, type_: &str) -> &'a Value {
+    conditions
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {conditions:#}"))
+}
+
+async fn send(
+    client: &HttpClient,
+    addr: SocketAddr,
+    host: &str,
+    request: hyper::http::request::Builder,
+) -> (StatusCode, String) {
+    let answer = client
+        .send(addr, host, request, Bytes::new())
+        .await
+        .expect("the gateway answers");
+    let service = if answer.status == StatusCode::OK {
+        answer.service()
+    } else {
+        String::new()
+    };
+    (answer.status, service)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn httproutes_match_in_the_specifications_precedence_and_split_by_weight() {
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let api = Backend::start("api").await;
+    let exact = Backend::start("exact").await;
+    let legacy = Backend::start("legacy").await;
+    let port = free_port();
+    let dir = ManifestsDir::new();
+    dir.write(
+        "backends.yaml",
+        &[
+            service("stable", &[stable.addr]),
+            service("canary", &[canary.addr]),
+            service("api", &[api.addr]),
+            service("exact", &[exact.addr]),
+            service("legacy", &[legacy.addr]),
+        ]
+        .concat(),
+    );
+    // The Ingress beside it keeps its own listener.
+    dir.write(
+        "legacy.yaml",
+        &ingress("legacy", Some("legacy.test"), "/", "Prefix", "legacy"),
+    );
+    dir.write(
+        "gateway.yaml",
+        &(gateway_class().to_string()
+            + &gateway(
+                "default",
+                "edge",
+                &[format!(
+                    "{{name: web, port: {port}, protocol: HTTP, hostname: \"*.example.com\"}}"
+                )],
+            )),
+    );
+    dir.write(
+        "shop.yaml",
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [shop.example.com]
+  rules:
+  - backendRefs: [{name: stable, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /}, headers: [{name: X-Canary, value: "yes"}]}]
+    backendRefs: [{name: canary, port: 80}]
+  - matches: [{queryParams: [{name: v, value: "2"}]}]
+    backendRefs: [{name: canary, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /api}, method: POST}]
+    backendRefs: [{name: api, port: 80}]
+  - matches: [{path: {type: Exact, value: /exact}}]
+    backendRefs: [{name: exact, port: 80}]
+  - matches: [{path: {type: RegularExpression, value: "/v[0-9]+/items"}}]
+    backendRefs: [{name: exact, port: 80}]
+  - matches: [{path: {value: /split}}]
+    backendRefs: [{name: stable, port: 80, weight: 1}, {name: canary, port: 80, weight: 1}]
+  - matches: [{path: {value: /zero}}]
+    backendRefs: [{name: stable, port: 80, weight: 0}]
+  - matches: [{path: {value: /missing}}]
+    backendRefs: [{name: nowhere, port: 80}]
+"#,
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = HttpClient::new();
+    let host = "shop.example.com";
+    let cases = [
+        (Request::get("/"), (StatusCode::OK, "stable")),
+        (
+            Request::get("/anything").header("x-canary", "yes"),
+            (StatusCode::OK, "canary"),
+        ),
+        (
+            Request::get("/anything").header("x-canary", "no"),
+            (StatusCode::OK, "stable"),
+        ),
+        (Request::get("/?v=2"), (StatusCode::OK, "canary")),
+        (Request::get("/?v=22"), (StatusCode::OK, "stable")),
+        (Request::post("/api/orders"), (StatusCode::OK, "api")),
+        (Request::get("/api/orders"), (StatusCode::OK, "stable")),
+        (Request::get("/exact"), (StatusCode::OK, "exact")),
+        (Request::get("/exact/"), (StatusCode::OK, "stable")),
+        (Request::get("/v12/items"), (StatusCode::OK, "exact")),
+        (Request::get("/v12/items/1"), (StatusCode::OK, "stable")),
+        (
+            Request::get("/zero"),
+            (StatusCode::INTERNAL_SERVER_ERROR, ""),
+        ),
+        (
+            Request::get("/missing"),
+            (StatusCode::INTERNAL_SERVER_ERROR, ""),
+        ),
+    ];
+    for (request, (status, service)) in cases {
+        let described = format!(
+            "{} {}",
+            request.method_ref().unwrap(),
+            request.uri_ref().unwrap()
+        );
+        let answer = send(&client, listener, host, request).await;
+        assert_eq!(answer, (status, service.to_string()), "{described}");
+    }
+    // The header match outranks the query match: both given, the header's rule is first.
+    let both = Request::get("/?v=2").header("x-canary", "yes");
+    assert_eq!(send(&client, listener, host, both).await.1, "canary");
+
+    let mut seen = BTreeSet::new();
+    for _ in 0..64 {
+        seen.insert(
+            send(&client, listener, host, Request::get("/split"))
+                .await
+                .1,
+        );
+    }
+    assert_eq!(
+        seen,
+        BTreeSet::from(["canary".to_string(), "stable".to_string()])
+    );
+
+    // Hosts the route does not name, on the Gateway's port: 404; the Ingress's host is served
+    // on the gateway's own listener only.
+    assert_eq!(
+        send(&client, listener, "other.example.com", Request::get("/"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&client, listener, "legacy.test", Request::get("/"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&client, gw.http, "legacy.test", Request::get("/")).await,
+        (StatusCode::OK, "legacy".to_string())
+    );
+    assert_eq!(
+        send(&client, gw.http, host, Request::get("/")).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let routes = gw.routes();
+    let route = object(&routes, "HTTPRoute", "shop");
+    let parent = &route["parents"][0]["conditions"];
+    assert_eq!(condition(parent, "Accepted")["status"], true, "{route:#}");
+    assert_eq!(condition(parent, "ResolvedRefs")["status"], false);
+    assert_eq!(
+        condition(parent, "ResolvedRefs")["reason"],
+        "BackendNotFound"
+    );
+    let edge = object(&routes, "Gateway", "edge");
+    assert_eq!(edge["listeners"][0]["attached_routes"], 1);
+    assert_eq!(condition(&edge["conditions"], "Programmed")["status"], true);
+    assert_eq!(
+        condition(
+            &object(&routes, "GatewayClass", "xdp")["conditions"],
+            "Accepted"
+        )["status"],
+        true
+    );
+    let kinds: BTreeSet<&str> = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, BTreeSet::from(["HTTPRoute", "Ingress"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_in_another_namespace_is_used_only_under_a_reference_grant() {
+    let shared = Backend::start("shared").await;
+    let port = free_port();
+    let dir = ManifestsDir::new();
+    let shared_service = service("shared", &[shared.addr]).replace(
+        "metadata: {name: shared",
+        "metadata: {namespace: backends, name: shared",
+    );
+    assert!(
+        shared_service.matches("namespace: backends").count() >= 2,
+        "{shared_service}"
+    );
+    dir.write("shared.yaml", &shared_service);
+    dir.write(
+        "gateway.yaml",
+        &(gateway_class().to_string()
+            + &gateway(
+                "shop",
+                "edge",
+                &[format!("{{name: web, port: {port}, protocol: HTTP}}")],
+            )
+            + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+               metadata: {name: shop, namespace: shop}\n\
+               spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
+               - backendRefs: [{name: shared, namespace: backends, port: 80}]\n"),
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = HttpClient::new();
+    assert_eq!(
+        send(&client, listener, "any.test", Request::get("/"))
+            .await
+            .0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let reason = |routes: &Value| {
+        condition(
+            &object(routes, "HTTPRoute", "shop")["parents"][0]["conditions"],
+            "ResolvedRefs",
+        )["reason"]
+            .clone()
+    };
+    assert_eq!(reason(&gw.routes()), "RefNotPermitted");
+
+    dir.write(
+        "grant.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n\
+         metadata: {name: shop-to-shared, namespace: backends}\n\
+         spec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: shop}]\n  \
+         to: [{group: \"\", kind: Service, name: shared}]\n",
+    );
+    gw.wait_routes("the grant", |routes| reason(routes) == "ResolvedRefs");
+    assert_eq!(
+        send(&client, listener, "any.test", Request::get("/")).await,
+        (StatusCode::OK, "shared".to_string())
+    );
+
+    dir.remove("grant.yaml");
+    gw.wait_routes("the grant removed", |routes| {
+        reason(routes) == "RefNotPermitted"
+    });
+    assert_eq!(
+        send(&client, listener, "any.test", Request::get("/"))
+            .await
+            .0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listeners_and_routes_that_cannot_be_served_say_why() {
+    let web = Backend::start("web").await;
+    let (port, other_port) = (free_port(), free_port());
+    let dir = ManifestsDir::new();
+    dir.write("web.yaml", &service("web", &[web.addr]));
+    let route = |name: &str, namespace: &str, parent: &str, hostnames: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: {name}, namespace: {namespace}}}\n\
+             spec:\n  parentRefs: [{parent}]\n  hostnames: {hostnames}\n  rules:\n  \
+             - backendRefs: [{{name: web, namespace: default, port: 80}}]\n---\n"
+        )
+    };
+    dir.write(
+        "gateway.yaml",
+        &(gateway_class().to_string()
+            + "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: theirs}\n\
+               spec: {controllerName: example.com/another}\n---\n"
+            + &gateway(
+                "default",
+                "edge",
+                &[
+                    format!("{{name: a, port: {port}, protocol: HTTP, hostname: a.example.com}}"),
+                    format!("{{name: b, port: {port}, protocol: HTTP, hostname: a.example.com}}"),
+                    format!("{{name: tcp, port: {other_port}, protocol: TCP}}"),
+                ],
+            )
+            + &route("good", "default", "{name: edge, sectionName: a}", "[a.example.com]")
+            + &route("no-section", "default", "{name: edge, sectionName: z}", "[]")
+            + &route("elsewhere", "other", "{name: edge, namespace: default}", "[]")
+            + &route("wrong-host", "default", "{name: edge, sectionName: a}", "[b.example.com]")
+            + &route("theirs", "default", "{name: their-gateway}", "[]")),
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let routes = gw.routes();
+    let edge = object(&routes, "Gateway", "edge");
+    let listener = |name: &str| {
+        edge["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()
+    };
+    assert_eq!(
+        condition(&listener("a")["conditions"], "Accepted")["status"],
+        true
+    );
+    assert_eq!(
+        condition(&listener("b")["conditions"], "Conflicted")["reason"],
+        "HostnameConflict"
+    );
+    assert_eq!(
+        condition(&listener("tcp")["conditions"], "Accepted")["reason"],
+        "UnsupportedProtocol"
+    );
+    assert_eq!(
+        condition(&edge["conditions"], "Programmed")["message"],
+        "1 of 3 listeners are served"
+    );
+    let accepted = |name: &str| {
+        condition(
+            &object(&routes, "HTTPRoute", name)["parents"][0]["conditions"],
+            "Accepted",
+        )
+        .clone()
+    };
+    assert_eq!(accepted("good")["status"], true);
+    assert_eq!(accepted("no-section")["reason"], "NoMatchingParent");
+    assert_eq!(accepted("elsewhere")["reason"], "NotAllowedByListeners");
+    assert_eq!(
+        accepted("wrong-host")["reason"],
+        "NoMatchingListenerHostname"
+    );
+    // Objects of another controller are not this gateway's to report on.
+    let reported: Vec<&str> = routes["gateway_api"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert!(!reported.contains(&"theirs"), "{reported:?}");
+
+    let client = HttpClient::new();
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(
+        send(&client, listener, "a.example.com", Request::get("/")).await,
+        (StatusCode::OK, "web".to_string())
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", other_port))
+            .await
+            .is_err(),
+        "the TCP listener is not served"
+    );
+}
