@@ -412,3 +412,123 @@ async fn listeners_and_routes_that_cannot_be_served_say_why() {
         "the TCP listener is not served"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_edit_headers_redirect_and_rewrite_and_unsupported_ones_answer_500() {
+    let web = Backend::start("web").await;
+    let port = free_port();
+    let dir = ManifestsDir::new();
+    dir.write("web.yaml", &service("web", &[web.addr]));
+    dir.write(
+        "gateway.yaml",
+        &(gateway_class().to_string()
+            + &gateway(
+                "default",
+                "edge",
+                &[format!("{{name: web, port: {port}, protocol: HTTP}}")],
+            )),
+    );
+    dir.write(
+        "route.yaml",
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: filtered, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [shop.example.com]
+  rules:
+  - matches: [{path: {value: /headers}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Set, value: new}]
+        add: [{name: X-Add, value: "2"}]
+        remove: [X-Gone]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: X-Answer, value: filtered}]
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, hostname: new.example.com, statusCode: 301, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+  - matches: [{path: {value: /moved}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {port: 9999, path: {type: ReplaceFullPath, replaceFullPath: /elsewhere}}
+  - matches: [{path: {value: /rewrite}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: backend.internal, path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {value: /mirror}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: web, port: 80}}
+    backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = HttpClient::new();
+    let host = "shop.example.com";
+    let get = |request: hyper::http::request::Builder| {
+        let client = &client;
+        async move {
+            client
+                .send(listener, host, request, Bytes::new())
+                .await
+                .unwrap()
+        }
+    };
+
+    let answer = get(Request::get("/headers")
+        .header("x-set", "old")
+        .header("x-gone", "bye")
+        .header("x-add", "1"))
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers["x-answer"], "filtered");
+    let seen = &answer.json()["headers"];
+    assert_eq!(seen["x-set"], "new");
+    assert!(seen.get("x-gone").is_none(), "{seen:#}");
+    assert!(seen.get("x-add").is_some(), "{seen:#}");
+
+    let answer = get(Request::get("/old/items?page=2")).await;
+    assert_eq!(answer.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        answer.headers["location"],
+        "https://new.example.com/new/items?page=2"
+    );
+    let answer = get(Request::get("/moved/x")).await;
+    assert_eq!(answer.status, StatusCode::FOUND);
+    assert_eq!(
+        answer.headers["location"],
+        "http://shop.example.com:9999/elsewhere"
+    );
+
+    let answer = get(Request::get("/rewrite/users?id=1")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["uri"], "/v2/users?id=1");
+    assert_eq!(answer.json()["headers"]["host"], "backend.internal");
+
+    assert_eq!(
+        get(Request::get("/mirror")).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let routes = gw.routes();
+    let accepted = condition(
+        &object(&routes, "HTTPRoute", "filtered")["parents"][0]["conditions"],
+        "Accepted",
+    )
+    .clone();
+    assert_eq!(accepted["reason"], "UnsupportedValue");
+    assert!(
+        accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.rules[4].filters[0]: RequestMirror is not supported yet"),
+        "{accepted:#}"
+    );
+}

@@ -5,6 +5,7 @@
 pub mod balance;
 pub mod canary;
 pub mod cors;
+pub mod filters;
 pub mod limit;
 pub mod rewrite;
 
@@ -21,6 +22,7 @@ use crate::snapshot::Backend;
 pub use balance::Balance;
 pub use canary::Canary;
 pub use cors::Cors;
+pub use filters::{HeaderEdits, PathRewrite, RedirectRule};
 pub use limit::Limits;
 pub use rewrite::Rewrite;
 
@@ -60,6 +62,13 @@ pub struct RoutePolicy {
     /// could not be applied (fail closed).
     pub closed: Option<Arc<str>>,
     pub cors: Option<Cors>,
+    /// Gateway API `RequestHeaderModifier` and `ResponseHeaderModifier`.
+    pub request_headers: Option<HeaderEdits>,
+    pub response_headers: Option<HeaderEdits>,
+    /// Gateway API `RequestRedirect`: every request is redirected to a Location made from it.
+    pub redirect_rule: Option<RedirectRule>,
+    /// Gateway API `URLRewrite` of the path.
+    pub path_rewrite: Option<PathRewrite>,
 }
 
 impl RoutePolicy {

@@ -128,6 +128,9 @@ async fn forward(
     if let Some(vhost) = &policy.upstream_vhost {
         parts.headers.insert(header::HOST, vhost.clone());
     }
+    if let Some(edits) = &policy.request_headers {
+        edits.apply(&mut parts.headers);
+    }
     if policy.protocol.is_http2() {
         // gRPC servers expect it; it is hop-by-hop, so the client's was removed.
         parts
@@ -195,6 +198,9 @@ async fn forward(
     if let Some(cors) = &policy.cors {
         cors.decorate(origin.as_ref(), response.headers_mut());
     }
+    if let Some(edits) = &policy.response_headers {
+        edits.apply(response.headers_mut());
+    }
     if let Some(cookie) = sent.set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
@@ -244,6 +250,20 @@ fn answered_by_policy(
             redirect.status,
             redirect.location.clone(),
         )));
+    }
+    if let Some(rule) = &policy.redirect_rule {
+        let uri = request.uri();
+        let host = host_or_address(connection, host_name);
+        let location = rule.location(
+            connection.scheme,
+            &host,
+            connection.listener.port(),
+            uri.path(),
+            uri.query(),
+        );
+        if let Ok(location) = HeaderValue::from_str(&location) {
+            return Ok(Some(redirect_to(rule.status, location)));
+        }
     }
     if let Some(root) = &policy.app_root
         && request.uri().path() == "/"
@@ -337,6 +357,13 @@ fn route(
         let regex = found.route.and_then(|r| r.regex.as_ref());
         let captures = regex.and_then(|r| r.captures(path));
         rewrite.apply(captures.as_ref(), uri.query())
+    });
+    let rewritten = rewritten.or_else(|| {
+        let path = policy.path_rewrite.as_ref()?.apply(path);
+        Some(match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        })
     });
     Ok(Ok(Routed {
         backend,

@@ -7,17 +7,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use hyper::Method;
-use hyper::header::HeaderName;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use regex::{Regex, RegexBuilder};
 
 use super::backend::{BackendResolver, PortRef, ProblemKind};
 use crate::gateway_api::{
-    GROUP, Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteMatch, HTTPValueMatch, Listener,
-    ParentReference, ReferenceGrant,
+    GROUP, Gateway, HTTPBackendRef, HTTPHeader, HTTPHeaderFilter, HTTPPathModifier, HTTPRoute,
+    HTTPRouteFilter, HTTPRouteMatch, HTTPValueMatch, Listener, ParentReference, ReferenceGrant,
 };
-use crate::policy::RoutePolicy;
+use crate::policy::{HeaderEdits, PathRewrite, RedirectRule, RoutePolicy};
 use crate::snapshot::listener::{
     Condition, ListenerReport, ListenerTable, MatchConditions, ObjectReport, ParentReport,
     ValueMatch, WeightedBackends,
@@ -193,21 +193,19 @@ pub fn translate(
         let mut rules = Vec::new();
         for (rule_index, rule) in route.spec.rules.iter().enumerate() {
             let field = format!("spec.rules[{rule_index}]");
-            let split = backends(
-                &rule.backend_refs,
-                namespace,
-                &field,
-                &grants,
-                resolver,
-                &mut refs,
-            );
-            let unsupported: Vec<&str> = rule.filters.iter().map(|f| f.type_.as_str()).collect();
-            if !unsupported.is_empty() {
-                refs.unsupported.push(format!(
-                    "{field}.filters: {} not supported yet; the rule answers 500",
-                    unsupported.join(", ")
-                ));
-            }
+            let filters = RuleFilters::parse(&rule.filters);
+            // A redirect answers by itself: the rule's backends are not used.
+            let redirects = matches!(&filters, Ok(f) if f.redirect.is_some());
+            let split = (!redirects).then(|| {
+                backends(
+                    &rule.backend_refs,
+                    namespace,
+                    &field,
+                    &grants,
+                    resolver,
+                    &mut refs,
+                )
+            });
             let default_match = [HTTPRouteMatch::default()];
             let matches = if rule.matches.is_empty() {
                 &default_match[..]
@@ -215,21 +213,32 @@ pub fn translate(
                 &rule.matches
             };
             for (match_index, matched) in matches.iter().enumerate() {
-                let field = format!("{field}.matches[{match_index}]");
-                match compile_match(matched) {
-                    Ok(compiled) => rules.push((
-                        RuleKey::new(&compiled, age, rule_index, match_index),
-                        compiled,
-                        if unsupported.is_empty() {
-                            split.clone()
-                        } else {
-                            None
-                        },
-                    )),
-                    Err(reason) => refs
-                        .unsupported
-                        .push(format!("{field}: {reason}; match ignored")),
-                }
+                let compiled = match compile_match(matched) {
+                    Ok(compiled) => compiled,
+                    Err(reason) => {
+                        let place = format!("{field}.matches[{match_index}]");
+                        refs.unsupported
+                            .push(format!("{place}: {reason}; match ignored"));
+                        continue;
+                    }
+                };
+                // A rule whose filters cannot be applied answers 500: never the request
+                // unfiltered.
+                let policy = filters.clone().and_then(|f| f.policy(&compiled));
+                let (policy, split) = match policy {
+                    Ok(policy) => (policy, split.clone()),
+                    Err(reason) => {
+                        refs.unsupported
+                            .push(format!("{field}.{reason}; the rule answers 500"));
+                        let nothing = WeightedBackends {
+                            choices: Vec::new(),
+                            total: 0,
+                        };
+                        (RoutePolicy::plain(), Some(Arc::new(nothing)))
+                    }
+                };
+                let key = RuleKey::new(&compiled, age, rule_index, match_index);
+                rules.push((key, compiled, policy, split));
             }
         }
         let resolved = refs.resolved_condition();
@@ -250,8 +259,9 @@ pub fn translate(
                     .or_default()
                     .entry(host.clone())
                     .or_default();
-                for (key, compiled, split) in &rules {
-                    rules_of_host.push((key.clone(), compiled.route(&owner, host, split.clone())));
+                for (key, compiled, policy, split) in &rules {
+                    let route = compiled.route(&owner, host, policy.clone(), split.clone());
+                    rules_of_host.push((key.clone(), route));
                 }
             }
         }
@@ -609,7 +619,7 @@ fn backends(
     grants: &Grants<'_>,
     resolver: &mut BackendResolver<'_>,
     problems: &mut RefProblems,
-) -> Option<Arc<WeightedBackends>> {
+) -> Arc<WeightedBackends> {
     let mut choices = Vec::new();
     for (i, backend_ref) in refs.iter().enumerate() {
         let weight = backend_ref.weight.unwrap_or(1).max(0) as u32;
@@ -662,7 +672,7 @@ fn backends(
         choices.push((resolved, weight));
     }
     let total = choices.iter().map(|(_, w)| w).sum();
-    Some(Arc::new(WeightedBackends { choices, total }))
+    Arc::new(WeightedBackends { choices, total })
 }
 
 /// One match of a rule, compiled.
@@ -677,7 +687,13 @@ struct CompiledMatch {
 }
 
 impl CompiledMatch {
-    fn route(&self, owner: &str, host: &str, split: Option<Arc<WeightedBackends>>) -> Route {
+    fn route(
+        &self,
+        owner: &str,
+        host: &str,
+        policy: Arc<RoutePolicy>,
+        split: Option<Arc<WeightedBackends>>,
+    ) -> Route {
         // The first resolved backend names the route in metrics and logs.
         let first = split
             .as_ref()
@@ -691,16 +707,11 @@ impl CompiledMatch {
             backend: first,
             ingress: owner.to_string(),
             https_redirect: false,
-            policy: RoutePolicy::plain(),
+            policy,
             regex: self.regex.clone(),
             canary: None,
             conditions: self.conditions.clone(),
-            split: Some(split.unwrap_or_else(|| {
-                Arc::new(WeightedBackends {
-                    choices: Vec::new(),
-                    total: 0,
-                })
-            })),
+            split,
         }
     }
 }
@@ -820,5 +831,186 @@ impl RuleKey {
             rule,
             matched,
         }
+    }
+}
+
+/// A rule's filters, checked; what depends on the matched path is made per match.
+#[derive(Clone, Default)]
+struct RuleFilters {
+    request_headers: Option<HeaderEdits>,
+    response_headers: Option<HeaderEdits>,
+    redirect: Option<(RedirectRule, Option<HTTPPathModifier>)>,
+    rewrite_host: Option<HeaderValue>,
+    rewrite_path: Option<HTTPPathModifier>,
+}
+
+impl RuleFilters {
+    /// The filters, or what is wrong with them (from the field on: `filters[0]...`).
+    fn parse(filters: &[HTTPRouteFilter]) -> Result<Self, String> {
+        let mut parsed = Self::default();
+        for (i, filter) in filters.iter().enumerate() {
+            let field = format!("filters[{i}]");
+            let missing = || format!("{field}: type {} without its settings", filter.type_);
+            match filter.type_.as_str() {
+                "RequestHeaderModifier" => {
+                    let edits = filter.request_header_modifier.as_ref();
+                    parsed.request_headers =
+                        Some(header_edits(edits.ok_or_else(missing)?, &field)?);
+                }
+                "ResponseHeaderModifier" => {
+                    let edits = filter.response_header_modifier.as_ref();
+                    parsed.response_headers =
+                        Some(header_edits(edits.ok_or_else(missing)?, &field)?);
+                }
+                "RequestRedirect" => {
+                    let redirect = filter.request_redirect.as_ref().ok_or_else(missing)?;
+                    let field = format!("{field}.requestRedirect");
+                    let status = match redirect.status_code.unwrap_or(302) {
+                        code @ (301 | 302 | 303 | 307 | 308) => {
+                            StatusCode::from_u16(code as u16).expect("a redirect status")
+                        }
+                        code => {
+                            return Err(format!(
+                                "{field}.statusCode: {code} is not a redirect status"
+                            ));
+                        }
+                    };
+                    let scheme = match redirect.scheme.as_deref() {
+                        None => None,
+                        Some(scheme @ ("http" | "https")) => Some(scheme.to_string()),
+                        Some(other) => {
+                            return Err(format!("{field}.scheme: {other:?} is not http or https"));
+                        }
+                    };
+                    if let Some(hostname) = &redirect.hostname {
+                        super::check_dns_name(hostname)
+                            .map_err(|r| format!("{field}.hostname: {r}"))?;
+                    }
+                    let port = match redirect.port {
+                        None => None,
+                        Some(port) => Some(
+                            u16::try_from(port)
+                                .ok()
+                                .filter(|p| *p > 0)
+                                .ok_or(format!("{field}.port: {port} is not in 1-65535"))?,
+                        ),
+                    };
+                    let rule = RedirectRule {
+                        scheme,
+                        hostname: redirect.hostname.clone(),
+                        port,
+                        path: None,
+                        status,
+                    };
+                    parsed.redirect = Some((rule, redirect.path.clone()));
+                }
+                "URLRewrite" => {
+                    let rewrite = filter.url_rewrite.as_ref().ok_or_else(missing)?;
+                    if let Some(hostname) = &rewrite.hostname {
+                        super::check_dns_name(hostname)
+                            .map_err(|r| format!("{field}.urlRewrite.hostname: {r}"))?;
+                        parsed.rewrite_host = HeaderValue::from_str(hostname).ok();
+                    }
+                    parsed.rewrite_path = rewrite.path.clone();
+                }
+                other => return Err(format!("{field}: {other} is not supported yet")),
+            }
+        }
+        let rewrites = parsed.rewrite_host.is_some() || parsed.rewrite_path.is_some();
+        if parsed.redirect.is_some() && rewrites {
+            return Err("filters: RequestRedirect and URLRewrite cannot both be used".to_string());
+        }
+        Ok(parsed)
+    }
+
+    /// The policy of one match of the rule.
+    fn policy(self, compiled: &CompiledMatch) -> Result<Arc<RoutePolicy>, String> {
+        let redirect_rule = match self.redirect {
+            Some((rule, modifier)) => Some(RedirectRule {
+                path: path_rewrite(modifier.as_ref(), compiled, "requestRedirect")?,
+                ..rule
+            }),
+            None => None,
+        };
+        let path_rewrite = path_rewrite(self.rewrite_path.as_ref(), compiled, "urlRewrite")?;
+        let plain = self.request_headers.is_none()
+            && self.response_headers.is_none()
+            && redirect_rule.is_none()
+            && path_rewrite.is_none()
+            && self.rewrite_host.is_none();
+        if plain {
+            return Ok(RoutePolicy::plain());
+        }
+        Ok(Arc::new(RoutePolicy {
+            request_headers: self.request_headers,
+            response_headers: self.response_headers,
+            redirect_rule,
+            path_rewrite,
+            upstream_vhost: self.rewrite_host,
+            ..RoutePolicy::default()
+        }))
+    }
+}
+
+fn header_edits(filter: &HTTPHeaderFilter, field: &str) -> Result<HeaderEdits, String> {
+    let name = |name: &str| {
+        HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("{field}: {name:?} is not a header name"))
+    };
+    let pair = |header: &HTTPHeader| {
+        let value = HeaderValue::from_str(&header.value).map_err(|_| {
+            format!(
+                "{field}: the value of {} is not a header value",
+                header.name
+            )
+        })?;
+        Ok((name(&header.name)?, value))
+    };
+    Ok(HeaderEdits {
+        set: filter.set.iter().map(pair).collect::<Result<_, String>>()?,
+        add: filter.add.iter().map(pair).collect::<Result<_, String>>()?,
+        remove: filter
+            .remove
+            .iter()
+            .map(|n| name(n))
+            .collect::<Result<_, String>>()?,
+    })
+}
+
+/// A path modifier for one match; `ReplacePrefixMatch` needs a `PathPrefix` match.
+fn path_rewrite(
+    modifier: Option<&HTTPPathModifier>,
+    compiled: &CompiledMatch,
+    filter: &str,
+) -> Result<Option<PathRewrite>, String> {
+    let Some(modifier) = modifier else {
+        return Ok(None);
+    };
+    let path = |value: &Option<String>, name: &str| {
+        value
+            .clone()
+            .filter(|p| p.starts_with('/'))
+            .ok_or_else(|| format!("filters: {filter}.path.{name} must be a path"))
+    };
+    match modifier.type_.as_str() {
+        "ReplaceFullPath" => Ok(Some(PathRewrite::Full(path(
+            &modifier.replace_full_path,
+            "replaceFullPath",
+        )?))),
+        "ReplacePrefixMatch" => {
+            let with = path(&modifier.replace_prefix_match, "replacePrefixMatch")?;
+            if compiled.path_type != PathType::Prefix || compiled.regex.is_some() {
+                return Err(format!(
+                    "filters: {filter} ReplacePrefixMatch needs a PathPrefix match"
+                ));
+            }
+            Ok(Some(PathRewrite::Prefix {
+                matched: compiled.match_path.clone(),
+                with,
+            }))
+        }
+        other => Err(format!(
+            "filters: {filter}.path.type {other:?} is not ReplaceFullPath or ReplacePrefixMatch"
+        )),
     }
 }
