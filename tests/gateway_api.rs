@@ -532,3 +532,91 @@ spec:
         "{accepted:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_listeners_terminate_tls_with_their_certificate_refs() {
+    use gateway_e2e::pki::{Ca, TlsHttp, connect};
+    let web = Backend::start("web").await;
+    let ca = Ca::new();
+    let (port, denied_port) = (free_port(), free_port());
+    let dir = ManifestsDir::new();
+    dir.write("web.yaml", &service("web", &[web.addr]));
+    dir.write(
+        "certificates.yaml",
+        &(ca.leaf(&["*.example.com"]).secret("infra", "wildcard")
+            + &ca.leaf(&["other.test"]).secret("vault", "other")),
+    );
+    dir.write(
+        "gateway.yaml",
+        &(gateway_class().to_string()
+            + &gateway(
+                "infra",
+                "edge",
+                &[
+                    format!(
+                        "{{name: https, port: {port}, protocol: HTTPS, hostname: \"*.example.com\", \
+                         tls: {{certificateRefs: [{{name: wildcard}}]}}, \
+                         allowedRoutes: {{namespaces: {{from: All}}}}}}"
+                    ),
+                    format!(
+                        "{{name: denied, port: {denied_port}, protocol: HTTPS, \
+                         tls: {{certificateRefs: [{{name: other, namespace: vault}}]}}}}"
+                    ),
+                ],
+            )
+            + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+               metadata: {name: shop, namespace: default}\n\
+               spec:\n  parentRefs: [{name: edge, namespace: infra, sectionName: https}]\n  \
+               hostnames: [shop.example.com]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n"),
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stream = connect(
+        ca.client_config(&["h2", "http/1.1"]),
+        listener,
+        "shop.example.com",
+    )
+    .await
+    .expect("the listener's certificate is trusted for the route's host");
+    let mut http = TlsHttp::over(stream).await;
+    let (status, _, body) = http.get("shop.example.com", "/").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("\"web\""), "{body}");
+    // A host the connection's certificate does not cover is misdirected on it.
+    let (status, _, _) = http.get("other.test", "/").await.unwrap();
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+
+    // A certificate in another namespace needs a ReferenceGrant: until then the listener is
+    // not served and says why.
+    let routes = gw.routes();
+    let edge = object(&routes, "Gateway", "edge");
+    let denied = &edge["listeners"][1]["conditions"];
+    assert_eq!(
+        condition(denied, "ResolvedRefs")["reason"],
+        "RefNotPermitted",
+        "{edge:#}"
+    );
+    assert_eq!(condition(denied, "Programmed")["status"], false);
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", denied_port))
+            .await
+            .is_err()
+    );
+    dir.write(
+        "grant.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\n\
+         metadata: {name: gateways, namespace: vault}\n\
+         spec:\n  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]\n  \
+         to: [{group: \"\", kind: Secret}]\n",
+    );
+    gw.wait_routes("the grant", |routes| {
+        condition(
+            &object(routes, "Gateway", "edge")["listeners"][1]["conditions"],
+            "Programmed",
+        )["status"]
+            == true
+    });
+    let denied: SocketAddr = format!("127.0.0.1:{denied_port}").parse().unwrap();
+    let stream = connect(ca.client_config(&["http/1.1"]), denied, "other.test").await;
+    assert!(stream.is_ok(), "{:?}", stream.err());
+}

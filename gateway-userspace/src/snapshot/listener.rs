@@ -177,7 +177,8 @@ impl ListenerTable {
                     backend: &route.backend,
                     route: Some(route),
                     https_redirect: false,
-                    tls_host: self.tls,
+                    // HSTS on a Gateway's routes is theirs to ask for (a response header).
+                    tls_host: false,
                     identity: &route.identity,
                 })
             })

@@ -3,7 +3,7 @@
 //! HTTPRoutes attached to them, in the precedence the Gateway API defines. Each object gets the
 //! conditions the specification defines (in `/routes`, and on the API server from the leader).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use regex::{Regex, RegexBuilder};
 
 use super::backend::{BackendResolver, PortRef, ProblemKind};
+use super::tls::TlsBuilder;
 use crate::gateway_api::{
     GROUP, Gateway, HTTPBackendRef, HTTPHeader, HTTPHeaderFilter, HTTPPathModifier, HTTPRoute,
     HTTPRouteFilter, HTTPRouteMatch, HTTPValueMatch, Listener, ParentReference, ReferenceGrant,
@@ -69,11 +70,13 @@ struct Placement {
 }
 
 /// Translates the Gateway API objects of `store`.
-pub fn translate(
-    store: &Store,
+pub fn translate<'a>(
+    store: &'a Store,
     options: &GatewayOptions,
     resolver: &mut BackendResolver<'_>,
+    tls: &mut TlsBuilder<'a>,
 ) -> GatewayTables {
+    let grants = Grants::new(&store.reference_grants);
     let mut reports = Vec::new();
     let classes: Vec<&str> = store
         .gateway_classes
@@ -102,22 +105,28 @@ pub fn translate(
     gateways.sort_by_key(|g| age_key(&g.object.metadata));
     let mut attachable = Vec::new();
     let mut ports: BTreeMap<u16, PortClaim> = BTreeMap::new();
+    let mut certificates = Certificates {
+        tls,
+        grants: &grants,
+    };
     for sourced in gateways {
         let gateway = &sourced.object;
+        let gateway_namespace = namespace_of(&gateway.metadata);
         let index = reports.len();
         let mut report = ObjectReport {
             kind: "Gateway",
-            namespace: Some(namespace_of(&gateway.metadata).to_string()),
+            namespace: Some(gateway_namespace.to_string()),
             name: gateway.metadata.name.clone().unwrap_or_default(),
             source: sourced.source.clone(),
             ..ObjectReport::default()
         };
         let mut programmed = 0;
         for listener in &gateway.spec.listeners {
-            let (port, conditions) = check_listener(listener, &mut ports);
+            let (port, conditions) =
+                check_listener(listener, gateway_namespace, &mut ports, &mut certificates);
             let accepted = conditions
-                .first()
-                .is_some_and(|c| c.type_ == "Accepted" && c.status);
+                .iter()
+                .any(|c| c.type_ == "Programmed" && c.status);
             if let (Some(port), true) = (port, accepted) {
                 programmed += 1;
                 attachable.push(Attachable {
@@ -155,7 +164,6 @@ pub fn translate(
         reports.push(report);
     }
 
-    let grants = Grants::new(&store.reference_grants);
     let mut hosts: BTreeMap<u16, BTreeMap<String, Vec<(RuleKey, Route)>>> = BTreeMap::new();
     let mut routes: Vec<&Sourced<HTTPRoute>> = store.http_routes.iter().collect();
     routes.sort_by_key(|r| age_key(&r.object.metadata));
@@ -279,7 +287,9 @@ pub fn translate(
         reports,
         ..GatewayTables::default()
     };
-    for (port, claim) in ports {
+    // Ports where no listener could be programmed are not served at all.
+    let served: BTreeSet<u16> = attachable.iter().map(|a| a.port).collect();
+    for (port, claim) in ports.into_iter().filter(|(port, _)| served.contains(port)) {
         let mut table = ListenerTable {
             tls: claim.protocol == "HTTPS",
             ..ListenerTable::default()
@@ -336,7 +346,9 @@ struct PortClaim {
 /// A listener's port and conditions; `None` for a port that cannot be served.
 fn check_listener(
     listener: &Listener,
+    gateway_namespace: &str,
     ports: &mut BTreeMap<u16, PortClaim>,
+    certificates: &mut Certificates<'_, '_>,
 ) -> (Option<u16>, Vec<Condition>) {
     let Ok(port) = u16::try_from(listener.port)
         .map_err(drop)
@@ -352,14 +364,30 @@ fn check_listener(
             )],
         );
     };
-    if listener.protocol != "HTTP" {
+    if !matches!(listener.protocol.as_str(), "HTTP" | "HTTPS") {
         return (
             Some(port),
             vec![Condition::new(
                 "Accepted",
                 false,
                 "UnsupportedProtocol",
-                format!("protocol {} is not served yet (HTTP is)", listener.protocol),
+                format!(
+                    "protocol {} is not served yet (HTTP and HTTPS are)",
+                    listener.protocol
+                ),
+            )],
+        );
+    }
+    let https = listener.protocol == "HTTPS";
+    let mode = listener.tls.as_ref().and_then(|tls| tls.mode.as_deref());
+    if https && mode.is_some_and(|mode| mode != "Terminate") {
+        return (
+            Some(port),
+            vec![Condition::new(
+                "Accepted",
+                false,
+                "UnsupportedValue",
+                "only TLS mode Terminate is served on HTTPS listeners",
             )],
         );
     }
@@ -398,15 +426,25 @@ fn check_listener(
         );
     }
     claim.hostnames.push(listener.hostname.clone());
-    (
-        Some(port),
-        vec![
-            Condition::new("Accepted", true, "Accepted", "served"),
-            Condition::new("Conflicted", false, "NoConflicts", ""),
+    let resolved = match https {
+        true => certificates.attach(listener, gateway_namespace),
+        false => Ok(()),
+    };
+    let mut conditions = vec![
+        Condition::new("Accepted", true, "Accepted", "served"),
+        Condition::new("Conflicted", false, "NoConflicts", ""),
+    ];
+    match resolved {
+        Ok(()) => conditions.extend([
             Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
             Condition::new("Programmed", true, "Programmed", ""),
-        ],
-    )
+        ]),
+        Err((reason, message)) => conditions.extend([
+            Condition::new("ResolvedRefs", false, reason, message.clone()),
+            Condition::new("Programmed", false, "Invalid", message),
+        ]),
+    }
+    (Some(port), conditions)
 }
 
 /// A hostname as Gateway API listeners and routes allow it: a lower-case DNS name, or
@@ -570,20 +608,76 @@ impl<'a> Grants<'a> {
         Self(by_namespace)
     }
 
-    /// Whether an HTTPRoute in `from` may refer to the Service `to_namespace/name`.
-    fn allows_service(&self, from: &str, to_namespace: &str, name: &str) -> bool {
+    /// Whether a `from_kind` (of this API group) in `from` may refer to the `to_kind` (of the
+    /// core group) `to_namespace/name`.
+    fn allow(
+        &self,
+        (from_kind, from): (&str, &str),
+        (to_kind, to_namespace, name): (&str, &str, &str),
+    ) -> bool {
         self.0.get(to_namespace).into_iter().flatten().any(|grant| {
             grant
                 .spec
                 .from
                 .iter()
-                .any(|f| f.group == GROUP && f.kind == "HTTPRoute" && f.namespace == from)
+                .any(|f| f.group == GROUP && f.kind == from_kind && f.namespace == from)
                 && grant.spec.to.iter().any(|t| {
                     t.group.is_empty()
-                        && t.kind == "Service"
+                        && t.kind == to_kind
                         && t.name.as_deref().is_none_or(|n| n == name)
                 })
         })
+    }
+}
+
+/// The certificates of HTTPS listeners, from their `tls.certificateRefs`.
+struct Certificates<'t, 'a> {
+    tls: &'t mut TlsBuilder<'a>,
+    grants: &'t Grants<'a>,
+}
+
+impl Certificates<'_, '_> {
+    /// Serves the certificates `listener` (of a Gateway in `namespace`) refers to, or says
+    /// why it cannot: the reason and message of its ResolvedRefs condition.
+    fn attach(
+        &mut self,
+        listener: &Listener,
+        namespace: &str,
+    ) -> Result<(), (&'static str, String)> {
+        let refs = listener
+            .tls
+            .as_ref()
+            .map_or(&[][..], |tls| &tls.certificate_refs[..]);
+        if refs.is_empty() {
+            let message = "an HTTPS listener needs tls.certificateRefs".to_string();
+            return Err(("InvalidCertificateRef", message));
+        }
+        for (i, reference) in refs.iter().enumerate() {
+            let field = format!("tls.certificateRefs[{i}]");
+            let core_group = reference.group.as_deref().is_none_or(str::is_empty);
+            if !core_group || reference.kind.as_deref().is_some_and(|k| k != "Secret") {
+                let message = format!("{field}: only Secrets hold certificates");
+                return Err(("InvalidCertificateRef", message));
+            }
+            let secret_namespace = reference.namespace.as_deref().unwrap_or(namespace);
+            let granted = secret_namespace == namespace
+                || self.grants.allow(
+                    ("Gateway", namespace),
+                    ("Secret", secret_namespace, &reference.name),
+                );
+            if !granted {
+                let message = format!("{field}: no ReferenceGrant in {secret_namespace} allows it");
+                return Err(("RefNotPermitted", message));
+            }
+            self.tls
+                .add_listener(
+                    secret_namespace,
+                    &reference.name,
+                    listener.hostname.as_deref(),
+                )
+                .map_err(|problem| ("InvalidCertificateRef", format!("{field}: {problem}")))?;
+        }
+        Ok(())
     }
 }
 
@@ -635,7 +729,10 @@ fn backends(
             );
             None
         } else if target_namespace != namespace
-            && !grants.allows_service(namespace, target_namespace, &target.name)
+            && !grants.allow(
+                ("HTTPRoute", namespace),
+                ("Service", target_namespace, &target.name),
+            )
         {
             problems.add(
                 "RefNotPermitted",

@@ -136,6 +136,40 @@ impl<'a> TlsBuilder<'a> {
         }
     }
 
+    /// Serves the certificate of Secret `namespace/name` for a Gateway listener: for its
+    /// `hostname`, or for the names in the certificate when the listener has none. Hosts whose
+    /// certificate an Ingress set keep it.
+    pub fn add_listener(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        hostname: Option<&str>,
+    ) -> Result<(), String> {
+        let (certificate, problem) = self.load(namespace, name);
+        let certificate = certificate.ok_or_else(|| problem.unwrap_or_default())?;
+        let hosts = match hostname {
+            Some(hostname) if !certificate.covers(hostname) => {
+                return Err(format!(
+                    "the certificate of secret {namespace}/{name} does not cover {hostname} (it \
+                     names {})",
+                    certificate.names.join(", ")
+                ));
+            }
+            Some(hostname) => vec![hostname.to_string()],
+            None => certificate.names.clone(),
+        };
+        for host in hosts {
+            if !self.owners.contains_key(&host) {
+                self.owners.insert(
+                    host.clone(),
+                    format!("gateway listener (secret {namespace}/{name})"),
+                );
+                self.table.insert(&host, certificate.clone());
+            }
+        }
+        Ok(())
+    }
+
     /// The certificate of Secret `namespace/name`, parsed once per snapshot and only when its
     /// content changed since the previous snapshot.
     fn load(&mut self, namespace: &str, name: &str) -> Loaded {
