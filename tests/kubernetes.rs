@@ -399,3 +399,73 @@ async fn a_refused_annotation_gets_an_event_naming_it() {
     assert_eq!(answer.status, StatusCode::OK);
     assert!(answer.headers.get("x").is_none());
 }
+
+/// Gateway API objects come from the API server as from a folder; a cluster without the
+/// Gateway API CRDs is served all the same (Ingresses only), and the gateway says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_api_objects_are_watched_where_the_cluster_serves_them() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = FakeApiServer::start().await;
+    let web = Backend::start("web").await;
+    let v2 = Backend::start("v2").await;
+    api.apply(
+        &(service("shop", "web", web.addr)
+            + &service("shop", "v2", v2.addr)
+            + "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: xdp}\n\
+               spec: {controllerName: xdp-gateway.io/gateway-controller}\n---\n"
+            + &format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+                 metadata: {{name: edge, namespace: shop}}\n\
+                 spec:\n  gatewayClassName: xdp\n  listeners: [{{name: web, port: {port}, protocol: HTTP}}]\n---\n"
+            )
+            + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+               metadata: {name: shop, namespace: shop}\n\
+               spec:\n  parentRefs: [{name: edge}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n"),
+    );
+    let gw = Gateway::start_kubernetes(api.kubeconfig(), &[]);
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = HttpClient::new();
+    assert_eq!(
+        served_by(&client, listener, "shop.test").await.as_deref(),
+        Some("web")
+    );
+
+    // A change on the API server is served.
+    api.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: shop, namespace: shop}\n\
+         spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
+         - backendRefs: [{name: v2, port: 80}]\n",
+    );
+    assert!(
+        within(Duration::from_secs(5), async || {
+            served_by(&client, listener, "shop.test").await.as_deref() == Some("v2")
+        })
+        .await
+    );
+    drop(gw);
+
+    // Without the CRDs: ready, Ingresses served, nothing of the Gateway API watched.
+    let api = FakeApiServer::start().await;
+    api.hide_gateway_api();
+    api.apply(
+        &(service("shop", "web", web.addr) + &ingress("shop", "web", "web.test", "/", "web", "")),
+    );
+    let gw = Gateway::start_kubernetes(api.kubeconfig(), &[]);
+    assert_eq!(
+        served_by(&client, gw.http, "web.test").await.as_deref(),
+        Some("web")
+    );
+    assert!(
+        gw.log()
+            .iter()
+            .any(|l| l.contains("Gateway API objects are not watched")),
+        "{:#?}",
+        gw.log()
+    );
+    assert!(!api.log().iter().any(|l| l.path.contains("/gateways")));
+}

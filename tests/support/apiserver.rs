@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 type Body = BoxBody<Bytes, Infallible>;
 
 /// The kinds the fake serves: (kind, group/version prefix, plural, namespaced).
-const KINDS: [(&str, &str, &str, bool); 7] = [
+const KINDS: [(&str, &str, &str, bool); 11] = [
     ("Ingress", "/apis/networking.k8s.io/v1", "ingresses", true),
     (
         "IngressClass",
@@ -43,7 +43,14 @@ const KINDS: [(&str, &str, &str, bool); 7] = [
     ),
     ("Lease", "/apis/coordination.k8s.io/v1", "leases", true),
     ("Event", "/apis/events.k8s.io/v1", "events", true),
+    ("GatewayClass", GATEWAY_API, "gatewayclasses", false),
+    ("Gateway", GATEWAY_API, "gateways", true),
+    ("HTTPRoute", GATEWAY_API, "httproutes", true),
+    ("ReferenceGrant", GATEWAY_API, "referencegrants", true),
 ];
+
+/// Where the Gateway API kinds are served (unless hidden: a cluster without their CRDs).
+const GATEWAY_API: &str = "/apis/gateway.networking.k8s.io/v1";
 
 /// One request the gateway made (method and path with query), for assertions.
 #[derive(Clone, Debug)]
@@ -63,6 +70,8 @@ struct State {
     oldest: u64,
     watchers: Vec<(String, Option<String>, mpsc::UnboundedSender<Bytes>)>,
     down: bool,
+    /// The Gateway API CRDs are not installed: its paths answer 404.
+    no_gateway_api: bool,
     log: Vec<Logged>,
 }
 
@@ -207,6 +216,11 @@ impl FakeApiServer {
     }
 
     /// Takes the server down (503 to everything, watches closed) or brings it back.
+    /// Serves the cluster as if the Gateway API CRDs were not installed.
+    pub fn hide_gateway_api(&self) {
+        self.state.lock().unwrap().no_gateway_api = true;
+    }
+
     pub fn set_down(&self, down: bool) {
         let mut state = self.state.lock().unwrap();
         state.down = down;
@@ -382,12 +396,17 @@ async fn handle(
             ));
         }
     }
+    let hidden = state.lock().unwrap().no_gateway_api && path.starts_with(GATEWAY_API);
+    if path == GATEWAY_API && !hidden {
+        return Ok(json_response(StatusCode::OK, &gateway_api_discovery()));
+    }
+    let found = route(&path).filter(|_| !hidden);
     let Some(Target {
         plural,
         namespace,
         name,
         subresource,
-    }) = route(&path)
+    }) = found
     else {
         return Ok(status(404, "NotFound", &format!("no route for {path}")));
     };
@@ -543,4 +562,18 @@ fn tokio_stream(
     mut receiver: mpsc::UnboundedReceiver<Bytes>,
 ) -> impl futures_util::Stream<Item = Bytes> {
     futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+/// The discovery document of the Gateway API group version (an APIResourceList).
+fn gateway_api_discovery() -> Value {
+    let resources: Vec<Value> = KINDS
+        .iter()
+        .filter(|(_, prefix, _, _)| *prefix == GATEWAY_API)
+        .map(|(kind, _, plural, namespaced)| {
+            json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": namespaced,
+                   "kind": kind, "verbs": ["get", "list", "watch", "patch", "update"]})
+        })
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1",
+           "groupVersion": "gateway.networking.k8s.io/v1", "resources": resources})
 }

@@ -1,7 +1,9 @@
 //! The Kubernetes API as a source: reflectors (list, then watch, re-listed with backoff after
 //! errors, disconnects or 410 Gone) for Ingress, IngressClass, Service, EndpointSlice and TLS
-//! Secrets, feeding the same `Store` as the manifests folder. Nothing is handed on before every
-//! kind has completed its first full list; after that, changes are debounced into one store.
+//! Secrets, and for GatewayClass, Gateway, HTTPRoute and ReferenceGrant where the cluster serves
+//! the Gateway API, feeding the same `Store` as the manifests folder. Nothing is handed on
+//! before every kind has completed its first full list; after that, changes are debounced into
+//! one store.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+use crate::gateway_api::{GROUP, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::store::{Sourced, Store};
 
 /// Changes within this window are published together.
@@ -35,7 +38,24 @@ struct Readers {
     services: Reader<Service>,
     endpoint_slices: Reader<EndpointSlice>,
     secrets: Reader<Secret>,
+    /// `None` where the cluster does not serve the Gateway API.
+    gateway_api: Option<GatewayReaders>,
 }
+
+struct GatewayReaders {
+    classes: Reader<GatewayClass>,
+    gateways: Reader<Gateway>,
+    routes: Reader<HTTPRoute>,
+    grants: Reader<ReferenceGrant>,
+}
+
+/// The Gateway API resources the gateway reads, as the group's discovery document names them.
+const GATEWAY_RESOURCES: [&str; 4] = [
+    "gatewayclasses",
+    "gateways",
+    "httproutes",
+    "referencegrants",
+];
 
 impl Readers {
     fn store(&self) -> Store {
@@ -54,8 +74,22 @@ impl Readers {
             services: all(&self.services),
             endpoint_slices: all(&self.endpoint_slices),
             secrets: all(&self.secrets),
-            // Gateway API objects are read from manifests folders only, so far.
-            ..Store::default()
+            gateway_classes: self
+                .gateway_api
+                .as_ref()
+                .map_or_else(Vec::new, |g| all(&g.classes)),
+            gateways: self
+                .gateway_api
+                .as_ref()
+                .map_or_else(Vec::new, |g| all(&g.gateways)),
+            http_routes: self
+                .gateway_api
+                .as_ref()
+                .map_or_else(Vec::new, |g| all(&g.routes)),
+            reference_grants: self
+                .gateway_api
+                .as_ref()
+                .map_or_else(Vec::new, |g| all(&g.grants)),
         }
     }
 }
@@ -83,6 +117,7 @@ impl KubeSource {
                 }
             };
         let (ingresses, services, slices, secrets) = namespaced(&client);
+        let gateway_api = serves_gateway_api(&client).await;
         let classes: Api<IngressClass> = Api::all(client.clone());
         let config = watcher::Config::default();
         let readers = Readers {
@@ -93,9 +128,18 @@ impl KubeSource {
             // Only certificates: the other Secrets of the cluster are none of the gateway's business.
             secrets: reflect(
                 secrets,
-                config.fields("type=kubernetes.io/tls"),
+                config.clone().fields("type=kubernetes.io/tls"),
                 changed.clone(),
             ),
+            gateway_api: gateway_api.then(|| {
+                let namespace = self.namespace.as_deref();
+                GatewayReaders {
+                    classes: reflect(Api::all(client.clone()), config.clone(), changed.clone()),
+                    gateways: reflect(scoped(&client, namespace), config.clone(), changed.clone()),
+                    routes: reflect(scoped(&client, namespace), config.clone(), changed.clone()),
+                    grants: reflect(scoped(&client, namespace), config.clone(), changed.clone()),
+                }
+            }),
         };
         let listed = tokio::try_join!(
             readers.ingresses.wait_until_ready(),
@@ -103,6 +147,18 @@ impl KubeSource {
             readers.services.wait_until_ready(),
             readers.endpoint_slices.wait_until_ready(),
             readers.secrets.wait_until_ready(),
+            async {
+                match &readers.gateway_api {
+                    Some(g) => tokio::try_join!(
+                        g.classes.wait_until_ready(),
+                        g.gateways.wait_until_ready(),
+                        g.routes.wait_until_ready(),
+                        g.grants.wait_until_ready(),
+                    )
+                    .map(drop),
+                    None => Ok(()),
+                }
+            },
         );
         if listed.is_err() {
             return;
@@ -115,6 +171,43 @@ impl KubeSource {
             }
             tokio::time::sleep(DEBOUNCE).await;
             while changes.try_recv().is_ok() {}
+        }
+    }
+}
+
+/// The objects of kind `K` in `namespace`, or in every namespace.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Whether the cluster serves the Gateway API kinds the gateway reads (its CRDs are installed).
+/// Checked once at start: CRDs installed later are read after a restart.
+async fn serves_gateway_api(client: &Client) -> bool {
+    let group_version = format!("{GROUP}/v1");
+    match client.list_api_group_resources(&group_version).await {
+        Ok(list) => {
+            let missing: Vec<&str> = GATEWAY_RESOURCES
+                .into_iter()
+                .filter(|plural| !list.resources.iter().any(|r| r.name == *plural))
+                .collect();
+            if missing.is_empty() {
+                return true;
+            }
+            tracing::warn!(
+                ?missing,
+                "{group_version} lacks resources the gateway reads: Gateway API objects are not watched"
+            );
+            false
+        }
+        Err(error) => {
+            tracing::info!(%error, "the cluster does not serve {group_version} (the Gateway API CRDs are not installed): Gateway API objects are not watched");
+            false
         }
     }
 }
