@@ -399,6 +399,24 @@ async fn listeners_and_routes_that_cannot_be_served_say_why() {
         .collect();
     assert!(!reported.contains(&"theirs"), "{reported:?}");
 
+    // `gateway check` fails on them, naming the object and the field.
+    let check = std::process::Command::new(gateway_e2e::gateway::binary("gateway"))
+        .arg("check")
+        .arg("--manifests")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(!check.status.success(), "{report}");
+    for expected in [
+        "gateway default/edge (",
+        "spec.listeners[1]: Accepted is False (HostnameConflict)",
+        "httproute default/no-section (",
+        "spec.parentRefs: parent edge: Accepted is False (NoMatchingParent)",
+    ] {
+        assert!(report.contains(expected), "{expected:?} in {report}");
+    }
+
     let client = HttpClient::new();
     let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(

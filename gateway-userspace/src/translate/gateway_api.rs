@@ -24,7 +24,8 @@ use crate::snapshot::listener::{
     ValueMatch, WeightedBackends,
 };
 use crate::snapshot::{Backend, ListenerSpec, PathType, Route, RouteIdentity, VirtualHost};
-use crate::store::{Sourced, Store, namespace_of};
+use crate::store::{ObjectKey, Sourced, Store, namespace_of};
+use crate::warning::Warning;
 
 /// How the Gateway API part of the table is made, besides the objects.
 #[derive(Clone, Debug)]
@@ -52,6 +53,8 @@ pub struct GatewayTables {
     /// The same addresses, for the sockets (kernel steering or direct binding).
     pub specs: Vec<ListenerSpec>,
     pub reports: Vec<ObjectReport>,
+    /// Every condition that says something is wrong, as a warning (for `gateway check`).
+    pub warnings: Vec<Warning>,
 }
 
 /// A listener that routes may attach to.
@@ -284,6 +287,7 @@ pub fn translate<'a>(
     }
 
     let mut tables = GatewayTables {
+        warnings: reports.iter().flat_map(warnings_of).collect(),
         reports,
         ..GatewayTables::default()
     };
@@ -324,6 +328,49 @@ pub fn translate<'a>(
         }
     }
     tables
+}
+
+/// The first condition that says something is wrong, of each listener and each parent of a
+/// route, as a warning on the object.
+fn warnings_of(report: &ObjectReport) -> Vec<Warning> {
+    let kind = match report.kind {
+        "Gateway" => "gateway",
+        "HTTPRoute" => "httproute",
+        _ => "gatewayclass",
+    };
+    let key = ObjectKey {
+        kind,
+        namespace: report.namespace.clone(),
+        name: report.name.clone(),
+    };
+    let wrong = |conditions: &[Condition]| {
+        conditions
+            .iter()
+            .find(|c| c.status == (c.type_ == "Conflicted"))
+            .map(|c| {
+                let status = if c.status { "True" } else { "False" };
+                format!("{} is {status} ({}): {}", c.type_, c.reason, c.message)
+            })
+    };
+    let listeners = report
+        .listeners
+        .iter()
+        .enumerate()
+        .filter_map(|(i, listener)| {
+            let message = wrong(&listener.conditions)?;
+            Some((format!("spec.listeners[{i}]"), message))
+        });
+    let parents = report.parents.iter().filter_map(|parent| {
+        let message = wrong(&parent.conditions)?;
+        Some((
+            "spec.parentRefs".to_string(),
+            format!("parent {}: {message}", parent.parent_ref.name),
+        ))
+    });
+    listeners
+        .chain(parents)
+        .map(|(field, message)| Warning::new(&key, report.source.as_deref(), field, message))
+        .collect()
 }
 
 /// Oldest first, then by namespace and name: the Gateway API's tie-breaker.

@@ -112,6 +112,7 @@ pub fn translate(
         None => Vec::new(),
     };
     listeners.extend(gateway.specs);
+    warnings.extend(gateway.warnings);
     let source_allow = consensus(&table.allow_lists);
     let (certificates, tls_hosts) = table.tls.finish();
     let mut snapshot = Snapshot {

@@ -146,7 +146,12 @@ impl<'a> TlsBuilder<'a> {
         hostname: Option<&str>,
     ) -> Result<(), String> {
         let (certificate, problem) = self.load(namespace, name);
-        let certificate = certificate.ok_or_else(|| problem.unwrap_or_default())?;
+        let Some(certificate) = certificate else {
+            // What `load` says happens to an Ingress's hosts is not what happens here.
+            let problem = problem.unwrap_or_default();
+            let reason = problem.split("; ").next().unwrap_or_default();
+            return Err(format!("{reason}; the listener is not served"));
+        };
         let hosts = match hostname {
             Some(hostname) if !certificate.covers(hostname) => {
                 return Err(format!(
