@@ -10,33 +10,9 @@ use bytes::Bytes;
 use gateway_e2e::backend::Backend;
 use gateway_e2e::client::HttpClient;
 use gateway_e2e::gateway::Gateway;
-use gateway_e2e::manifests::{ManifestsDir, ingress, service};
+use gateway_e2e::manifests::{ManifestsDir, free_port, gateway, gateway_class, ingress, service};
 use hyper::{Request, StatusCode};
 use serde_json::Value;
-
-/// A loopback port nothing listens on (for a Gateway listener).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn gateway_class() -> &'static str {
-    "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: xdp}\n\
-     spec: {controllerName: xdp-gateway.io/gateway-controller}\n---\n"
-}
-
-/// A Gateway `name` in `namespace` with `listeners` (YAML flow mappings).
-fn gateway(namespace: &str, name: &str, listeners: &[String]) -> String {
-    let listeners: String = listeners.iter().map(|l| format!("  - {l}\n")).collect();
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
-         metadata: {{name: {name}, namespace: {namespace}}}\n\
-         spec:\n  gatewayClassName: xdp\n  listeners:\n{listeners}---\n"
-    )
-}
 
 /// The `kind`/`namespace`/`name` object of the /routes report's gateway_api list.
 fn object<'a>(routes: &'a Value, kind: &str, name: &str) -> &'a Value {

@@ -1,7 +1,8 @@
 //! Hostile clients against the real binary: path tricks around path-scoped policy, access rules
 //! that cannot be applied, slow and idle connections, oversized heads, connection floods,
 //! request smuggling and response splitting (checked against a backend that records the exact
-//! bytes it receives), malformed HTTP/2 and HTTP/2 floods. Each case is the attack itself, sent
+//! bytes it receives), malformed HTTP/2 and HTTP/2 floods, and the same defences on a Gateway
+//! API listener. Each case is the attack itself, sent
 //! as raw bytes, and the answer the README's Security section promises.
 
 use std::net::SocketAddr;
@@ -10,7 +11,9 @@ use std::time::Duration;
 use gateway_e2e::backend::Backend;
 use gateway_e2e::client::HttpClient;
 use gateway_e2e::gateway::Gateway;
-use gateway_e2e::manifests::{ManifestsDir, annotated_ingress, ingress, service};
+use gateway_e2e::manifests::{
+    ManifestsDir, annotated_ingress, free_port, gateway, gateway_class, ingress, service,
+};
 use gateway_e2e::raw::{self, h2};
 use gateway_e2e::recorder::{self, Recorder};
 use tokio::io::AsyncWriteExt;
@@ -755,5 +758,73 @@ async fn http2_floods_get_goaway_and_other_clients_carry_on() {
     assert!(
         metrics.contains("xdp_gateway_connections_closed_total{reason=\"http2_flood\"}"),
         "{metrics}"
+    );
+}
+
+/// A Gateway listener is served by the same code as the gateway's own listeners: paths are
+/// normalised once, before its matches; smuggling is refused before any backend; a slow head
+/// times out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_listener_gets_the_same_defences() {
+    let backend = Recorder::start(recorder::OK).await;
+    let port = free_port();
+    let dir = ManifestsDir::new();
+    dir.write(
+        "shop.yaml",
+        &(service("shop", &[backend.addr])
+            + gateway_class()
+            + &gateway("default", "edge", &[format!("{{name: web, port: {port}, protocol: HTTP}}")])
+            + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+               metadata: {name: shop, namespace: default}\n\
+               spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
+               - matches: [{path: {value: /public}}]\n    backendRefs: [{name: shop, port: 80}]\n  \
+               - matches: [{path: {value: /admin}, headers: [{name: x-admin-token, value: s3cret}]}]\n    \
+               backendRefs: [{name: shop, port: 80}]\n"),
+    );
+    let _gw = Gateway::start(dir.path(), &["--client-header-timeout", "1"]);
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    // The path is matched as the backend would read it: dot segments, encoded or not, cannot
+    // reach /admin past its header match.
+    for path in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/%2E%2E/admin/x",
+        "/public/./../admin",
+    ] {
+        backend.clear();
+        let answer = raw::http1(listener, &get(path), QUIET).await;
+        assert_eq!(answer.status(), Some(404), "{path}: {answer:?}");
+        assert!(
+            backend.raw().is_empty(),
+            "{path}: {}",
+            recorder_text(&backend)
+        );
+    }
+    backend.clear();
+    let with_token = b"GET /public/../admin/x HTTP/1.1\r\nHost: shop.test\r\nX-Admin-Token: s3cret\r\nConnection: close\r\n\r\n";
+    let answer = raw::http1(listener, with_token, QUIET).await;
+    assert_eq!(answer.status(), Some(200), "{answer:?}");
+    assert_eq!(received_target(&backend), "/admin/x");
+
+    for (name, attack) in smuggling_attempts() {
+        backend.clear();
+        let answer = raw::http1(listener, &attack, QUIET).await;
+        assert_eq!(answer.status(), Some(400), "{name}: {answer:?}");
+        assert!(answer.closed, "{name}: the connection must close");
+        assert!(
+            backend.raw().is_empty(),
+            "{name}: {}",
+            recorder_text(&backend)
+        );
+    }
+
+    let mut half = TcpStream::connect(listener).await.unwrap();
+    half.write_all(b"GET /public HTTP/1.1\r\nHost: shop.test\r\nX-Slow")
+        .await
+        .unwrap();
+    assert!(
+        raw::closed_within(&mut half, Duration::from_secs(4)).await,
+        "a slow head is closed"
     );
 }

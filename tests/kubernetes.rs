@@ -9,6 +9,7 @@ use gateway_e2e::apiserver::FakeApiServer;
 use gateway_e2e::backend::Backend;
 use gateway_e2e::client::{HttpClient, SteadyLoad};
 use gateway_e2e::gateway::Gateway;
+use gateway_e2e::manifests::{free_port, gateway, gateway_class};
 use gateway_e2e::pki::{Ca, connect, presented};
 use hyper::{Request, StatusCode};
 
@@ -404,23 +405,18 @@ async fn a_refused_annotation_gets_an_event_naming_it() {
 /// Gateway API CRDs is served all the same (Ingresses only), and the gateway says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_api_objects_are_watched_where_the_cluster_serves_them() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let api = FakeApiServer::start().await;
     let web = Backend::start("web").await;
     let v2 = Backend::start("v2").await;
     api.apply(
         &(service("shop", "web", web.addr)
             + &service("shop", "v2", v2.addr)
-            + "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: xdp}\n\
-               spec: {controllerName: xdp-gateway.io/gateway-controller}\n---\n"
-            + &format!(
-                "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
-                 metadata: {{name: edge, namespace: shop}}\n\
-                 spec:\n  gatewayClassName: xdp\n  listeners: [{{name: web, port: {port}, protocol: HTTP}}]\n---\n"
+            + gateway_class()
+            + &gateway(
+                "shop",
+                "edge",
+                &[format!("{{name: web, port: {port}, protocol: HTTP}}")],
             )
             + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
                metadata: {name: shop, namespace: shop}\n\

@@ -136,3 +136,28 @@ pub fn shop_gateway(backend: SocketAddr, args: &[&str]) -> (ManifestsDir, crate:
     let gateway = crate::gateway::Gateway::start(dir.path(), args);
     (dir, gateway)
 }
+
+/// A loopback port nothing listens on (for a Gateway listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A GatewayClass `xdp` of this gateway's controller.
+pub fn gateway_class() -> &'static str {
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: xdp}\n\
+     spec: {controllerName: xdp-gateway.io/gateway-controller}\n---\n"
+}
+
+/// A Gateway `name` in `namespace` with `listeners` (YAML flow mappings).
+pub fn gateway(namespace: &str, name: &str, listeners: &[String]) -> String {
+    let listeners: String = listeners.iter().map(|l| format!("  - {l}\n")).collect();
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {{name: {name}, namespace: {namespace}}}\n\
+         spec:\n  gatewayClassName: xdp\n  listeners:\n{listeners}---\n"
+    )
+}
