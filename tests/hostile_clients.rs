@@ -2,8 +2,8 @@
 //! that cannot be applied, slow and idle connections, oversized heads, connection floods,
 //! request smuggling and response splitting (checked against a backend that records the exact
 //! bytes it receives), malformed HTTP/2 and HTTP/2 floods, and the same defences on a Gateway
-//! API listener. Each case is the attack itself, sent
-//! as raw bytes, and the answer the README's Security section promises.
+//! API listener. Each case is the attack itself, sent as raw bytes, and the answer the README's
+//! Security section promises.
 
 use std::net::SocketAddr;
 use std::time::Duration;
