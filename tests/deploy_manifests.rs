@@ -280,7 +280,11 @@ fn the_per_project_overlay_renders_a_gateway_confined_to_its_project() {
     // exists).
     for role in find(&objects, "ClusterRole") {
         for rule in role["rules"].as_array().unwrap() {
-            let classes = [json!(["ingressclasses"]), json!(["gatewayclasses"])];
+            let classes = [
+                json!(["ingressclasses"]),
+                json!(["gatewayclasses"]),
+                json!(["gatewayclasses/status"]),
+            ];
             assert!(
                 classes.contains(&rule["resources"]),
                 "{}: {rule}",

@@ -430,6 +430,49 @@ async fn gateway_api_objects_are_watched_where_the_cluster_serves_them() {
         Some("web")
     );
 
+    // The leader writes the conditions to the objects' status.
+    let condition_holds = |object: Option<serde_json::Value>, pointer: &str, type_: &str| {
+        object.is_some_and(|o| {
+            o.pointer(pointer)
+                .and_then(|c| c.as_array().cloned())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == type_ && c["status"] == "True")
+                })
+        })
+    };
+    assert!(
+        within(Duration::from_secs(10), async || {
+            condition_holds(
+                api.get("Gateway", Some("shop"), "edge"),
+                "/status/conditions",
+                "Programmed",
+            ) && condition_holds(
+                api.get("HTTPRoute", Some("shop"), "shop"),
+                "/status/parents/0/conditions",
+                "Accepted",
+            ) && condition_holds(
+                api.get("GatewayClass", None, "xdp"),
+                "/status/conditions",
+                "Accepted",
+            )
+        })
+        .await,
+        "{:#?}",
+        (
+            api.get("Gateway", Some("shop"), "edge"),
+            api.get("HTTPRoute", Some("shop"), "shop")
+        )
+    );
+    let gateway = api.get("Gateway", Some("shop"), "edge").unwrap();
+    assert_eq!(gateway["status"]["listeners"][0]["attachedRoutes"], 1);
+    assert_eq!(gateway["status"]["addresses"][0]["value"], "127.0.0.1");
+    let route = api.get("HTTPRoute", Some("shop"), "shop").unwrap();
+    assert_eq!(
+        route["status"]["parents"][0]["controllerName"],
+        "xdp-gateway.io/gateway-controller"
+    );
+
     // A change on the API server is served.
     api.apply(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\

@@ -13,13 +13,17 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 
+use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute};
+use crate::gateway_status::wanted;
 use crate::snapshot::{IngressReport, Snapshot};
 use crate::store::{Store, find, namespace_of};
+use crate::translate::GatewayOptions;
 use crate::warning::Warning;
 
 /// How long a Lease stays held without renewal.
@@ -109,7 +113,15 @@ pub struct ClusterWriter {
     /// The status last written to each Ingress, with the resourceVersion it was written over:
     /// until the watch brings the new version, the store still shows the old status.
     written: Mutex<HashMap<(String, String), WrittenStatus>>,
+    /// Whose Gateway API objects these are, and where their Gateways are served.
+    gateway: GatewayOptions,
+    /// The resourceVersion each Gateway API object (by kind, namespace and name) had when its
+    /// status was last written: not written again until the watch brings a newer one.
+    written_gateway_api: Mutex<HashMap<GatewayObject, Option<String>>>,
 }
+
+/// A Gateway API object: kind, namespace (`default` for cluster-scoped kinds) and name.
+type GatewayObject = (&'static str, String, String);
 
 /// A status written, and the resourceVersion of the Ingress it was written over.
 type WrittenStatus = (Option<String>, Vec<IngressLoadBalancerIngress>);
@@ -121,6 +133,7 @@ impl ClusterWriter {
         lease_namespace: String,
         lease_name: String,
         address: PublishedAddress,
+        gateway: GatewayOptions,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
@@ -139,6 +152,8 @@ impl ClusterWriter {
             recorder,
             reported: Mutex::new(HashSet::new()),
             written: Mutex::new(HashMap::new()),
+            gateway,
+            written_gateway_api: Mutex::new(HashMap::new()),
         }
     }
 
@@ -251,7 +266,74 @@ impl ClusterWriter {
                 }
             }
         }
+        self.write_gateway_api(store, snapshot).await;
         self.report_warnings(store, snapshot).await;
+    }
+
+    /// The status of every Gateway API object this gateway is responsible for.
+    async fn write_gateway_api(&self, store: &Store, snapshot: &Snapshot) {
+        let now = Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or(Timestamp::now());
+        let now = now.to_string();
+        for report in &snapshot.gateway_api {
+            let namespace = report.namespace.as_deref().unwrap_or("default");
+            let found = match report.kind {
+                "GatewayClass" => find(&store.gateway_classes, namespace, &report.name)
+                    .map(|o| (serde_json::to_value(&o.object), &o.object.metadata)),
+                "Gateway" => find(&store.gateways, namespace, &report.name)
+                    .map(|o| (serde_json::to_value(&o.object), &o.object.metadata)),
+                _ => find(&store.http_routes, namespace, &report.name)
+                    .map(|o| (serde_json::to_value(&o.object), &o.object.metadata)),
+            };
+            let Some((Ok(object), meta)) = found else {
+                continue;
+            };
+            let controller = &self.gateway.controller;
+            let addresses = &self.gateway.addresses;
+            let Some(status) = wanted(report, &object, controller, addresses, &now) else {
+                continue;
+            };
+            let key = (report.kind, namespace.to_string(), report.name.clone());
+            let version = meta.resource_version.clone();
+            let pending = self
+                .written_gateway_api
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                == Some(&version);
+            if pending {
+                continue;
+            }
+            let patch = Patch::Merge(serde_json::json!({ "status": status }));
+            let params = PatchParams::default();
+            let result = match report.kind {
+                "GatewayClass" => Api::<GatewayClass>::all(self.client.clone())
+                    .patch_status(&report.name, &params, &patch)
+                    .await
+                    .map(drop),
+                "Gateway" => Api::<Gateway>::namespaced(self.client.clone(), namespace)
+                    .patch_status(&report.name, &params, &patch)
+                    .await
+                    .map(drop),
+                _ => Api::<HTTPRoute>::namespaced(self.client.clone(), namespace)
+                    .patch_status(&report.name, &params, &patch)
+                    .await
+                    .map(drop),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(kind = report.kind, %namespace, name = %report.name, "status updated");
+                    self.written_gateway_api
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, version);
+                }
+                Err(error) => {
+                    tracing::warn!(kind = report.kind, %namespace, name = %report.name, %error, "cannot update status")
+                }
+            }
+        }
     }
 
     async fn report_warnings(&self, store: &Store, snapshot: &Snapshot) {

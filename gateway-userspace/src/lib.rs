@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod cidr;
 pub mod cluster;
 pub mod gateway_api;
+pub mod gateway_status;
 pub mod lifecycle;
 pub mod normalize;
 pub mod observe;

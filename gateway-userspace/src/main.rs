@@ -644,6 +644,7 @@ async fn start_kubernetes(
             service: args.source.publish_service.clone(),
             node_ips: args.source.node_ip.clone(),
         },
+        options.gateway.clone(),
     ));
     tokio::spawn(writer.clone().lead());
 

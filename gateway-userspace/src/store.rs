@@ -144,13 +144,13 @@ pub fn index<T: Metadata<Ty = ObjectMeta>>(objects: &[Sourced<T>]) -> HashMap<(&
 }
 
 /// The object `namespace/name` among `objects`.
-pub fn find<'a, T: Metadata<Ty = ObjectMeta>>(
+pub fn find<'a, T: kube::Resource>(
     objects: &'a [Sourced<T>],
     namespace: &str,
     name: &str,
 ) -> Option<&'a Sourced<T>> {
     objects.iter().find(|sourced| {
-        let meta = sourced.object.metadata();
+        let meta = sourced.object.meta();
         namespace_of(meta) == namespace && meta.name.as_deref() == Some(name)
     })
 }
