@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gateway_e2e::backend::{Backend, Behaviour};
-use gateway_e2e::client::{Answer, HttpClient};
+use gateway_e2e::client::{Answer, HttpClient, grpc_call};
 use gateway_e2e::gateway::Gateway;
 use gateway_e2e::manifests::{ManifestsDir, annotated_ingress, service};
 use http_body_util::{BodyExt, Full};
@@ -228,23 +228,6 @@ async fn paths_rewrites_and_redirects() {
     );
 }
 
-async fn grpc_call(
-    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
-    authority: &str,
-    scheme: &str,
-) -> (StatusCode, Bytes, hyper::HeaderMap) {
-    let request = Request::post(format!("{scheme}://{authority}/echo.Echo/Say"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x05hello")))
-        .unwrap();
-    let response = sender.send_request(request).await.expect("gRPC call");
-    let status = response.status();
-    let collected = response.into_body().collect().await.expect("body");
-    let trailers = collected.trailers().cloned().unwrap_or_default();
-    (status, collected.to_bytes(), trailers)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn backend_protocols_carry_grpc_with_trailers_over_h2c_and_tls() {
     let ca = gateway_e2e::pki::Ca::new();
@@ -284,7 +267,8 @@ async fn backend_protocols_carry_grpc_with_trailers_over_h2c_and_tls() {
             .await
             .unwrap();
     tokio::spawn(connection);
-    let (status, body, trailers) = grpc_call(&mut sender, "grpc.test", "http").await;
+    let (status, body, trailers) =
+        grpc_call(&mut sender, "grpc.test", "http", "/echo.Echo/Say").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&body[..], b"\0\0\0\0\x05hello");
     assert_eq!(trailers["grpc-status"], "0");
@@ -293,7 +277,7 @@ async fn backend_protocols_carry_grpc_with_trailers_over_h2c_and_tls() {
         "h2c all the way"
     );
     // ... and to a backend over TLS (GRPCS).
-    let (_, _, trailers) = grpc_call(&mut sender, "grpcs.test", "http").await;
+    let (_, _, trailers) = grpc_call(&mut sender, "grpcs.test", "http", "/echo.Echo/Say").await;
     assert_eq!(trailers["grpc-message"], "grpc-tls HTTP/2.0");
 
     // Client over TLS (ALPN h2) -> gateway -> GRPCS backend.
@@ -305,7 +289,8 @@ async fn backend_protocols_carry_grpc_with_trailers_over_h2c_and_tls() {
             .await
             .unwrap();
     tokio::spawn(connection);
-    let (status, _, trailers) = grpc_call(&mut sender, "grpcs.test", "https").await;
+    let (status, _, trailers) =
+        grpc_call(&mut sender, "grpcs.test", "https", "/echo.Echo/Say").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         (

@@ -614,3 +614,89 @@ async fn https_listeners_terminate_tls_with_their_certificate_refs() {
     let stream = connect(ca.client_config(&["http/1.1"]), denied, "other.test").await;
     assert!(stream.is_ok(), "{:?}", stream.err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcroutes_match_services_and_methods_and_reach_backends_over_http2() {
+    use gateway_e2e::client::grpc_call;
+    let say = Backend::start("say").await;
+    let echo = Backend::start("echo").await;
+    let getter = Backend::start("getter").await;
+    let port = free_port();
+    let dir = ManifestsDir::new();
+    dir.write(
+        "backends.yaml",
+        &[
+            service("say", &[say.addr]),
+            service("echo", &[echo.addr]),
+            service("getter", &[getter.addr]),
+        ]
+        .concat(),
+    );
+    dir.write(
+        "gateway.yaml",
+        &(gateway_class().to_string()
+            + &gateway(
+                "default",
+                "edge",
+                &[format!("{{name: grpc, port: {port}, protocol: HTTP}}")],
+            )),
+    );
+    dir.write(
+        "route.yaml",
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [grpc.example.com]
+  rules:
+  - matches: [{method: {service: echo.Echo}}]
+    backendRefs: [{name: echo, port: 80}]
+  - matches: [{method: {service: echo.Echo, method: Say}}]
+    backendRefs: [{name: say, port: 80}]
+  - matches: [{method: {type: RegularExpression, method: "Get.*"}}]
+    backendRefs: [{name: getter, port: 80}]
+"#,
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    // gRPC over h2c, prior knowledge, to the Gateway's port.
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for (path, backend) in [
+        ("/echo.Echo/Say", "say"),
+        ("/echo.Echo/Shout", "echo"),
+        ("/catalog.Items/GetItem", "getter"),
+    ] {
+        let (status, body, trailers) =
+            grpc_call(&mut sender, "grpc.example.com", "http", path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(&body[..], b"\0\0\0\0\x05hello", "{path}");
+        assert_eq!(trailers["grpc-status"], "0", "{path}");
+        // The backend names itself and the protocol it was spoken to in.
+        assert_eq!(
+            trailers["grpc-message"],
+            format!("{backend} HTTP/2.0"),
+            "{path}"
+        );
+    }
+    let (status, _, _) =
+        grpc_call(&mut sender, "grpc.example.com", "http", "/other.Svc/Call").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let routes = gw.routes();
+    let route = object(&routes, "GRPCRoute", "echo");
+    assert_eq!(
+        condition(&route["parents"][0]["conditions"], "Accepted")["status"],
+        true,
+        "{route:#}"
+    );
+}

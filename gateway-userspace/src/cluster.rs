@@ -19,7 +19,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 
-use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute};
+use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute};
 use crate::gateway_status::wanted;
 use crate::snapshot::{IngressReport, Snapshot};
 use crate::store::{Store, find, namespace_of};
@@ -283,6 +283,8 @@ impl ClusterWriter {
                     .map(|o| (serde_json::to_value(&o.object), &o.object.metadata)),
                 "Gateway" => find(&store.gateways, namespace, &report.name)
                     .map(|o| (serde_json::to_value(&o.object), &o.object.metadata)),
+                "GRPCRoute" => find(&store.grpc_routes, namespace, &report.name)
+                    .map(|o| (serde_json::to_value(&o.object), &o.object.metadata)),
                 _ => find(&store.http_routes, namespace, &report.name)
                     .map(|o| (serde_json::to_value(&o.object), &o.object.metadata)),
             };
@@ -313,6 +315,10 @@ impl ClusterWriter {
                     .await
                     .map(drop),
                 "Gateway" => Api::<Gateway>::namespaced(self.client.clone(), namespace)
+                    .patch_status(&report.name, &params, &patch)
+                    .await
+                    .map(drop),
+                "GRPCRoute" => Api::<GRPCRoute>::namespaced(self.client.clone(), namespace)
                     .patch_status(&report.name, &params, &patch)
                     .await
                     .map(drop),

@@ -54,7 +54,7 @@ pub fn wanted(
                 "listeners": listeners,
             })
         }
-        "HTTPRoute" => {
+        "HTTPRoute" | "GRPCRoute" => {
             let theirs = current["parents"]
                 .as_array()
                 .into_iter()

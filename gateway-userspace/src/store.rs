@@ -10,7 +10,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 
 /// An object together with where it came from, so that a warning can point at the file.
 #[derive(Clone, Debug)]
@@ -41,6 +41,7 @@ pub struct Store {
     pub gateway_classes: Vec<Sourced<GatewayClass>>,
     pub gateways: Vec<Sourced<Gateway>>,
     pub http_routes: Vec<Sourced<HTTPRoute>>,
+    pub grpc_routes: Vec<Sourced<GRPCRoute>>,
     pub reference_grants: Vec<Sourced<ReferenceGrant>>,
 }
 
@@ -55,6 +56,7 @@ pub enum Object {
     GatewayClass(Box<GatewayClass>),
     Gateway(Box<Gateway>),
     HTTPRoute(Box<HTTPRoute>),
+    GRPCRoute(Box<GRPCRoute>),
     ReferenceGrant(Box<ReferenceGrant>),
 }
 
@@ -70,6 +72,7 @@ impl Object {
             Object::GatewayClass(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HTTPRoute(o) => &o.metadata,
+            Object::GRPCRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
         }
     }
@@ -86,6 +89,7 @@ impl Object {
             Object::GatewayClass(_) => ("gatewayclass", false),
             Object::Gateway(_) => ("gateway", true),
             Object::HTTPRoute(_) => ("httproute", true),
+            Object::GRPCRoute(_) => ("grpcroute", true),
             Object::ReferenceGrant(_) => ("referencegrant", true),
         };
         ObjectKey {
@@ -167,6 +171,7 @@ impl Store {
             Object::GatewayClass(o) => self.gateway_classes.push(Sourced { source, object: *o }),
             Object::Gateway(o) => self.gateways.push(Sourced { source, object: *o }),
             Object::HTTPRoute(o) => self.http_routes.push(Sourced { source, object: *o }),
+            Object::GRPCRoute(o) => self.grpc_routes.push(Sourced { source, object: *o }),
             Object::ReferenceGrant(o) => self.reference_grants.push(Sourced { source, object: *o }),
         }
     }

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 type Body = BoxBody<Bytes, Infallible>;
 
 /// The kinds the fake serves: (kind, group/version prefix, plural, namespaced).
-const KINDS: [(&str, &str, &str, bool); 11] = [
+const KINDS: [(&str, &str, &str, bool); 12] = [
     ("Ingress", "/apis/networking.k8s.io/v1", "ingresses", true),
     (
         "IngressClass",
@@ -46,6 +46,7 @@ const KINDS: [(&str, &str, &str, bool); 11] = [
     ("GatewayClass", GATEWAY_API, "gatewayclasses", false),
     ("Gateway", GATEWAY_API, "gateways", true),
     ("HTTPRoute", GATEWAY_API, "httproutes", true),
+    ("GRPCRoute", GATEWAY_API, "grpcroutes", true),
     ("ReferenceGrant", GATEWAY_API, "referencegrants", true),
 ];
 

@@ -220,3 +220,23 @@ impl SteadyLoad {
         )
     }
 }
+
+/// One unary gRPC call (`hello` in one message) to `path` over an HTTP/2 connection: the
+/// status, the body and the trailers.
+pub async fn grpc_call(
+    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    authority: &str,
+    scheme: &str,
+    path: &str,
+) -> (StatusCode, Bytes, hyper::HeaderMap) {
+    let request = Request::post(format!("{scheme}://{authority}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x05hello")))
+        .unwrap();
+    let response = sender.send_request(request).await.expect("gRPC call");
+    let status = response.status();
+    let collected = response.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    (status, collected.to_bytes(), trailers)
+}

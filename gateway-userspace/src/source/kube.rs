@@ -18,7 +18,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::gateway_api::{GROUP, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway_api::{GROUP, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::store::{Sourced, Store};
 
 /// Changes within this window are published together.
@@ -47,6 +47,8 @@ struct GatewayReaders {
     gateways: Reader<Gateway>,
     routes: Reader<HTTPRoute>,
     grants: Reader<ReferenceGrant>,
+    /// `None` where the cluster's Gateway API has no GRPCRoute (before v1.1).
+    grpc_routes: Option<Reader<GRPCRoute>>,
 }
 
 /// The Gateway API resources the gateway reads, as the group's discovery document names them.
@@ -90,6 +92,11 @@ impl Readers {
                 .gateway_api
                 .as_ref()
                 .map_or_else(Vec::new, |g| all(&g.grants)),
+            grpc_routes: self
+                .gateway_api
+                .as_ref()
+                .and_then(|g| g.grpc_routes.as_ref())
+                .map_or_else(Vec::new, all),
         }
     }
 }
@@ -131,13 +138,16 @@ impl KubeSource {
                 config.clone().fields("type=kubernetes.io/tls"),
                 changed.clone(),
             ),
-            gateway_api: gateway_api.then(|| {
+            gateway_api: gateway_api.map(|grpc| {
                 let namespace = self.namespace.as_deref();
                 GatewayReaders {
                     classes: reflect(Api::all(client.clone()), config.clone(), changed.clone()),
                     gateways: reflect(scoped(&client, namespace), config.clone(), changed.clone()),
                     routes: reflect(scoped(&client, namespace), config.clone(), changed.clone()),
                     grants: reflect(scoped(&client, namespace), config.clone(), changed.clone()),
+                    grpc_routes: grpc.then(|| {
+                        reflect(scoped(&client, namespace), config.clone(), changed.clone())
+                    }),
                 }
             }),
         };
@@ -154,6 +164,12 @@ impl KubeSource {
                         g.gateways.wait_until_ready(),
                         g.routes.wait_until_ready(),
                         g.grants.wait_until_ready(),
+                        async {
+                            match &g.grpc_routes {
+                                Some(reader) => reader.wait_until_ready().await,
+                                None => Ok(()),
+                            }
+                        },
                     )
                     .map(drop),
                     None => Ok(()),
@@ -186,9 +202,10 @@ where
     }
 }
 
-/// Whether the cluster serves the Gateway API kinds the gateway reads (its CRDs are installed).
-/// Checked once at start: CRDs installed later are read after a restart.
-async fn serves_gateway_api(client: &Client) -> bool {
+/// Whether the cluster serves the Gateway API kinds the gateway reads (its CRDs are installed),
+/// and if so, whether GRPCRoute too. Checked once at start: CRDs installed later are read after
+/// a restart.
+async fn serves_gateway_api(client: &Client) -> Option<bool> {
     let group_version = format!("{GROUP}/v1");
     match client.list_api_group_resources(&group_version).await {
         Ok(list) => {
@@ -197,17 +214,17 @@ async fn serves_gateway_api(client: &Client) -> bool {
                 .filter(|plural| !list.resources.iter().any(|r| r.name == *plural))
                 .collect();
             if missing.is_empty() {
-                return true;
+                return Some(list.resources.iter().any(|r| r.name == "grpcroutes"));
             }
             tracing::warn!(
                 ?missing,
                 "{group_version} lacks resources the gateway reads: Gateway API objects are not watched"
             );
-            false
+            None
         }
         Err(error) => {
             tracing::info!(%error, "the cluster does not serve {group_version} (the Gateway API CRDs are not installed): Gateway API objects are not watched");
-            false
+            None
         }
     }
 }

@@ -77,13 +77,14 @@ fn parse_value(
         (GATEWAY_V1 | GATEWAY_V1BETA1, "GatewayClass") => typed(value).map(Object::GatewayClass),
         (GATEWAY_V1 | GATEWAY_V1BETA1, "Gateway") => typed(value).map(Object::Gateway),
         (GATEWAY_V1 | GATEWAY_V1BETA1, "HTTPRoute") => typed(value).map(Object::HTTPRoute),
+        (GATEWAY_V1, "GRPCRoute") => typed(value).map(Object::GRPCRoute),
         (GATEWAY_V1 | GATEWAY_V1BETA1, "ReferenceGrant") => {
             typed(value).map(Object::ReferenceGrant)
         }
         (
             _,
             "Ingress" | "IngressClass" | "Service" | "EndpointSlice" | "Secret" | "GatewayClass"
-            | "Gateway" | "HTTPRoute" | "ReferenceGrant",
+            | "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant",
         ) => {
             warnings.push(warn(
                 "apiVersion",
@@ -142,6 +143,7 @@ fn key_of(kind: &str, value: &Value) -> ObjectKey {
         "GatewayClass" => "gatewayclass",
         "Gateway" => "gateway",
         "HTTPRoute" => "httproute",
+        "GRPCRoute" => "grpcroute",
         "ReferenceGrant" => "referencegrant",
         _ => "object",
     };

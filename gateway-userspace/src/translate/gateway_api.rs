@@ -15,10 +15,11 @@ use regex::{Regex, RegexBuilder};
 use super::backend::{BackendResolver, PortRef, ProblemKind};
 use super::tls::TlsBuilder;
 use crate::gateway_api::{
-    GROUP, Gateway, HTTPBackendRef, HTTPHeader, HTTPHeaderFilter, HTTPPathModifier, HTTPRoute,
-    HTTPRouteFilter, HTTPRouteMatch, HTTPValueMatch, Listener, ParentReference, ReferenceGrant,
+    GROUP, GRPCRoute, GRPCRouteMatch, Gateway, HTTPBackendRef, HTTPHeader, HTTPHeaderFilter,
+    HTTPPathMatch, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HTTPValueMatch,
+    Listener, ParentReference, ReferenceGrant,
 };
-use crate::policy::{HeaderEdits, PathRewrite, RedirectRule, RoutePolicy};
+use crate::policy::{HeaderEdits, PathRewrite, Protocol, RedirectRule, RoutePolicy};
 use crate::snapshot::listener::{
     Condition, ListenerReport, ListenerTable, MatchConditions, ObjectReport, ParentReport,
     ValueMatch, WeightedBackends,
@@ -168,14 +169,18 @@ pub fn translate<'a>(
     }
 
     let mut hosts: BTreeMap<u16, BTreeMap<String, Vec<(RuleKey, Route)>>> = BTreeMap::new();
-    let mut routes: Vec<&Sourced<HTTPRoute>> = store.http_routes.iter().collect();
-    routes.sort_by_key(|r| age_key(&r.object.metadata));
-    for (age, sourced) in routes.iter().enumerate() {
-        let route = &sourced.object;
-        let namespace = namespace_of(&route.metadata);
+    let mut routes: Vec<RouteView<'_>> = store
+        .http_routes
+        .iter()
+        .map(RouteView::http)
+        .chain(store.grpc_routes.iter().map(RouteView::grpc))
+        .collect();
+    routes.sort_by_key(|r| age_key(r.meta));
+    for (age, route) in routes.iter().enumerate() {
+        let namespace = namespace_of(route.meta);
         let mut parents = Vec::new();
         let mut placements = Vec::new();
-        for parent in &route.spec.parent_refs {
+        for parent in route.parent_refs {
             let Some(outcome) = attach(parent, route, namespace, &attachable, &mut reports) else {
                 continue; // Another controller's parent: not ours to report on.
             };
@@ -196,20 +201,17 @@ pub fn translate<'a>(
         if parents.is_empty() {
             continue;
         }
-        let owner = format!(
-            "{namespace}/{}",
-            route.metadata.name.as_deref().unwrap_or("")
-        );
+        let owner = format!("{namespace}/{}", route.meta.name.as_deref().unwrap_or(""));
         let mut refs = RefProblems::default();
         let mut rules = Vec::new();
-        for (rule_index, rule) in route.spec.rules.iter().enumerate() {
+        for (rule_index, rule) in route.rules.iter().enumerate() {
             let field = format!("spec.rules[{rule_index}]");
-            let filters = RuleFilters::parse(&rule.filters);
+            let filters = RuleFilters::parse(rule.filters);
             // A redirect answers by itself: the rule's backends are not used.
             let redirects = matches!(&filters, Ok(f) if f.redirect.is_some());
             let split = (!redirects).then(|| {
                 backends(
-                    &rule.backend_refs,
+                    rule.backend_refs,
                     namespace,
                     &field,
                     &grants,
@@ -217,14 +219,8 @@ pub fn translate<'a>(
                     &mut refs,
                 )
             });
-            let default_match = [HTTPRouteMatch::default()];
-            let matches = if rule.matches.is_empty() {
-                &default_match[..]
-            } else {
-                &rule.matches
-            };
-            for (match_index, matched) in matches.iter().enumerate() {
-                let compiled = match compile_match(matched) {
+            for (match_index, compiled) in rule.matches.iter().enumerate() {
+                let compiled = match compiled {
                     Ok(compiled) => compiled,
                     Err(reason) => {
                         let place = format!("{field}.matches[{match_index}]");
@@ -235,7 +231,7 @@ pub fn translate<'a>(
                 };
                 // A rule whose filters cannot be applied answers 500: never the request
                 // unfiltered.
-                let policy = filters.clone().and_then(|f| f.policy(&compiled));
+                let policy = filters.clone().and_then(|f| f.policy(compiled, route.grpc));
                 let (policy, split) = match policy {
                     Ok(policy) => (policy, split.clone()),
                     Err(reason) => {
@@ -248,7 +244,7 @@ pub fn translate<'a>(
                         (RoutePolicy::plain(), Some(Arc::new(nothing)))
                     }
                 };
-                let key = RuleKey::new(&compiled, age, rule_index, match_index);
+                let key = RuleKey::new(compiled, age, rule_index, match_index);
                 rules.push((key, compiled, policy, split));
             }
         }
@@ -277,10 +273,10 @@ pub fn translate<'a>(
             }
         }
         reports.push(ObjectReport {
-            kind: "HTTPRoute",
+            kind: route.kind,
             namespace: Some(namespace.to_string()),
-            name: route.metadata.name.clone().unwrap_or_default(),
-            source: sourced.source.clone(),
+            name: route.meta.name.clone().unwrap_or_default(),
+            source: route.source.clone(),
             parents,
             ..ObjectReport::default()
         });
@@ -336,6 +332,7 @@ fn warnings_of(report: &ObjectReport) -> Vec<Warning> {
     let kind = match report.kind {
         "Gateway" => "gateway",
         "HTTPRoute" => "httproute",
+        "GRPCRoute" => "grpcroute",
         _ => "gatewayclass",
     };
     let key = ObjectKey {
@@ -508,7 +505,7 @@ fn check_hostname(hostname: &str) -> Result<(), String> {
 /// this gateway's Gateways, else where its rules go or why they go nowhere.
 fn attach(
     parent: &ParentReference,
-    route: &HTTPRoute,
+    route: &RouteView<'_>,
     namespace: &str,
     attachable: &[Attachable<'_>],
     reports: &mut [ObjectReport],
@@ -547,7 +544,14 @@ fn attach(
     }
     let allowed: Vec<&&&Attachable<'_>> = named
         .iter()
-        .filter(|a| allows(a.listener, namespace_of(&a.gateway.metadata), namespace))
+        .filter(|a| {
+            allows(
+                a.listener,
+                namespace_of(&a.gateway.metadata),
+                route.kind,
+                namespace,
+            )
+        })
         .collect();
     if allowed.is_empty() {
         return Some(Err(Condition::new(
@@ -559,7 +563,7 @@ fn attach(
     }
     let mut placements = Vec::new();
     for listener in allowed {
-        let hosts = intersect(listener.listener.hostname.as_deref(), &route.spec.hostnames);
+        let hosts = intersect(listener.listener.hostname.as_deref(), route.hostnames);
         if hosts.is_empty() {
             continue;
         }
@@ -581,14 +585,15 @@ fn attach(
     Some(Ok(placements))
 }
 
-/// Whether `listener` (of a Gateway in `gateway_namespace`) admits HTTPRoutes of `namespace`.
-fn allows(listener: &Listener, gateway_namespace: &str, namespace: &str) -> bool {
+/// Whether `listener` (of a Gateway in `gateway_namespace`) admits routes of `kind` from
+/// `namespace`.
+fn allows(listener: &Listener, gateway_namespace: &str, kind: &str, namespace: &str) -> bool {
     let allowed = listener.allowed_routes.as_ref();
     let kinds_ok = allowed.is_none_or(|a| {
         a.kinds.is_empty()
             || a.kinds
                 .iter()
-                .any(|k| k.kind == "HTTPRoute" && k.group.as_deref().is_none_or(|g| g == GROUP))
+                .any(|k| k.kind == kind && k.group.as_deref().is_none_or(|g| g == GROUP))
     });
     // `Selector` needs the namespaces' labels, which the gateway does not read: it admits
     // nothing rather than everything (fail closed).
@@ -1068,7 +1073,7 @@ impl RuleFilters {
     }
 
     /// The policy of one match of the rule.
-    fn policy(self, compiled: &CompiledMatch) -> Result<Arc<RoutePolicy>, String> {
+    fn policy(self, compiled: &CompiledMatch, grpc: bool) -> Result<Arc<RoutePolicy>, String> {
         let redirect_rule = match self.redirect {
             Some((rule, modifier)) => Some(RedirectRule {
                 path: path_rewrite(modifier.as_ref(), compiled, "requestRedirect")?,
@@ -1077,7 +1082,8 @@ impl RuleFilters {
             None => None,
         };
         let path_rewrite = path_rewrite(self.rewrite_path.as_ref(), compiled, "urlRewrite")?;
-        let plain = self.request_headers.is_none()
+        let plain = !grpc
+            && self.request_headers.is_none()
             && self.response_headers.is_none()
             && redirect_rule.is_none()
             && path_rewrite.is_none()
@@ -1091,6 +1097,8 @@ impl RuleFilters {
             redirect_rule,
             path_rewrite,
             upstream_vhost: self.rewrite_host,
+            // gRPC goes to the backend over HTTP/2 (h2c), trailers both ways.
+            protocol: if grpc { Protocol::Grpc } else { Protocol::Http },
             ..RoutePolicy::default()
         }))
     }
@@ -1157,4 +1165,114 @@ fn path_rewrite(
             "filters: {filter}.path.type {other:?} is not ReplaceFullPath or ReplacePrefixMatch"
         )),
     }
+}
+
+/// An HTTPRoute or a GRPCRoute, as attaching and translating see them.
+struct RouteView<'a> {
+    kind: &'static str,
+    grpc: bool,
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    source: &'a Option<String>,
+    parent_refs: &'a [ParentReference],
+    hostnames: &'a [String],
+    rules: Vec<RuleView<'a>>,
+}
+
+/// A rule: its matches compiled (or why one cannot be), its filters and backends.
+struct RuleView<'a> {
+    matches: Vec<Result<CompiledMatch, String>>,
+    filters: &'a [HTTPRouteFilter],
+    backend_refs: &'a [HTTPBackendRef],
+}
+
+impl<'a> RouteView<'a> {
+    fn http(sourced: &'a Sourced<HTTPRoute>) -> Self {
+        let route = &sourced.object;
+        let rules = route.spec.rules.iter().map(|rule| {
+            let matches = match rule.matches.is_empty() {
+                true => vec![compile_match(&HTTPRouteMatch::default())],
+                false => rule.matches.iter().map(compile_match).collect(),
+            };
+            RuleView {
+                matches,
+                filters: &rule.filters,
+                backend_refs: &rule.backend_refs,
+            }
+        });
+        Self {
+            kind: "HTTPRoute",
+            grpc: false,
+            meta: &route.metadata,
+            source: &sourced.source,
+            parent_refs: &route.spec.parent_refs,
+            hostnames: &route.spec.hostnames,
+            rules: rules.collect(),
+        }
+    }
+
+    fn grpc(sourced: &'a Sourced<GRPCRoute>) -> Self {
+        let route = &sourced.object;
+        let rules = route.spec.rules.iter().map(|rule| {
+            let matches = match rule.matches.is_empty() {
+                true => vec![compile_grpc_match(&GRPCRouteMatch::default())],
+                false => rule.matches.iter().map(compile_grpc_match).collect(),
+            };
+            RuleView {
+                matches,
+                filters: &rule.filters,
+                backend_refs: &rule.backend_refs,
+            }
+        });
+        Self {
+            kind: "GRPCRoute",
+            grpc: true,
+            meta: &route.metadata,
+            source: &sourced.source,
+            parent_refs: &route.spec.parent_refs,
+            hostnames: &route.spec.hostnames,
+            rules: rules.collect(),
+        }
+    }
+}
+
+/// A gRPC match as a path match on `/SERVICE/METHOD`: both exact is an exact path, a service
+/// alone is its prefix, a method alone or a regular expression is an expression on the path.
+fn compile_grpc_match(matched: &GRPCRouteMatch) -> Result<CompiledMatch, String> {
+    let method = matched.method.clone().unwrap_or_default();
+    let regex = method.type_.as_deref() == Some("RegularExpression");
+    if !regex && method.type_.as_deref().is_some_and(|t| t != "Exact") {
+        return Err(format!(
+            "method match type {:?} is not Exact or RegularExpression",
+            method.type_
+        ));
+    }
+    let part = |value: &Option<String>| match (value, regex) {
+        (Some(value), true) => format!("(?:{value})"),
+        (Some(value), false) => regex::escape(value),
+        (None, _) => "[^/]+".to_string(),
+    };
+    let path = match (&method.service, &method.method, regex) {
+        (Some(service), Some(name), false) => HTTPPathMatch {
+            type_: Some("Exact".into()),
+            value: Some(format!("/{service}/{name}")),
+        },
+        (Some(service), None, false) => HTTPPathMatch {
+            type_: Some("PathPrefix".into()),
+            value: Some(format!("/{service}")),
+        },
+        (None, None, _) => HTTPPathMatch::default(),
+        _ => HTTPPathMatch {
+            type_: Some("RegularExpression".into()),
+            value: Some(format!(
+                "/{}/{}",
+                part(&method.service),
+                part(&method.method)
+            )),
+        },
+    };
+    compile_match(&HTTPRouteMatch {
+        path: Some(path),
+        headers: matched.headers.clone(),
+        ..HTTPRouteMatch::default()
+    })
 }
