@@ -700,3 +700,58 @@ spec:
         "{route:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rules_timeouts_bound_the_wait_for_its_backend() {
+    let web = Backend::start("web").await;
+    let port = free_port();
+    let dir = ManifestsDir::new();
+    dir.write("web.yaml", &service("web", &[web.addr]));
+    dir.write(
+        "gateway.yaml",
+        &(gateway_class().to_string()
+            + &gateway("default", "edge", &[format!("{{name: web, port: {port}, protocol: HTTP}}")])
+            + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+               metadata: {name: slow, namespace: default}\n\
+               spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
+               - matches: [{path: {value: /sleep}}]\n    timeouts: {request: 2s, backendRequest: 500ms}\n    \
+               backendRefs: [{name: web, port: 80}]\n  \
+               - matches: [{path: {value: /bad}}]\n    timeouts: {request: 1d}\n    \
+               backendRefs: [{name: web, port: 80}]\n"),
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = HttpClient::new();
+    assert_eq!(
+        send(&client, listener, "a.test", Request::get("/sleep/100"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&client, listener, "a.test", Request::get("/sleep/1500"))
+            .await
+            .0,
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    // A timeout that cannot be read closes its rule (500), saying which field.
+    assert_eq!(
+        send(&client, listener, "a.test", Request::get("/bad"))
+            .await
+            .0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let routes = gw.routes();
+    let accepted = condition(
+        &object(&routes, "HTTPRoute", "slow")["parents"][0]["conditions"],
+        "Accepted",
+    )
+    .clone();
+    assert!(
+        accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.rules[1].timeouts.request"),
+        "{accepted:#}"
+    );
+}

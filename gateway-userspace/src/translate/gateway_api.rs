@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
@@ -16,8 +17,8 @@ use super::backend::{BackendResolver, PortRef, ProblemKind};
 use super::tls::TlsBuilder;
 use crate::gateway_api::{
     GROUP, GRPCRoute, GRPCRouteMatch, Gateway, HTTPBackendRef, HTTPHeader, HTTPHeaderFilter,
-    HTTPPathMatch, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HTTPValueMatch,
-    Listener, ParentReference, ReferenceGrant,
+    HTTPPathMatch, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteTimeouts,
+    HTTPValueMatch, Listener, ParentReference, ReferenceGrant,
 };
 use crate::policy::{HeaderEdits, PathRewrite, Protocol, RedirectRule, RoutePolicy};
 use crate::snapshot::listener::{
@@ -206,7 +207,10 @@ pub fn translate<'a>(
         let mut rules = Vec::new();
         for (rule_index, rule) in route.rules.iter().enumerate() {
             let field = format!("spec.rules[{rule_index}]");
-            let filters = RuleFilters::parse(rule.filters);
+            let filters = RuleFilters::parse(rule.filters).and_then(|mut filters| {
+                filters.timeout = response_timeout(rule.timeouts)?;
+                Ok(filters)
+            });
             // A redirect answers by itself: the rule's backends are not used.
             let redirects = matches!(&filters, Ok(f) if f.redirect.is_some());
             let split = (!redirects).then(|| {
@@ -991,6 +995,8 @@ struct RuleFilters {
     redirect: Option<(RedirectRule, Option<HTTPPathModifier>)>,
     rewrite_host: Option<HeaderValue>,
     rewrite_path: Option<HTTPPathModifier>,
+    /// From the rule's `timeouts`: how long the backend has to answer.
+    timeout: Option<Duration>,
 }
 
 impl RuleFilters {
@@ -1083,6 +1089,7 @@ impl RuleFilters {
         };
         let path_rewrite = path_rewrite(self.rewrite_path.as_ref(), compiled, "urlRewrite")?;
         let plain = !grpc
+            && self.timeout.is_none()
             && self.request_headers.is_none()
             && self.response_headers.is_none()
             && redirect_rule.is_none()
@@ -1097,6 +1104,7 @@ impl RuleFilters {
             redirect_rule,
             path_rewrite,
             upstream_vhost: self.rewrite_host,
+            read_timeout: self.timeout,
             // gRPC goes to the backend over HTTP/2 (h2c), trailers both ways.
             protocol: if grpc { Protocol::Grpc } else { Protocol::Http },
             ..RoutePolicy::default()
@@ -1183,6 +1191,7 @@ struct RuleView<'a> {
     matches: Vec<Result<CompiledMatch, String>>,
     filters: &'a [HTTPRouteFilter],
     backend_refs: &'a [HTTPBackendRef],
+    timeouts: Option<&'a HTTPRouteTimeouts>,
 }
 
 impl<'a> RouteView<'a> {
@@ -1197,6 +1206,7 @@ impl<'a> RouteView<'a> {
                 matches,
                 filters: &rule.filters,
                 backend_refs: &rule.backend_refs,
+                timeouts: rule.timeouts.as_ref(),
             }
         });
         Self {
@@ -1221,6 +1231,7 @@ impl<'a> RouteView<'a> {
                 matches,
                 filters: &rule.filters,
                 backend_refs: &rule.backend_refs,
+                timeouts: None,
             }
         });
         Self {
@@ -1275,4 +1286,82 @@ fn compile_grpc_match(matched: &GRPCRouteMatch) -> Result<CompiledMatch, String>
         headers: matched.headers.clone(),
         ..HTTPRouteMatch::default()
     })
+}
+
+/// How long the backend has to answer a rule's requests: `backendRequest`, else `request` (the
+/// gateway bounds the wait for the response head; `0s` is no limit, kept to a day).
+fn response_timeout(timeouts: Option<&HTTPRouteTimeouts>) -> Result<Option<Duration>, String> {
+    let Some(timeouts) = timeouts else {
+        return Ok(None);
+    };
+    let parse = |value: &Option<String>, field: &str| {
+        value
+            .as_deref()
+            .map(|text| {
+                duration(text).ok_or(format!(
+                    "timeouts.{field}: {text:?} is not a duration such as 10s, 1m30s or 500ms"
+                ))
+            })
+            .transpose()
+    };
+    let request = parse(&timeouts.request, "request")?;
+    let backend = parse(&timeouts.backend_request, "backendRequest")?;
+    if let (Some(request), Some(backend)) = (request, backend)
+        && !request.is_zero()
+        && backend > request
+    {
+        return Err("timeouts: backendRequest is longer than request".to_string());
+    }
+    Ok(backend.or(request).map(|limit| match limit.is_zero() {
+        true => Duration::from_secs(24 * 3600),
+        false => limit,
+    }))
+}
+
+/// A Gateway API duration: one to four numbers of up to five digits, each with a unit of h,
+/// m, s or ms (`1h`, `1m30s`, `500ms`).
+fn duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 5 {
+            return None;
+        }
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, seconds_per): (&str, f64) = if rest.starts_with("ms") {
+            ("ms", 0.001)
+        } else if rest.starts_with('h') {
+            ("h", 3600.0)
+        } else if rest.starts_with('m') {
+            ("m", 60.0)
+        } else if rest.starts_with('s') {
+            ("s", 1.0)
+        } else {
+            return None;
+        };
+        rest = &rest[unit.len()..];
+        total += Duration::from_secs_f64(number as f64 * seconds_per);
+        parts += 1;
+    }
+    (1..=4).contains(&parts).then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_as_the_gateway_api_writes_them() {
+        assert_eq!(duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(duration("0s"), Some(Duration::ZERO));
+        for bad in ["", "10", "s", "1d", "123456s", "1h1h1h1h1h", "1.5s", "-1s"] {
+            assert_eq!(duration(bad), None, "{bad}");
+        }
+    }
 }
