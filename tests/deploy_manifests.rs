@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use gateway::gateway_api;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -60,6 +61,9 @@ fn checked_documents(text: &str, origin: &str) -> Vec<Value> {
             "Secret" => round_trip::<Secret>(&value),
             "DaemonSet" => round_trip::<DaemonSet>(&value),
             "Deployment" => round_trip::<Deployment>(&value),
+            "GatewayClass" => round_trip::<gateway_api::GatewayClass>(&value),
+            "Gateway" => round_trip::<gateway_api::Gateway>(&value),
+            "HTTPRoute" => round_trip::<gateway_api::HTTPRoute>(&value),
             other => panic!("{origin}: kind {other} is not checked by this test"),
         };
         let name = format!("{origin} {kind} {}", value["metadata"]["name"]);
@@ -97,6 +101,8 @@ fn every_deploy_manifest_is_a_valid_kubernetes_object() {
         "Service",
         "Ingress",
         "Secret",
+        "Gateway",
+        "HTTPRoute",
     ] {
         assert!(kinds.contains(wanted), "deploy/ has no {wanted}");
     }

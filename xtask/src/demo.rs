@@ -9,10 +9,12 @@ use anyhow::{Context, Result, bail};
 use crate::{cargo, http_get, root};
 
 const HTTP: &str = "127.0.0.1:8080";
+/// The listener of the example Gateway (deploy/examples/gateway-api.yaml).
+const GATEWAY_LISTENER: &str = "127.0.0.1:8081";
 const ADMIN: &str = "127.0.0.1:9180";
 
 /// Scheme, host and path of each example request, and who should answer it.
-const EXAMPLES: [(&str, &str, &str, &str); 8] = [
+const EXAMPLES: [(&str, &str, &str, &str); 10] = [
     ("http", "shop.example.com", "/", "(308)"),
     ("https", "shop.example.com", "/", "web"),
     ("https", "shop.example.com", "/api/orders?id=7", "api"),
@@ -21,6 +23,8 @@ const EXAMPLES: [(&str, &str, &str, &str); 8] = [
     ("http", "v2.docs.example.com", "/", "docs"),
     ("http", "unknown.example.com", "/", "(404)"),
     ("https", "unknown.example.com", "/", "(404)"),
+    ("gateway", "store.example.com", "/api/orders", "api"),
+    ("gateway", "store.example.com", "/", "web"),
 ];
 const HTTPS_PORT: u16 = 8443;
 
@@ -90,8 +94,14 @@ pub fn run(wait: bool) -> Result<()> {
             );
             (command, curl_https(host, path))
         } else {
-            let command = format!("curl -H 'Host: {host}' 'http://{HTTP}{path}'");
-            (command, http_get(HTTP, host, path))
+            // The Gateway's routes are served on the Gateway's own listener.
+            let address = if scheme == "gateway" {
+                GATEWAY_LISTENER
+            } else {
+                HTTP
+            };
+            let command = format!("curl -H 'Host: {host}' 'http://{address}{path}'");
+            (command, http_get(address, host, path))
         };
         let (status, body) = match answer {
             Ok(answer) => answer,
