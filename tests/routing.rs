@@ -752,7 +752,11 @@ fn bundled_examples_translate_without_warnings() {
             .filter(|r| r["kind"] == kind)
             .count()
     };
-    assert_eq!((of_kind("Ingress"), of_kind("HTTPRoute")), (5, 3), "{report:#}");
+    assert_eq!(
+        (of_kind("Ingress"), of_kind("HTTPRoute")),
+        (5, 3),
+        "{report:#}"
+    );
     for route in report["routes"].as_array().unwrap() {
         assert_eq!(
             route["backend"]["endpoints"].as_array().unwrap().len(),
