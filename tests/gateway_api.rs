@@ -621,6 +621,7 @@ async fn grpcroutes_match_services_and_methods_and_reach_backends_over_http2() {
     let say = Backend::start("say").await;
     let echo = Backend::start("echo").await;
     let getter = Backend::start("getter").await;
+    let remote = Backend::start("remote").await;
     let port = free_port();
     let dir = ManifestsDir::new();
     dir.write(
@@ -629,6 +630,16 @@ async fn grpcroutes_match_services_and_methods_and_reach_backends_over_http2() {
             service("say", &[say.addr]),
             service("echo", &[echo.addr]),
             service("getter", &[getter.addr]),
+            service("remote", &[remote.addr]).replace(
+                "metadata: {name: remote",
+                "metadata: {namespace: backends, name: remote",
+            ),
+            // Granted to GRPCRoutes (not to HTTPRoutes) of the default namespace.
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\n\
+             metadata: {name: grpc, namespace: backends}\n\
+             spec:\n  from: [{group: gateway.networking.k8s.io, kind: GRPCRoute, namespace: default}]\n  \
+             to: [{group: \"\", kind: Service}]\n---\n"
+                .to_string(),
         ]
         .concat(),
     );
@@ -657,6 +668,8 @@ spec:
     backendRefs: [{name: say, port: 80}]
   - matches: [{method: {type: RegularExpression, method: "Get.*"}}]
     backendRefs: [{name: getter, port: 80}]
+  - matches: [{method: {service: remote.Svc}}]
+    backendRefs: [{name: remote, namespace: backends, port: 80}]
 "#,
     );
     let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
@@ -675,6 +688,7 @@ spec:
         ("/echo.Echo/Say", "say"),
         ("/echo.Echo/Shout", "echo"),
         ("/catalog.Items/GetItem", "getter"),
+        ("/remote.Svc/Call", "remote"),
     ] {
         let (status, body, trailers) =
             grpc_call(&mut sender, "grpc.example.com", "http", path).await;

@@ -216,7 +216,7 @@ pub fn translate<'a>(
             let split = (!redirects).then(|| {
                 backends(
                     rule.backend_refs,
-                    namespace,
+                    (route.kind, namespace),
                     &field,
                     &grants,
                     resolver,
@@ -760,11 +760,11 @@ impl RefProblems {
     }
 }
 
-/// A rule's backends and their weights; a reference that cannot be used keeps its share, which
-/// is answered with 500.
+/// A rule's backends and their weights (for a route of `kind` in `namespace`); a reference that
+/// cannot be used keeps its share, which is answered with 500.
 fn backends(
     refs: &[HTTPBackendRef],
-    namespace: &str,
+    (kind, namespace): (&str, &str),
     field: &str,
     grants: &Grants<'_>,
     resolver: &mut BackendResolver<'_>,
@@ -786,7 +786,7 @@ fn backends(
             None
         } else if target_namespace != namespace
             && !grants.allow(
-                ("HTTPRoute", namespace),
+                (kind, namespace),
                 ("Service", target_namespace, &target.name),
             )
         {
@@ -813,9 +813,8 @@ fn backends(
                     &target.name,
                     &PortRef::Number(i32::from(port)),
                 ) {
-                    (backend, Some(problem)) if problem.kind == ProblemKind::Broken => {
+                    (_, Some(problem)) if problem.kind == ProblemKind::Broken => {
                         problems.add("BackendNotFound", format!("{field}: {}", problem.text));
-                        drop(backend);
                         None
                     }
                     (backend, _) => Some(backend),
