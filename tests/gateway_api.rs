@@ -769,3 +769,41 @@ async fn a_rules_timeouts_bound_the_wait_for_its_backend() {
         "{accepted:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backends_whose_service_port_says_h2c_are_spoken_to_over_http2() {
+    let plain = Backend::start("plain").await;
+    let h2c = Backend::start("h2c").await;
+    let port = free_port();
+    let dir = ManifestsDir::new();
+    dir.write(
+        "backends.yaml",
+        &(service("plain", &[plain.addr])
+            + &service("h2c", &[h2c.addr]).replace(
+                "ports: [{name: http, port: 80}]",
+                "ports: [{name: http, port: 80, appProtocol: kubernetes.io/h2c}]",
+            )),
+    );
+    dir.write(
+        "gateway.yaml",
+        &(gateway_class().to_string()
+            + &gateway(
+                "default",
+                "edge",
+                &[format!("{{name: web, port: {port}, protocol: HTTP}}")],
+            )
+            + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+               metadata: {name: both, namespace: default}\n\
+               spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
+               - matches: [{path: {value: /h2c}}]\n    backendRefs: [{name: h2c, port: 80}]\n  \
+               - backendRefs: [{name: plain, port: 80}]\n"),
+    );
+    let _gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = HttpClient::new();
+    for (path, version) in [("/h2c", "HTTP/2.0"), ("/", "HTTP/1.1")] {
+        let answer = client.get(listener, "a.test", path).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert_eq!(answer.json()["version"], version, "{path}");
+    }
+}

@@ -200,6 +200,17 @@ impl<'a> BackendResolver<'a> {
             .ok_or_else(|| format!("service {namespace}/{name} not found"))
     }
 
+    /// The `appProtocol` of port `port` of Service `namespace/name`, where it has one.
+    pub fn app_protocol(&self, namespace: &str, name: &str, port: &PortRef) -> Option<&'a str> {
+        let service: &'a Service = self.service(namespace, name).ok()?;
+        let ports = service.spec.as_ref()?.ports.as_deref()?;
+        ports
+            .iter()
+            .find(|p| port.names(p))?
+            .app_protocol
+            .as_deref()
+    }
+
     fn endpoints(
         &self,
         namespace: &str,

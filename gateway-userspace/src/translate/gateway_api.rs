@@ -213,7 +213,7 @@ pub fn translate<'a>(
             });
             // A redirect answers by itself: the rule's backends are not used.
             let redirects = matches!(&filters, Ok(f) if f.redirect.is_some());
-            let split = (!redirects).then(|| {
+            let backends = (!redirects).then(|| {
                 backends(
                     rule.backend_refs,
                     (route.kind, namespace),
@@ -223,6 +223,8 @@ pub fn translate<'a>(
                     &mut refs,
                 )
             });
+            let h2c = backends.as_ref().is_some_and(|(_, h2c)| *h2c);
+            let split = backends.map(|(split, _)| split);
             for (match_index, compiled) in rule.matches.iter().enumerate() {
                 let compiled = match compiled {
                     Ok(compiled) => compiled,
@@ -235,7 +237,9 @@ pub fn translate<'a>(
                 };
                 // A rule whose filters cannot be applied answers 500: never the request
                 // unfiltered.
-                let policy = filters.clone().and_then(|f| f.policy(compiled, route.grpc));
+                let policy = filters
+                    .clone()
+                    .and_then(|f| f.policy(compiled, route.grpc || h2c));
                 let (policy, split) = match policy {
                     Ok(policy) => (policy, split.clone()),
                     Err(reason) => {
@@ -760,8 +764,9 @@ impl RefProblems {
     }
 }
 
-/// A rule's backends and their weights (for a route of `kind` in `namespace`); a reference that
-/// cannot be used keeps its share, which is answered with 500.
+/// A rule's backends and their weights (for a route of `kind` in `namespace`), and whether
+/// every one of them speaks h2c (its Service port's `appProtocol`); a reference that cannot be
+/// used keeps its share, which is answered with 500.
 fn backends(
     refs: &[HTTPBackendRef],
     (kind, namespace): (&str, &str),
@@ -769,8 +774,9 @@ fn backends(
     grants: &Grants<'_>,
     resolver: &mut BackendResolver<'_>,
     problems: &mut RefProblems,
-) -> Arc<WeightedBackends> {
+) -> (Arc<WeightedBackends>, bool) {
     let mut choices = Vec::new();
+    let mut h2c = !refs.is_empty();
     for (i, backend_ref) in refs.iter().enumerate() {
         let weight = backend_ref.weight.unwrap_or(1).max(0) as u32;
         let target = &backend_ref.backend;
@@ -808,24 +814,28 @@ fn backends(
                     );
                     None
                 }
-                Some(port) => match resolver.resolve_port(
-                    target_namespace,
-                    &target.name,
-                    &PortRef::Number(i32::from(port)),
-                ) {
-                    (_, Some(problem)) if problem.kind == ProblemKind::Broken => {
-                        problems.add("BackendNotFound", format!("{field}: {}", problem.text));
-                        None
+                Some(port) => {
+                    let port = PortRef::Number(i32::from(port));
+                    let app_protocol = resolver.app_protocol(target_namespace, &target.name, &port);
+                    h2c &= app_protocol == Some(H2C);
+                    match resolver.resolve_port(target_namespace, &target.name, &port) {
+                        (_, Some(problem)) if problem.kind == ProblemKind::Broken => {
+                            problems.add("BackendNotFound", format!("{field}: {}", problem.text));
+                            None
+                        }
+                        (backend, _) => Some(backend),
                     }
-                    (backend, _) => Some(backend),
-                },
+                }
             }
         };
         choices.push((resolved, weight));
     }
     let total = choices.iter().map(|(_, w)| w).sum();
-    Arc::new(WeightedBackends { choices, total })
+    (Arc::new(WeightedBackends { choices, total }), h2c)
 }
+
+/// The `appProtocol` of Service ports that speak HTTP/2 without TLS.
+const H2C: &str = "kubernetes.io/h2c";
 
 /// One match of a rule, compiled.
 struct CompiledMatch {
@@ -1078,7 +1088,9 @@ impl RuleFilters {
     }
 
     /// The policy of one match of the rule.
-    fn policy(self, compiled: &CompiledMatch, grpc: bool) -> Result<Arc<RoutePolicy>, String> {
+    /// The policy of one match of the rule; `http2`: the backends are spoken to over h2c (a
+    /// GRPCRoute's, or Services whose port says `kubernetes.io/h2c`).
+    fn policy(self, compiled: &CompiledMatch, http2: bool) -> Result<Arc<RoutePolicy>, String> {
         let redirect_rule = match self.redirect {
             Some((rule, modifier)) => Some(RedirectRule {
                 path: path_rewrite(modifier.as_ref(), compiled, "requestRedirect")?,
@@ -1087,7 +1099,7 @@ impl RuleFilters {
             None => None,
         };
         let path_rewrite = path_rewrite(self.rewrite_path.as_ref(), compiled, "urlRewrite")?;
-        let plain = !grpc
+        let plain = !http2
             && self.timeout.is_none()
             && self.request_headers.is_none()
             && self.response_headers.is_none()
@@ -1104,8 +1116,12 @@ impl RuleFilters {
             path_rewrite,
             upstream_vhost: self.rewrite_host,
             read_timeout: self.timeout,
-            // gRPC goes to the backend over HTTP/2 (h2c), trailers both ways.
-            protocol: if grpc { Protocol::Grpc } else { Protocol::Http },
+            // HTTP/2 without TLS, trailers both ways (as gRPC needs).
+            protocol: if http2 {
+                Protocol::Grpc
+            } else {
+                Protocol::Http
+            },
             ..RoutePolicy::default()
         }))
     }
