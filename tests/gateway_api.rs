@@ -10,7 +10,9 @@ use bytes::Bytes;
 use gateway_e2e::backend::Backend;
 use gateway_e2e::client::HttpClient;
 use gateway_e2e::gateway::Gateway;
-use gateway_e2e::manifests::{ManifestsDir, free_port, gateway, gateway_class, ingress, service};
+use gateway_e2e::manifests::{
+    ManifestsDir, free_port, gateway, gateway_class, http_gateway, ingress, loopback, service,
+};
 use hyper::{Request, StatusCode};
 use serde_json::Value;
 
@@ -114,7 +116,7 @@ spec:
 "#,
     );
     let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
-    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = loopback(port);
     let client = HttpClient::new();
     let host = "shop.example.com";
     let cases = [
@@ -237,19 +239,14 @@ async fn a_backend_in_another_namespace_is_used_only_under_a_reference_grant() {
     dir.write("shared.yaml", &shared_service);
     dir.write(
         "gateway.yaml",
-        &(gateway_class().to_string()
-            + &gateway(
-                "shop",
-                "edge",
-                &[format!("{{name: web, port: {port}, protocol: HTTP}}")],
-            )
+        &(http_gateway("shop", port)
             + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
                metadata: {name: shop, namespace: shop}\n\
                spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
                - backendRefs: [{name: shared, namespace: backends, port: 80}]\n"),
     );
     let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
-    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = loopback(port);
     let client = HttpClient::new();
     assert_eq!(
         send(&client, listener, "any.test", Request::get("/"))
@@ -394,7 +391,7 @@ async fn listeners_and_routes_that_cannot_be_served_say_why() {
     }
 
     let client = HttpClient::new();
-    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = loopback(port);
     assert_eq!(
         send(&client, listener, "a.example.com", Request::get("/")).await,
         (StatusCode::OK, "web".to_string())
@@ -413,15 +410,7 @@ async fn filters_edit_headers_redirect_and_rewrite_and_unsupported_ones_answer_5
     let port = free_port();
     let dir = ManifestsDir::new();
     dir.write("web.yaml", &service("web", &[web.addr]));
-    dir.write(
-        "gateway.yaml",
-        &(gateway_class().to_string()
-            + &gateway(
-                "default",
-                "edge",
-                &[format!("{{name: web, port: {port}, protocol: HTTP}}")],
-            )),
-    );
+    dir.write("gateway.yaml", &http_gateway("default", port));
     dir.write(
         "route.yaml",
         r#"
@@ -464,7 +453,7 @@ spec:
 "#,
     );
     let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
-    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = loopback(port);
     let client = HttpClient::new();
     let host = "shop.example.com";
     let get = |request: hyper::http::request::Builder| {
@@ -564,7 +553,7 @@ async fn https_listeners_terminate_tls_with_their_certificate_refs() {
                hostnames: [shop.example.com]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n"),
     );
     let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
-    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = loopback(port);
     let stream = connect(
         ca.client_config(&["h2", "http/1.1"]),
         listener,
@@ -610,7 +599,7 @@ async fn https_listeners_terminate_tls_with_their_certificate_refs() {
         )["status"]
             == true
     });
-    let denied: SocketAddr = format!("127.0.0.1:{denied_port}").parse().unwrap();
+    let denied = loopback(denied_port);
     let stream = connect(ca.client_config(&["http/1.1"]), denied, "other.test").await;
     assert!(stream.is_ok(), "{:?}", stream.err());
 }
@@ -643,15 +632,7 @@ async fn grpcroutes_match_services_and_methods_and_reach_backends_over_http2() {
         ]
         .concat(),
     );
-    dir.write(
-        "gateway.yaml",
-        &(gateway_class().to_string()
-            + &gateway(
-                "default",
-                "edge",
-                &[format!("{{name: grpc, port: {port}, protocol: HTTP}}")],
-            )),
-    );
+    dir.write("gateway.yaml", &http_gateway("default", port));
     dir.write(
         "route.yaml",
         r#"
@@ -723,8 +704,7 @@ async fn a_rules_timeouts_bound_the_wait_for_its_backend() {
     dir.write("web.yaml", &service("web", &[web.addr]));
     dir.write(
         "gateway.yaml",
-        &(gateway_class().to_string()
-            + &gateway("default", "edge", &[format!("{{name: web, port: {port}, protocol: HTTP}}")])
+        &(http_gateway("default", port)
             + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
                metadata: {name: slow, namespace: default}\n\
                spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
@@ -734,7 +714,7 @@ async fn a_rules_timeouts_bound_the_wait_for_its_backend() {
                backendRefs: [{name: web, port: 80}]\n"),
     );
     let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
-    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = loopback(port);
     let client = HttpClient::new();
     assert_eq!(
         send(&client, listener, "a.test", Request::get("/sleep/100"))
@@ -786,12 +766,7 @@ async fn backends_whose_service_port_says_h2c_are_spoken_to_over_http2() {
     );
     dir.write(
         "gateway.yaml",
-        &(gateway_class().to_string()
-            + &gateway(
-                "default",
-                "edge",
-                &[format!("{{name: web, port: {port}, protocol: HTTP}}")],
-            )
+        &(http_gateway("default", port)
             + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
                metadata: {name: both, namespace: default}\n\
                spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
@@ -799,7 +774,7 @@ async fn backends_whose_service_port_says_h2c_are_spoken_to_over_http2() {
                - backendRefs: [{name: plain, port: 80}]\n"),
     );
     let _gw = Gateway::start(dir.path(), &["--access-log", "off"]);
-    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = loopback(port);
     let client = HttpClient::new();
     for (path, version) in [("/h2c", "HTTP/2.0"), ("/", "HTTP/1.1")] {
         let answer = client.get(listener, "a.test", path).await;

@@ -12,7 +12,7 @@ use gateway_e2e::backend::Backend;
 use gateway_e2e::client::HttpClient;
 use gateway_e2e::gateway::Gateway;
 use gateway_e2e::manifests::{
-    ManifestsDir, annotated_ingress, free_port, gateway, gateway_class, ingress, service,
+    ManifestsDir, annotated_ingress, free_port, http_gateway, ingress, loopback, service,
 };
 use gateway_e2e::raw::{self, h2};
 use gateway_e2e::recorder::{self, Recorder};
@@ -772,8 +772,7 @@ async fn a_gateway_listener_gets_the_same_defences() {
     dir.write(
         "shop.yaml",
         &(service("shop", &[backend.addr])
-            + gateway_class()
-            + &gateway("default", "edge", &[format!("{{name: web, port: {port}, protocol: HTTP}}")])
+            + &http_gateway("default", port)
             + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
                metadata: {name: shop, namespace: default}\n\
                spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
@@ -782,7 +781,7 @@ async fn a_gateway_listener_gets_the_same_defences() {
                backendRefs: [{name: shop, port: 80}]\n"),
     );
     let _gw = Gateway::start(dir.path(), &["--client-header-timeout", "1"]);
-    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = loopback(port);
 
     // The path is matched as the backend would read it: dot segments, encoded or not, cannot
     // reach /admin past its header match.

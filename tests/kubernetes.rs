@@ -9,7 +9,7 @@ use gateway_e2e::apiserver::FakeApiServer;
 use gateway_e2e::backend::Backend;
 use gateway_e2e::client::{HttpClient, SteadyLoad};
 use gateway_e2e::gateway::Gateway;
-use gateway_e2e::manifests::{free_port, gateway, gateway_class};
+use gateway_e2e::manifests::{free_port, http_gateway, loopback};
 use gateway_e2e::pki::{Ca, connect, presented};
 use hyper::{Request, StatusCode};
 
@@ -412,18 +412,13 @@ async fn gateway_api_objects_are_watched_where_the_cluster_serves_them() {
     api.apply(
         &(service("shop", "web", web.addr)
             + &service("shop", "v2", v2.addr)
-            + gateway_class()
-            + &gateway(
-                "shop",
-                "edge",
-                &[format!("{{name: web, port: {port}, protocol: HTTP}}")],
-            )
+            + &http_gateway("shop", port)
             + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
                metadata: {name: shop, namespace: shop}\n\
                spec:\n  parentRefs: [{name: edge}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n"),
     );
     let gw = Gateway::start_kubernetes(api.kubeconfig(), &[]);
-    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = loopback(port);
     let client = HttpClient::new();
     assert_eq!(
         served_by(&client, listener, "shop.test").await.as_deref(),

@@ -146,6 +146,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The loopback address at `port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The GatewayClass `xdp` and a Gateway `edge` of it in `namespace`, with one HTTP listener
+/// (`web`) on `port`.
+pub fn http_gateway(namespace: &str, port: u16) -> String {
+    let listener = format!("{{name: web, port: {port}, protocol: HTTP}}");
+    gateway_class().to_string() + &gateway(namespace, "edge", &[listener])
+}
+
 /// A GatewayClass `xdp` of this gateway's controller.
 pub fn gateway_class() -> &'static str {
     "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: xdp}\n\

@@ -70,33 +70,28 @@ impl Readers {
                 .map(|o| Sourced::unsourced(K::clone(o)))
                 .collect()
         }
+        let (gateway_classes, gateways, http_routes, reference_grants, grpc_routes) =
+            match &self.gateway_api {
+                Some(g) => (
+                    all(&g.classes),
+                    all(&g.gateways),
+                    all(&g.routes),
+                    all(&g.grants),
+                    g.grpc_routes.as_ref().map_or_else(Vec::new, all),
+                ),
+                None => Default::default(),
+            };
         Store {
             ingresses: all(&self.ingresses),
             ingress_classes: all(&self.ingress_classes),
             services: all(&self.services),
             endpoint_slices: all(&self.endpoint_slices),
             secrets: all(&self.secrets),
-            gateway_classes: self
-                .gateway_api
-                .as_ref()
-                .map_or_else(Vec::new, |g| all(&g.classes)),
-            gateways: self
-                .gateway_api
-                .as_ref()
-                .map_or_else(Vec::new, |g| all(&g.gateways)),
-            http_routes: self
-                .gateway_api
-                .as_ref()
-                .map_or_else(Vec::new, |g| all(&g.routes)),
-            reference_grants: self
-                .gateway_api
-                .as_ref()
-                .map_or_else(Vec::new, |g| all(&g.grants)),
-            grpc_routes: self
-                .gateway_api
-                .as_ref()
-                .and_then(|g| g.grpc_routes.as_ref())
-                .map_or_else(Vec::new, all),
+            gateway_classes,
+            gateways,
+            http_routes,
+            reference_grants,
+            grpc_routes,
         }
     }
 }

@@ -1212,17 +1212,11 @@ struct RuleView<'a> {
 impl<'a> RouteView<'a> {
     fn http(sourced: &'a Sourced<HTTPRoute>) -> Self {
         let route = &sourced.object;
-        let rules = route.spec.rules.iter().map(|rule| {
-            let matches = match rule.matches.is_empty() {
-                true => vec![compile_match(&HTTPRouteMatch::default())],
-                false => rule.matches.iter().map(compile_match).collect(),
-            };
-            RuleView {
-                matches,
-                filters: &rule.filters,
-                backend_refs: &rule.backend_refs,
-                timeouts: rule.timeouts.as_ref(),
-            }
+        let rules = route.spec.rules.iter().map(|rule| RuleView {
+            matches: compile_all(&rule.matches, compile_match),
+            filters: &rule.filters,
+            backend_refs: &rule.backend_refs,
+            timeouts: rule.timeouts.as_ref(),
         });
         Self {
             kind: "HTTPRoute",
@@ -1237,17 +1231,11 @@ impl<'a> RouteView<'a> {
 
     fn grpc(sourced: &'a Sourced<GRPCRoute>) -> Self {
         let route = &sourced.object;
-        let rules = route.spec.rules.iter().map(|rule| {
-            let matches = match rule.matches.is_empty() {
-                true => vec![compile_grpc_match(&GRPCRouteMatch::default())],
-                false => rule.matches.iter().map(compile_grpc_match).collect(),
-            };
-            RuleView {
-                matches,
-                filters: &rule.filters,
-                backend_refs: &rule.backend_refs,
-                timeouts: None,
-            }
+        let rules = route.spec.rules.iter().map(|rule| RuleView {
+            matches: compile_all(&rule.matches, compile_grpc_match),
+            filters: &rule.filters,
+            backend_refs: &rule.backend_refs,
+            timeouts: None,
         });
         Self {
             kind: "GRPCRoute",
@@ -1258,6 +1246,17 @@ impl<'a> RouteView<'a> {
             hostnames: &route.spec.hostnames,
             rules: rules.collect(),
         }
+    }
+}
+
+/// A rule's matches compiled; a rule without any has the default match (every request).
+fn compile_all<M: Default>(
+    matches: &[M],
+    compile: fn(&M) -> Result<CompiledMatch, String>,
+) -> Vec<Result<CompiledMatch, String>> {
+    match matches.is_empty() {
+        true => vec![compile(&M::default())],
+        false => matches.iter().map(compile).collect(),
     }
 }
 

@@ -27,7 +27,8 @@ pub(super) struct TlsBuilder<'a> {
     tls_hosts: HashSet<HostPattern>,
 }
 
-/// A Secret's certificate (possibly the one kept from before), and a problem to report.
+/// A Secret's certificate (possibly the one kept from before), and what is wrong with the
+/// Secret, for the caller to say what follows from it.
 type Loaded = (Option<Arc<Certificate>>, Option<String>);
 
 impl<'a> TlsBuilder<'a> {
@@ -100,7 +101,12 @@ impl<'a> TlsBuilder<'a> {
             };
             let (certificate, problem) = self.load(namespace, name);
             if let Some(problem) = problem {
-                warnings.add(secret_field.clone(), problem);
+                let consequence = if certificate.is_some() {
+                    "keeping the certificate it held before"
+                } else {
+                    "its hosts get the default certificate"
+                };
+                warnings.add(secret_field.clone(), format!("{problem}; {consequence}"));
             }
             let Some(certificate) = certificate else {
                 continue;
@@ -147,10 +153,8 @@ impl<'a> TlsBuilder<'a> {
     ) -> Result<(), String> {
         let (certificate, problem) = self.load(namespace, name);
         let Some(certificate) = certificate else {
-            // What `load` says happens to an Ingress's hosts is not what happens here.
             let problem = problem.unwrap_or_default();
-            let reason = problem.split("; ").next().unwrap_or_default();
-            return Err(format!("{reason}; the listener is not served"));
+            return Err(format!("{problem}; the listener is not served"));
         };
         let hosts = match hostname {
             Some(hostname) if !certificate.covers(hostname) => {
@@ -191,12 +195,7 @@ impl<'a> TlsBuilder<'a> {
                     .get(&key)
                     .filter(|c| c.not_after >= unix_seconds(self.now))
                     .cloned();
-                let consequence = if kept.is_some() {
-                    "keeping the certificate it held before"
-                } else {
-                    "its hosts get the default certificate"
-                };
-                (kept, Some(format!("secret {key}: {reason}; {consequence}")))
+                (kept, Some(format!("secret {key}: {reason}")))
             }
         };
         if let Some(certificate) = &loaded.0 {
