@@ -445,10 +445,10 @@ spec:
     - type: URLRewrite
       urlRewrite: {hostname: backend.internal, path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}
     backendRefs: [{name: web, port: 80}]
-  - matches: [{path: {value: /mirror}}]
+  - matches: [{path: {value: /extension}}]
     filters:
-    - type: RequestMirror
-      requestMirror: {backendRef: {name: web, port: 80}}
+    - type: ExtensionRef
+      extensionRef: {group: example.com, kind: Plugin, name: magic}
     backendRefs: [{name: web, port: 80}]
 "#,
     );
@@ -497,7 +497,7 @@ spec:
     assert_eq!(answer.json()["headers"]["host"], "backend.internal");
 
     assert_eq!(
-        get(Request::get("/mirror")).await.status,
+        get(Request::get("/extension")).await.status,
         StatusCode::INTERNAL_SERVER_ERROR
     );
     let routes = gw.routes();
@@ -511,7 +511,7 @@ spec:
         accepted["message"]
             .as_str()
             .unwrap()
-            .contains("spec.rules[4].filters[0]: RequestMirror is not supported yet"),
+            .contains("spec.rules[4].filters[0]: ExtensionRef is not supported"),
         "{accepted:#}"
     );
 }
@@ -781,4 +781,247 @@ async fn backends_whose_service_port_says_h2c_are_spoken_to_over_http2() {
         assert_eq!(answer.status, StatusCode::OK, "{path}");
         assert_eq!(answer.json()["version"], version, "{path}");
     }
+}
+
+/// The next request a recording backend saw, within 10 seconds.
+async fn next_seen(seen: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(std::time::Duration::from_secs(10), seen.recv())
+        .await
+        .expect("the mirror receives its copy within 10s")
+        .expect("the backend is running")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_mirrors_copy_a_share_of_requests_and_never_hold_the_original() {
+    let web = Backend::start("web").await;
+    let (record, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let shadow = Backend::start_behaving(
+        "shadow",
+        gateway_e2e::backend::Behaviour {
+            seen: Some(record),
+            ..Default::default()
+        },
+    )
+    .await;
+    // A mirror that accepts connections and never reads from them.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free_port();
+    let dir = ManifestsDir::new();
+    dir.write("web.yaml", &service("web", &[web.addr]));
+    dir.write("shadow.yaml", &service("shadow", &[shadow.addr]));
+    dir.write(
+        "stuck.yaml",
+        &service("stuck", &[stuck.local_addr().unwrap()]),
+    );
+    dir.write("gateway.yaml", &http_gateway("default", port));
+    dir.write(
+        "route.yaml",
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mirrored, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+  - matches: [{path: {value: /all}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow, port: 80}}
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {value: /half}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow, port: 80}, fraction: {numerator: 1, denominator: 2}}
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {value: /stuck}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: stuck, port: 80}}
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {value: /missing}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: nowhere, port: 80}}
+    backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let listener = loopback(port);
+    let client = HttpClient::new();
+    let post = |path: &str, body: Bytes| {
+        let (client, request) = (&client, Request::post(path));
+        async move {
+            let answer = client.send(listener, "a.test", request, body).await;
+            answer.expect("the gateway answers")
+        }
+    };
+
+    // Every request is copied, head and body, and the original is answered by its backend.
+    let answer = client.get(listener, "a.test", "/all/items?page=2").await;
+    assert_eq!(
+        (answer.status, answer.service()),
+        (StatusCode::OK, "web".into())
+    );
+    let copy = next_seen(&mut seen).await;
+    assert_eq!(
+        (copy["method"].as_str(), copy["uri"].as_str()),
+        (Some("GET"), Some("/all/items?page=2"))
+    );
+    assert_eq!(copy["headers"]["host"], "a.test");
+    let upload = Bytes::from(vec![b'x'; 256 * 1024]);
+    let answer = post("/all/upload", upload.clone()).await;
+    assert_eq!(answer.json()["body_bytes"], upload.len());
+    let copy = next_seen(&mut seen).await;
+    assert_eq!(
+        (copy["method"].as_str(), copy["body_bytes"].as_u64()),
+        (Some("POST"), Some(upload.len() as u64))
+    );
+
+    // A fraction: about half of 200 requests (the bounds are 7 standard deviations out).
+    for _ in 0..200 {
+        let answer = client.get(listener, "a.test", "/half").await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let mut copies = 0;
+    while let Ok(Some(_)) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), seen.recv()).await
+    {
+        copies += 1;
+    }
+    assert!((50..=150).contains(&copies), "{copies} copies of 200");
+
+    // A mirror that never reads: the original and its 4 MiB body go through all the same.
+    let big = Bytes::from(vec![b'y'; 4 << 20]);
+    let answer = post("/stuck", big.clone()).await;
+    assert_eq!(
+        (answer.status, answer.json()["body_bytes"].as_u64()),
+        (StatusCode::OK, Some(big.len() as u64))
+    );
+
+    // A mirror whose Service does not exist is left out and said; the route serves.
+    let answer = client.get(listener, "a.test", "/missing").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let routes = gw.routes();
+    let resolved = condition(
+        &object(&routes, "HTTPRoute", "mirrored")["parents"][0]["conditions"],
+        "ResolvedRefs",
+    )
+    .clone();
+    assert_eq!(resolved["reason"], "BackendNotFound", "{resolved:#}");
+    assert!(
+        resolved["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.rules[3].filters[0].requestMirror.backendRef"),
+        "{resolved:#}"
+    );
+    let (_, metrics) = gw.admin_get("/metrics").unwrap();
+    let sent = metrics
+        .lines()
+        .find(|l| l.starts_with("xdp_gateway_mirrored_requests_total{result=\"sent\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no mirrored requests metric in {metrics}"));
+    assert!(sent >= 2 + copies as u64, "{sent}");
+    drop(stuck);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_filters_answer_preflights_and_decorate_answers_as_the_conformance_suite_expects() {
+    let web = Backend::start("web").await;
+    let port = free_port();
+    let dir = ManifestsDir::new();
+    dir.write("web.yaml", &service("web", &[web.addr]));
+    dir.write("gateway.yaml", &http_gateway("default", port));
+    // Two routes of the upstream suite's httproute-cors.yaml (Gateway API v1.6).
+    dir.write(
+        "route.yaml",
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cors, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+  - matches: [{path: {value: /cors-1}}]
+    filters:
+    - type: CORS
+      cors:
+        allowOrigins: ["https://www.foo.com", "https://*.bar.com"]
+        allowMethods: [GET, OPTIONS]
+        allowHeaders: [x-header-1, x-header-2]
+        exposeHeaders: [x-header-3, x-header-4]
+        allowCredentials: true
+        maxAge: 3600
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {value: /cors-wildcard}}]
+    filters:
+    - type: CORS
+      cors: {allowOrigins: ["*"], allowMethods: ["*"], allowHeaders: ["*"]}
+    backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    let _gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let listener = loopback(port);
+    let client = HttpClient::new();
+    let ask = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        let mut request = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let client = &client;
+        async move {
+            let answer = client.send(listener, "a.test", request, Bytes::new()).await;
+            answer.expect("the gateway answers")
+        }
+    };
+    let preflight = |origin: &'static str, path: &'static str, method: &'static str| {
+        ask(
+            "OPTIONS",
+            path,
+            &[
+                ("origin", origin),
+                ("access-control-request-method", method),
+                ("access-control-request-headers", "x-header-1, x-header-2"),
+            ],
+        )
+    };
+
+    for origin in [
+        "https://www.foo.com",
+        "https://www.bar.com",
+        "https://xpto.www.bar.com",
+    ] {
+        let answer = preflight(origin, "/cors-1", "GET").await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT);
+        let h = &answer.headers;
+        assert_eq!(h["access-control-allow-origin"], origin);
+        assert_eq!(h["access-control-allow-methods"], "GET, OPTIONS");
+        assert_eq!(h["access-control-allow-headers"], "x-header-1, x-header-2");
+        assert_eq!(h["access-control-expose-headers"], "x-header-3, x-header-4");
+        assert_eq!(h["access-control-max-age"], "3600");
+        assert_eq!(h["access-control-allow-credentials"], "true");
+    }
+    let refused = preflight("https://foobar.com", "/cors-1", "GET").await;
+    assert!(!refused.headers.contains_key("access-control-allow-origin"));
+
+    let simple = ask("GET", "/cors-1", &[("origin", "https://www.bar.com")]).await;
+    assert_eq!(
+        (simple.status, simple.service()),
+        (StatusCode::OK, "web".into())
+    );
+    assert_eq!(
+        simple.headers["access-control-allow-origin"],
+        "https://www.bar.com"
+    );
+    let other = ask("GET", "/cors-1", &[("origin", "https://foobar.com")]).await;
+    assert!(!other.headers.contains_key("access-control-allow-origin"));
+
+    // Wildcards without credentials: `*` for the origin, the request's method and headers.
+    let answer = preflight("https://foobar.com:12345", "/cors-wildcard", "PUT").await;
+    let h = &answer.headers;
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert_eq!(h["access-control-allow-methods"], "PUT");
+    assert_eq!(h["access-control-allow-headers"], "x-header-1, x-header-2");
+    assert_eq!(h["access-control-max-age"], "5");
+    assert!(!h.contains_key("access-control-allow-credentials"));
 }

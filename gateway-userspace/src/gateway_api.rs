@@ -248,6 +248,26 @@ pub struct HTTPRouteFilter {
     pub url_rewrite: Option<HTTPURLRewriteFilter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_mirror: Option<HTTPRequestMirrorFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<HTTPCORSFilter>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPCORSFilter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_origins: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// Seconds; 5 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<i32>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -307,8 +327,20 @@ pub struct HTTPPathModifier {
 #[serde(rename_all = "camelCase")]
 pub struct HTTPRequestMirrorFilter {
     pub backend_ref: BackendRef,
+    /// At most one of `percent` and `fraction`; neither mirrors every request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<Fraction>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Fraction {
+    pub numerator: i32,
+    /// 100 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<i32>,
 }
 
 /// A backend: a Service port by default (group "" and kind Service).

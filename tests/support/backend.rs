@@ -39,6 +39,8 @@ pub struct Behaviour {
     pub status: Option<StatusCode>,
     /// Serves TLS with this certificate chain and key (PEM), HTTP/2 and HTTP/1.1 by ALPN.
     pub tls: Option<(String, String)>,
+    /// Where what each request was (the JSON of the answer) is also sent.
+    pub seen: Option<tokio::sync::mpsc::UnboundedSender<serde_json::Value>>,
 }
 
 /// A running backend; it stops when dropped.
@@ -187,6 +189,9 @@ async fn answer(
         "headers": headers,
         "body_bytes": body.map(|b| b.len()).unwrap_or(0),
     });
+    if let Some(seen_by_test) = &behaviour.seen {
+        let _ = seen_by_test.send(seen.clone());
+    }
     let mut response = Response::new(full(format!("{seen}\n")));
     *response.status_mut() = status;
     response.headers_mut().insert(

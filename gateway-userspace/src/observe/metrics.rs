@@ -63,6 +63,9 @@ pub struct Metrics {
     pub connections_closed: Family<Label, Counter>,
     /// Access log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    /// Copies of mirrored requests, by outcome: `sent`, `dropped` (too many on their way),
+    /// `failed`.
+    pub mirrored_requests: Family<Label, Counter>,
 }
 
 impl Metrics {
@@ -90,6 +93,12 @@ impl Metrics {
         let access_log_dropped = Counter::default();
         let connections_refused = Family::default();
         let connections_closed = Family::default();
+        let mirrored_requests = Family::default();
+        registry.register(
+            "xdp_gateway_mirrored_requests",
+            "Copies of mirrored requests: sent, dropped (too many on their way), failed",
+            mirrored_requests.clone(),
+        );
         registry.register(
             "xdp_gateway_connections_refused",
             "Client connections refused at accept, by the limit they were over",
@@ -141,6 +150,7 @@ impl Metrics {
             connections_refused,
             connections_closed,
             access_log_dropped,
+            mirrored_requests,
         }
     }
 

@@ -1,5 +1,6 @@
-//! `enable-cors` and the `cors-*` annotations: preflight requests are answered by the gateway
-//! (204), other responses get the CORS headers when the request's Origin is allowed.
+//! CORS, from ingress-nginx's `enable-cors` and `cors-*` annotations and from Gateway API's
+//! `CORS` filter: preflight requests are answered by the gateway (204), other responses get the
+//! CORS headers when the request's Origin is allowed.
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
@@ -13,11 +14,20 @@ pub const DEFAULT_MAX_AGE: u32 = 1_728_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cors {
     pub origins: Origins,
-    pub methods: HeaderValue,
-    pub headers: HeaderValue,
-    pub expose: Option<HeaderValue>,
+    pub methods: Tokens,
+    pub headers: Tokens,
+    pub expose: Option<Tokens>,
     pub credentials: bool,
     pub max_age: u32,
+}
+
+/// Methods or header names a preflight allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tokens {
+    Listed(HeaderValue),
+    /// `*`: whatever the preflight asks for, echoed (a credentialed request may not be
+    /// answered with a literal `*`).
+    Any,
 }
 
 /// Which origins may call.
@@ -40,13 +50,21 @@ pub struct OriginPattern {
 impl Origins {
     /// `*`, or a comma-separated list of origins.
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.trim() == "*" {
-            return Ok(Self::Any);
-        }
-        let list = text
+        let listed: Vec<&str> = text
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
+            .collect();
+        Self::of(&listed)
+    }
+
+    /// Origins given one by one; `*` among them is any.
+    pub fn of(listed: &[&str]) -> Result<Self, String> {
+        if listed.contains(&"*") {
+            return Ok(Self::Any);
+        }
+        let list = listed
+            .iter()
             .map(|origin| OriginPattern::parse(origin).map_err(|e| format!("{origin:?}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
         if list.is_empty() {
@@ -112,23 +130,46 @@ impl OriginPattern {
     }
 }
 
-/// A comma-separated list of tokens (methods, header names), as one header value.
-pub fn token_list(text: &str) -> Result<HeaderValue, String> {
+/// A comma-separated list of tokens (methods, header names); `*` alone is any.
+pub fn token_list(text: &str) -> Result<Tokens, String> {
     let tokens: Vec<&str> = text
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
+    tokens_of(&tokens)
+}
+
+/// Tokens given one by one (as Gateway API lists them); `*` among them is any.
+pub fn tokens_of(tokens: &[&str]) -> Result<Tokens, String> {
     if tokens.is_empty() {
         return Err("the list is empty".into());
     }
+    if tokens.contains(&"*") {
+        return Ok(Tokens::Any);
+    }
     if let Some(bad) = tokens.iter().find(|t| {
-        !t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*')
+        t.is_empty()
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     }) {
         return Err(format!("{bad:?} is not a method or header name"));
     }
-    HeaderValue::from_str(&tokens.join(", ")).map_err(|e| e.to_string())
+    HeaderValue::from_str(&tokens.join(", "))
+        .map(Tokens::Listed)
+        .map_err(|e| e.to_string())
+}
+
+impl Tokens {
+    /// The allowed list, or for `*` what the preflight `asked` (else `*` itself).
+    fn answer(&self, asked: Option<&HeaderValue>) -> HeaderValue {
+        match (self, asked) {
+            (Self::Listed(list), _) => list.clone(),
+            (Self::Any, Some(asked)) => asked.clone(),
+            (Self::Any, None) => HeaderValue::from_static("*"),
+        }
+    }
 }
 
 static ALLOW_ORIGIN: HeaderName = header::ACCESS_CONTROL_ALLOW_ORIGIN;
@@ -137,6 +178,8 @@ impl Cors {
     /// The Access-Control-Allow-Origin for a request from `origin`, if it may call.
     fn allowed(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
         match &self.origins {
+            // Browsers refuse a literal `*` on credentialed requests: the origin is echoed.
+            Origins::Any if self.credentials && origin.is_some() => origin.cloned(),
             Origins::Any => Some(HeaderValue::from_static("*")),
             Origins::List(list) => {
                 let origin = origin?;
@@ -153,13 +196,30 @@ impl Cors {
             && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     }
 
-    /// The status and headers of the answer to a preflight from `origin`.
-    pub fn preflight(&self, origin: Option<&HeaderValue>) -> (StatusCode, HeaderMap) {
+    /// The status and headers of the answer to a preflight with these request headers.
+    pub fn preflight(&self, request: &HeaderMap) -> (StatusCode, HeaderMap) {
         let mut headers = HeaderMap::new();
-        if let Some(allowed) = self.allowed(origin) {
+        if let Some(allowed) = self.allowed(request.get(header::ORIGIN)) {
             headers.insert(&ALLOW_ORIGIN, allowed);
-            headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
-            headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, self.headers.clone());
+            let asked = |name| request.get(name);
+            let methods = self
+                .methods
+                .answer(asked(header::ACCESS_CONTROL_REQUEST_METHOD));
+            let allowed_headers = self
+                .headers
+                .answer(asked(header::ACCESS_CONTROL_REQUEST_HEADERS));
+            // An empty list (a Gateway API filter that lists none) is said by leaving it out.
+            for (name, value) in [
+                (header::ACCESS_CONTROL_ALLOW_METHODS, methods),
+                (header::ACCESS_CONTROL_ALLOW_HEADERS, allowed_headers),
+            ] {
+                if !value.is_empty() {
+                    headers.insert(name, value);
+                }
+            }
+            if let Some(expose) = &self.expose {
+                headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.answer(None));
+            }
             headers.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.into());
             if self.credentials {
                 headers.insert(
@@ -184,9 +244,9 @@ impl Cors {
             );
         }
         if let Some(expose) = &self.expose {
-            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.answer(None));
         }
-        if matches!(self.origins, Origins::List(_)) {
+        if matches!(self.origins, Origins::List(_)) || self.credentials {
             headers.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
@@ -236,6 +296,35 @@ mod tests {
         }
         assert!(token_list("GET, PO ST").is_err());
         assert!(token_list("X-Foo\r\nSet-Cookie: a").is_err());
-        assert_eq!(token_list("GET,POST").unwrap(), "GET, POST");
+        assert_eq!(
+            token_list("GET,POST").unwrap(),
+            Tokens::Listed(HeaderValue::from_static("GET, POST"))
+        );
+        assert_eq!(token_list("*").unwrap(), Tokens::Any);
+    }
+
+    #[test]
+    fn wildcards_echo_what_a_credentialed_preflight_asks() {
+        let mut cors = cors("*");
+        cors.methods = Tokens::Any;
+        cors.headers = Tokens::Any;
+        let mut request = HeaderMap::new();
+        request.insert(header::ORIGIN, HeaderValue::from_static("https://a.test"));
+        request.insert(
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("PUT"),
+        );
+        request.insert(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            HeaderValue::from_static("x-one, x-two"),
+        );
+        let (_, answer) = cors.preflight(&request);
+        assert_eq!(answer[&ALLOW_ORIGIN], "https://a.test");
+        assert_eq!(answer[header::ACCESS_CONTROL_ALLOW_METHODS], "PUT");
+        assert_eq!(answer[header::ACCESS_CONTROL_ALLOW_HEADERS], "x-one, x-two");
+        cors.credentials = false;
+        let (_, answer) = cors.preflight(&request);
+        assert_eq!(answer[&ALLOW_ORIGIN], "*");
+        assert!(!answer.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
     }
 }

@@ -7,6 +7,7 @@ pub mod canary;
 pub mod cors;
 pub mod filters;
 pub mod limit;
+pub mod mirror;
 pub mod rewrite;
 
 use std::net::IpAddr;
@@ -24,6 +25,7 @@ pub use canary::Canary;
 pub use cors::Cors;
 pub use filters::{HeaderEdits, PathRewrite, RedirectRule};
 pub use limit::Limits;
+pub use mirror::Mirror;
 pub use rewrite::Rewrite;
 
 /// The policy of one Ingress's routes. The default is plain proxying.
@@ -69,6 +71,8 @@ pub struct RoutePolicy {
     pub redirect_rule: Option<RedirectRule>,
     /// Gateway API `URLRewrite` of the path.
     pub path_rewrite: Option<PathRewrite>,
+    /// Gateway API `RequestMirror`: where copies of the requests go.
+    pub mirrors: Vec<Mirror>,
 }
 
 impl RoutePolicy {

@@ -14,7 +14,7 @@ use super::h1_server::TunnelIdle;
 use super::request_body::{ClientBody, RequestBody};
 use super::send::{self, Outgoing};
 use super::upstream::PooledBody;
-use super::{Connection, Proxy, ProxyBody, error_page, headers, strict};
+use super::{Connection, Proxy, ProxyBody, error_page, headers, mirror, strict};
 use crate::lifecycle::DrainState;
 use crate::normalize::PathError;
 use crate::observe::{Exchange, ObservedBody, request_id};
@@ -104,14 +104,7 @@ async fn forward(
         .as_ref()
         .and(request.headers().get(header::ORIGIN))
         .cloned();
-    if let Some(answer) = answered_by_policy(
-        &policy,
-        connection,
-        &request,
-        &host_name,
-        origin.as_ref(),
-        exchange,
-    )? {
+    if let Some(answer) = answered_by_policy(&policy, connection, &request, &host_name, exchange)? {
         return Ok(answer);
     }
 
@@ -143,11 +136,23 @@ async fn forward(
         policy.protocol,
         &parts.headers,
     );
+    let feeds = if policy.mirrors.is_empty() {
+        Vec::new()
+    } else {
+        let sending = mirror::Sending {
+            pool: &proxy.upstream,
+            connect_timeout: proxy.config.connect_timeout,
+            timeout: proxy.config.read_timeout,
+        };
+        let has_body = !hyper::body::Body::is_end_stream(&body);
+        (proxy.mirrors).start(sending, &policy.mirrors, &parts, &target, has_body)
+    };
     let body = RequestBody::new(
         body,
         exchange.request_body.clone(),
         policy.body_limit,
         proxy.config.client_limits.body_timeout,
+        feeds,
     );
     let mut upstream_request = Request::from_parts(parts, body);
     *upstream_request.uri_mut() = target;
@@ -222,7 +227,6 @@ fn answered_by_policy(
     connection: &Connection,
     request: &Request<ClientBody>,
     host_name: &str,
-    origin: Option<&HeaderValue>,
     exchange: &mut Exchange,
 ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
     if let Some(reason) = &policy.closed {
@@ -240,7 +244,7 @@ fn answered_by_policy(
     if let Some(cors) = &policy.cors
         && Cors::is_preflight(request.method(), request.headers())
     {
-        let (status, headers) = cors.preflight(origin);
+        let (status, headers) = cors.preflight(request.headers());
         let mut response = plain_response(status, String::new());
         response.headers_mut().extend(headers);
         return Ok(Some(response));

@@ -12,6 +12,7 @@ pub mod h1_server;
 pub mod h2_flood;
 mod headers;
 pub mod limits;
+mod mirror;
 mod request_body;
 mod send;
 mod stream;
@@ -73,6 +74,7 @@ pub struct ProxyConfig {
 pub struct Proxy {
     table: Arc<RouteTable>,
     upstream: upstream::UpstreamPool,
+    mirrors: mirror::Mirrors,
     config: ProxyConfig,
     observer: Arc<Observer>,
     drain: Arc<Drain>,
@@ -134,9 +136,16 @@ impl Proxy {
             reused: Metrics::labelled(&metrics.upstream_requests, "reused", "true"),
             new: Metrics::labelled(&metrics.upstream_requests, "reused", "false"),
         };
+        let outcome = |result| Metrics::labelled(&metrics.mirrored_requests, "result", result);
+        let mirrors = mirror::Mirrors::new(mirror::MirrorCounters {
+            sent: outcome("sent"),
+            dropped: outcome("dropped"),
+            failed: outcome("failed"),
+        });
         let limits = &config.client_limits;
         Self {
             upstream: upstream::UpstreamPool::new(counters),
+            mirrors,
             admission: Admission::new(limits),
             handshakes: Arc::new(Semaphore::new(limits.max_tls_handshakes.max(1))),
             http2: http2_server(limits),

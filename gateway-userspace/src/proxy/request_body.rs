@@ -13,6 +13,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::h1_server::H1RequestBody;
+use super::mirror::{Abandoned, BodyFeed, CopyBody};
 
 /// How far a request body has gone, shared with the exchange record and the send watchdog.
 #[derive(Debug)]
@@ -115,15 +116,18 @@ impl Body for ClientBody {
 }
 
 /// The body sent to a backend: the client's, or none (a retried request without a body, an
-/// error page request).
+/// error page request), or a mirrored copy of a client's.
 pub enum RequestBody {
     Client {
         inner: ClientBody,
         progress: Arc<BodyProgress>,
         limit: Option<u64>,
         idle: ClientPause,
+        /// The copies of mirrored requests, fed with each frame.
+        feeds: Vec<BodyFeed>,
     },
     Empty,
+    Copy(CopyBody),
 }
 
 /// The timer of a client's pause in sending its body, armed only while the body waits for it.
@@ -158,16 +162,19 @@ pub enum RequestBodyError {
     ClientTimeout,
     #[error("reading the client's body: {0}")]
     Client(Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Abandoned(#[from] Abandoned),
 }
 
 impl RequestBody {
     /// The client's `inner`, counted into `progress`, refused past `limit` bytes and when the
-    /// client pauses for `timeout`.
+    /// client pauses for `timeout`, and copied into `feeds`.
     pub fn new(
         inner: ClientBody,
         progress: Arc<BodyProgress>,
         limit: Option<u64>,
         timeout: Duration,
+        feeds: Vec<BodyFeed>,
     ) -> Self {
         if inner.is_end_stream() {
             progress.finished.store(true, Ordering::Relaxed);
@@ -181,6 +188,7 @@ impl RequestBody {
                 timer: None,
                 waiting: false,
             },
+            feeds,
         }
     }
 }
@@ -193,14 +201,18 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        let Self::Client {
-            inner,
-            progress,
-            limit,
-            idle,
-        } = self.get_mut()
-        else {
-            return Poll::Ready(None);
+        let (inner, progress, limit, idle, feeds) = match self.get_mut() {
+            Self::Client {
+                inner,
+                progress,
+                limit,
+                idle,
+                feeds,
+            } => (inner, progress, limit, idle, feeds),
+            Self::Empty => return Poll::Ready(None),
+            Self::Copy(copy) => {
+                return Pin::new(copy).poll_frame(cx).map_err(Into::into);
+            }
         };
         progress.last_read.store(
             progress.started.elapsed().as_millis() as u64,
@@ -213,14 +225,25 @@ impl Body for RequestBody {
                 let total = progress.bytes.fetch_add(length, Ordering::Relaxed) + length;
                 if limit.is_some_and(|limit| total > limit) {
                     progress.exceeded.store(true, Ordering::Relaxed);
+                    feeds.clear();
                     return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
+                }
+                if let Some(data) = frame.data_ref() {
+                    feeds.retain(|feed| feed.offer(data));
                 }
                 if inner.is_end_stream() {
                     progress.finished.store(true, Ordering::Relaxed);
+                    feeds.drain(..).for_each(BodyFeed::finish);
                 }
             }
-            Poll::Ready(Some(Err(_))) => progress.client_failed.store(true, Ordering::Relaxed),
-            Poll::Ready(None) => progress.finished.store(true, Ordering::Relaxed),
+            Poll::Ready(Some(Err(_))) => {
+                progress.client_failed.store(true, Ordering::Relaxed);
+                feeds.clear();
+            }
+            Poll::Ready(None) => {
+                progress.finished.store(true, Ordering::Relaxed);
+                feeds.drain(..).for_each(BodyFeed::finish);
+            }
             Poll::Pending => {
                 if idle.expired(cx) {
                     progress.client_timed_out.store(true, Ordering::Relaxed);
@@ -237,6 +260,7 @@ impl Body for RequestBody {
         match self {
             Self::Client { inner, .. } => inner.is_end_stream(),
             Self::Empty => true,
+            Self::Copy(copy) => copy.is_end_stream(),
         }
     }
 
@@ -244,6 +268,7 @@ impl Body for RequestBody {
         match self {
             Self::Client { inner, .. } => inner.size_hint(),
             Self::Empty => SizeHint::with_exact(0),
+            Self::Copy(copy) => copy.size_hint(),
         }
     }
 }

@@ -462,12 +462,14 @@ fn access_annotations_become_policy_and_bad_ones_are_refused() {
     assert!(p.limits.is_some());
     let cors = p.cors.as_ref().unwrap();
     assert_eq!(
+        (&cors.methods, cors.max_age, cors.credentials),
         (
-            cors.methods.to_str().unwrap(),
-            cors.max_age,
-            cors.credentials
-        ),
-        ("GET, POST", 60, true)
+            &crate::policy::cors::Tokens::Listed(hyper::header::HeaderValue::from_static(
+                "GET, POST"
+            )),
+            60,
+            true
+        )
     );
 
     refused(

@@ -16,11 +16,13 @@ use regex::{Regex, RegexBuilder};
 use super::backend::{BackendResolver, PortRef, ProblemKind};
 use super::tls::TlsBuilder;
 use crate::gateway_api::{
-    GROUP, GRPCRoute, GRPCRouteMatch, Gateway, HTTPBackendRef, HTTPHeader, HTTPHeaderFilter,
-    HTTPPathMatch, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteTimeouts,
-    HTTPValueMatch, Listener, ParentReference, ReferenceGrant,
+    BackendRef, GROUP, GRPCRoute, GRPCRouteMatch, Gateway, HTTPBackendRef, HTTPCORSFilter,
+    HTTPHeader, HTTPHeaderFilter, HTTPPathMatch, HTTPPathModifier, HTTPRequestMirrorFilter,
+    HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteTimeouts, HTTPValueMatch, Listener,
+    ParentReference, ReferenceGrant,
 };
-use crate::policy::{HeaderEdits, PathRewrite, Protocol, RedirectRule, RoutePolicy};
+use crate::policy::cors::{Origins, Tokens, tokens_of};
+use crate::policy::{Cors, HeaderEdits, Mirror, PathRewrite, Protocol, RedirectRule, RoutePolicy};
 use crate::snapshot::listener::{
     Condition, ListenerReport, ListenerTable, MatchConditions, ObjectReport, ParentReport,
     ValueMatch, WeightedBackends,
@@ -209,6 +211,26 @@ pub fn translate<'a>(
             let field = format!("spec.rules[{rule_index}]");
             let filters = RuleFilters::parse(rule.filters).and_then(|mut filters| {
                 filters.timeout = response_timeout(rule.timeouts)?;
+                // A mirror whose backend cannot be used is left out (and reported): the
+                // original requests are served all the same.
+                filters.mirrors = (filters.mirror_refs.iter())
+                    .filter_map(|(place, target, numerator, denominator)| {
+                        let place = format!("{field}.{place}");
+                        let resolved = resolve_ref(
+                            target,
+                            (route.kind, namespace),
+                            &place,
+                            &grants,
+                            resolver,
+                            &mut refs,
+                        );
+                        resolved.map(|(backend, _)| Mirror {
+                            backend,
+                            numerator: *numerator,
+                            denominator: *denominator,
+                        })
+                    })
+                    .collect();
                 Ok(filters)
             });
             // A redirect answers by itself: the rule's backends are not used.
@@ -779,59 +801,76 @@ fn backends(
     let mut h2c = !refs.is_empty();
     for (i, backend_ref) in refs.iter().enumerate() {
         let weight = backend_ref.weight.unwrap_or(1).max(0) as u32;
-        let target = &backend_ref.backend;
-        let target_namespace = target.namespace.as_deref().unwrap_or(namespace);
         let field = format!("{field}.backendRefs[{i}]");
-        let resolved = if target.group.as_deref().is_some_and(|g| !g.is_empty())
-            || target.kind.as_deref().is_some_and(|k| k != "Service")
-        {
-            problems.add(
-                "InvalidKind",
-                format!("{field}: only Services are backends"),
-            );
-            None
-        } else if target_namespace != namespace
-            && !grants.allow(
-                (kind, namespace),
-                ("Service", target_namespace, &target.name),
-            )
-        {
-            problems.add(
-                "RefNotPermitted",
-                format!("{field}: no ReferenceGrant in {target_namespace} allows it"),
-            );
-            None
-        } else {
-            match target
-                .port
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p > 0)
-            {
-                None => {
-                    problems.add(
-                        "UnsupportedValue",
-                        format!("{field}.port: a Service backend needs a port"),
-                    );
-                    None
-                }
-                Some(port) => {
-                    let port = PortRef::Number(i32::from(port));
-                    let app_protocol = resolver.app_protocol(target_namespace, &target.name, &port);
-                    h2c &= app_protocol == Some(H2C);
-                    match resolver.resolve_port(target_namespace, &target.name, &port) {
-                        (_, Some(problem)) if problem.kind == ProblemKind::Broken => {
-                            problems.add("BackendNotFound", format!("{field}: {}", problem.text));
-                            None
-                        }
-                        (backend, _) => Some(backend),
-                    }
-                }
-            }
-        };
-        choices.push((resolved, weight));
+        let resolved = resolve_ref(
+            &backend_ref.backend,
+            (kind, namespace),
+            &field,
+            grants,
+            resolver,
+            problems,
+        );
+        if let Some((_, speaks_h2c)) = &resolved {
+            h2c &= *speaks_h2c;
+        }
+        choices.push((resolved.map(|(backend, _)| backend), weight));
     }
     let total = choices.iter().map(|(_, w)| w).sum();
     (Arc::new(WeightedBackends { choices, total }), h2c)
+}
+
+/// The Service port a backendRef names, and whether it speaks h2c; `None` (with the problem
+/// reported) when it cannot be used.
+fn resolve_ref(
+    target: &BackendRef,
+    (kind, namespace): (&str, &str),
+    field: &str,
+    grants: &Grants<'_>,
+    resolver: &mut BackendResolver<'_>,
+    problems: &mut RefProblems,
+) -> Option<(Arc<Backend>, bool)> {
+    let target_namespace = target.namespace.as_deref().unwrap_or(namespace);
+    if target.group.as_deref().is_some_and(|g| !g.is_empty())
+        || target.kind.as_deref().is_some_and(|k| k != "Service")
+    {
+        problems.add(
+            "InvalidKind",
+            format!("{field}: only Services are backends"),
+        );
+        return None;
+    }
+    if target_namespace != namespace
+        && !grants.allow(
+            (kind, namespace),
+            ("Service", target_namespace, &target.name),
+        )
+    {
+        problems.add(
+            "RefNotPermitted",
+            format!("{field}: no ReferenceGrant in {target_namespace} allows it"),
+        );
+        return None;
+    }
+    let Some(port) = target
+        .port
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0)
+    else {
+        problems.add(
+            "UnsupportedValue",
+            format!("{field}.port: a Service backend needs a port"),
+        );
+        return None;
+    };
+    let port = PortRef::Number(i32::from(port));
+    let h2c = resolver.app_protocol(target_namespace, &target.name, &port) == Some(H2C);
+    match resolver.resolve_port(target_namespace, &target.name, &port) {
+        (_, Some(problem)) if problem.kind == ProblemKind::Broken => {
+            problems.add("BackendNotFound", format!("{field}: {}", problem.text));
+            None
+        }
+        (backend, _) => Some((backend, h2c)),
+    }
 }
 
 /// The `appProtocol` of Service ports that speak HTTP/2 without TLS.
@@ -1004,6 +1043,11 @@ struct RuleFilters {
     redirect: Option<(RedirectRule, Option<HTTPPathModifier>)>,
     rewrite_host: Option<HeaderValue>,
     rewrite_path: Option<HTTPPathModifier>,
+    cors: Option<Cors>,
+    /// `RequestMirror`s as written (their field, backend and share); resolved into `mirrors`
+    /// where the Services are known.
+    mirror_refs: Vec<(String, BackendRef, u32, u32)>,
+    mirrors: Vec<Mirror>,
     /// From the rule's `timeouts`: how long the backend has to answer.
     timeout: Option<Duration>,
 }
@@ -1077,7 +1121,24 @@ impl RuleFilters {
                     }
                     parsed.rewrite_path = rewrite.path.clone();
                 }
-                other => return Err(format!("{field}: {other} is not supported yet")),
+                "RequestMirror" => {
+                    let mirror = filter.request_mirror.as_ref().ok_or_else(missing)?;
+                    let field = format!("{field}.requestMirror");
+                    let (numerator, denominator) = mirror_share(mirror)
+                        .ok_or(format!("{field}: percent or fraction out of range"))?;
+                    let target = mirror.backend_ref.clone();
+                    parsed.mirror_refs.push((
+                        format!("{field}.backendRef"),
+                        target,
+                        numerator,
+                        denominator,
+                    ));
+                }
+                "CORS" => {
+                    let cors = filter.cors.as_ref().ok_or_else(missing)?;
+                    parsed.cors = Some(cors_of(cors).map_err(|r| format!("{field}.cors.{r}"))?);
+                }
+                other => return Err(format!("{field}: {other} is not supported")),
             }
         }
         let rewrites = parsed.rewrite_host.is_some() || parsed.rewrite_path.is_some();
@@ -1105,7 +1166,9 @@ impl RuleFilters {
             && self.response_headers.is_none()
             && redirect_rule.is_none()
             && path_rewrite.is_none()
-            && self.rewrite_host.is_none();
+            && self.rewrite_host.is_none()
+            && self.cors.is_none()
+            && self.mirrors.is_empty();
         if plain {
             return Ok(RoutePolicy::plain());
         }
@@ -1116,6 +1179,8 @@ impl RuleFilters {
             path_rewrite,
             upstream_vhost: self.rewrite_host,
             read_timeout: self.timeout,
+            cors: self.cors,
+            mirrors: self.mirrors,
             // HTTP/2 without TLS, trailers both ways (as gRPC needs).
             protocol: if http2 {
                 Protocol::Grpc
@@ -1125,6 +1190,52 @@ impl RuleFilters {
             ..RoutePolicy::default()
         }))
     }
+}
+
+/// The share of requests a `RequestMirror` copies: `percent` (0-100) or `fraction`
+/// (denominator 100 by default), every request when neither is given.
+fn mirror_share(mirror: &HTTPRequestMirrorFilter) -> Option<(u32, u32)> {
+    let (numerator, denominator) = match (&mirror.percent, &mirror.fraction) {
+        (Some(_), Some(_)) => return None,
+        (Some(percent), None) => (*percent, 100),
+        (None, Some(fraction)) => (fraction.numerator, fraction.denominator.unwrap_or(100)),
+        (None, None) => (100, 100),
+    };
+    let numerator = u32::try_from(numerator).ok()?;
+    let denominator = u32::try_from(denominator).ok().filter(|d| *d > 0)?;
+    (numerator <= denominator).then_some((numerator, denominator))
+}
+
+/// The `CORS` filter as the policy the annotations make; what is wrong names its field.
+fn cors_of(filter: &HTTPCORSFilter) -> Result<Cors, String> {
+    fn strs(list: &[String]) -> Vec<&str> {
+        list.iter().map(String::as_str).collect()
+    }
+    let listed = |list: &[String], field: &str| {
+        (!list.is_empty())
+            .then(|| tokens_of(&strs(list)).map_err(|r| format!("{field}: {r}")))
+            .transpose()
+    };
+    let origins = match filter.allow_origins.as_slice() {
+        // No origin allowed: the headers are never added.
+        [] => Origins::List(Vec::new()),
+        list => Origins::of(&strs(list)).map_err(|r| format!("allowOrigins: {r}"))?,
+    };
+    let none = || Tokens::Listed(HeaderValue::from_static(""));
+    Ok(Cors {
+        origins,
+        methods: listed(&filter.allow_methods, "allowMethods")?.unwrap_or_else(none),
+        headers: listed(&filter.allow_headers, "allowHeaders")?.unwrap_or_else(none),
+        expose: listed(&filter.expose_headers, "exposeHeaders")?,
+        credentials: filter.allow_credentials.unwrap_or(false),
+        max_age: match filter.max_age {
+            None => 5,
+            Some(age) => u32::try_from(age)
+                .ok()
+                .filter(|a| *a >= 1)
+                .ok_or(format!("maxAge: {age} is not a positive number of seconds"))?,
+        },
+    })
 }
 
 fn header_edits(filter: &HTTPHeaderFilter, field: &str) -> Result<HeaderEdits, String> {
