@@ -1025,3 +1025,86 @@ spec:
     assert_eq!(h["access-control-max-age"], "5");
     assert!(!h.contains_key("access-control-allow-credentials"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_refs_own_filters_apply_to_its_share_only() {
+    let one = Backend::start("one").await;
+    let two = Backend::start("two").await;
+    let port = free_port();
+    let dir = ManifestsDir::new();
+    dir.write("one.yaml", &service("one", &[one.addr]));
+    dir.write("two.yaml", &service("two", &[two.addr]));
+    dir.write("gateway.yaml", &http_gateway("default", port));
+    // As the upstream suite's httproute-request-header-modifier-backend-weights.yaml, with a
+    // rule filter under the backends' and a backend filter that cannot apply to a backend.
+    dir.write(
+        "route.yaml",
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: split, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+  - matches: [{path: {value: /split}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: Rule, value: split}, {name: Backend, value: rule}]}
+    backendRefs:
+    - name: one
+      port: 80
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: Backend, value: one}]}
+    - name: two
+      port: 80
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: Backend, value: two}]}
+      - type: ResponseHeaderModifier
+        responseHeaderModifier: {add: [{name: X-Via, value: two}]}
+  - matches: [{path: {value: /redirected}}]
+    backendRefs:
+    - name: one
+      port: 80
+      filters:
+      - type: RequestRedirect
+        requestRedirect: {hostname: elsewhere.test}
+"#,
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let listener = loopback(port);
+    let client = HttpClient::new();
+    let mut served = BTreeSet::new();
+    for _ in 0..40 {
+        let answer = client.get(listener, "a.test", "/split").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let service = answer.service();
+        let seen = &answer.json()["headers"];
+        assert_eq!(seen["backend"], service.as_str(), "{seen:#}");
+        assert_eq!(seen["rule"], "split");
+        let via = answer.headers.get("x-via").map(|v| v.to_str().unwrap());
+        assert_eq!(via, (service == "two").then_some("two"));
+        served.insert(service);
+    }
+    assert_eq!(
+        served,
+        BTreeSet::from(["one".to_string(), "two".to_string()])
+    );
+
+    let answer = client.get(listener, "a.test", "/redirected").await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let routes = gw.routes();
+    let accepted = condition(
+        &object(&routes, "HTTPRoute", "split")["parents"][0]["conditions"],
+        "Accepted",
+    )
+    .clone();
+    assert!(
+        accepted["message"].as_str().unwrap().contains(
+            "spec.rules[1].backendRefs[0].filters: only RequestHeaderModifier and \
+             ResponseHeaderModifier apply to a backend"
+        ),
+        "{accepted:#}"
+    );
+}

@@ -12,9 +12,22 @@ pub struct HeaderEdits {
     pub set: Vec<(HeaderName, HeaderValue)>,
     pub add: Vec<(HeaderName, HeaderValue)>,
     pub remove: Vec<HeaderName>,
+    /// Edits made after these (a backendRef's, after its rule's).
+    pub then: Option<Box<HeaderEdits>>,
 }
 
 impl HeaderEdits {
+    /// `first`'s edits, then `second`'s.
+    pub fn then(first: &Option<Self>, second: &Option<Self>) -> Option<Self> {
+        match (first, second) {
+            (Some(first), Some(second)) => Some(Self {
+                then: Some(Box::new(second.clone())),
+                ..first.clone()
+            }),
+            (one, other) => one.clone().or_else(|| other.clone()),
+        }
+    }
+
     pub fn apply(&self, headers: &mut HeaderMap) {
         for (name, value) in &self.set {
             headers.insert(name.clone(), value.clone());
@@ -24,6 +37,9 @@ impl HeaderEdits {
         }
         for name in &self.remove {
             headers.remove(name);
+        }
+        if let Some(next) = &self.then {
+            next.apply(headers);
         }
     }
 }
@@ -179,6 +195,7 @@ mod tests {
             set: vec![(name("x-set"), value("new"))],
             add: vec![(name("x-add"), value("2"))],
             remove: vec![name("x-gone")],
+            then: None,
         };
         let mut headers = HeaderMap::new();
         headers.insert("x-set", value("old"));

@@ -338,7 +338,7 @@ fn route(
     if connection.scheme == "http" && found.https_redirect && !path.starts_with(ACME_CHALLENGE) {
         return Ok(Err(redirect_to_https(proxy, connection, host_name, uri)));
     }
-    let policy = found
+    let mut policy = found
         .route
         .map_or_else(RoutePolicy::plain, |r| r.policy.clone());
     let canary = found.route.and_then(|r| r.canary.as_ref());
@@ -350,7 +350,11 @@ fn route(
         _ => found.backend.clone(),
     };
     if let Some(split) = found.route.and_then(|r| r.split.as_ref()) {
-        backend = split.choose().ok_or(ProxyError::Unresolved)?.clone();
+        let chosen = split.choose().ok_or(ProxyError::Unresolved)?;
+        backend = chosen.backend.clone().ok_or(ProxyError::Unresolved)?;
+        if let Some(own) = &chosen.policy {
+            policy = own.clone();
+        }
     }
     if backend.endpoints.is_empty()
         && let Some(fallback) = &policy.fallback

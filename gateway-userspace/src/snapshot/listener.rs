@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::{Backend, RouteMatch, VirtualHost};
 use crate::gateway_api::ParentReference;
+use crate::policy::RoutePolicy;
 
 /// The routes served on one listener port.
 #[derive(Debug, Default)]
@@ -110,33 +111,46 @@ fn decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Backends that share a rule's requests by weight. `None` is a reference that could not be
-/// resolved: its share of the requests is answered with 500, as the Gateway API requires.
+/// Backends that share a rule's requests by weight. An unresolved reference (`backend:
+/// None`) keeps its share of the requests, answered with 500, as the Gateway API requires.
 #[derive(Debug)]
 pub struct WeightedBackends {
-    pub choices: Vec<(Option<Arc<Backend>>, u32)>,
+    pub choices: Vec<WeightedBackend>,
     pub total: u32,
+}
+
+#[derive(Debug)]
+pub struct WeightedBackend {
+    pub backend: Option<Arc<Backend>>,
+    pub weight: u32,
+    /// The rule's policy with this backendRef's own filters, when it has some.
+    pub policy: Option<Arc<RoutePolicy>>,
 }
 
 impl WeightedBackends {
     /// A backend chosen at random by weight; `None` when the choice falls on an unresolved
     /// reference, or every weight is 0.
-    pub fn choose(&self) -> Option<&Arc<Backend>> {
+    pub fn choose(&self) -> Option<&WeightedBackend> {
         if self.total == 0 {
             return None;
         }
         self.at(crate::random::below(u64::from(self.total)) as u32)
     }
 
-    /// The backend whose share holds `point` (in `0..total`).
-    fn at(&self, mut point: u32) -> Option<&Arc<Backend>> {
-        for (backend, weight) in &self.choices {
-            if point < *weight {
-                return backend.as_ref();
+    /// The choice whose share holds `point` (in `0..total`), if it is resolved.
+    fn at(&self, mut point: u32) -> Option<&WeightedBackend> {
+        for choice in &self.choices {
+            if point < choice.weight {
+                return choice.backend.is_some().then_some(choice);
             }
-            point -= weight;
+            point -= choice.weight;
         }
         None
+    }
+
+    /// The first resolved backend.
+    pub fn first(&self) -> Option<&Arc<Backend>> {
+        self.choices.iter().find_map(|c| c.backend.as_ref())
     }
 }
 
@@ -272,8 +286,13 @@ mod tests {
     #[test]
     fn weights_split_by_share_and_unresolved_shares_are_none() {
         let backend = Arc::new(Backend::new("ns", "a", "80", vec![]));
+        let choice = |backend, weight| WeightedBackend {
+            backend,
+            weight,
+            policy: None,
+        };
         let split = WeightedBackends {
-            choices: vec![(Some(backend), 3), (None, 1)],
+            choices: vec![choice(Some(backend), 3), choice(None, 1)],
             total: 4,
         };
         let chosen: Vec<bool> = (0..4).map(|point| split.at(point).is_some()).collect();

@@ -25,7 +25,7 @@ use crate::policy::cors::{Origins, Tokens, tokens_of};
 use crate::policy::{Cors, HeaderEdits, Mirror, PathRewrite, Protocol, RedirectRule, RoutePolicy};
 use crate::snapshot::listener::{
     Condition, ListenerReport, ListenerTable, MatchConditions, ObjectReport, ParentReport,
-    ValueMatch, WeightedBackends,
+    ValueMatch, WeightedBackend, WeightedBackends,
 };
 use crate::snapshot::{Backend, ListenerSpec, PathType, Route, RouteIdentity, VirtualHost};
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
@@ -247,6 +247,7 @@ pub fn translate<'a>(
             });
             let h2c = backends.as_ref().is_some_and(|(_, h2c)| *h2c);
             let split = backends.map(|(split, _)| split);
+            let own_filters = backend_filters(rule.backend_refs, &field, &mut refs);
             for (match_index, compiled) in rule.matches.iter().enumerate() {
                 let compiled = match compiled {
                     Ok(compiled) => compiled,
@@ -263,7 +264,17 @@ pub fn translate<'a>(
                     .clone()
                     .and_then(|f| f.policy(compiled, route.grpc || h2c));
                 let (policy, split) = match policy {
-                    Ok(policy) => (policy, split.clone()),
+                    Ok(policy) => {
+                        let split = match (&split, &filters, &own_filters) {
+                            (Some(split), Ok(rule_filters), Some(own)) => {
+                                let http2 = route.grpc || h2c;
+                                let with = (rule_filters, compiled, http2);
+                                Some(Arc::new(with_backend_filters(split, own, with)))
+                            }
+                            _ => split.clone(),
+                        };
+                        (policy, split)
+                    }
                     Err(reason) => {
                         refs.unsupported
                             .push(format!("{field}.{reason}; the rule answers 500"));
@@ -813,10 +824,84 @@ fn backends(
         if let Some((_, speaks_h2c)) = &resolved {
             h2c &= *speaks_h2c;
         }
-        choices.push((resolved.map(|(backend, _)| backend), weight));
+        choices.push(WeightedBackend {
+            backend: resolved.map(|(backend, _)| backend),
+            weight,
+            policy: None,
+        });
     }
-    let total = choices.iter().map(|(_, w)| w).sum();
+    let total = choices.iter().map(|c| c.weight).sum();
     (Arc::new(WeightedBackends { choices, total }), h2c)
+}
+
+/// The filters of each backendRef (`Ok(None)` for one without), or why they cannot be
+/// applied (reported, and that backend's share answers 500); `None` when no backendRef has
+/// filters. Only the header modifiers apply to a backend.
+fn backend_filters(
+    refs: &[HTTPBackendRef],
+    field: &str,
+    problems: &mut RefProblems,
+) -> Option<Vec<Result<Option<RuleFilters>, ()>>> {
+    if refs.iter().all(|r| r.filters.is_empty()) {
+        return None;
+    }
+    let parse = |(i, backend_ref): (usize, &HTTPBackendRef)| {
+        if backend_ref.filters.is_empty() {
+            return Ok(None);
+        }
+        let parsed = RuleFilters::parse(&backend_ref.filters).and_then(|parsed| {
+            let headers_only = parsed.redirect.is_none()
+                && parsed.rewrite_host.is_none()
+                && parsed.rewrite_path.is_none()
+                && parsed.cors.is_none()
+                && parsed.mirror_refs.is_empty();
+            if !headers_only {
+                return Err(
+                    "filters: only RequestHeaderModifier and ResponseHeaderModifier \
+                            apply to a backend"
+                        .to_string(),
+                );
+            }
+            Ok(Some(parsed))
+        });
+        parsed.map_err(|reason| {
+            problems.unsupported.push(format!(
+                "{field}.backendRefs[{i}].{reason}; its share answers 500"
+            ));
+        })
+    };
+    Some(refs.iter().enumerate().map(parse).collect())
+}
+
+/// A rule's backends for one of its matches, each with its own filters after the rule's.
+fn with_backend_filters(
+    split: &WeightedBackends,
+    own: &[Result<Option<RuleFilters>, ()>],
+    (rule, compiled, http2): (&RuleFilters, &CompiledMatch, bool),
+) -> WeightedBackends {
+    let choices = split.choices.iter().zip(own).map(|(choice, own)| {
+        let (backend, policy) = match own {
+            Ok(None) => (choice.backend.clone(), None),
+            Ok(Some(own)) => {
+                let mut merged = rule.clone();
+                merged.request_headers =
+                    HeaderEdits::then(&rule.request_headers, &own.request_headers);
+                merged.response_headers =
+                    HeaderEdits::then(&rule.response_headers, &own.response_headers);
+                (choice.backend.clone(), merged.policy(compiled, http2).ok())
+            }
+            Err(()) => (None, None),
+        };
+        WeightedBackend {
+            backend,
+            weight: choice.weight,
+            policy,
+        }
+    });
+    WeightedBackends {
+        choices: choices.collect(),
+        total: split.total,
+    }
 }
 
 /// The Service port a backendRef names, and whether it speaks h2c; `None` (with the problem
@@ -898,7 +983,7 @@ impl CompiledMatch {
         // The first resolved backend names the route in metrics and logs.
         let first = split
             .as_ref()
-            .and_then(|s| s.choices.iter().find_map(|(b, _)| b.clone()))
+            .and_then(|s| s.first().cloned())
             .unwrap_or_else(|| Arc::new(Backend::new("", "", "", Vec::new())));
         Route {
             path: self.path.clone(),
@@ -1260,6 +1345,7 @@ fn header_edits(filter: &HTTPHeaderFilter, field: &str) -> Result<HeaderEdits, S
             .iter()
             .map(|n| name(n))
             .collect::<Result<_, String>>()?,
+        then: None,
     })
 }
 
