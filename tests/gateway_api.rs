@@ -314,6 +314,10 @@ async fn listeners_and_routes_that_cannot_be_served_say_why() {
                     format!("{{name: a, port: {port}, protocol: HTTP, hostname: a.example.com}}"),
                     format!("{{name: b, port: {port}, protocol: HTTP, hostname: a.example.com}}"),
                     format!("{{name: tcp, port: {other_port}, protocol: TCP}}"),
+                    format!(
+                        "{{name: kinds, port: {port}, protocol: HTTP, hostname: k.example.com, \
+                         allowedRoutes: {{kinds: [{{kind: HTTPRoute}}, {{kind: FooRoute}}]}}}}"
+                    ),
                 ],
             )
             + &route("good", "default", "{name: edge, sectionName: a}", "[a.example.com]")
@@ -345,9 +349,20 @@ async fn listeners_and_routes_that_cannot_be_served_say_why() {
         condition(&listener("tcp")["conditions"], "Accepted")["reason"],
         "UnsupportedProtocol"
     );
+    // A kind that is not served: InvalidRouteKinds, the served one still listed.
+    let kinds = listener("kinds");
+    assert_eq!(
+        condition(&kinds["conditions"], "ResolvedRefs")["reason"],
+        "InvalidRouteKinds"
+    );
+    assert_eq!(kinds["supported_kinds"], serde_json::json!(["HTTPRoute"]));
+    assert_eq!(
+        listener("a")["supported_kinds"],
+        serde_json::json!(["HTTPRoute", "GRPCRoute"])
+    );
     assert_eq!(
         condition(&edge["conditions"], "Programmed")["message"],
-        "1 of 3 listeners are served"
+        "2 of 4 listeners are served"
     );
     let accepted = |name: &str| {
         condition(

@@ -481,6 +481,30 @@ async fn gateway_api_objects_are_watched_where_the_cluster_serves_them() {
         })
         .await
     );
+
+    // A route that moved to another controller's Gateway loses this controller's entry among
+    // its parents; the other controller's entry stays as it is.
+    api.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: moved, namespace: shop}\n\
+         spec:\n  parentRefs: [{name: theirs}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n\
+         status:\n  parents:\n  \
+         - {parentRef: {name: edge}, controllerName: xdp-gateway.io/gateway-controller, conditions: []}\n  \
+         - {parentRef: {name: theirs}, controllerName: example.com/other, conditions: []}\n",
+    );
+    let parents = |route: Option<serde_json::Value>| route.map(|r| r["status"]["parents"].clone());
+    assert!(
+        within(Duration::from_secs(10), async || {
+            parents(api.get("HTTPRoute", Some("shop"), "moved")).is_some_and(|p| {
+                p.as_array().is_some_and(|list| {
+                    list.len() == 1 && list[0]["controllerName"] == "example.com/other"
+                })
+            })
+        })
+        .await,
+        "{:#?}",
+        api.get("HTTPRoute", Some("shop"), "moved")
+    );
     drop(gw);
 
     // Without the CRDs: ready, Ingresses served, nothing of the Gateway API watched.

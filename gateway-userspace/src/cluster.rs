@@ -19,12 +19,53 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 
-use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute};
+use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, RouteStatus};
 use crate::gateway_status::wanted;
+use crate::snapshot::listener::ObjectReport;
 use crate::snapshot::{IngressReport, Snapshot};
 use crate::store::{Store, find, namespace_of};
 use crate::translate::GatewayOptions;
 use crate::warning::Warning;
+
+/// Reports without parents for the routes whose status still has an entry of `controller`
+/// though none of their parents is one of its Gateways any more: writing them removes the
+/// entries (those of other controllers stay).
+fn routes_no_longer_ours(
+    store: &Store,
+    snapshot: &Snapshot,
+    controller: &str,
+) -> Vec<ObjectReport> {
+    let reported: HashSet<(&str, Option<&str>, &str)> = snapshot
+        .gateway_api
+        .iter()
+        .map(|r| (r.kind, r.namespace.as_deref(), r.name.as_str()))
+        .collect();
+    let ours = |status: Option<&RouteStatus>| {
+        status.is_some_and(|s| s.parents.iter().any(|p| p.controller_name == controller))
+    };
+    let http = store
+        .http_routes
+        .iter()
+        .filter(|r| ours(r.object.status.as_ref()))
+        .map(|r| ("HTTPRoute", &r.object.metadata));
+    let grpc = store
+        .grpc_routes
+        .iter()
+        .filter(|r| ours(r.object.status.as_ref()))
+        .map(|r| ("GRPCRoute", &r.object.metadata));
+    http.chain(grpc)
+        .filter(|(kind, meta)| {
+            let name = meta.name.as_deref().unwrap_or_default();
+            !reported.contains(&(*kind, Some(namespace_of(meta)), name))
+        })
+        .map(|(kind, meta)| ObjectReport {
+            kind,
+            namespace: Some(namespace_of(meta).to_string()),
+            name: meta.name.clone().unwrap_or_default(),
+            ..ObjectReport::default()
+        })
+        .collect()
+}
 
 /// How long a Lease stays held without renewal.
 const LEASE_SECONDS: i32 = 15;
@@ -270,13 +311,15 @@ impl ClusterWriter {
         self.report_warnings(store, snapshot).await;
     }
 
-    /// The status of every Gateway API object this gateway is responsible for.
+    /// The status of every Gateway API object this gateway is responsible for, and of routes
+    /// it no longer serves (its entries among their parents removed).
     async fn write_gateway_api(&self, store: &Store, snapshot: &Snapshot) {
         let now = Timestamp::now()
             .round(jiff::Unit::Second)
             .unwrap_or(Timestamp::now());
         let now = now.to_string();
-        for report in &snapshot.gateway_api {
+        let cleared = routes_no_longer_ours(store, snapshot, &self.gateway.controller);
+        for report in snapshot.gateway_api.iter().chain(&cleared) {
             let namespace = report.namespace.as_deref().unwrap_or("default");
             let found = match report.kind {
                 "GatewayClass" => find(&store.gateway_classes, namespace, &report.name)

@@ -36,9 +36,14 @@ pub fn wanted(
                         .as_array()
                         .and_then(|l| l.iter().find(|l| l["name"] == listener.name.as_str()))
                         .map_or(&Value::Null, |l| &l["conditions"]);
+                    let kinds: Vec<Value> = listener
+                        .supported_kinds
+                        .iter()
+                        .map(|kind| json!({"group": crate::gateway_api::GROUP, "kind": kind}))
+                        .collect();
                     json!({
                         "name": listener.name,
-                        "supportedKinds": [{"group": crate::gateway_api::GROUP, "kind": "HTTPRoute"}],
+                        "supportedKinds": kinds,
                         "attachedRoutes": listener.attached_routes,
                         "conditions": conditions(&listener.conditions, had),
                     })

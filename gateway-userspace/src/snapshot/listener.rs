@@ -259,6 +259,8 @@ pub struct ObjectReport {
 pub struct ListenerReport {
     pub name: String,
     pub port: u16,
+    /// The route kinds it admits (`allowedRoutes.kinds` that this gateway serves).
+    pub supported_kinds: Vec<&'static str>,
     pub attached_routes: u32,
     pub conditions: Vec<Condition>,
 }

@@ -129,8 +129,12 @@ pub fn translate<'a>(
         };
         let mut programmed = 0;
         for listener in &gateway.spec.listeners {
-            let (port, conditions) =
+            let (port, mut conditions) =
                 check_listener(listener, gateway_namespace, &mut ports, &mut certificates);
+            let (supported_kinds, invalid_kinds) = route_kinds(listener);
+            if let Some(message) = invalid_kinds {
+                refuse_kinds(&mut conditions, message, supported_kinds.is_empty());
+            }
             let accepted = conditions
                 .iter()
                 .any(|c| c.type_ == "Programmed" && c.status);
@@ -146,6 +150,7 @@ pub fn translate<'a>(
             report.listeners.push(ListenerReport {
                 name: listener.name.clone(),
                 port: port.unwrap_or(0),
+                supported_kinds,
                 attached_routes: 0,
                 conditions,
             });
@@ -530,6 +535,54 @@ fn check_listener(
         ]),
     }
     (Some(port), conditions)
+}
+
+/// The route kinds this gateway serves.
+const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+
+/// The kinds of routes a listener admits, and what it asks for that is not served.
+fn route_kinds(listener: &Listener) -> (Vec<&'static str>, Option<String>) {
+    let asked = listener
+        .allowed_routes
+        .as_ref()
+        .map(|a| a.kinds.as_slice())
+        .unwrap_or_default();
+    if asked.is_empty() {
+        return (ROUTE_KINDS.to_vec(), None);
+    }
+    let mut supported = Vec::new();
+    let mut invalid = Vec::new();
+    for kind in asked {
+        let served = (kind.group.as_deref().is_none_or(|g| g == GROUP))
+            .then(|| ROUTE_KINDS.iter().find(|k| **k == kind.kind))
+            .flatten();
+        match served {
+            Some(served) => supported.push(*served),
+            None => invalid.push(kind.kind.clone()),
+        }
+    }
+    let problem = (!invalid.is_empty()).then(|| {
+        format!(
+            "allowedRoutes.kinds: {} not served (HTTPRoute and GRPCRoute are)",
+            invalid.join(", ")
+        )
+    });
+    (supported, problem)
+}
+
+/// A listener that asks for route kinds that are not served: `ResolvedRefs` is false
+/// (`InvalidRouteKinds`); with no kind left it is not programmed either.
+fn refuse_kinds(conditions: &mut Vec<Condition>, message: String, none_left: bool) {
+    let resolved = Condition::new("ResolvedRefs", false, "InvalidRouteKinds", message.clone());
+    // A reference problem found before stays the reason.
+    match conditions.iter_mut().find(|c| c.type_ == "ResolvedRefs") {
+        Some(had) if had.status => *had = resolved,
+        Some(_) => {}
+        None => conditions.push(resolved),
+    }
+    if none_left && let Some(programmed) = conditions.iter_mut().find(|c| c.type_ == "Programmed") {
+        *programmed = Condition::new("Programmed", false, "Invalid", message);
+    }
 }
 
 /// A hostname as Gateway API listeners and routes allow it: a lower-case DNS name, or
