@@ -226,6 +226,7 @@ spec:
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_in_another_namespace_is_used_only_under_a_reference_grant() {
     let shared = Backend::start("shared").await;
+    let local = Backend::start("local").await;
     let port = free_port();
     let dir = ManifestsDir::new();
     let shared_service = service("shared", &[shared.addr]).replace(
@@ -237,17 +238,28 @@ async fn a_backend_in_another_namespace_is_used_only_under_a_reference_grant() {
         "{shared_service}"
     );
     dir.write("shared.yaml", &shared_service);
+    let local_service = service("local", &[local.addr]).replace(
+        "metadata: {name: local",
+        "metadata: {namespace: shop, name: local",
+    );
+    dir.write("local.yaml", &local_service);
     dir.write(
         "gateway.yaml",
         &(http_gateway("shop", port)
             + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
                metadata: {name: shop, namespace: shop}\n\
                spec:\n  parentRefs: [{name: edge}]\n  rules:\n  \
-               - backendRefs: [{name: shared, namespace: backends, port: 80}]\n"),
+               - backendRefs: [{name: shared, namespace: backends, port: 80}]\n---\n\
+               apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+               metadata: {name: stays, namespace: shop}\n\
+               spec:\n  parentRefs: [{name: edge}]\n  hostnames: [stays.test]\n  rules:\n  \
+               - backendRefs: [{name: local, port: 80}]\n"),
     );
     let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
     let listener = loopback(port);
     let client = HttpClient::new();
+    // What stays allowed is served without a failure while the grant comes and goes.
+    let load = gateway_e2e::client::SteadyLoad::start(listener, "stays.test", 4);
     assert_eq!(
         send(&client, listener, "any.test", Request::get("/"))
             .await
@@ -286,6 +298,9 @@ async fn a_backend_in_another_namespace_is_used_only_under_a_reference_grant() {
             .0,
         StatusCode::INTERNAL_SERVER_ERROR
     );
+    let (served, failures) = load.stop().await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(served > 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1051,7 +1066,7 @@ async fn a_backend_refs_own_filters_apply_to_its_share_only() {
     dir.write("two.yaml", &service("two", &[two.addr]));
     dir.write("gateway.yaml", &http_gateway("default", port));
     // As the upstream suite's httproute-request-header-modifier-backend-weights.yaml, with a
-    // rule filter under the backends' and a backend filter that cannot apply to a backend.
+    // rule filter under the backends' and a backend filter that is not served on a backend.
     dir.write(
         "route.yaml",
         r#"
@@ -1078,13 +1093,13 @@ spec:
         requestHeaderModifier: {set: [{name: Backend, value: two}]}
       - type: ResponseHeaderModifier
         responseHeaderModifier: {add: [{name: X-Via, value: two}]}
-  - matches: [{path: {value: /redirected}}]
+  - matches: [{path: {value: /mirrored}}]
     backendRefs:
     - name: one
       port: 80
       filters:
-      - type: RequestRedirect
-        requestRedirect: {hostname: elsewhere.test}
+      - type: RequestMirror
+        requestMirror: {backendRef: {name: two, port: 80}}
 "#,
     );
     let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
@@ -1107,7 +1122,7 @@ spec:
         BTreeSet::from(["one".to_string(), "two".to_string()])
     );
 
-    let answer = client.get(listener, "a.test", "/redirected").await;
+    let answer = client.get(listener, "a.test", "/mirrored").await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
     let routes = gw.routes();
     let accepted = condition(
@@ -1117,8 +1132,7 @@ spec:
     .clone();
     assert!(
         accepted["message"].as_str().unwrap().contains(
-            "spec.rules[1].backendRefs[0].filters: only RequestHeaderModifier and \
-             ResponseHeaderModifier apply to a backend"
+            "spec.rules[1].backendRefs[0].filters: RequestMirror is not served on a backend"
         ),
         "{accepted:#}"
     );

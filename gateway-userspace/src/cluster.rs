@@ -335,8 +335,7 @@ impl ClusterWriter {
                 continue;
             };
             let controller = &self.gateway.controller;
-            let addresses = &self.gateway.addresses;
-            let Some(status) = wanted(report, &object, controller, addresses, &now) else {
+            let Some(status) = wanted(report, &object, controller, &now) else {
                 continue;
             };
             let key = (report.kind, namespace.to_string(), report.name.clone());

@@ -3,21 +3,13 @@
 //! when the condition does; a Gateway's addresses and listeners; and, on a route, this
 //! controller's entries among its parents, the entries of other controllers kept as they are.
 
-use std::net::IpAddr;
-
 use serde_json::{Value, json};
 
 use crate::snapshot::listener::{Condition, ObjectReport};
 
 /// The `status` to write to `object` (its JSON as the API server has it), or `None` when it
 /// already has it. `now` is the transition time of conditions that change.
-pub fn wanted(
-    report: &ObjectReport,
-    object: &Value,
-    controller: &str,
-    addresses: &[IpAddr],
-    now: &str,
-) -> Option<Value> {
+pub fn wanted(report: &ObjectReport, object: &Value, controller: &str, now: &str) -> Option<Value> {
     let generation = object["metadata"]["generation"].as_i64();
     let current = &object["status"];
     let conditions = |wanted: &[Condition], had: &Value| -> Value {
@@ -49,7 +41,8 @@ pub fn wanted(
                     })
                 })
                 .collect();
-            let addresses: Vec<Value> = addresses
+            let addresses: Vec<Value> = report
+                .addresses
                 .iter()
                 .map(|ip| json!({"type": "IPAddress", "value": ip.to_string()}))
                 .collect();
@@ -140,17 +133,14 @@ mod tests {
             ..ObjectReport::default()
         };
         let object = json!({"metadata": {"name": "xdp", "generation": 3}});
-        let status = wanted(&report, &object, "c", &[], "2026-01-01T00:00:00Z").unwrap();
+        let status = wanted(&report, &object, "c", "2026-01-01T00:00:00Z").unwrap();
         assert_eq!(status["conditions"][0]["observedGeneration"], 3);
         let written = json!({"metadata": {"name": "xdp", "generation": 3}, "status": status});
-        assert_eq!(
-            wanted(&report, &written, "c", &[], "2026-02-02T00:00:00Z"),
-            None
-        );
+        assert_eq!(wanted(&report, &written, "c", "2026-02-02T00:00:00Z"), None);
         // A new generation is written again, with the same transition time.
         let newer =
             json!({"metadata": {"name": "xdp", "generation": 4}, "status": written["status"]});
-        let status = wanted(&report, &newer, "c", &[], "2026-02-02T00:00:00Z").unwrap();
+        let status = wanted(&report, &newer, "c", "2026-02-02T00:00:00Z").unwrap();
         assert_eq!(
             status["conditions"][0]["lastTransitionTime"],
             "2026-01-01T00:00:00Z"
@@ -175,14 +165,7 @@ mod tests {
         };
         let theirs = json!({"parentRef": {"name": "other"}, "controllerName": "example.com/x", "conditions": []});
         let object = json!({"metadata": {"generation": 1}, "status": {"parents": [theirs]}});
-        let status = wanted(
-            &report,
-            &object,
-            "xdp-gateway.io/gateway-controller",
-            &[],
-            "t",
-        )
-        .unwrap();
+        let status = wanted(&report, &object, "xdp-gateway.io/gateway-controller", "t").unwrap();
         let parents = status["parents"].as_array().unwrap();
         assert_eq!(parents.len(), 2);
         assert_eq!(parents[0], theirs);

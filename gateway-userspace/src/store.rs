@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use k8s_openapi::Metadata;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -43,6 +43,8 @@ pub struct Store {
     pub http_routes: Vec<Sourced<HTTPRoute>>,
     pub grpc_routes: Vec<Sourced<GRPCRoute>>,
     pub reference_grants: Vec<Sourced<ReferenceGrant>>,
+    /// Read for their labels (Gateway listeners' `allowedRoutes` namespace selectors).
+    pub namespaces: Vec<Sourced<Namespace>>,
 }
 
 /// One object of any kind the store holds.
@@ -58,6 +60,7 @@ pub enum Object {
     HTTPRoute(Box<HTTPRoute>),
     GRPCRoute(Box<GRPCRoute>),
     ReferenceGrant(Box<ReferenceGrant>),
+    Namespace(Box<Namespace>),
 }
 
 impl Object {
@@ -74,6 +77,7 @@ impl Object {
             Object::HTTPRoute(o) => &o.metadata,
             Object::GRPCRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
         }
     }
 
@@ -91,6 +95,7 @@ impl Object {
             Object::HTTPRoute(_) => ("httproute", true),
             Object::GRPCRoute(_) => ("grpcroute", true),
             Object::ReferenceGrant(_) => ("referencegrant", true),
+            Object::Namespace(_) => ("namespace", false),
         };
         ObjectKey {
             kind,
@@ -173,6 +178,7 @@ impl Store {
             Object::HTTPRoute(o) => self.http_routes.push(Sourced { source, object: *o }),
             Object::GRPCRoute(o) => self.grpc_routes.push(Sourced { source, object: *o }),
             Object::ReferenceGrant(o) => self.reference_grants.push(Sourced { source, object: *o }),
+            Object::Namespace(o) => self.namespaces.push(Sourced { source, object: *o }),
         }
     }
 }

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 type Body = BoxBody<Bytes, Infallible>;
 
 /// The kinds the fake serves: (kind, group/version prefix, plural, namespaced).
-const KINDS: [(&str, &str, &str, bool); 12] = [
+const KINDS: [(&str, &str, &str, bool); 13] = [
     ("Ingress", "/apis/networking.k8s.io/v1", "ingresses", true),
     (
         "IngressClass",
@@ -35,6 +35,7 @@ const KINDS: [(&str, &str, &str, bool); 12] = [
     ),
     ("Service", "/api/v1", "services", true),
     ("Secret", "/api/v1", "secrets", true),
+    ("Namespace", "/api/v1", "namespaces", false),
     (
         "EndpointSlice",
         "/apis/discovery.k8s.io/v1",

@@ -253,6 +253,9 @@ pub struct ObjectReport {
     /// A route's parents (the Gateways and listeners it asked to attach to).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parents: Vec<ParentReport>,
+    /// Where a Gateway's listeners are served.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug, Serialize)]

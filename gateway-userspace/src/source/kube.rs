@@ -1,7 +1,7 @@
 //! The Kubernetes API as a source: reflectors (list, then watch, re-listed with backoff after
 //! errors, disconnects or 410 Gone) for Ingress, IngressClass, Service, EndpointSlice and TLS
-//! Secrets, and for GatewayClass, Gateway, HTTPRoute and ReferenceGrant where the cluster serves
-//! the Gateway API, feeding the same `Store` as the manifests folder. Nothing is handed on
+//! Secrets, and for GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant and Namespace
+//! (its labels, for listeners' namespace selectors) where the cluster serves the Gateway API, feeding the same `Store` as the manifests folder. Nothing is handed on
 //! before every kind has completed its first full list; after that, changes are debounced into
 //! one store.
 
@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store as Reader};
@@ -49,6 +49,9 @@ struct GatewayReaders {
     grants: Reader<ReferenceGrant>,
     /// `None` where the cluster's Gateway API has no GRPCRoute (before v1.1).
     grpc_routes: Option<Reader<GRPCRoute>>,
+    /// For listeners' namespace selectors; `None` for a gateway of one namespace (which may
+    /// not list namespaces: its selectors admit nothing).
+    namespaces: Option<Reader<Namespace>>,
 }
 
 /// The Gateway API resources the gateway reads, as the group's discovery document names them.
@@ -70,7 +73,7 @@ impl Readers {
                 .map(|o| Sourced::unsourced(K::clone(o)))
                 .collect()
         }
-        let (gateway_classes, gateways, http_routes, reference_grants, grpc_routes) =
+        let (gateway_classes, gateways, http_routes, reference_grants, grpc_routes, namespaces) =
             match &self.gateway_api {
                 Some(g) => (
                     all(&g.classes),
@@ -78,6 +81,7 @@ impl Readers {
                     all(&g.routes),
                     all(&g.grants),
                     g.grpc_routes.as_ref().map_or_else(Vec::new, all),
+                    g.namespaces.as_ref().map_or_else(Vec::new, all),
                 ),
                 None => Default::default(),
             };
@@ -92,6 +96,7 @@ impl Readers {
             http_routes,
             reference_grants,
             grpc_routes,
+            namespaces,
         }
     }
 }
@@ -143,6 +148,9 @@ impl KubeSource {
                     grpc_routes: grpc.then(|| {
                         reflect(scoped(&client, namespace), config.clone(), changed.clone())
                     }),
+                    namespaces: namespace.is_none().then(|| {
+                        reflect(Api::all(client.clone()), config.clone(), changed.clone())
+                    }),
                 }
             }),
         };
@@ -161,6 +169,12 @@ impl KubeSource {
                         g.grants.wait_until_ready(),
                         async {
                             match &g.grpc_routes {
+                                Some(reader) => reader.wait_until_ready().await,
+                                None => Ok(()),
+                            }
+                        },
+                        async {
+                            match &g.namespaces {
                                 Some(reader) => reader.wait_until_ready().await,
                                 None => Ok(()),
                             }

@@ -73,6 +73,7 @@ fn parse_value(
         ("v1", "Service") => typed(value).map(Object::Service),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(value).map(Object::EndpointSlice),
         ("v1", "Secret") => typed(value).map(Object::Secret),
+        ("v1", "Namespace") => typed(value).map(Object::Namespace),
         // v1beta1 is still served for these, with the same schema.
         (GATEWAY_V1 | GATEWAY_V1BETA1, "GatewayClass") => typed(value).map(Object::GatewayClass),
         (GATEWAY_V1 | GATEWAY_V1BETA1, "Gateway") => typed(value).map(Object::Gateway),
@@ -83,8 +84,8 @@ fn parse_value(
         }
         (
             _,
-            "Ingress" | "IngressClass" | "Service" | "EndpointSlice" | "Secret" | "GatewayClass"
-            | "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant",
+            "Ingress" | "IngressClass" | "Service" | "EndpointSlice" | "Secret" | "Namespace"
+            | "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant",
         ) => {
             warnings.push(warn(
                 "apiVersion",
@@ -140,6 +141,7 @@ fn key_of(kind: &str, value: &Value) -> ObjectKey {
         "Service" => "service",
         "EndpointSlice" => "endpointslice",
         "Secret" => "secret",
+        "Namespace" => "namespace",
         "GatewayClass" => "gatewayclass",
         "Gateway" => "gateway",
         "HTTPRoute" => "httproute",
@@ -147,7 +149,7 @@ fn key_of(kind: &str, value: &Value) -> ObjectKey {
         "ReferenceGrant" => "referencegrant",
         _ => "object",
     };
-    let cluster_scoped = matches!(kind, "ingressclass" | "gatewayclass");
+    let cluster_scoped = matches!(kind, "ingressclass" | "gatewayclass" | "namespace");
     ObjectKey {
         kind,
         namespace: (!cluster_scoped).then(|| field("namespace").unwrap_or("default".into())),

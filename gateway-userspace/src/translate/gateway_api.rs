@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use regex::{Regex, RegexBuilder};
 
 use super::backend::{BackendResolver, PortRef, ProblemKind};
@@ -61,18 +61,23 @@ pub struct GatewayTables {
     pub warnings: Vec<Warning>,
 }
 
+/// Where a listener is served: its Gateway's addresses, at its port. Listeners with the same
+/// `Bind` share one table (and so must not conflict).
+type Bind = (Vec<IpAddr>, u16);
+
 /// A listener that routes may attach to.
 struct Attachable<'a> {
     gateway: &'a Gateway,
     listener: &'a Listener,
-    port: u16,
+    bind: Bind,
     /// Its index in the Gateway's report.
     report: (usize, usize),
 }
 
-/// Where a route's rules go: a port, and the host patterns they serve there.
+/// Where a route's rules go: a listener's addresses and port, and the host patterns they
+/// serve there.
 struct Placement {
-    port: u16,
+    bind: Bind,
     hosts: Vec<String>,
 }
 
@@ -111,7 +116,7 @@ pub fn translate<'a>(
         .collect();
     gateways.sort_by_key(|g| age_key(&g.object.metadata));
     let mut attachable = Vec::new();
-    let mut ports: BTreeMap<u16, PortClaim> = BTreeMap::new();
+    let mut ports: BTreeMap<Bind, PortClaim> = BTreeMap::new();
     let mut certificates = Certificates {
         tls,
         grants: &grants,
@@ -127,10 +132,26 @@ pub fn translate<'a>(
             source: sourced.source.clone(),
             ..ObjectReport::default()
         };
+        let addresses = match gateway_addresses(gateway, &options.addresses) {
+            Ok(addresses) => addresses,
+            Err(message) => {
+                report.conditions = vec![
+                    Condition::new("Accepted", false, "UnsupportedAddress", message.clone()),
+                    Condition::new("Programmed", false, "AddressNotUsable", message),
+                ];
+                reports.push(report);
+                continue;
+            }
+        };
+        report.addresses = addresses.clone();
         let mut programmed = 0;
         for listener in &gateway.spec.listeners {
-            let (port, mut conditions) =
-                check_listener(listener, gateway_namespace, &mut ports, &mut certificates);
+            let (port, mut conditions) = check_listener(
+                listener,
+                (gateway_namespace, &addresses),
+                &mut ports,
+                &mut certificates,
+            );
             let (supported_kinds, invalid_kinds) = route_kinds(listener);
             if let Some(message) = invalid_kinds {
                 refuse_kinds(&mut conditions, message, supported_kinds.is_empty());
@@ -143,7 +164,7 @@ pub fn translate<'a>(
                 attachable.push(Attachable {
                     gateway,
                     listener,
-                    port,
+                    bind: (addresses.clone(), port),
                     report: (index, report.listeners.len()),
                 });
             }
@@ -176,7 +197,7 @@ pub fn translate<'a>(
         reports.push(report);
     }
 
-    let mut hosts: BTreeMap<u16, BTreeMap<String, Vec<(RuleKey, Route)>>> = BTreeMap::new();
+    let mut hosts: BTreeMap<Bind, BTreeMap<String, Vec<(RuleKey, Route)>>> = BTreeMap::new();
     let mut routes: Vec<RouteView<'_>> = store
         .http_routes
         .iter()
@@ -184,12 +205,24 @@ pub fn translate<'a>(
         .chain(store.grpc_routes.iter().map(RouteView::grpc))
         .collect();
     routes.sort_by_key(|r| age_key(r.meta));
+    let labels: HashMap<&str, &BTreeMap<String, String>> = (store.namespaces.iter())
+        .filter_map(|n| {
+            Some((
+                n.object.metadata.name.as_deref()?,
+                n.object.metadata.labels.as_ref()?,
+            ))
+        })
+        .collect();
     for (age, route) in routes.iter().enumerate() {
         let namespace = namespace_of(route.meta);
+        let from = RouteNamespace {
+            name: namespace,
+            labels: labels.get(namespace).copied(),
+        };
         let mut parents = Vec::new();
         let mut placements = Vec::new();
         for parent in route.parent_refs {
-            let Some(outcome) = attach(parent, route, namespace, &attachable, &mut reports) else {
+            let Some(outcome) = attach(parent, route, &from, &attachable, &mut reports) else {
                 continue; // Another controller's parent: not ours to report on.
             };
             match outcome {
@@ -274,7 +307,8 @@ pub fn translate<'a>(
                             (Some(split), Ok(rule_filters), Some(own)) => {
                                 let http2 = route.grpc || h2c;
                                 let with = (rule_filters, compiled, http2);
-                                Some(Arc::new(with_backend_filters(split, own, with)))
+                                let report = (field.as_str(), &mut refs);
+                                Some(Arc::new(with_backend_filters(split, own, with, report)))
                             }
                             _ => split.clone(),
                         };
@@ -308,7 +342,7 @@ pub fn translate<'a>(
         for placement in &placements {
             for host in &placement.hosts {
                 let rules_of_host = hosts
-                    .entry(placement.port)
+                    .entry(placement.bind.clone())
                     .or_default()
                     .entry(host.clone())
                     .or_default();
@@ -334,13 +368,13 @@ pub fn translate<'a>(
         ..GatewayTables::default()
     };
     // Ports where no listener could be programmed are not served at all.
-    let served: BTreeSet<u16> = attachable.iter().map(|a| a.port).collect();
-    for (port, claim) in ports.into_iter().filter(|(port, _)| served.contains(port)) {
+    let served: BTreeSet<&Bind> = attachable.iter().map(|a| &a.bind).collect();
+    for (bind, claim) in ports.iter().filter(|(bind, _)| served.contains(bind)) {
         let mut table = ListenerTable {
             tls: claim.protocol == "HTTPS",
             ..ListenerTable::default()
         };
-        for (host, mut rules) in hosts.remove(&port).unwrap_or_default() {
+        for (host, mut rules) in hosts.remove(bind).unwrap_or_default() {
             rules.sort_by(|a, b| a.0.cmp(&b.0));
             let vhost = VirtualHost {
                 name: host.clone(),
@@ -360,8 +394,9 @@ pub fn translate<'a>(
             .wildcard_hosts
             .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         let table = Arc::new(table);
-        for ip in &options.addresses {
-            let addr = SocketAddr::new(*ip, port);
+        let (addresses, port) = bind;
+        for ip in addresses {
+            let addr = SocketAddr::new(*ip, *port);
             tables.specs.push(ListenerSpec {
                 addr,
                 tls: table.tls,
@@ -436,8 +471,8 @@ struct PortClaim {
 /// A listener's port and conditions; `None` for a port that cannot be served.
 fn check_listener(
     listener: &Listener,
-    gateway_namespace: &str,
-    ports: &mut BTreeMap<u16, PortClaim>,
+    (gateway_namespace, addresses): (&str, &[IpAddr]),
+    ports: &mut BTreeMap<Bind, PortClaim>,
     certificates: &mut Certificates<'_, '_>,
 ) -> (Option<u16>, Vec<Condition>) {
     let Ok(port) = u16::try_from(listener.port)
@@ -489,10 +524,12 @@ fn check_listener(
             vec![Condition::new("Accepted", false, "Invalid", reason)],
         );
     }
-    let claim = ports.entry(port).or_insert_with(|| PortClaim {
-        protocol: listener.protocol.clone(),
-        hostnames: Vec::new(),
-    });
+    let claim = ports
+        .entry((addresses.to_vec(), port))
+        .or_insert_with(|| PortClaim {
+            protocol: listener.protocol.clone(),
+            hostnames: Vec::new(),
+        });
     let conflict = if claim.protocol != listener.protocol {
         Some((
             "ProtocolConflict",
@@ -535,6 +572,34 @@ fn check_listener(
         ]),
     }
     (Some(port), conditions)
+}
+
+/// A Gateway's addresses: its `spec.addresses` (of type `IPAddress`), else the gateway's
+/// own (`--gateway-address`); why they cannot be used otherwise.
+fn gateway_addresses(gateway: &Gateway, default: &[IpAddr]) -> Result<Vec<IpAddr>, String> {
+    if gateway.spec.addresses.is_empty() {
+        return Ok(default.to_vec());
+    }
+    let mut addresses = Vec::new();
+    for (i, address) in gateway.spec.addresses.iter().enumerate() {
+        let field = format!("spec.addresses[{i}]");
+        match address.type_.as_deref().unwrap_or("IPAddress") {
+            "IPAddress" => addresses.push(
+                address
+                    .value
+                    .parse()
+                    .map_err(|_| format!("{field}: {:?} is not an IP address", address.value))?,
+            ),
+            other => {
+                return Err(format!(
+                    "{field}: type {other} is not served (IPAddress is)"
+                ));
+            }
+        }
+    }
+    addresses.sort();
+    addresses.dedup();
+    Ok(addresses)
 }
 
 /// The route kinds this gateway serves.
@@ -600,13 +665,13 @@ fn check_hostname(hostname: &str) -> Result<(), String> {
 fn attach(
     parent: &ParentReference,
     route: &RouteView<'_>,
-    namespace: &str,
+    from: &RouteNamespace<'_>,
     attachable: &[Attachable<'_>],
     reports: &mut [ObjectReport],
 ) -> Option<Result<Vec<Placement>, Condition>> {
     let is_gateway = parent.group.as_deref().is_none_or(|g| g == GROUP)
         && parent.kind.as_deref().is_none_or(|k| k == "Gateway");
-    let parent_namespace = parent.namespace.as_deref().unwrap_or(namespace);
+    let parent_namespace = parent.namespace.as_deref().unwrap_or(from.name);
     let of_gateway: Vec<&Attachable<'_>> = attachable
         .iter()
         .filter(|a| {
@@ -626,7 +691,7 @@ fn attach(
                 .as_deref()
                 .is_none_or(|s| s == a.listener.name)
         })
-        .filter(|a| parent.port.is_none_or(|p| i32::from(a.port) == p))
+        .filter(|a| parent.port.is_none_or(|p| i32::from(a.bind.1) == p))
         .collect();
     if named.is_empty() {
         return Some(Err(Condition::new(
@@ -643,7 +708,7 @@ fn attach(
                 a.listener,
                 namespace_of(&a.gateway.metadata),
                 route.kind,
-                namespace,
+                from,
             )
         })
         .collect();
@@ -664,7 +729,7 @@ fn attach(
         let (gateway_index, listener_index) = listener.report;
         reports[gateway_index].listeners[listener_index].attached_routes += 1;
         placements.push(Placement {
-            port: listener.port,
+            bind: listener.bind.clone(),
             hosts,
         });
     }
@@ -679,9 +744,50 @@ fn attach(
     Some(Ok(placements))
 }
 
+/// The namespace a route is in, with its labels (when its Namespace object is known).
+struct RouteNamespace<'a> {
+    name: &'a str,
+    labels: Option<&'a BTreeMap<String, String>>,
+}
+
+impl RouteNamespace<'_> {
+    /// The value of a label; `kubernetes.io/metadata.name` is the name, as the API server
+    /// sets it on every namespace.
+    fn label(&self, key: &str) -> Option<&str> {
+        match key {
+            "kubernetes.io/metadata.name" => Some(self.name),
+            key => self.labels?.get(key).map(String::as_str),
+        }
+    }
+
+    /// Whether a label selector selects it; an operator that is not known selects nothing.
+    fn selected_by(&self, selector: &LabelSelector) -> bool {
+        let labels_ok = (selector.match_labels.iter().flatten())
+            .all(|(key, value)| self.label(key) == Some(value.as_str()));
+        let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
+            let value = self.label(&e.key);
+            let values = e.values.as_deref().unwrap_or_default();
+            let listed = value.is_some_and(|v| values.iter().any(|x| x == v));
+            match e.operator.as_str() {
+                "In" => listed,
+                "NotIn" => !listed,
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        });
+        labels_ok && expressions_ok
+    }
+}
+
 /// Whether `listener` (of a Gateway in `gateway_namespace`) admits routes of `kind` from
 /// `namespace`.
-fn allows(listener: &Listener, gateway_namespace: &str, kind: &str, namespace: &str) -> bool {
+fn allows(
+    listener: &Listener,
+    gateway_namespace: &str,
+    kind: &str,
+    namespace: &RouteNamespace<'_>,
+) -> bool {
     let allowed = listener.allowed_routes.as_ref();
     let kinds_ok = allowed.is_none_or(|a| {
         a.kinds.is_empty()
@@ -689,14 +795,13 @@ fn allows(listener: &Listener, gateway_namespace: &str, kind: &str, namespace: &
                 .iter()
                 .any(|k| k.kind == kind && k.group.as_deref().is_none_or(|g| g == GROUP))
     });
-    // `Selector` needs the namespaces' labels, which the gateway does not read: it admits
-    // nothing rather than everything (fail closed).
-    let from = allowed
-        .and_then(|a| a.namespaces.as_ref())
-        .and_then(|n| n.from.as_deref());
-    let namespace_ok = match from {
-        None | Some("Same") => namespace == gateway_namespace,
+    let namespaces = allowed.and_then(|a| a.namespaces.as_ref());
+    let namespace_ok = match namespaces.and_then(|n| n.from.as_deref()) {
+        None | Some("Same") => namespace.name == gateway_namespace,
         Some("All") => true,
+        // A `Selector` without a selector admits nothing (fail closed).
+        Some("Selector") => (namespaces.and_then(|n| n.selector.as_ref()))
+            .is_some_and(|selector| namespace.selected_by(selector)),
         _ => false,
     };
     kinds_ok && namespace_ok
@@ -889,7 +994,7 @@ fn backends(
 
 /// The filters of each backendRef (`Ok(None)` for one without), or why they cannot be
 /// applied (reported, and that backend's share answers 500); `None` when no backendRef has
-/// filters. Only the header modifiers apply to a backend.
+/// filters.
 fn backend_filters(
     refs: &[HTTPBackendRef],
     field: &str,
@@ -903,17 +1008,8 @@ fn backend_filters(
             return Ok(None);
         }
         let parsed = RuleFilters::parse(&backend_ref.filters).and_then(|parsed| {
-            let headers_only = parsed.redirect.is_none()
-                && parsed.rewrite_host.is_none()
-                && parsed.rewrite_path.is_none()
-                && parsed.cors.is_none()
-                && parsed.mirror_refs.is_empty();
-            if !headers_only {
-                return Err(
-                    "filters: only RequestHeaderModifier and ResponseHeaderModifier \
-                            apply to a backend"
-                        .to_string(),
-                );
+            if !parsed.mirror_refs.is_empty() {
+                return Err("filters: RequestMirror is not served on a backend".to_string());
             }
             Ok(Some(parsed))
         });
@@ -926,33 +1022,42 @@ fn backend_filters(
     Some(refs.iter().enumerate().map(parse).collect())
 }
 
-/// A rule's backends for one of its matches, each with its own filters after the rule's.
+/// A rule's backends for one of its matches, each with its own filters after the rule's; a
+/// backend whose filters cannot apply to this match keeps its share, answered with 500.
 fn with_backend_filters(
     split: &WeightedBackends,
     own: &[Result<Option<RuleFilters>, ()>],
     (rule, compiled, http2): (&RuleFilters, &CompiledMatch, bool),
+    (field, problems): (&str, &mut RefProblems),
 ) -> WeightedBackends {
-    let choices = split.choices.iter().zip(own).map(|(choice, own)| {
+    let mut choices = Vec::new();
+    for (i, (choice, own)) in split.choices.iter().zip(own).enumerate() {
         let (backend, policy) = match own {
             Ok(None) => (choice.backend.clone(), None),
             Ok(Some(own)) => {
-                let mut merged = rule.clone();
-                merged.request_headers =
-                    HeaderEdits::then(&rule.request_headers, &own.request_headers);
-                merged.response_headers =
-                    HeaderEdits::then(&rule.response_headers, &own.response_headers);
-                (choice.backend.clone(), merged.policy(compiled, http2).ok())
+                let merged = rule.clone().with(own);
+                match merged.and_then(|m| m.policy(compiled, http2)) {
+                    Ok(policy) => (choice.backend.clone(), Some(policy)),
+                    Err(reason) => {
+                        let problem =
+                            format!("{field}.backendRefs[{i}].{reason}; its share answers 500");
+                        if !problems.unsupported.contains(&problem) {
+                            problems.unsupported.push(problem);
+                        }
+                        (None, None)
+                    }
+                }
             }
             Err(()) => (None, None),
         };
-        WeightedBackend {
+        choices.push(WeightedBackend {
             backend,
             weight: choice.weight,
             policy,
-        }
-    });
+        });
+    }
     WeightedBackends {
-        choices: choices.collect(),
+        choices,
         total: split.total,
     }
 }
@@ -1286,7 +1391,21 @@ impl RuleFilters {
         Ok(parsed)
     }
 
-    /// The policy of one match of the rule.
+    /// These filters with a backendRef's `own` after them: its header edits after these, its
+    /// redirect, rewrites and CORS instead of these.
+    fn with(mut self, own: &RuleFilters) -> Result<Self, String> {
+        self.request_headers = HeaderEdits::then(&self.request_headers, &own.request_headers);
+        self.response_headers = HeaderEdits::then(&self.response_headers, &own.response_headers);
+        self.redirect = own.redirect.clone().or(self.redirect);
+        self.rewrite_host = own.rewrite_host.clone().or(self.rewrite_host);
+        self.rewrite_path = own.rewrite_path.clone().or(self.rewrite_path);
+        self.cors = own.cors.clone().or(self.cors);
+        if self.redirect.is_some() && (self.rewrite_host.is_some() || self.rewrite_path.is_some()) {
+            return Err("filters: RequestRedirect and URLRewrite cannot both be used".to_string());
+        }
+        Ok(self)
+    }
+
     /// The policy of one match of the rule; `http2`: the backends are spoken to over h2c (a
     /// GRPCRoute's, or Services whose port says `kubernetes.io/h2c`).
     fn policy(self, compiled: &CompiledMatch, http2: bool) -> Result<Arc<RoutePolicy>, String> {
