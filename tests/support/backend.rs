@@ -165,25 +165,47 @@ async fn answer(
     if let Some(ms) = path.strip_prefix("/sleep/").and_then(|ms| ms.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    // `?delay=1s` / `500ms`, as the Gateway API conformance suite's echo server.
+    let delay = (request.uri().query().unwrap_or_default().split('&'))
+        .find_map(|pair| pair.strip_prefix("delay="))
+        .and_then(|d| match d.strip_suffix("ms") {
+            Some(ms) => ms.parse().ok().map(Duration::from_millis),
+            None => d
+                .strip_suffix('s')?
+                .parse()
+                .ok()
+                .map(Duration::from_secs_f64),
+        });
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let status = path
         .strip_prefix("/status/")
         .and_then(|code| code.parse().ok())
         .and_then(|code| StatusCode::from_u16(code).ok())
         .or(behaviour.status)
         .unwrap_or(StatusCode::OK);
+    // A header sent more than once is reported as its values joined with commas.
     let headers: serde_json::Map<String, serde_json::Value> = request
         .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+        .keys()
+        .map(|name| {
+            let values: Vec<&str> = (request.headers().get_all(name).iter())
+                .map(|v| v.to_str().unwrap_or(""))
+                .collect();
+            (name.to_string(), values.join(",").into())
+        })
         .collect();
     let method = request.method().to_string();
     let uri = request.uri().to_string();
+    let path_and_query = request.uri().path_and_query().map(|p| p.to_string());
     let version = format!("{:?}", request.version());
     let body = request.body_mut().collect().await.map(|b| b.to_bytes());
     let seen = serde_json::json!({
         "service": name,
         "method": method,
         "uri": uri,
+        "path": path_and_query,
         "version": version,
         "peer": peer.to_string(),
         "headers": headers,
@@ -192,8 +214,20 @@ async fn answer(
     if let Some(seen_by_test) = &behaviour.seen {
         let _ = seen_by_test.send(seen.clone());
     }
+    let echo_set = request_headers_value(&seen, "x-echo-set-header");
     let mut response = Response::new(full(format!("{seen}\n")));
     *response.status_mut() = status;
+    // The Gateway API conformance suite's echo server sets the headers it is asked to.
+    for pair in echo_set.split(',').filter(|p| !p.is_empty()) {
+        if let Some((name, value)) = pair.split_once(':')
+            && let (Ok(name), Ok(value)) = (
+                header::HeaderName::from_bytes(name.trim().as_bytes()),
+                HeaderValue::from_str(value.trim()),
+            )
+        {
+            response.headers_mut().append(name, value);
+        }
+    }
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -202,6 +236,13 @@ async fn answer(
         .headers_mut()
         .insert("x-backend", HeaderValue::from_str(&name).unwrap());
     Ok(response)
+}
+
+fn request_headers_value(seen: &serde_json::Value, name: &str) -> String {
+    seen["headers"][name]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A gRPC-style answer: the request body back, then trailers naming the backend and the HTTP

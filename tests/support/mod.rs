@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod backend;
 pub mod client;
 pub mod gateway;
+pub mod go_literal;
 pub mod manifests;
 pub mod netns;
 pub mod pki;
