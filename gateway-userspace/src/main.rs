@@ -368,7 +368,16 @@ fn main() -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if !matches!(command, Command::Run(_)) {
+        // The report commands print to a pipe (`gateway check | head`): a reader that goes
+        // away ends them quietly, as it ends any Unix tool, instead of a panic in println!.
+        // The server keeps Rust's default (SIGPIPE ignored): a client going away is an error
+        // on its socket, never a signal.
+        // SAFETY: restoring a signal's default disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    match command {
         Command::Run(args) => {
             // One worker is one thread: no work stealing, no cross-thread wake-ups.
             let mut runtime = match args.worker_threads {
