@@ -1,6 +1,6 @@
 //! The xdp-gateway daemon as a library: the stages of the data flow, one module each.
 //!
-//! source (files) -> store -> translate -> snapshot -> publish -> proxy / admin
+//! source (files) -> store -> translate -> snapshot -> publish -> proxy, stream (layer 4) / admin
 
 pub mod admin;
 pub mod bpf;
@@ -20,6 +20,7 @@ pub mod snapshot;
 pub mod source;
 pub mod status;
 pub mod steering;
+pub mod stream;
 
 pub mod store;
 pub mod tls;

@@ -22,7 +22,7 @@ use gateway::observe::metrics::Controller;
 use gateway::observe::{AccessLog, LogFormat, LogTarget, Metrics, Observer};
 use gateway::source::kube::KubeSource;
 
-use gateway::snapshot::ListenerSpec;
+use gateway::snapshot::{ListenerKind, ListenerSpec};
 use gateway::steering::Steering;
 
 use gateway::proxy::{ClientLimits, Proxy, ProxyConfig};
@@ -30,8 +30,11 @@ use gateway::publish::RouteTable;
 use gateway::snapshot::Snapshot;
 use gateway::source::files::ManifestDir;
 use gateway::status::Listeners;
+use gateway::stream::StreamConfig;
 use gateway::tls;
-use gateway::translate::{ClassSelector, GatewayOptions, TranslateOptions, translate};
+use gateway::translate::{
+    ClassSelector, GatewayOptions, StreamOptions, TranslateOptions, translate,
+};
 
 /// Many small allocations per request (header values, URIs): mimalloc serves them faster than
 /// the system allocator, measured on the benchmark's request path.
@@ -123,12 +126,32 @@ struct SourceArgs {
     /// Where the listeners of Gateways are served, each at its own port (repeatable).
     #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
     gateway_address: Vec<std::net::IpAddr>,
+    /// The ConfigMap of TCP ports to relay (`"PORT": "NAMESPACE/SERVICE:PORT[:PROXY][:PROXY]"`,
+    /// as ingress-nginx's); its ports are served on the IP of --http-listen.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_namespaced)]
+    tcp_services_configmap: Option<(String, String)>,
+    /// The ConfigMap of UDP ports to relay (`"PORT": "NAMESPACE/SERVICE:PORT"`).
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_namespaced)]
+    udp_services_configmap: Option<(String, String)>,
+    /// Let Ingresses annotated `nginx.ingress.kubernetes.io/ssl-passthrough: "true"` have
+    /// their hosts' TLS passed to their backend undecrypted, chosen by server name.
+    #[arg(long)]
+    enable_ssl_passthrough: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum FastPathChoice {
     Auto,
     Off,
+}
+
+/// A `--vip`: HTTP or HTTPS (layer 4 ports come from the ConfigMaps).
+fn parse_http_vip(text: &str) -> Result<ListenerSpec, String> {
+    let spec: ListenerSpec = text.parse()?;
+    match spec.kind {
+        ListenerKind::Http | ListenerKind::Https => Ok(spec),
+        kind => Err(format!("{kind}: a --vip is http or https")),
+    }
 }
 
 fn parse_namespaced(text: &str) -> Result<(String, String), String> {
@@ -152,6 +175,24 @@ impl SourceArgs {
                 controller: self.gateway_controller.clone(),
                 addresses: self.gateway_address.clone(),
             },
+            streams: StreamOptions {
+                tcp_services: self.tcp_services_configmap.clone(),
+                udp_services: self.udp_services_configmap.clone(),
+                address: Some(self.http_listen.ip()),
+                taken_ports: vec![self.http_listen.port(), self.https_listen.port()],
+                ssl_passthrough: self.enable_ssl_passthrough,
+            },
+        }
+    }
+
+    /// What the Kubernetes source watches besides the kinds it always does.
+    fn kube_source(&self, namespace: Option<String>) -> KubeSource {
+        KubeSource {
+            namespace,
+            config_maps: (self.tcp_services_configmap.iter())
+                .chain(&self.udp_services_configmap)
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -269,6 +310,20 @@ struct RunArgs {
     /// (WebSocket) may carry nothing either way before it is closed.
     #[arg(long, default_value_t = 60)]
     proxy_read_timeout: u64,
+    /// Every HTTP and HTTPS connection must start with a PROXY protocol header (v1 or v2,
+    /// as a load balancer in front sends it); its client address is used everywhere.
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// Seconds a relayed TCP connection (TCP port, TLS passed through) may carry nothing
+    /// either way before it is closed.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    stream_idle_timeout: u64,
+    /// Seconds a UDP session lives after its last datagram either way.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    udp_session_timeout: u64,
+    /// UDP sessions (client flows) one port holds at once; new flows beyond it are dropped.
+    #[arg(long, default_value_t = 4096)]
+    udp_max_sessions: usize,
     /// Worker threads of the proxy (default: one per CPU).
     #[arg(long, env = "GATEWAY_WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -303,7 +358,7 @@ struct RunArgs {
     fast_path: FastPathChoice,
     /// A VIP:port the gateway owns, and whether it speaks http or https (repeatable):
     /// `198.51.100.10:80=http`. Its connections reach the proxy through sk_lookup.
-    #[arg(long, value_name = "ADDR:PORT=http|https")]
+    #[arg(long, value_name = "ADDR:PORT=http|https", value_parser = parse_http_vip)]
     vip: Vec<ListenerSpec>,
     /// Interfaces that get the XDP classifier (comma-separated).
     #[arg(long, value_name = "IFACE[,IFACE...]", value_delimiter = ',')]
@@ -500,6 +555,14 @@ async fn run(args: RunArgs) -> Result<()> {
             hsts,
             https_redirect_port: args.redirect_https_port.unwrap_or(https_address.port()),
             client_limits: args.client.limits(),
+            accept_proxy_protocol: args.proxy_protocol,
+            stream: StreamConfig {
+                connect_timeout: Duration::from_secs(args.proxy_connect_timeout),
+                idle_timeout: Duration::from_secs(args.stream_idle_timeout),
+                udp_idle_timeout: Duration::from_secs(args.udp_session_timeout),
+                udp_max_sessions: args.udp_max_sessions,
+                header_timeout: Duration::from_secs(args.client.tls_handshake_timeout),
+            },
         },
         observer,
         drain.clone(),
@@ -658,9 +721,9 @@ async fn start_kubernetes(
     tokio::spawn(writer.clone().lead());
 
     let (latest, mut stores) = tokio::sync::watch::channel(None::<Arc<gateway::store::Store>>);
-    let source = KubeSource {
-        namespace: args.cluster.watch_namespace.clone(),
-    };
+    let source = args
+        .source
+        .kube_source(args.cluster.watch_namespace.clone());
     let watched_table = table.clone();
     tokio::spawn(source.watch(client, move |store| {
         watched_table.apply(&store, &options, Vec::new());
@@ -718,9 +781,9 @@ fn translate_cluster(args: &CheckArgs) -> Result<Snapshot> {
         let client = gateway::source::kube::client(args.cluster.kubeconfig.as_deref())
             .await
             .context("connecting to the Kubernetes API")?;
-        let source = KubeSource {
-            namespace: args.cluster.watch_namespace.clone(),
-        };
+        let source = args
+            .source
+            .kube_source(args.cluster.watch_namespace.clone());
         let (listed, first) = tokio::sync::oneshot::channel();
         let mut listed = Some(listed);
         let watch = source.watch(client, move |store| {

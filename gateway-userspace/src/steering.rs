@@ -1,9 +1,9 @@
 //! How VIP:port traffic reaches the proxy, kept in line with every published route table:
 //! through the kernel fast path (XDP classification, sk_lookup into the proxy's two sockets),
-//! or, where BPF is unavailable, by binding each VIP:port itself.
+//! or, where BPF is unavailable, by binding each VIP:port itself. Layer 4 listeners (TCP and
+//! UDP ports) are bound directly either way.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
@@ -15,23 +15,23 @@ use crate::bpf::{BpfSettings, FastPath, StatsReport, SteeringSockets};
 use crate::lifecycle::Sockets;
 use crate::proxy::Proxy;
 use crate::publish::RouteTable;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ListenerKind, ListenerSpec, Snapshot};
 
 /// The steering in force.
 pub struct Steering {
     config: FastPathConfig,
     mode: Mode,
     sockets: Arc<Sockets>,
+    proxy: Arc<Proxy>,
+    acceptor: TlsAcceptor,
+    /// Listeners bound directly, each served by its own task.
+    bound: Mutex<HashMap<ListenerSpec, JoinHandle<()>>>,
 }
 
 enum Mode {
     Kernel(Mutex<FastPath>),
-    /// One socket per VIP:port, each served by the proxy.
-    Direct {
-        proxy: Arc<Proxy>,
-        acceptor: TlsAcceptor,
-        bound: Mutex<HashMap<SocketAddr, JoinHandle<()>>>,
-    },
+    /// One socket per VIP:port.
+    Direct,
 }
 
 /// Loopback sockets on ephemeral ports for steered connections (sk_lookup hands them
@@ -47,9 +47,13 @@ fn steering_sockets(sockets: &Sockets) -> Result<SteeringSockets> {
     })
 }
 
-/// The name under which a directly bound VIP socket is handed on.
-fn vip_socket_name(address: SocketAddr) -> String {
-    format!("vip {address}")
+/// The name under which a directly bound socket is handed on (`vip 198.51.100.10:80`,
+/// `udp 127.0.0.1:53`).
+fn socket_name(spec: &ListenerSpec) -> String {
+    match spec.kind {
+        ListenerKind::Udp => format!("udp {}", spec.addr),
+        _ => format!("vip {}", spec.addr),
+    }
 }
 
 impl Steering {
@@ -63,8 +67,16 @@ impl Steering {
         acceptor: TlsAcceptor,
         sockets: Arc<Sockets>,
     ) -> Self {
+        let direct = |config, proxy, acceptor, sockets| Self {
+            config,
+            mode: Mode::Direct,
+            sockets,
+            proxy,
+            acceptor,
+            bound: Mutex::default(),
+        };
         let Some(bpf) = bpf else {
-            return Self::direct(config, proxy, acceptor, sockets);
+            return direct(config, proxy, acceptor, sockets);
         };
         let started = steering_sockets(&sockets).and_then(|steering| {
             let fast_path = FastPath::start(bpf, &steering)?;
@@ -93,39 +105,25 @@ impl Steering {
                     error = format!("{error:#}"),
                     "KERNEL FAST PATH OFF: no XDP filtering, no sk_lookup steering; binding each VIP:port directly"
                 );
-                return Self::direct(config, proxy, acceptor, sockets);
+                return direct(config, proxy, acceptor, sockets);
             }
         };
         Self {
             config,
             mode,
             sockets,
-        }
-    }
-
-    /// Every listener bound directly, with no kernel program.
-    fn direct(
-        config: FastPathConfig,
-        proxy: Arc<Proxy>,
-        acceptor: TlsAcceptor,
-        sockets: Arc<Sockets>,
-    ) -> Self {
-        Self {
-            config,
-            mode: Mode::Direct {
-                proxy,
-                acceptor,
-                bound: Mutex::new(HashMap::new()),
-            },
-            sockets,
+            proxy,
+            acceptor,
+            bound: Mutex::default(),
         }
     }
 
     /// Applies `snapshot`'s listeners and allow-lists.
     pub fn sync(&self, snapshot: &Snapshot) {
-        let wanted = plan::wanted(&self.config, snapshot);
-        match &self.mode {
+        let specs = self.config.vips.iter().chain(&snapshot.listeners);
+        let direct: Vec<ListenerSpec> = match &self.mode {
             Mode::Kernel(fast_path) => {
+                let wanted = plan::wanted(&self.config, snapshot);
                 let mut fast_path = fast_path.lock().unwrap_or_else(|e| e.into_inner());
                 match fast_path.sync(&wanted) {
                     Ok(0) => {}
@@ -137,45 +135,62 @@ impl Steering {
                         "updating the kernel maps failed"
                     ),
                 }
+                let layer4 =
+                    |s: &&ListenerSpec| matches!(s.kind, ListenerKind::Tcp | ListenerKind::Udp);
+                specs.filter(layer4).copied().collect()
             }
-            Mode::Direct {
-                proxy,
-                acceptor,
-                bound,
-            } => {
-                let mut bound = bound.lock().unwrap_or_else(|e| e.into_inner());
-                let specs: Vec<_> = self
-                    .config
-                    .vips
-                    .iter()
-                    .chain(&snapshot.listeners)
-                    .copied()
-                    .collect();
-                bound.retain(|addr, task| {
-                    let keep = specs.iter().any(|s| s.addr == *addr);
-                    if !keep {
-                        task.abort();
-                        self.sockets.forget(&vip_socket_name(*addr));
-                    }
-                    keep
-                });
-                for spec in specs {
-                    if bound.contains_key(&spec.addr) {
-                        continue;
-                    }
-                    let listener = match self.sockets.listen(&vip_socket_name(spec.addr), spec.addr)
-                    {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            tracing::warn!(address = %spec.addr, %error, "cannot bind VIP address");
-                            continue;
-                        }
-                    };
-                    let tls = spec.tls.then(|| acceptor.clone());
-                    bound.insert(spec.addr, tokio::spawn(proxy.clone().serve(listener, tls)));
+            Mode::Direct => specs.copied().collect(),
+        };
+        self.bind(&direct);
+    }
+
+    /// Binds and serves exactly `specs` (others bound before are closed).
+    fn bind(&self, specs: &[ListenerSpec]) {
+        let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        bound.retain(|spec, task| {
+            let keep = specs.contains(spec);
+            if !keep {
+                task.abort();
+                self.sockets.forget(&socket_name(spec));
+            }
+            keep
+        });
+        for spec in specs {
+            if bound.contains_key(spec) {
+                continue;
+            }
+            match self.serve(spec) {
+                Ok(task) => {
+                    bound.insert(*spec, task);
+                }
+                Err(error) => {
+                    tracing::warn!(address = %spec.addr, kind = %spec.kind, %error, "cannot bind listener address")
                 }
             }
         }
+    }
+
+    /// A socket bound for `spec`, served by the right proxy.
+    fn serve(&self, spec: &ListenerSpec) -> std::io::Result<JoinHandle<()>> {
+        let name = socket_name(spec);
+        let streams = self.proxy.streams().clone();
+        Ok(match spec.kind {
+            ListenerKind::Udp => {
+                let socket = self.sockets.listen_udp(&name, spec.addr)?;
+                tokio::spawn(streams.serve_udp(socket, spec.addr))
+            }
+            kind => {
+                let listener = self.sockets.listen(&name, spec.addr)?;
+                match kind {
+                    ListenerKind::Tcp => tokio::spawn(streams.serve_tcp(listener, spec.addr)),
+                    ListenerKind::Https => {
+                        let tls = Some(self.acceptor.clone());
+                        tokio::spawn(self.proxy.clone().serve(listener, tls))
+                    }
+                    _ => tokio::spawn(self.proxy.clone().serve(listener, None)),
+                }
+            }
+        })
     }
 
     /// The fast path's counters, when it is on.
@@ -189,7 +204,7 @@ impl Steering {
                     .to_path_buf();
                 Some(crate::bpf::read_stats(&pin_dir))
             }
-            Mode::Direct { .. } => None,
+            Mode::Direct => None,
         }
     }
 

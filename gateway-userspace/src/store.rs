@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use k8s_openapi::Metadata;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -45,6 +45,8 @@ pub struct Store {
     pub reference_grants: Vec<Sourced<ReferenceGrant>>,
     /// Read for their labels (Gateway listeners' `allowedRoutes` namespace selectors).
     pub namespaces: Vec<Sourced<Namespace>>,
+    /// The tcp-services and udp-services ConfigMaps (layer 4 ports).
+    pub config_maps: Vec<Sourced<ConfigMap>>,
 }
 
 /// One object of any kind the store holds.
@@ -61,6 +63,7 @@ pub enum Object {
     GRPCRoute(Box<GRPCRoute>),
     ReferenceGrant(Box<ReferenceGrant>),
     Namespace(Box<Namespace>),
+    ConfigMap(Box<ConfigMap>),
 }
 
 impl Object {
@@ -78,6 +81,7 @@ impl Object {
             Object::GRPCRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
         }
     }
 
@@ -96,6 +100,7 @@ impl Object {
             Object::GRPCRoute(_) => ("grpcroute", true),
             Object::ReferenceGrant(_) => ("referencegrant", true),
             Object::Namespace(_) => ("namespace", false),
+            Object::ConfigMap(_) => ("configmap", true),
         };
         ObjectKey {
             kind,
@@ -179,6 +184,7 @@ impl Store {
             Object::GRPCRoute(o) => self.grpc_routes.push(Sourced { source, object: *o }),
             Object::ReferenceGrant(o) => self.reference_grants.push(Sourced { source, object: *o }),
             Object::Namespace(o) => self.namespaces.push(Sourced { source, object: *o }),
+            Object::ConfigMap(o) => self.config_maps.push(Sourced { source, object: *o }),
         }
     }
 }

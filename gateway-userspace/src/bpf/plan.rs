@@ -10,7 +10,7 @@ use gateway_common::{
 };
 
 use crate::cidr::Cidr;
-use crate::snapshot::{ListenerSpec, Snapshot};
+use crate::snapshot::{ListenerKind, ListenerSpec, Snapshot};
 
 /// New connections allowed per source and listener: `RATE` per second after a burst of `BURST`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,17 +72,19 @@ pub fn wanted(
         .vips
         .iter()
         .chain(&snapshot.listeners)
-        .map(|spec| {
+        .filter_map(|spec| {
+            let socket = match spec.kind {
+                ListenerKind::Http => sockets::HTTP,
+                ListenerKind::Https => sockets::HTTPS,
+                // Bound directly for now (see `Steering::sync`).
+                ListenerKind::Tcp | ListenerKind::Udp => return None,
+            };
             let wanted = WantedListener {
-                socket: if spec.tls {
-                    sockets::HTTPS
-                } else {
-                    sockets::HTTP
-                },
+                socket,
                 allow: allow.clone(),
                 syn_budget: config.syn_budget,
             };
-            (listener_key(spec), wanted)
+            Some((listener_key(spec), wanted))
         })
         .collect()
 }
@@ -220,7 +222,8 @@ mod tests {
     #[test]
     fn listener_specs_parse() {
         let s = spec("198.51.100.10:443=https");
-        assert!(s.tls);
+        assert_eq!(s.kind, ListenerKind::Https);
+        assert_eq!(spec("198.51.100.10:53=udp").kind, ListenerKind::Udp);
         assert_eq!(s.addr.port(), 443);
         assert!(spec("[2001:db8::1]:80=http").addr.is_ipv6());
         assert!("198.51.100.10:80".parse::<ListenerSpec>().is_err());

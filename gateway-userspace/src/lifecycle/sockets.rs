@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 
 #[derive(Default)]
 pub struct Sockets {
     /// Sockets in use, kept so that they can be handed on.
-    live: Mutex<BTreeMap<String, Arc<TcpListener>>>,
+    live: Mutex<BTreeMap<String, Live>>,
     /// Sockets received from the previous process and not claimed yet.
     inherited: Mutex<HashMap<String, OwnedFd>>,
 }
@@ -29,21 +29,45 @@ impl Sockets {
     /// The listening socket `name` for `address`: the inherited one when it is on that address
     /// (any port when `address` asks for port 0), else a new one.
     pub fn listen(&self, name: &str, address: SocketAddr) -> std::io::Result<Arc<TcpListener>> {
-        let inherited = self
-            .inherited
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        let listener = match inherited.map(adopt).transpose()? {
+        let listener = match self.inherited(name).map(adopt).transpose()? {
             Some(listener) if same_address(listener.local_addr()?, address) => listener,
             _ => bind(address)?,
         };
         let listener = Arc::new(listener);
+        self.keep(name, Live::Tcp(listener.clone()));
+        Ok(listener)
+    }
+
+    /// The UDP socket `name` for `address`, inherited or new, as [`Sockets::listen`].
+    pub fn listen_udp(&self, name: &str, address: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
+        let adopt = |fd: OwnedFd| {
+            let socket = std::net::UdpSocket::from(fd);
+            socket.set_nonblocking(true)?;
+            UdpSocket::from_std(socket)
+        };
+        let socket = match self.inherited(name).map(adopt).transpose()? {
+            Some(socket) if same_address(socket.local_addr()?, address) => socket,
+            _ => {
+                let socket = std::net::UdpSocket::bind(address)?;
+                socket.set_nonblocking(true)?;
+                UdpSocket::from_std(socket)?
+            }
+        };
+        let socket = Arc::new(socket);
+        self.keep(name, Live::Udp(socket.clone()));
+        Ok(socket)
+    }
+
+    fn inherited(&self, name: &str) -> Option<OwnedFd> {
+        let mut inherited = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        inherited.remove(name)
+    }
+
+    fn keep(&self, name: &str, socket: Live) {
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), listener.clone());
-        Ok(listener)
+            .insert(name.to_string(), socket);
     }
 
     /// Stops handing `name` on (its accept loop has ended).
@@ -61,7 +85,13 @@ impl Sockets {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(name, listener)| Ok((name.clone(), listener.as_fd().try_clone_to_owned()?)))
+            .map(|(name, socket)| {
+                let fd = match socket {
+                    Live::Tcp(listener) => listener.as_fd(),
+                    Live::Udp(socket) => socket.as_fd(),
+                };
+                Ok((name.clone(), fd.try_clone_to_owned()?))
+            })
             .collect()
     }
 
@@ -82,6 +112,12 @@ impl Sockets {
         inherited.clear();
         names
     }
+}
+
+/// A socket in use.
+enum Live {
+    Tcp(Arc<TcpListener>),
+    Udp(Arc<UdpSocket>),
 }
 
 fn same_address(bound: SocketAddr, wanted: SocketAddr) -> bool {

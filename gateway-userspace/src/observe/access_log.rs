@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-use super::Exchange;
+use super::{Exchange, Record, StreamSession};
 
 /// Exchanges waiting for the writer; beyond this, lines are dropped.
 const QUEUE: usize = 64 * 1024;
@@ -52,7 +52,7 @@ impl std::str::FromStr for LogTarget {
 /// The sending side of the log.
 pub struct AccessLog {
     /// `None` once closed.
-    queue: Option<SyncSender<Box<Exchange>>>,
+    queue: Option<SyncSender<Record>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -86,26 +86,32 @@ impl AccessLog {
         }))
     }
 
-    /// Queues `exchange` for its line, or drops it (counted) when the queue is full.
-    pub fn write(&self, exchange: Box<Exchange>, dropped: &Counter) {
+    /// Queues `record` for its line, or drops it (counted) when the queue is full.
+    pub fn write(&self, record: Record, dropped: &Counter) {
         if let Some(queue) = &self.queue
-            && let Err(TrySendError::Full(_)) = queue.try_send(exchange)
+            && let Err(TrySendError::Full(_)) = queue.try_send(record)
         {
             dropped.inc();
         }
     }
 }
 
-/// The writer: a line per exchange, flushed whenever the queue runs empty.
-fn write_lines(exchanges: Receiver<Box<Exchange>>, mut output: impl Write, format: LogFormat) {
+/// The writer: a line per record, flushed whenever the queue runs empty.
+fn write_lines(exchanges: Receiver<Record>, mut output: impl Write, format: LogFormat) {
     let mut line = Vec::with_capacity(1024);
     while let Ok(first) = exchanges.recv() {
         let mut next = Some(first);
-        while let Some(exchange) = next {
+        while let Some(record) = next {
             line.clear();
-            match format {
-                LogFormat::Json => json_line(&exchange, &mut line),
-                LogFormat::Upstreaminfo => upstreaminfo_line(&exchange, &mut line),
+            match (format, &record) {
+                (LogFormat::Json, Record::Http(exchange)) => json_line(exchange, &mut line),
+                (LogFormat::Upstreaminfo, Record::Http(exchange)) => {
+                    upstreaminfo_line(exchange, &mut line)
+                }
+                (LogFormat::Json, Record::Stream(session)) => session_json(session, &mut line),
+                (LogFormat::Upstreaminfo, Record::Stream(session)) => {
+                    session_text(session, &mut line)
+                }
             }
             line.push(b'\n');
             if output.write_all(&line).is_err() {
@@ -192,11 +198,7 @@ fn json_line(exchange: &Exchange, out: &mut Vec<u8>) {
 /// [$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length
 /// $upstream_response_time $upstream_status $req_id`
 fn upstreaminfo_line(exchange: &Exchange, out: &mut Vec<u8>) {
-    let time = OffsetDateTime::from(exchange.time)
-        .format(format_description!(
-            "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
-        ))
-        .unwrap_or_default();
+    let time = time_local(exchange.time);
     let upstream = exchange.upstream.as_ref();
     let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_string());
     let _ = write!(
@@ -223,6 +225,76 @@ fn upstreaminfo_line(exchange: &Exchange, out: &mut Vec<u8>) {
         or_dash(upstream.map(|u| u.status.as_u16().to_string())),
         exchange.request_id.to_str().unwrap_or("-"),
     );
+}
+
+/// The fields of a layer 4 session's JSON line (documented in the README).
+#[derive(Serialize)]
+struct SessionLine<'a> {
+    time: String,
+    remote_addr: String,
+    listener: String,
+    protocol: &'static str,
+    status: u16,
+    end: &'static str,
+    bytes_sent: u64,
+    bytes_received: u64,
+    session_time: f64,
+    upstream_addr: Option<String>,
+    namespace: Option<&'a str>,
+    service: Option<&'a str>,
+    route: &'a str,
+    sni: Option<&'a str>,
+}
+
+fn session_json(session: &StreamSession, out: &mut Vec<u8>) {
+    let backend = session.backend.as_deref();
+    let line = SessionLine {
+        time: OffsetDateTime::from(session.time)
+            .format(&Rfc3339)
+            .unwrap_or_default(),
+        remote_addr: session.client.to_string(),
+        listener: session.listener.to_string(),
+        protocol: session.protocol,
+        status: session.end.status(),
+        end: session.end.as_str(),
+        bytes_sent: session.bytes_sent,
+        bytes_received: session.bytes_received,
+        session_time: session.duration.as_secs_f64(),
+        upstream_addr: session.upstream.map(|u| u.to_string()),
+        namespace: backend.map(|b| b.namespace.as_str()),
+        service: backend.map(|b| b.service.as_str()),
+        route: &session.route,
+        sni: session.server_name.as_deref(),
+    };
+    let _ = serde_json::to_writer(out, &line);
+}
+
+/// ingress-nginx's stream log layout: `[$remote_addr] [$time_local] $protocol $status
+/// $bytes_sent $bytes_received $session_time`, then the upstream's address.
+fn session_text(session: &StreamSession, out: &mut Vec<u8>) {
+    let time = time_local(session.time);
+    let _ = write!(
+        out,
+        "[{}] [{time}] {} {} {} {} {:.3} {}",
+        session.client.ip(),
+        session.protocol.to_ascii_uppercase(),
+        session.end.status(),
+        session.bytes_sent,
+        session.bytes_received,
+        session.duration.as_secs_f64(),
+        session
+            .upstream
+            .map_or_else(|| "-".to_string(), |u| u.to_string()),
+    );
+}
+
+/// nginx's `$time_local`.
+fn time_local(time: std::time::SystemTime) -> String {
+    OffsetDateTime::from(time)
+        .format(format_description!(
+            "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
+        ))
+        .unwrap_or_default()
 }
 
 /// Quotes and backslashes escaped the way nginx escapes variables in logs (`\x22`).

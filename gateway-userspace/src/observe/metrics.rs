@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::Exchange;
+use super::{Exchange, StreamSession};
 use crate::bpf::StatsReport;
 use crate::publish::RouteTable;
 use crate::snapshot::RouteIdentity;
@@ -66,6 +66,11 @@ pub struct Metrics {
     /// Copies of mirrored requests, by outcome: `sent`, `dropped` (too many on their way),
     /// `failed`.
     pub mirrored_requests: Family<Label, Counter>,
+    /// Layer 4 sessions by protocol and how they ended, and their bytes by direction.
+    stream_sessions: Family<[(&'static str, &'static str); 2], Counter>,
+    stream_bytes: Family<[(&'static str, &'static str); 2], Counter>,
+    /// Layer 4 sessions open now, by protocol.
+    pub stream_sessions_active: Family<Label, Gauge>,
 }
 
 impl Metrics {
@@ -94,6 +99,24 @@ impl Metrics {
         let connections_refused = Family::default();
         let connections_closed = Family::default();
         let mirrored_requests = Family::default();
+        let stream_sessions = Family::default();
+        let stream_bytes = Family::default();
+        let stream_sessions_active = Family::default();
+        registry.register(
+            "xdp_gateway_stream_sessions",
+            "Layer 4 sessions (TCP, UDP, TLS passed through) by protocol and how they ended",
+            stream_sessions.clone(),
+        );
+        registry.register(
+            "xdp_gateway_stream_bytes",
+            "Bytes of layer 4 sessions by protocol and direction (received from clients, sent to them)",
+            stream_bytes.clone(),
+        );
+        registry.register(
+            "xdp_gateway_stream_sessions_active",
+            "Layer 4 sessions open now, by protocol",
+            stream_sessions_active.clone(),
+        );
         registry.register(
             "xdp_gateway_mirrored_requests",
             "Copies of mirrored requests: sent, dropped (too many on their way), failed",
@@ -151,6 +174,25 @@ impl Metrics {
             connections_closed,
             access_log_dropped,
             mirrored_requests,
+            stream_sessions,
+            stream_bytes,
+            stream_sessions_active,
+        }
+    }
+
+    /// Counts a finished layer 4 session.
+    pub fn record_session(&self, session: &StreamSession) {
+        let protocol = ("protocol", session.protocol);
+        self.stream_sessions
+            .get_or_create(&[protocol, ("end", session.end.as_str())])
+            .inc();
+        for (direction, bytes) in [
+            ("received", session.bytes_received),
+            ("sent", session.bytes_sent),
+        ] {
+            self.stream_bytes
+                .get_or_create(&[protocol, ("direction", direction)])
+                .inc_by(bytes);
         }
     }
 

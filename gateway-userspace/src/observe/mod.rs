@@ -42,7 +42,81 @@ impl Observer {
     fn finish(&self, exchange: Box<Exchange>) {
         self.metrics.record(&exchange);
         if let Some(log) = &self.access_log {
-            log.write(exchange, &self.metrics.access_log_dropped);
+            log.write(Record::Http(exchange), &self.metrics.access_log_dropped);
+        }
+    }
+
+    /// Counts and logs a finished layer 4 session.
+    pub fn finish_session(&self, session: Box<StreamSession>) {
+        self.metrics.record_session(&session);
+        if let Some(log) = &self.access_log {
+            log.write(Record::Stream(session), &self.metrics.access_log_dropped);
+        }
+    }
+}
+
+/// What an access log line is made from.
+pub enum Record {
+    Http(Box<Exchange>),
+    Stream(Box<StreamSession>),
+}
+
+/// One layer 4 session (a relayed TCP connection, a UDP flow) and how it ended.
+pub struct StreamSession {
+    pub time: SystemTime,
+    /// `tcp`, `udp`, or `tls` (passed through).
+    pub protocol: &'static str,
+    pub client: SocketAddr,
+    /// The address the client reached.
+    pub listener: SocketAddr,
+    /// The TLS server name it was routed by (passthrough).
+    pub server_name: Option<String>,
+    /// Who asked for the route (`configmap ns/name port 9000`, `ingress ns/name`).
+    pub route: String,
+    pub backend: Option<Arc<Backend>>,
+    pub upstream: Option<SocketAddr>,
+    /// Bytes from the client, and to it.
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub duration: Duration,
+    pub end: SessionEnd,
+}
+
+/// How a layer 4 session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Both sides finished (TCP), or the flow went idle (UDP).
+    Closed,
+    /// Nothing either way for the idle timeout (TCP).
+    IdleTimeout,
+    /// The client or the backend broke the connection.
+    Reset,
+    /// No backend endpoint could be connected.
+    ConnectFailed,
+    /// The route has no ready endpoint.
+    NoEndpoints,
+    /// The UDP session table was full.
+    TableFull,
+}
+
+impl SessionEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::IdleTimeout => "idle_timeout",
+            Self::Reset => "reset",
+            Self::ConnectFailed => "connect_failed",
+            Self::NoEndpoints => "no_endpoints",
+            Self::TableFull => "table_full",
+        }
+    }
+
+    /// The status nginx's stream module logs for it.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Closed | Self::IdleTimeout | Self::Reset => 200,
+            Self::ConnectFailed | Self::NoEndpoints => 502,
+            Self::TableFull => 503,
         }
     }
 }

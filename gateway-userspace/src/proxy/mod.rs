@@ -48,6 +48,8 @@ use crate::observe::Observer;
 use crate::observe::metrics::Metrics;
 use crate::publish::RouteTable;
 use crate::snapshot::normalize_host;
+use crate::snapshot::stream::StreamRoute;
+use crate::stream::{StreamConfig, StreamProxy, client_hello, proxy_protocol};
 
 /// How long an HTTP/2 connection told GOAWAY (flood, idle) gets to flush it before it is cut.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
@@ -67,6 +69,11 @@ pub struct ProxyConfig {
     pub https_redirect_port: u16,
     /// What clients may take: timeouts, head sizes, connection counts.
     pub client_limits: ClientLimits,
+    /// Every HTTP and HTTPS connection starts with a PROXY protocol header (v1 or v2), whose
+    /// client address is the one used (`--proxy-protocol`).
+    pub accept_proxy_protocol: bool,
+    /// Layer 4 sessions (TCP, UDP, TLS passed through).
+    pub stream: StreamConfig,
 }
 
 /// Everything a request needs: the route table, the upstream client, and where finished
@@ -79,6 +86,8 @@ pub struct Proxy {
     observer: Arc<Observer>,
     drain: Arc<Drain>,
     admission: Arc<Admission>,
+    /// Where TLS passed through and layer 4 ports are relayed.
+    streams: Arc<StreamProxy>,
     handshakes: Arc<Semaphore>,
     http2: http2::Builder<TokioExecutor>,
 }
@@ -143,10 +152,19 @@ impl Proxy {
             failed: outcome("failed"),
         });
         let limits = &config.client_limits;
+        let admission = Admission::new(limits);
+        let streams = Arc::new(StreamProxy::new(
+            table.clone(),
+            config.stream.clone(),
+            observer.clone(),
+            drain.clone(),
+            admission.clone(),
+        ));
         Self {
             upstream: upstream::UpstreamPool::new(counters),
             mirrors,
-            admission: Admission::new(limits),
+            admission,
+            streams,
             handshakes: Arc::new(Semaphore::new(limits.max_tls_handshakes.max(1))),
             http2: http2_server(limits),
             table,
@@ -154,6 +172,11 @@ impl Proxy {
             observer,
             drain,
         }
+    }
+
+    /// The layer 4 proxy, which shares this proxy's table, limits and drain.
+    pub fn streams(&self) -> &Arc<StreamProxy> {
+        &self.streams
     }
 
     /// Serves `listener` until the drain stops accepting: plain HTTP (HTTP/1.1, and HTTP/2
@@ -204,14 +227,32 @@ impl Proxy {
         }
     }
 
-    /// Serves one accepted connection, after its TLS handshake on HTTPS listeners.
+    /// Serves one accepted connection: after its PROXY protocol header where one is required,
+    /// and on HTTPS listeners after its TLS handshake, or relayed untouched when its server
+    /// name is passed through.
     async fn accept(
         self: Arc<Self>,
-        stream: tokio::net::TcpStream,
-        client: SocketAddr,
+        mut stream: tokio::net::TcpStream,
+        mut client: SocketAddr,
         local: SocketAddr,
         tls: Option<TlsAcceptor>,
     ) {
+        if self.config.accept_proxy_protocol {
+            let timeout = self.config.client_limits.header_timeout;
+            match proxy_protocol::read_header(&mut stream, timeout).await {
+                Ok(header) => {
+                    if let Some((source, _)) = header.addresses {
+                        client = source;
+                    }
+                }
+                Err(error) => {
+                    let closed = &self.observer.metrics.connections_closed;
+                    Metrics::labelled(closed, "reason", "proxy_protocol").inc();
+                    tracing::debug!(%client, %error, "PROXY protocol header refused");
+                    return;
+                }
+            }
+        }
         match tls {
             None => {
                 let connection = Connection::new(client, local, "http", None, None);
@@ -220,10 +261,37 @@ impl Proxy {
             }
             // Boxed: a plain connection's task does not carry the room for TLS state.
             Some(tls) => {
+                if let Some(route) = self.passed_through(&stream, local).await {
+                    let (route, name) = route;
+                    let relayed = self.streams.relay(stream, client, local, route, Some(name));
+                    Box::pin(relayed).await;
+                    return;
+                }
                 let accepted = Box::pin(self.accept_tls(stream, client, local, tls));
                 accepted.await;
             }
         }
+    }
+
+    /// The passthrough route of an HTTPS connection's server name, when the table has one for
+    /// it (Ingress HTTPS listeners only). The ClientHello stays unread either way.
+    async fn passed_through(
+        &self,
+        stream: &tokio::net::TcpStream,
+        local: SocketAddr,
+    ) -> Option<(Arc<StreamRoute>, String)> {
+        let snapshot = self.table.current();
+        let names = &snapshot.stream.passthrough;
+        if names.is_empty() || snapshot.gateway_listeners.contains_key(&local) {
+            return None;
+        }
+        let timeout = self.config.client_limits.handshake_timeout;
+        // A hello that cannot be read is left to rustls, which refuses it.
+        let name = client_hello::server_name(stream, timeout)
+            .await
+            .ok()
+            .flatten()?;
+        names.route(&name).map(|route| (route.clone(), name))
     }
 
     async fn accept_tls(

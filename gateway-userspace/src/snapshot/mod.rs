@@ -19,6 +19,7 @@ use crate::tls::CertificateTable;
 use crate::warning::Warning;
 
 pub mod listener;
+pub mod stream;
 
 use listener::{ListenerTable, MatchConditions, ObjectReport, WeightedBackends};
 
@@ -51,32 +52,65 @@ pub struct Snapshot {
     pub gateway_listeners: HashMap<SocketAddr, Arc<ListenerTable>>,
     /// The status of every Gateway API object this gateway is responsible for.
     pub gateway_api: Vec<ObjectReport>,
+    /// Layer 4: TCP and UDP ports, and TLS passed through.
+    pub stream: stream::StreamTables,
 }
 
-/// A VIP:port the gateway owns, and whether its connections are HTTPS.
+/// A VIP:port the gateway owns, and what its connections speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ListenerSpec {
     pub addr: SocketAddr,
-    pub tls: bool,
+    pub kind: ListenerKind,
+}
+
+/// What a listener's connections speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    Http,
+    Https,
+    /// TCP relayed whole (`tcp-services`).
+    Tcp,
+    /// UDP relayed by client flow (`udp-services`).
+    Udp,
+}
+
+impl ListenerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+impl std::fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl std::str::FromStr for ListenerSpec {
     type Err = String;
 
-    /// `ADDR:PORT=http` or `ADDR:PORT=https` (`[v6]:PORT=...` for IPv6).
+    /// `ADDR:PORT=KIND` with KIND one of http, https, tcp, udp (`[v6]:PORT=...` for IPv6).
     fn from_str(text: &str) -> Result<Self, String> {
         let (addr, kind) = text
             .rsplit_once('=')
-            .ok_or_else(|| format!("{text:?}: expected ADDR:PORT=http or ADDR:PORT=https"))?;
+            .ok_or_else(|| format!("{text:?}: expected ADDR:PORT=http|https|tcp|udp"))?;
         let addr: SocketAddr = addr
             .parse()
             .map_err(|_| format!("{addr:?}: not an ADDR:PORT"))?;
-        let tls = match kind {
-            "http" => false,
-            "https" => true,
-            other => return Err(format!("{other:?}: must be http or https")),
+        let kind = match kind {
+            "http" => ListenerKind::Http,
+            "https" => ListenerKind::Https,
+            "tcp" => ListenerKind::Tcp,
+            "udp" => ListenerKind::Udp,
+            other => return Err(format!("{other:?}: must be http, https, tcp or udp")),
         };
-        Ok(Self { addr, tls })
+        Ok(Self { addr, kind })
     }
 }
 

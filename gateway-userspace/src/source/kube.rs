@@ -1,6 +1,6 @@
 //! The Kubernetes API as a source: reflectors (list, then watch, re-listed with backoff after
 //! errors, disconnects or 410 Gone) for Ingress, IngressClass, Service, EndpointSlice and TLS
-//! Secrets, and for GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant and Namespace
+//! Secrets, the tcp-services and udp-services ConfigMaps by name, and for GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant and Namespace
 //! (its labels, for listeners' namespace selectors) where the cluster serves the Gateway API, feeding the same `Store` as the manifests folder. Nothing is handed on
 //! before every kind has completed its first full list; after that, changes are debounced into
 //! one store.
@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store as Reader};
@@ -29,6 +29,8 @@ const DEBOUNCE: Duration = Duration::from_millis(30);
 pub struct KubeSource {
     /// Only this namespace (a per-project gateway); all namespaces when `None`.
     pub namespace: Option<String>,
+    /// ConfigMaps by (namespace, name): the tcp-services and udp-services ones.
+    pub config_maps: Vec<(String, String)>,
 }
 
 /// The reflector stores of every kind.
@@ -38,6 +40,8 @@ struct Readers {
     services: Reader<Service>,
     endpoint_slices: Reader<EndpointSlice>,
     secrets: Reader<Secret>,
+    /// One reader per named ConfigMap, each watching that one object.
+    config_maps: Vec<Reader<ConfigMap>>,
     /// `None` where the cluster does not serve the Gateway API.
     gateway_api: Option<GatewayReaders>,
 }
@@ -97,6 +101,7 @@ impl Readers {
             reference_grants,
             grpc_routes,
             namespaces,
+            config_maps: self.config_maps.iter().flat_map(all).collect(),
         }
     }
 }
@@ -138,6 +143,13 @@ impl KubeSource {
                 config.clone().fields("type=kubernetes.io/tls"),
                 changed.clone(),
             ),
+            config_maps: (self.config_maps.iter())
+                .map(|(namespace, name)| {
+                    let api = Api::namespaced(client.clone(), namespace);
+                    let one = config.clone().fields(&format!("metadata.name={name}"));
+                    reflect(api, one, changed.clone())
+                })
+                .collect(),
             gateway_api: gateway_api.map(|grpc| {
                 let namespace = self.namespace.as_deref();
                 GatewayReaders {
@@ -160,6 +172,9 @@ impl KubeSource {
             readers.services.wait_until_ready(),
             readers.endpoint_slices.wait_until_ready(),
             readers.secrets.wait_until_ready(),
+            futures_util::future::try_join_all(
+                readers.config_maps.iter().map(|r| r.wait_until_ready())
+            ),
             async {
                 match &readers.gateway_api {
                     Some(g) => tokio::try_join!(

@@ -74,6 +74,7 @@ fn parse_value(
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(value).map(Object::EndpointSlice),
         ("v1", "Secret") => typed(value).map(Object::Secret),
         ("v1", "Namespace") => typed(value).map(Object::Namespace),
+        ("v1", "ConfigMap") => typed(value).map(Object::ConfigMap),
         // v1beta1 is still served for these, with the same schema.
         (GATEWAY_V1 | GATEWAY_V1BETA1, "GatewayClass") => typed(value).map(Object::GatewayClass),
         (GATEWAY_V1 | GATEWAY_V1BETA1, "Gateway") => typed(value).map(Object::Gateway),
@@ -85,7 +86,8 @@ fn parse_value(
         (
             _,
             "Ingress" | "IngressClass" | "Service" | "EndpointSlice" | "Secret" | "Namespace"
-            | "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant",
+            | "ConfigMap" | "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute"
+            | "ReferenceGrant",
         ) => {
             warnings.push(warn(
                 "apiVersion",
@@ -142,6 +144,7 @@ fn key_of(kind: &str, value: &Value) -> ObjectKey {
         "EndpointSlice" => "endpointslice",
         "Secret" => "secret",
         "Namespace" => "namespace",
+        "ConfigMap" => "configmap",
         "GatewayClass" => "gatewayclass",
         "Gateway" => "gateway",
         "HTTPRoute" => "httproute",

@@ -59,6 +59,8 @@ pub struct Annotations {
     pub default_backend: Option<String>,
     /// `service-upstream`: the Service's cluster IP instead of its endpoints.
     pub service_upstream: bool,
+    /// `ssl-passthrough`: TLS for the Ingress's hosts goes to its `/` backend undecrypted.
+    pub ssl_passthrough: bool,
     /// `canary: "true"` and its rules.
     pub canary: Option<CanarySpec>,
     /// Everything that shapes requests (the fallback backend is resolved by the caller).
@@ -423,6 +425,7 @@ impl Annotations {
         self.read_paths(v, paths);
         self.read_redirects(v);
         self.www_redirect = v.get("from-to-www-redirect", boolean).unwrap_or(false);
+        self.ssl_passthrough = v.get("ssl-passthrough", boolean).unwrap_or(false);
         self.default_backend = v.get("default-backend", service_name);
         let policy = &mut self.policy;
         policy.custom_errors = v.get("custom-http-errors", status_list).unwrap_or_default();

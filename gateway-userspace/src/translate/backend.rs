@@ -265,6 +265,7 @@ impl<'a> BackendResolver<'a> {
 }
 
 /// How a route names a Service port.
+#[derive(Debug, PartialEq, Eq)]
 pub enum PortRef {
     Number(i32),
     Name(String),

@@ -27,7 +27,9 @@ use crate::snapshot::listener::{
     Condition, ListenerReport, ListenerTable, MatchConditions, ObjectReport, ParentReport,
     ValueMatch, WeightedBackend, WeightedBackends,
 };
-use crate::snapshot::{Backend, ListenerSpec, PathType, Route, RouteIdentity, VirtualHost};
+use crate::snapshot::{
+    Backend, ListenerKind, ListenerSpec, PathType, Route, RouteIdentity, VirtualHost,
+};
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::warning::Warning;
 
@@ -397,10 +399,11 @@ pub fn translate<'a>(
         let (addresses, port) = bind;
         for ip in addresses {
             let addr = SocketAddr::new(*ip, *port);
-            tables.specs.push(ListenerSpec {
-                addr,
-                tls: table.tls,
-            });
+            let kind = match table.tls {
+                true => ListenerKind::Https,
+                false => ListenerKind::Http,
+            };
+            tables.specs.push(ListenerSpec { addr, kind });
             tables.listeners.insert(addr, table.clone());
         }
     }

@@ -7,20 +7,23 @@ use std::net::{IpAddr, SocketAddr};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::snapshot::ListenerSpec;
+use super::streams::PortRoutes;
+use crate::snapshot::{ListenerKind, ListenerSpec};
 use crate::store::{ObjectKey, Store, find};
 use crate::warning::Warning;
 
 /// The listeners of the published Service `namespace/name`: its LoadBalancer ingress IPs,
 /// `spec.loadBalancerIP` and `spec.externalIPs` on each port, and each NodePort on every
-/// address in `node_ips`. A port is HTTPS when its name or target port says so (`https`,
-/// `tls`, or 443).
+/// address in `node_ips`. A port claimed by the tcp-services or udp-services ConfigMap is
+/// theirs; another TCP port is HTTPS when its name or target port says so (`https`, `tls`, or
+/// 443), else HTTP. Each listener comes with the Service port it stands for.
 pub fn published(
     store: &Store,
     (namespace, name): (&str, &str),
     node_ips: &[IpAddr],
+    streams: &PortRoutes,
     warnings: &mut Vec<Warning>,
-) -> Vec<ListenerSpec> {
+) -> Vec<(ListenerSpec, u16)> {
     let found = find(&store.services, namespace, name);
     let key = ObjectKey {
         kind: "service",
@@ -80,26 +83,23 @@ pub fn published(
     }
     let mut listeners = BTreeSet::new();
     for port in spec.and_then(|s| s.ports.as_deref()).unwrap_or_default() {
-        if port.protocol.as_deref().is_some_and(|p| p != "TCP") {
-            continue;
-        }
-        let tls = is_https(port);
         let Ok(number) = u16::try_from(port.port) else {
             continue;
         };
-        for ip in &addresses {
-            listeners.insert(ListenerSpec {
-                addr: SocketAddr::new(*ip, number),
-                tls,
-            });
-        }
-        if let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
-            for ip in node_ips {
-                listeners.insert(ListenerSpec {
-                    addr: SocketAddr::new(*ip, node_port),
-                    tls,
-                });
-            }
+        let protocol = port.protocol.as_deref().unwrap_or("TCP");
+        let kind = match streams.kind_of(protocol, number) {
+            Some(kind) => kind,
+            None if protocol != "TCP" => continue,
+            None if is_https(port) => ListenerKind::Https,
+            None => ListenerKind::Http,
+        };
+        let node_port = port.node_port.and_then(|p| u16::try_from(p).ok());
+        let on_addresses = addresses.iter().map(|ip| SocketAddr::new(*ip, number));
+        let on_nodes = node_ips
+            .iter()
+            .filter_map(|ip| Some(SocketAddr::new(*ip, node_port?)));
+        for addr in on_addresses.chain(on_nodes) {
+            listeners.insert((ListenerSpec { addr, kind }, number));
         }
     }
     listeners.into_iter().collect()
@@ -148,10 +148,17 @@ status:
         }
         let mut warnings = Vec::new();
         let node: IpAddr = "192.0.2.5".parse().unwrap();
-        let listeners = published(&store, ("xdp-gateway", "gateway"), &[node], &mut warnings);
+        let none = PortRoutes::default();
+        let listeners = published(
+            &store,
+            ("xdp-gateway", "gateway"),
+            &[node],
+            &none,
+            &mut warnings,
+        );
         let shown: Vec<String> = listeners
             .iter()
-            .map(|l| format!("{}={}", l.addr, if l.tls { "https" } else { "http" }))
+            .map(|(l, _)| format!("{}={}", l.addr, l.kind))
             .collect();
         assert_eq!(
             shown,
@@ -170,7 +177,7 @@ status:
                 .to_string()
                 .contains("spec.externalIPs[1]: \"not-an-ip\"")
         );
-        let missing = published(&store, ("xdp-gateway", "nope"), &[], &mut warnings);
+        let missing = published(&store, ("xdp-gateway", "nope"), &[], &none, &mut warnings);
         assert!(missing.is_empty());
         assert!(warnings[1].to_string().contains("does not exist"));
     }

@@ -9,6 +9,7 @@ mod backend;
 mod class;
 mod gateway_api;
 mod listeners;
+mod streams;
 mod tls;
 
 use std::collections::HashMap;
@@ -21,13 +22,16 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend,
 
 pub use class::ClassSelector;
 pub use gateway_api::GatewayOptions;
+pub use streams::StreamOptions;
 
 use crate::cidr::Cidr;
 use crate::policy::RoutePolicy;
 use crate::policy::canary::Canary;
 use crate::policy::rewrite::path_regex;
+use crate::snapshot::stream::{ServerNames, StreamTables};
 use crate::snapshot::{
-    Backend, DefaultBackend, IngressReport, PathType, Route, RouteIdentity, Snapshot, VirtualHost,
+    Backend, DefaultBackend, IngressReport, ListenerKind, PathType, Route, RouteIdentity, Snapshot,
+    VirtualHost,
 };
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::warning::Warning;
@@ -53,6 +57,8 @@ pub struct TranslateOptions {
     /// This node's addresses, on which the published Service's NodePorts are listeners.
     pub node_ips: Vec<IpAddr>,
     pub gateway: GatewayOptions,
+    /// Layer 4: the tcp-services and udp-services ConfigMaps, and TLS passthrough.
+    pub streams: StreamOptions,
 }
 
 /// Translates every object of `store` into one route table. `source_warnings` (problems the
@@ -88,6 +94,7 @@ pub fn translate(
         default_backend: None,
         allow_lists: Vec::new(),
         www_aliases: Vec::new(),
+        passthrough: ServerNames::default(),
         previous_limits: previous
             .virtual_hosts()
             .iter()
@@ -105,12 +112,40 @@ pub fn translate(
 
     let mut warnings = source_warnings;
     warnings.extend(reports.iter().flat_map(|r| r.warnings.iter().cloned()));
-    let mut listeners = match &options.publish_service {
-        Some((namespace, name)) => {
-            listeners::published(store, (namespace, name), &options.node_ips, &mut warnings)
-        }
+    let port_routes =
+        streams::services(store, &options.streams, &mut table.resolver, &mut warnings);
+    let mut published = match &options.publish_service {
+        Some((namespace, name)) => listeners::published(
+            store,
+            (namespace, name),
+            &options.node_ips,
+            &port_routes,
+            &mut warnings,
+        ),
         None => Vec::new(),
     };
+    published.extend(
+        options
+            .streams
+            .address
+            .into_iter()
+            .flat_map(|a| port_routes.listeners(a)),
+    );
+    let mut stream = StreamTables {
+        passthrough: table.passthrough,
+        ..StreamTables::default()
+    };
+    for (spec, port) in &published {
+        let routes = match spec.kind {
+            ListenerKind::Tcp => &mut stream.tcp,
+            ListenerKind::Udp => &mut stream.udp,
+            ListenerKind::Http | ListenerKind::Https => continue,
+        };
+        if let Some(route) = port_routes.route(spec.kind, *port) {
+            routes.insert(spec.addr, route.clone());
+        }
+    }
+    let mut listeners: Vec<_> = published.into_iter().map(|(spec, _)| spec).collect();
     listeners.extend(gateway.specs);
     warnings.extend(gateway.warnings);
     let source_allow = consensus(&table.allow_lists);
@@ -126,6 +161,7 @@ pub fn translate(
         source_allow,
         gateway_listeners: gateway.listeners,
         gateway_api: gateway.reports,
+        stream,
         ..Snapshot::default()
     };
     // `from-to-www-redirect`: the other spelling of a host redirects to it, unless some Ingress
@@ -241,6 +277,8 @@ struct TableBuilder<'a> {
     allow_lists: Vec<Option<Vec<Cidr>>>,
     /// `from-to-www-redirect`: (the other spelling, the host it redirects to).
     www_aliases: Vec<(String, String)>,
+    /// TLS passed through by server name (`ssl-passthrough`), oldest Ingress first.
+    passthrough: ServerNames,
     /// The rate limiters of the previous table, by Ingress (`namespace/name`).
     previous_limits: HashMap<String, Arc<crate::policy::Limits>>,
 }
@@ -450,6 +488,17 @@ impl TableBuilder<'_> {
                 &mut warnings,
             )
         });
+        let passthrough = annotations.ssl_passthrough && annotations.canary.is_none();
+        if passthrough && !options.streams.ssl_passthrough {
+            warnings.add(
+                format!(
+                    "metadata.annotations[\"{}ssl-passthrough\"]",
+                    annotations::PREFIX
+                ),
+                "needs the gateway started with --enable-ssl-passthrough; TLS is terminated here",
+            );
+        }
+        let passthrough = passthrough && options.streams.ssl_passthrough;
         let mut own_hosts = Vec::new();
         for (r, rule) in spec.rules.iter().flatten().enumerate() {
             let field = format!("spec.rules[{r}]");
@@ -475,6 +524,7 @@ impl TableBuilder<'_> {
                 let host = self.hosts.entry(pattern.clone()).or_default();
                 host.regex |= options_of_routes.use_regex;
             }
+            let mut root_backend = None;
             for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let field = format!("{field}.http.paths[{p}]");
                 let route = self.route(
@@ -485,6 +535,12 @@ impl TableBuilder<'_> {
                     &options_of_routes,
                     &mut warnings,
                 );
+                if let Some(route) = &route
+                    && route.match_path == "/"
+                    && route.path_type.is_prefix()
+                {
+                    root_backend = Some(route.backend.clone());
+                }
                 // A canary's paths attach to the routes of the others; it has none of its own.
                 match (route, &annotations.canary) {
                     (Some(route), Some(canary)) => {
@@ -495,6 +551,9 @@ impl TableBuilder<'_> {
                     }
                     (None, _) => {}
                 }
+            }
+            if passthrough {
+                self.add_passthrough(&pattern, root_backend, &owner, &field, &mut warnings);
             }
         }
         if annotations.canary.is_some() {
@@ -513,6 +572,54 @@ impl TableBuilder<'_> {
         }
         report.warnings = warnings.list;
         report
+    }
+
+    /// Passes TLS for `pattern` through to `backend` (the rule's `/` backend); the oldest
+    /// Ingress to ask for a host has it.
+    fn add_passthrough(
+        &mut self,
+        pattern: &HostPattern,
+        backend: Option<Arc<Backend>>,
+        owner: &str,
+        field: &str,
+        warnings: &mut IngressWarnings<'_>,
+    ) {
+        let Some(backend) = backend else {
+            warnings.add(
+                field,
+                "ssl-passthrough sends a host's TLS to the backend of its path \"/\" (Prefix or \
+                 ImplementationSpecific), which this rule lacks; TLS is terminated here",
+            );
+            return;
+        };
+        let names = &mut self.passthrough;
+        let (table, name) = match pattern {
+            HostPattern::Exact(name) => (&mut names.exact, name),
+            HostPattern::Wildcard(suffix) => (&mut names.wildcard, suffix),
+            HostPattern::Any => {
+                warnings.add(
+                    format!("{field}.host"),
+                    "ssl-passthrough routes by TLS server name: a rule without a host cannot be \
+                     passed through",
+                );
+                return;
+            }
+        };
+        match table.entry(name.clone()) {
+            Entry::Occupied(taken) => warnings.add(
+                field,
+                format!(
+                    "host {} is already passed through for {}; TLS for it is not passed to this \
+                     Ingress's backend",
+                    pattern.display(),
+                    taken.get().owner
+                ),
+            ),
+            Entry::Vacant(free) => {
+                let route = streams::route_to(format!("ingress {owner}"), backend);
+                free.insert(Arc::new(route));
+            }
+        }
     }
 
     /// Validates one `spec.rules[].http.paths[]` entry into a route.

@@ -1,0 +1,191 @@
+//! The layer 4 data plane, beside the HTTP proxy and reading the same published table: TCP
+//! ports relayed whole to a Service, TLS connections passed through by server name (handed
+//! over by the HTTPS listener), UDP flows relayed as sessions, and the PROXY protocol in and
+//! out.
+
+pub mod client_hello;
+mod peek;
+pub mod proxy_protocol;
+mod tcp;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+pub use peek::PeekError;
+
+use crate::lifecycle::drain::{self, Drain};
+use crate::observe::metrics::Metrics;
+use crate::observe::{Observer, SessionEnd, StreamSession};
+use crate::proxy::limits::Admission;
+use crate::publish::RouteTable;
+use crate::snapshot::stream::StreamRoute;
+
+/// Timeouts and limits of layer 4 sessions.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// To connect to a backend endpoint (then the next endpoint is tried).
+    pub connect_timeout: Duration,
+    /// A TCP session with nothing sent either way for this long is closed (nginx's
+    /// `proxy_timeout`, 10 minutes).
+    pub idle_timeout: Duration,
+    /// A UDP session with no datagram either way for this long ends.
+    pub udp_idle_timeout: Duration,
+    /// UDP sessions one port holds at once; datagrams of new flows beyond it are dropped.
+    pub udp_max_sessions: usize,
+    /// For a client's PROXY protocol header, or its ClientHello on a passthrough listener.
+    pub header_timeout: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            udp_idle_timeout: Duration::from_secs(60),
+            udp_max_sessions: 4096,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves the layer 4 routes of the current table.
+pub struct StreamProxy {
+    table: Arc<RouteTable>,
+    config: StreamConfig,
+    observer: Arc<Observer>,
+    drain: Arc<Drain>,
+    admission: Arc<Admission>,
+}
+
+impl StreamProxy {
+    /// A layer 4 proxy whose connections count against `admission` with the HTTP ones.
+    pub fn new(
+        table: Arc<RouteTable>,
+        config: StreamConfig,
+        observer: Arc<Observer>,
+        drain: Arc<Drain>,
+        admission: Arc<Admission>,
+    ) -> Self {
+        Self {
+            table,
+            config,
+            observer,
+            drain,
+            admission,
+        }
+    }
+
+    /// Relays the connections of the TCP listener `address` until the drain stops accepting.
+    pub async fn serve_tcp(self: Arc<Self>, listener: Arc<TcpListener>, address: SocketAddr) {
+        let stop = drain::not_accepting(self.drain.watch());
+        tokio::pin!(stop);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut stop => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, client) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let Ok(admitted) = self.admit(client) else {
+                continue;
+            };
+            // The route is looked up per connection: the table may have changed.
+            let Some(route) = self.table.current().stream.tcp.get(&address).cloned() else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            self.drain.spawn(async move {
+                let _admitted = admitted;
+                proxy.relay(stream, client, address, route, None).await;
+            });
+        }
+    }
+
+    /// Counts a new connection against the limits; refused ones are counted and closed.
+    pub fn admit(
+        &self,
+        client: SocketAddr,
+    ) -> Result<crate::proxy::limits::Admitted, crate::proxy::limits::Refusal> {
+        self.admission.admit(client.ip()).inspect_err(|refusal| {
+            let refused = &self.observer.metrics.connections_refused;
+            Metrics::labelled(refused, "limit", refusal.as_str()).inc();
+            tracing::debug!(%client, limit = refusal.as_str(), "connection refused");
+        })
+    }
+
+    /// Relays one TCP connection to `route`'s backend, and records the session. `listener`
+    /// is the address the client reached; `server_name` is set for TLS passed through.
+    pub async fn relay(
+        &self,
+        mut stream: TcpStream,
+        mut client: SocketAddr,
+        listener: SocketAddr,
+        route: Arc<StreamRoute>,
+        server_name: Option<String>,
+    ) {
+        let mut destination = listener;
+        if route.accept_proxy_protocol {
+            match proxy_protocol::read_header(&mut stream, self.config.header_timeout).await {
+                Ok(header) => {
+                    if let Some((source, original)) = header.addresses {
+                        (client, destination) = (source, original);
+                    }
+                }
+                Err(error) => {
+                    let closed = &self.observer.metrics.connections_closed;
+                    Metrics::labelled(closed, "reason", "proxy_protocol").inc();
+                    tracing::debug!(%client, %error, "PROXY protocol header refused");
+                    return;
+                }
+            }
+        }
+        let protocol = if server_name.is_some() { "tls" } else { "tcp" };
+        let active = &self.observer.metrics.stream_sessions_active;
+        let active = Metrics::labelled(active, "protocol", protocol);
+        active.inc();
+        let mut session = Box::new(StreamSession {
+            time: SystemTime::now(),
+            protocol,
+            client,
+            listener,
+            server_name,
+            route: route.owner.clone(),
+            backend: None,
+            upstream: None,
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration: Duration::ZERO,
+            end: SessionEnd::Closed,
+        });
+        let started = tokio::time::Instant::now();
+        tcp::relay(
+            stream,
+            (client, destination),
+            &route,
+            &self.config,
+            &mut session,
+        )
+        .await;
+        session.duration = started.elapsed();
+        active.dec();
+        self.observer.finish_session(session);
+    }
+
+    /// Relays the UDP flows that reach `socket` (the listener `address`) until the drain
+    /// stops accepting.
+    pub async fn serve_udp(self: Arc<Self>, socket: Arc<UdpSocket>, address: SocketAddr) {
+        udp::serve(self, socket, address).await;
+    }
+}

@@ -1,0 +1,231 @@
+//! UDP relayed by flow: each client address gets a session, a socket connected to one backend
+//! endpoint, whose replies are sent back from the listener's socket (so from the address the
+//! client sent to). A session ends after the idle timeout; the table of sessions is bounded,
+//! and datagrams of new flows beyond it are dropped and counted, never evicting live ones.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::StreamProxy;
+use crate::lifecycle::drain;
+use crate::observe::metrics::Metrics;
+use crate::observe::{SessionEnd, StreamSession};
+use crate::snapshot::Backend;
+
+/// The largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
+
+type Sessions = Mutex<HashMap<SocketAddr, Arc<Session>>>;
+
+/// One client flow.
+struct Session {
+    upstream: UdpSocket,
+    client: SocketAddr,
+    backend: Arc<Backend>,
+    endpoint: SocketAddr,
+    route: String,
+    time: SystemTime,
+    started: Instant,
+    /// Milliseconds from `started` to the last datagram either way.
+    last: AtomicU64,
+    received: AtomicU64,
+    sent: AtomicU64,
+}
+
+impl Session {
+    fn moved(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Relays the flows reaching `socket` until the drain stops accepting.
+pub async fn serve(proxy: Arc<StreamProxy>, socket: Arc<UdpSocket>, address: SocketAddr) {
+    let sessions: Arc<Sessions> = Arc::default();
+    let stop = drain::not_accepting(proxy.drain.watch());
+    tokio::pin!(stop);
+    let mut datagram = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = &mut stop => return,
+            received = socket.recv_from(&mut datagram) => received,
+        };
+        let Ok((length, client)) = received else {
+            continue; // An ICMP error from an earlier reply: nothing to do with this socket.
+        };
+        let found = sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&client)
+            .cloned();
+        let session = match found {
+            Some(session) => session,
+            None => match open(&proxy, &socket, address, client, &sessions) {
+                Some(session) => session,
+                None => continue,
+            },
+        };
+        session.received.fetch_add(length as u64, Ordering::Relaxed);
+        session.moved();
+        // A full send buffer drops the datagram, as the network may.
+        let _ = session.upstream.try_send(&datagram[..length]);
+    }
+}
+
+/// A new session for `client`, with its reply task started; `None` (counted) when the table is
+/// full or the route has no endpoint.
+fn open(
+    proxy: &Arc<StreamProxy>,
+    socket: &Arc<UdpSocket>,
+    address: SocketAddr,
+    client: SocketAddr,
+    sessions: &Arc<Sessions>,
+) -> Option<Arc<Session>> {
+    let refuse = |end: SessionEnd| {
+        let session = StreamSession {
+            time: SystemTime::now(),
+            protocol: "udp",
+            client,
+            listener: address,
+            server_name: None,
+            route: String::new(),
+            backend: None,
+            upstream: None,
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration: Duration::ZERO,
+            end,
+        };
+        // Counted, not logged: a flood of new flows must not become a flood of log lines.
+        proxy.observer.metrics.record_session(&session);
+    };
+    let route = proxy.table.current().stream.udp.get(&address).cloned()?;
+    if sessions.lock().unwrap_or_else(|e| e.into_inner()).len() >= proxy.config.udp_max_sessions {
+        refuse(SessionEnd::TableFull);
+        return None;
+    }
+    let backend = route.backends.choose().and_then(|c| c.backend.clone());
+    let Some((backend, endpoint)) = backend.and_then(|b| Some((b.clone(), b.next_endpoint()?)))
+    else {
+        refuse(SessionEnd::NoEndpoints);
+        return None;
+    };
+    let upstream = match connected_socket(endpoint) {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            tracing::debug!(%endpoint, %error, "cannot open a UDP socket to the backend");
+            refuse(SessionEnd::ConnectFailed);
+            return None;
+        }
+    };
+    let session = Arc::new(Session {
+        upstream,
+        client,
+        backend,
+        endpoint,
+        route: route.owner.clone(),
+        time: SystemTime::now(),
+        started: Instant::now(),
+        last: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+    });
+    sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(client, session.clone());
+    let active = &proxy.observer.metrics.stream_sessions_active;
+    let active = Metrics::labelled(active, "protocol", "udp");
+    active.inc();
+    let (proxy, socket, sessions) = (proxy.clone(), socket.clone(), sessions.clone());
+    let replying = session.clone();
+    tokio::spawn(async move {
+        let end = replies(&replying, &socket, proxy.config.udp_idle_timeout).await;
+        let mut table = sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if table
+            .get(&replying.client)
+            .is_some_and(|s| Arc::ptr_eq(s, &replying))
+        {
+            table.remove(&replying.client);
+        }
+        drop(table);
+        active.dec();
+        proxy.observer.finish_session(Box::new(StreamSession {
+            time: replying.time,
+            protocol: "udp",
+            client: replying.client,
+            listener: address,
+            server_name: None,
+            route: replying.route.clone(),
+            backend: Some(replying.backend.clone()),
+            upstream: Some(replying.endpoint),
+            bytes_received: replying.received.load(Ordering::Relaxed),
+            bytes_sent: replying.sent.load(Ordering::Relaxed),
+            duration: replying.started.elapsed(),
+            end,
+        }));
+    });
+    Some(session)
+}
+
+/// An unbound socket of `endpoint`'s family, connected to it (so only its replies arrive).
+fn connected_socket(endpoint: SocketAddr) -> std::io::Result<UdpSocket> {
+    let any: SocketAddr = match endpoint {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(any)?;
+    socket.connect(endpoint)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket)
+}
+
+thread_local! {
+    /// One buffer per worker thread for replies, instead of 64 KiB per session: a reply is
+    /// received and sent on without waiting in between.
+    static REPLY: RefCell<Vec<u8>> = RefCell::new(vec![0u8; MAX_DATAGRAM]);
+}
+
+/// Sends the backend's replies to the client until the session has been idle for `idle`.
+async fn replies(session: &Session, socket: &UdpSocket, idle: Duration) -> SessionEnd {
+    loop {
+        let last = session.last.load(Ordering::Relaxed);
+        let deadline = session.started + Duration::from_millis(last) + idle;
+        match tokio::time::timeout_at(deadline, session.upstream.readable()).await {
+            Ok(Ok(())) => {
+                if relay_replies(session, socket).is_err() {
+                    // The backend's port is closed (an ICMP error on the connected socket).
+                    return SessionEnd::Reset;
+                }
+            }
+            Ok(Err(_)) => return SessionEnd::Reset,
+            Err(_) if session.last.load(Ordering::Relaxed) == last => return SessionEnd::Closed,
+            Err(_) => {}
+        }
+    }
+}
+
+/// Sends on every reply waiting now; a full send buffer drops one, as the network may.
+fn relay_replies(session: &Session, socket: &UdpSocket) -> std::io::Result<()> {
+    REPLY.with_borrow_mut(|datagram| {
+        loop {
+            match session.upstream.try_recv(datagram) {
+                Ok(length) => {
+                    session.sent.fetch_add(length as u64, Ordering::Relaxed);
+                    session.moved();
+                    let _ = socket.try_send_to(&datagram[..length], session.client);
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+    })
+}

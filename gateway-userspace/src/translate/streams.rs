@@ -1,0 +1,298 @@
+//! Layer 4 routes from ingress-nginx's sources: the tcp-services and udp-services ConfigMaps
+//! (`"PORT": "NAMESPACE/SERVICE:PORT[:PROXY][:PROXY]"`, the first `PROXY` reading the PROXY
+//! protocol from clients, the second writing it to the backend) and Ingresses annotated
+//! `ssl-passthrough`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use super::backend::{BackendResolver, PortRef, ProblemKind};
+use crate::snapshot::listener::{WeightedBackend, WeightedBackends};
+use crate::snapshot::stream::{ProxyProtocol, StreamRoute};
+use crate::snapshot::{Backend, ListenerKind, ListenerSpec};
+use crate::store::{ObjectKey, Store, find};
+use crate::warning::Warning;
+
+/// Where the layer 4 ports come from, and where they are served.
+#[derive(Clone, Debug, Default)]
+pub struct StreamOptions {
+    /// The tcp-services ConfigMap (`namespace`, `name`).
+    pub tcp_services: Option<(String, String)>,
+    /// The udp-services ConfigMap.
+    pub udp_services: Option<(String, String)>,
+    /// The address their ports are served on besides the published Service's (the IP of
+    /// `--http-listen`).
+    pub address: Option<IpAddr>,
+    /// The gateway's own HTTP and HTTPS ports, which a ConfigMap entry cannot claim.
+    pub taken_ports: Vec<u16>,
+    /// `--enable-ssl-passthrough`: Ingresses may ask for their TLS to be passed through.
+    pub ssl_passthrough: bool,
+}
+
+/// The routes of the ConfigMaps by the port they claim.
+#[derive(Debug, Default)]
+pub struct PortRoutes {
+    pub tcp: BTreeMap<u16, Arc<StreamRoute>>,
+    pub udp: BTreeMap<u16, Arc<StreamRoute>>,
+}
+
+impl PortRoutes {
+    /// What a Service port of `protocol` (`TCP`, `UDP`) and number `port` carries, if one
+    /// of the ConfigMaps claims it.
+    pub fn kind_of(&self, protocol: &str, port: u16) -> Option<ListenerKind> {
+        match protocol {
+            "TCP" => self.tcp.contains_key(&port).then_some(ListenerKind::Tcp),
+            "UDP" => self.udp.contains_key(&port).then_some(ListenerKind::Udp),
+            _ => None,
+        }
+    }
+
+    /// The listeners of the ports on `address`.
+    pub fn listeners(&self, address: IpAddr) -> impl Iterator<Item = (ListenerSpec, u16)> + '_ {
+        let on = move |kind, port: u16| {
+            let spec = ListenerSpec {
+                addr: SocketAddr::new(address, port),
+                kind,
+            };
+            (spec, port)
+        };
+        let tcp = self
+            .tcp
+            .keys()
+            .map(move |&port| on(ListenerKind::Tcp, port));
+        let udp = self
+            .udp
+            .keys()
+            .map(move |&port| on(ListenerKind::Udp, port));
+        tcp.chain(udp)
+    }
+
+    /// The route a listener of `kind` serves, by the port of the Service it stands for.
+    pub fn route(&self, kind: ListenerKind, port: u16) -> Option<&Arc<StreamRoute>> {
+        match kind {
+            ListenerKind::Tcp => self.tcp.get(&port),
+            ListenerKind::Udp => self.udp.get(&port),
+            ListenerKind::Http | ListenerKind::Https => None,
+        }
+    }
+}
+
+/// Reads both ConfigMaps.
+pub fn services(
+    store: &Store,
+    options: &StreamOptions,
+    resolver: &mut BackendResolver<'_>,
+    warnings: &mut Vec<Warning>,
+) -> PortRoutes {
+    let mut routes = PortRoutes::default();
+    for (wanted, udp) in [
+        (&options.tcp_services, false),
+        (&options.udp_services, true),
+    ] {
+        let Some((namespace, name)) = wanted else {
+            continue;
+        };
+        let table = if udp {
+            &mut routes.udp
+        } else {
+            &mut routes.tcp
+        };
+        let key = ObjectKey {
+            kind: "configmap",
+            namespace: Some(namespace.clone()),
+            name: name.clone(),
+        };
+        let Some(sourced) = find(&store.config_maps, namespace, name) else {
+            let flag = if udp { "udp" } else { "tcp" };
+            warnings.push(Warning::new(
+                &key,
+                None,
+                "",
+                format!("the ConfigMap of --{flag}-services-configmap does not exist; no {flag} ports from it"),
+            ));
+            continue;
+        };
+        let source = sourced.source.as_deref();
+        for (port, value) in sourced.object.data.iter().flatten() {
+            let field = format!("data[{port:?}]");
+            let mut warn = |message: String| {
+                warnings.push(Warning::new(&key, source, field.clone(), message));
+            };
+            let entry = match Entry::parse(port, value) {
+                Ok(entry) => entry,
+                Err(reason) => {
+                    warn(format!("{value:?}: {reason}; port not served"));
+                    continue;
+                }
+            };
+            if options.taken_ports.contains(&entry.port) {
+                warn(format!(
+                    "port {} is the gateway's own HTTP or HTTPS port; not served",
+                    entry.port
+                ));
+                continue;
+            }
+            if udp && (entry.accept_proxy_protocol || entry.send_proxy_protocol) {
+                warn(
+                    "the PROXY protocol is for TCP ports; this UDP port is served without it"
+                        .into(),
+                );
+            }
+            let (backend, problem) =
+                resolver.resolve_port(&entry.namespace, &entry.service, &entry.service_port);
+            if let Some(problem) = problem {
+                let meanwhile = "its connections are closed until it has some";
+                let mut warning = Warning::new(
+                    &key,
+                    source,
+                    field.clone(),
+                    format!("{}; {meanwhile}", problem.text),
+                );
+                warning.notice = problem.kind == ProblemKind::NoEndpoints;
+                warnings.push(warning);
+            }
+            let owner = format!("configmap {namespace}/{name} port {}", entry.port);
+            let mut route = route_to(owner, backend);
+            if !udp {
+                route.accept_proxy_protocol = entry.accept_proxy_protocol;
+                route.send_proxy_protocol = entry.send_proxy_protocol.then_some(ProxyProtocol::V1);
+            }
+            table.insert(entry.port, Arc::new(route));
+        }
+    }
+    routes
+}
+
+/// A route of every connection to `backend`.
+pub fn route_to(owner: String, backend: Arc<Backend>) -> StreamRoute {
+    StreamRoute {
+        owner,
+        backends: WeightedBackends {
+            choices: vec![WeightedBackend {
+                backend: Some(backend),
+                weight: 1,
+                policy: None,
+            }],
+            total: 1,
+        },
+        accept_proxy_protocol: false,
+        send_proxy_protocol: None,
+    }
+}
+
+/// One entry of a ConfigMap.
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    port: u16,
+    namespace: String,
+    service: String,
+    service_port: PortRef,
+    accept_proxy_protocol: bool,
+    send_proxy_protocol: bool,
+}
+
+impl Entry {
+    fn parse(port: &str, value: &str) -> Result<Self, String> {
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("the key {port:?} is not a port number (1-65535)"))?;
+        let mut parts = value.trim().split(':');
+        let service = parts.next().unwrap_or_default();
+        let (namespace, service) = service
+            .split_once('/')
+            .filter(|(ns, name)| is_dns_label(ns) && is_dns_label(name))
+            .ok_or("expected NAMESPACE/SERVICE:PORT[:PROXY][:PROXY]")?;
+        let service_port = match parts.next() {
+            Some(number) if number.bytes().all(|b| b.is_ascii_digit()) => number
+                .parse::<i32>()
+                .ok()
+                .filter(|p| (1..=65535).contains(p))
+                .map(PortRef::Number)
+                .ok_or("the Service port is not 1-65535")?,
+            Some(name) if is_dns_label(name) => PortRef::Name(name.to_string()),
+            _ => return Err("expected NAMESPACE/SERVICE:PORT[:PROXY][:PROXY]".into()),
+        };
+        let mut proxy = [false; 2];
+        for (i, suffix) in parts.enumerate() {
+            match (i, suffix.eq_ignore_ascii_case("PROXY")) {
+                (0 | 1, true) => proxy[i] = true,
+                // ingress-nginx leaves an empty first suffix for "only send": `...:80::PROXY`.
+                (0, false) if suffix.is_empty() => {}
+                _ => {
+                    return Err(format!(
+                        "{suffix:?}: only PROXY may follow the port, twice at most"
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            port,
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+            service_port,
+            accept_proxy_protocol: proxy[0],
+            send_proxy_protocol: proxy[1],
+        })
+    }
+}
+
+/// A Kubernetes name of one DNS label (namespaces, Services, port names).
+fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_parse_as_ingress_nginx_reads_them() {
+        let entry = Entry::parse("9000", "default/db:5432").unwrap();
+        assert_eq!(
+            entry,
+            Entry {
+                port: 9000,
+                namespace: "default".into(),
+                service: "db".into(),
+                service_port: PortRef::Number(5432),
+                accept_proxy_protocol: false,
+                send_proxy_protocol: false,
+            }
+        );
+        let both = Entry::parse("9001", "apps/mqtt:mqtt:PROXY:PROXY").unwrap();
+        assert_eq!(both.service_port, PortRef::Name("mqtt".into()));
+        assert!(both.accept_proxy_protocol && both.send_proxy_protocol);
+        let send_only = Entry::parse("9002", "apps/mqtt:1883::PROXY").unwrap();
+        assert!(!send_only.accept_proxy_protocol && send_only.send_proxy_protocol);
+        let accept_only = Entry::parse("9003", "apps/mqtt:1883:proxy").unwrap();
+        assert!(accept_only.accept_proxy_protocol && !accept_only.send_proxy_protocol);
+    }
+
+    #[test]
+    fn malformed_entries_are_refused_with_a_reason() {
+        for (port, value) in [
+            ("0", "default/db:5432"),
+            ("70000", "default/db:5432"),
+            ("http", "default/db:5432"),
+            ("9000", "db:5432"),
+            ("9000", "default/db"),
+            ("9000", "default/db:0"),
+            ("9000", "default/db:99999"),
+            ("9000", "default/Db:5432"),
+            ("9000", "default/db:5432:PROXY:PROXY:PROXY"),
+            ("9000", "default/db:5432:SSL"),
+            ("9000", "../etc/db:5432"),
+        ] {
+            assert!(Entry::parse(port, value).is_err(), "{port}: {value}");
+        }
+    }
+}
