@@ -6,38 +6,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use gateway_e2e::backend::Backend;
 use gateway_e2e::client::HttpClient;
-use gateway_e2e::gateway::Gateway;
+use gateway_e2e::gateway::{Gateway, log_lines, sample};
 use gateway_e2e::manifests::{ManifestsDir, ingress, service};
 use hyper::{Request, StatusCode};
 use serde_json::Value;
-
-/// The value of the sample `name{...}` whose labels include every pair of `labels`.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (label_text, value) = match rest.strip_prefix('{') {
-            Some(rest) => rest.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        labels
-            .iter()
-            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-            .then(|| value.trim().parse().ok())?
-    })
-}
-
-/// The gateway's access log file, once it has `count` lines (the writer is asynchronous).
-fn log_lines(path: &std::path::Path, count: usize) -> Vec<String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        if lines.len() >= count || std::time::Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_known_traffic_under_ingress_nginx_names() {

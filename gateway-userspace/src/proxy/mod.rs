@@ -49,7 +49,7 @@ use crate::observe::metrics::Metrics;
 use crate::publish::RouteTable;
 use crate::snapshot::normalize_host;
 use crate::snapshot::stream::StreamRoute;
-use crate::stream::{StreamConfig, StreamProxy, client_hello, proxy_protocol};
+use crate::stream::{PeekError, StreamConfig, StreamProxy, client_hello, proxy_protocol};
 
 /// How long an HTTP/2 connection told GOAWAY (flood, idle) gets to flush it before it is cut.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
@@ -239,7 +239,8 @@ impl Proxy {
     ) {
         if self.config.accept_proxy_protocol {
             let timeout = self.config.client_limits.header_timeout;
-            match proxy_protocol::read_header(&mut stream, timeout).await {
+            // Boxed, as the TLS states below: an idle connection's task holds none of it.
+            match Box::pin(proxy_protocol::read_header(&mut stream, timeout)).await {
                 Ok(header) => {
                     if let Some((source, _)) = header.addresses {
                         client = source;
@@ -260,38 +261,44 @@ impl Proxy {
                     .await;
             }
             // Boxed: a plain connection's task does not carry the room for TLS state.
-            Some(tls) => {
-                if let Some(route) = self.passed_through(&stream, local).await {
-                    let (route, name) = route;
+            Some(tls) => match Box::pin(self.passed_through(&stream, local)).await {
+                Ok(Some((route, name))) => {
                     let relayed = self.streams.relay(stream, client, local, route, Some(name));
                     Box::pin(relayed).await;
-                    return;
                 }
-                let accepted = Box::pin(self.accept_tls(stream, client, local, tls));
-                accepted.await;
-            }
+                Ok(None) => {
+                    let accepted = Box::pin(self.accept_tls(stream, client, local, tls));
+                    accepted.await;
+                }
+                Err(error) => {
+                    self.observer.metrics.tls_handshake_failures.inc();
+                    tracing::debug!(%client, %error, "no ClientHello");
+                }
+            },
         }
     }
 
     /// The passthrough route of an HTTPS connection's server name, when the table has one for
-    /// it (Ingress HTTPS listeners only). The ClientHello stays unread either way.
+    /// it (Ingress HTTPS listeners only); the ClientHello stays unread either way. Bytes that
+    /// are not a ClientHello are left to rustls to refuse; a hello that does not arrive in
+    /// time is an error.
     async fn passed_through(
         &self,
         stream: &tokio::net::TcpStream,
         local: SocketAddr,
-    ) -> Option<(Arc<StreamRoute>, String)> {
+    ) -> Result<Option<(Arc<StreamRoute>, String)>, PeekError> {
         let snapshot = self.table.current();
         let names = &snapshot.stream.passthrough;
         if names.is_empty() || snapshot.gateway_listeners.contains_key(&local) {
-            return None;
+            return Ok(None);
         }
         let timeout = self.config.client_limits.handshake_timeout;
-        // A hello that cannot be read is left to rustls, which refuses it.
-        let name = client_hello::server_name(stream, timeout)
-            .await
-            .ok()
-            .flatten()?;
-        names.route(&name).map(|route| (route.clone(), name))
+        let name = match client_hello::server_name(stream, timeout).await {
+            Ok(Some(name)) => name,
+            Ok(None) | Err(PeekError::Invalid(_)) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        Ok(names.route(&name).map(|route| (route.clone(), name)))
     }
 
     async fn accept_tls(

@@ -75,8 +75,9 @@ pub async fn serve(proxy: Arc<StreamProxy>, socket: Arc<UdpSocket>, address: Soc
         };
         session.received.fetch_add(length as u64, Ordering::Relaxed);
         session.moved();
-        // A full send buffer drops the datagram, as the network may.
-        let _ = session.upstream.try_send(&datagram[..length]);
+        // Waits only while the socket's send buffer is full (a new socket is not known to
+        // be writable until the runtime has polled it, so no `try_send`).
+        let _ = session.upstream.send(&datagram[..length]).await;
     }
 }
 
@@ -201,6 +202,8 @@ async fn replies(session: &Session, socket: &UdpSocket, idle: Duration) -> Sessi
         let deadline = session.started + Duration::from_millis(last) + idle;
         match tokio::time::timeout_at(deadline, session.upstream.readable()).await {
             Ok(Ok(())) => {
+                // Replies go out without waiting while the buffer is held.
+                let _ = socket.writable().await;
                 if relay_replies(session, socket).is_err() {
                     // The backend's port is closed (an ICMP error on the connected socket).
                     return SessionEnd::Reset;
