@@ -118,6 +118,13 @@ async fn a_tcp_port_relays_both_ways_and_a_half_close_delivers_the_last_bytes() 
     assert!(answer[4..] == upload[..], "the whole upload came back");
     assert_eq!(backend.seen.recv().await.unwrap().len(), upload.len());
 
+    let streams = &gateway.routes()["streams"];
+    assert_eq!(streams[0]["protocol"], "tcp", "{streams}");
+    assert_eq!(streams[0]["listener"], loopback(port).to_string());
+    assert_eq!(
+        streams[0]["backends"][0]["endpoints"][0],
+        backend.addr.to_string()
+    );
     let (_, metrics) = gateway.admin_get("/metrics").unwrap();
     let closed = [("protocol", "tcp"), ("end", "closed")];
     assert_eq!(
@@ -422,6 +429,9 @@ async fn tls_passed_through_reaches_the_backend_which_presents_its_own_certifica
     );
     let gateway = Gateway::start(dir.path(), &["--enable-ssl-passthrough"]);
 
+    let streams = &gateway.routes()["streams"];
+    assert_eq!(streams[0]["protocol"], "tls", "{streams}");
+    assert_eq!(streams[0]["server_name"], "db.test");
     // db.test: the backend's own certificate, and HTTP/2 negotiated with the backend itself.
     let stream = connect(
         ca.client_config(&["h2", "http/1.1"]),

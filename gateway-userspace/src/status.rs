@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use crate::snapshot::listener::ObjectReport;
+use crate::snapshot::stream::StreamRoute;
 use crate::snapshot::{IngressReport, PathType, Route, Snapshot};
 use crate::warning::Warning;
 
@@ -20,6 +21,9 @@ pub struct RoutesReport<'a> {
     pub routes: Vec<RouteView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_backend: Option<BackendView>,
+    /// Layer 4 routes: TCP and UDP ports, TLS passed through.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<StreamView>,
     /// The Gateway API objects this gateway is responsible for, with their conditions.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub gateway_api: &'a [ObjectReport],
@@ -54,6 +58,26 @@ pub struct RouteView {
     /// The URL of the route, and a curl line that reaches it through the gateway's address.
     pub url: String,
     pub curl: String,
+}
+
+/// One layer 4 route.
+#[derive(Debug, Serialize)]
+pub struct StreamView {
+    /// `tcp`, `udp`, or `tls` (passed through by server name).
+    pub protocol: &'static str,
+    /// Where it is served: a listener address, or for `tls` the HTTPS listener.
+    pub listener: SocketAddr,
+    /// The TLS server name (`tls` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// What asked for it (`configmap ns/name port 9000`, `ingress ns/name`).
+    pub route: String,
+    pub backends: Vec<BackendView>,
+    pub accept_proxy_protocol: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_proxy_protocol: Option<crate::snapshot::stream::ProxyProtocol>,
+    /// A command that reaches it.
+    pub try_with: String,
 }
 
 /// A backend and its ready endpoints.
@@ -130,6 +154,7 @@ pub fn report(snapshot: &Snapshot, generation: u64, listeners: Listeners) -> Rou
         }
     }
     RoutesReport {
+        streams: streams(snapshot, listeners.https),
         generation,
         ingresses: snapshot
             .ingresses
@@ -148,6 +173,44 @@ pub fn report(snapshot: &Snapshot, generation: u64, listeners: Listeners) -> Rou
         gateway_api: &snapshot.gateway_api,
         warnings: &snapshot.warnings,
     }
+}
+
+/// The layer 4 routes of `snapshot`, TLS passthrough shown on `https`.
+fn streams(snapshot: &Snapshot, https: SocketAddr) -> Vec<StreamView> {
+    let view = |protocol, listener: SocketAddr, name: Option<&str>, route: &StreamRoute| {
+        let try_with = match (protocol, name) {
+            ("udp", _) => format!("nc -u {} {}", listener.ip(), listener.port()),
+            (_, Some(name)) => format!("openssl s_client -connect {listener} -servername {name}"),
+            _ => format!("nc {} {}", listener.ip(), listener.port()),
+        };
+        StreamView {
+            protocol,
+            listener,
+            server_name: name.map(str::to_string),
+            route: route.owner.clone(),
+            backends: (route.backends.choices.iter())
+                .filter_map(|choice| choice.backend.as_deref().map(BackendView::of))
+                .collect(),
+            accept_proxy_protocol: route.accept_proxy_protocol,
+            send_proxy_protocol: route.send_proxy_protocol,
+            try_with,
+        }
+    };
+    let tables = &snapshot.stream;
+    let mut ports: Vec<StreamView> = (tables.tcp.iter().map(|(addr, route)| ("tcp", addr, route)))
+        .chain(tables.udp.iter().map(|(addr, route)| ("udp", addr, route)))
+        .map(|(protocol, addr, route)| view(protocol, *addr, None, route))
+        .collect();
+    ports.sort_by_key(|v| (v.listener, v.protocol));
+    let names = &tables.passthrough;
+    let mut passed: Vec<StreamView> = (names.exact.iter())
+        .map(|(name, route)| (name.clone(), route))
+        .chain((names.wildcard.iter()).map(|(suffix, route)| (format!("*.{suffix}"), route)))
+        .map(|(name, route)| view("tls", https, Some(&name), route))
+        .collect();
+    passed.sort_by(|a, b| a.server_name.cmp(&b.server_name));
+    ports.extend(passed);
+    ports
 }
 
 /// A Gateway API path match type by its own name.
@@ -200,6 +263,27 @@ impl RoutesReport<'_> {
         line(&header);
         for row in &rows {
             line(&row.each_ref().map(String::as_str));
+        }
+        if !self.streams.is_empty() {
+            let _ = writeln!(out, "\nLAYER 4");
+            for stream in &self.streams {
+                let backends: Vec<String> = (stream.backends.iter())
+                    .map(|b| {
+                        let ready = b.endpoints.len();
+                        format!("{}/{}:{} ({ready} ready)", b.namespace, b.service, b.port)
+                    })
+                    .collect();
+                let name = (stream.server_name.as_ref()).map_or(String::new(), |n| format!(" {n}"));
+                let _ = writeln!(
+                    out,
+                    "  {} {}{name} -> {}  ({})  try: {}",
+                    stream.protocol,
+                    stream.listener,
+                    backends.join(", "),
+                    stream.route,
+                    stream.try_with
+                );
+            }
         }
         if let Some(backend) = &self.default_backend {
             let _ = writeln!(
