@@ -9,28 +9,12 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use gateway_e2e::backend::Backend;
 use gateway_e2e::client::HttpClient;
-use gateway_e2e::gateway::Gateway;
+use gateway_e2e::gateway::{Gateway, condition, object};
 use gateway_e2e::manifests::{
     ManifestsDir, free_port, gateway, gateway_class, http_gateway, ingress, loopback, service,
 };
 use hyper::{Request, StatusCode};
 use serde_json::Value;
-
-/// The `kind`/`namespace`/`name` object of the /routes report's gateway_api list.
-fn object<'a>(routes: &'a Value, kind: &str, name: &str) -> &'a Value {
-    routes["gateway_api"]
-        .as_array()
-        .and_then(|list| list.iter().find(|o| o["kind"] == kind && o["name"] == name))
-        .unwrap_or_else(|| panic!("no {kind} {name} in {routes:#}"))
-}
-
-/// The condition `type_` of a condition list.
-fn condition<'a>(conditions: &'a Value, type_: &str) -> &'a Value {
-    conditions
-        .as_array()
-        .and_then(|list| list.iter().find(|c| c["type"] == type_))
-        .unwrap_or_else(|| panic!("no {type_} condition in {conditions:#}"))
-}
 
 async fn send(
     client: &HttpClient,
@@ -328,7 +312,7 @@ async fn listeners_and_routes_that_cannot_be_served_say_why() {
                 &[
                     format!("{{name: a, port: {port}, protocol: HTTP, hostname: a.example.com}}"),
                     format!("{{name: b, port: {port}, protocol: HTTP, hostname: a.example.com}}"),
-                    format!("{{name: tcp, port: {other_port}, protocol: TCP}}"),
+                    format!("{{name: sctp, port: {other_port}, protocol: SCTP}}"),
                     format!(
                         "{{name: kinds, port: {port}, protocol: HTTP, hostname: k.example.com, \
                          allowedRoutes: {{kinds: [{{kind: HTTPRoute}}, {{kind: FooRoute}}]}}}}"
@@ -361,7 +345,7 @@ async fn listeners_and_routes_that_cannot_be_served_say_why() {
         "HostnameConflict"
     );
     assert_eq!(
-        condition(&listener("tcp")["conditions"], "Accepted")["reason"],
+        condition(&listener("sctp")["conditions"], "Accepted")["reason"],
         "UnsupportedProtocol"
     );
     // A kind that is not served: InvalidRouteKinds, the served one still listed.

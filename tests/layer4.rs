@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gateway_e2e::backend::{Backend, Behaviour};
-use gateway_e2e::gateway::{Gateway, log_lines, sample};
-use gateway_e2e::manifests::{ManifestsDir, annotated_ingress, free_port, loopback, service};
+use gateway_e2e::gateway::{Gateway, condition, log_lines, object, sample};
+use gateway_e2e::manifests::{
+    ManifestsDir, annotated_ingress, free_port, gateway, gateway_class, loopback, service,
+};
 use gateway_e2e::pki::{Ca, TlsHttp, connect, presented};
 use gateway_e2e::raw::closed_within;
 use serde_json::Value;
@@ -558,4 +560,155 @@ async fn bad_config_map_entries_are_warned_about_and_the_others_served() {
     let refused = TcpStream::connect(loopback(taken_by_nothing)).await;
     assert!(refused.is_err(), "a malformed entry's port is not served");
     drop(gateway);
+}
+
+/// A TLS backend named `name` with a certificate for `names` from `ca`, and that certificate.
+async fn tls_backend(ca: &Ca, name: &str, names: &[&str]) -> (Backend, gateway_e2e::pki::Leaf) {
+    let leaf = ca.leaf(names);
+    let backend = Backend::start_behaving(
+        name,
+        Behaviour {
+            tls: Some((leaf.cert_pem.clone(), leaf.key_pem.clone())),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    (backend, leaf)
+}
+
+/// A TLSRoute, TCPRoute or UDPRoute `name` in `default` on listener `section` of Gateway
+/// `edge`, to port 80 of `service`; a TCPRoute asks for the PROXY protocol (v2).
+fn stream_route(kind: &str, name: &str, section: &str, hostnames: &str, service: &str) -> String {
+    let annotations = match kind {
+        "TCPRoute" => ", annotations: {xdp-gateway.io/proxy-protocol: v2}",
+        _ => "",
+    };
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: {kind}\n\
+         metadata: {{name: {name}, namespace: default{annotations}}}\n\
+         spec:\n  parentRefs: [{{name: edge, sectionName: {section}}}]\n  hostnames: {hostnames}\n  \
+         rules:\n  - backendRefs: [{{name: {service}, port: 80}}]\n---\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_tls_tcp_and_udp_listeners_carry_their_routes() {
+    let ca = Ca::new();
+    let (db, db_leaf) = tls_backend(&ca, "db", &["db.test"]).await;
+    let (wild, wild_leaf) = tls_backend(&ca, "wild", &["a.b.wild.test"]).await;
+    let mut raw = TcpBackend::start().await;
+    let (dns, _, dns_task) = udp_backend().await;
+    let (tls_port, port, terminate_port) = (free_port(), free_port(), free_port());
+    let dir = ManifestsDir::new();
+    let listeners = [
+        format!("{{name: tls, port: {tls_port}, protocol: TLS, tls: {{mode: Passthrough}}}}"),
+        format!("{{name: tcp, port: {port}, protocol: TCP}}"),
+        format!("{{name: udp, port: {port}, protocol: UDP}}"),
+        format!(
+            "{{name: terminate, port: {terminate_port}, protocol: TLS, tls: {{mode: Terminate}}}}"
+        ),
+    ];
+    dir.write(
+        "edge.yaml",
+        &[
+            gateway_class().to_string(),
+            gateway("default", "edge", &listeners),
+            service("db", &[db.addr]),
+            service("wild", &[wild.addr]),
+            service("raw", &[raw.addr]),
+            service("dns", &[dns]),
+            stream_route("TLSRoute", "db", "tls", "[db.test]", "db"),
+            stream_route("TLSRoute", "wild", "tls", "[\"*.wild.test\"]", "wild"),
+            stream_route("TCPRoute", "raw", "tcp", "[]", "raw"),
+            stream_route("UDPRoute", "dns", "udp", "[]", "dns"),
+        ]
+        .concat(),
+    );
+    // Younger routes that cannot have what they ask for.
+    dir.write(
+        "late.yaml",
+        &[
+            stream_route("TCPRoute", "second", "tcp", "[]", "db"),
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {name: web, namespace: default}\n\
+             spec:\n  parentRefs: [{name: edge, sectionName: tcp}]\n  rules:\n  - backendRefs: [{name: db, port: 80}]\n---\n"
+                .to_string(),
+        ]
+        .concat(),
+    );
+    let gateway = Gateway::start(dir.path(), &["--access-log", "off"]);
+
+    // TLS by server name: exact, and a wildcard over two labels; others are closed.
+    let client = ca.client_config(&["http/1.1"]);
+    let stream = connect(client.clone(), loopback(tls_port), "db.test")
+        .await
+        .unwrap();
+    assert_eq!(presented(&stream), Some(db_leaf.der.clone()));
+    let stream = connect(client.clone(), loopback(tls_port), "a.b.wild.test")
+        .await
+        .unwrap();
+    assert_eq!(presented(&stream), Some(wild_leaf.der.clone()));
+    assert!(
+        connect(client, loopback(tls_port), "other.test")
+            .await
+            .is_err()
+    );
+
+    // TCP, with the PROXY protocol header (v2) the route's annotation asks for.
+    let answer = exchange(loopback(port), b"raw bytes").await;
+    assert!(
+        answer.starts_with(b"got:\r\n\r\n\0\r\nQUIT\n\x21\x11"),
+        "{answer:?}"
+    );
+    assert!(answer.ends_with(b"raw bytes"));
+    assert_eq!(raw.seen.recv().await.unwrap().len(), 28 + 9);
+
+    // UDP on the same port number.
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.send_to(b"query", loopback(port)).await.unwrap();
+    let mut reply = [0u8; 64];
+    let (length, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut reply))
+        .await
+        .expect("a UDP reply")
+        .unwrap();
+    assert_eq!(&reply[..length], b"echo:query");
+    dns_task.abort();
+
+    let routes = gateway.routes();
+    let edge = object(&routes, "Gateway", "edge");
+    let listener = |name: &str| {
+        let list = edge["listeners"].as_array().unwrap();
+        list.iter().find(|l| l["name"] == name).unwrap().clone()
+    };
+    assert_eq!(
+        listener("tls")["supported_kinds"],
+        serde_json::json!(["TLSRoute"])
+    );
+    assert_eq!(listener("tls")["attached_routes"], 2);
+    assert_eq!(
+        listener("udp")["supported_kinds"],
+        serde_json::json!(["UDPRoute"])
+    );
+    let terminate = listener("terminate");
+    assert_eq!(
+        condition(&terminate["conditions"], "Accepted")["reason"],
+        "UnsupportedValue"
+    );
+    let accepted = |kind: &str, name: &str| {
+        let parents = &object(&routes, kind, name)["parents"];
+        condition(&parents[0]["conditions"], "Accepted").clone()
+    };
+    for (kind, name) in [
+        ("TLSRoute", "db"),
+        ("TLSRoute", "wild"),
+        ("TCPRoute", "raw"),
+        ("UDPRoute", "dns"),
+    ] {
+        assert_eq!(accepted(kind, name)["status"], true, "{kind} {name}");
+    }
+    assert_eq!(accepted("TCPRoute", "second")["reason"], "Conflicted");
+    assert_eq!(
+        accepted("HTTPRoute", "web")["reason"],
+        "NotAllowedByListeners"
+    );
 }

@@ -15,11 +15,11 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 
-use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, RouteStatus};
+use crate::gateway_api::{GROUP, RouteStatus};
 use crate::gateway_status::wanted;
 use crate::snapshot::listener::ObjectReport;
 use crate::snapshot::{IngressReport, Snapshot};
@@ -40,31 +40,61 @@ fn routes_no_longer_ours(
         .iter()
         .map(|r| (r.kind, r.namespace.as_deref(), r.name.as_str()))
         .collect();
-    let ours = |status: Option<&RouteStatus>| {
-        status.is_some_and(|s| s.parents.iter().any(|p| p.controller_name == controller))
+    let ours = |status: &Option<RouteStatus>| {
+        status
+            .as_ref()
+            .is_some_and(|s| s.parents.iter().any(|p| p.controller_name == controller))
     };
-    let http = store
-        .http_routes
-        .iter()
-        .filter(|r| ours(r.object.status.as_ref()))
-        .map(|r| ("HTTPRoute", &r.object.metadata));
-    let grpc = store
-        .grpc_routes
-        .iter()
-        .filter(|r| ours(r.object.status.as_ref()))
-        .map(|r| ("GRPCRoute", &r.object.metadata));
-    http.chain(grpc)
-        .filter(|(kind, meta)| {
-            let name = meta.name.as_deref().unwrap_or_default();
-            !reported.contains(&(*kind, Some(namespace_of(meta)), name))
-        })
-        .map(|(kind, meta)| ObjectReport {
-            kind,
-            namespace: Some(namespace_of(meta).to_string()),
-            name: meta.name.clone().unwrap_or_default(),
-            ..ObjectReport::default()
-        })
-        .collect()
+    fn kind<'a, T: kube::Resource<DynamicType = ()>>(
+        name: &'static str,
+        routes: &'a [crate::store::Sourced<T>],
+        status: impl Fn(&T) -> &Option<RouteStatus> + 'a,
+        ours: impl Fn(&Option<RouteStatus>) -> bool + 'a,
+    ) -> impl Iterator<Item = (&'static str, &'a ObjectMeta)> + 'a {
+        (routes.iter())
+            .filter(move |r| ours(status(&r.object)))
+            .map(move |r| (name, r.object.meta()))
+    }
+    let all = kind("HTTPRoute", &store.http_routes, |r| &r.status, ours)
+        .chain(kind("GRPCRoute", &store.grpc_routes, |r| &r.status, ours))
+        .chain(kind("TLSRoute", &store.tls_routes, |r| &r.status, ours))
+        .chain(kind("TCPRoute", &store.tcp_routes, |r| &r.status, ours))
+        .chain(kind("UDPRoute", &store.udp_routes, |r| &r.status, ours));
+    all.filter(|(kind, meta)| {
+        let name = meta.name.as_deref().unwrap_or_default();
+        !reported.contains(&(*kind, Some(namespace_of(meta)), name))
+    })
+    .map(|(kind, meta)| ObjectReport {
+        kind,
+        namespace: Some(namespace_of(meta).to_string()),
+        name: meta.name.clone().unwrap_or_default(),
+        ..ObjectReport::default()
+    })
+    .collect()
+}
+
+/// The object a Gateway API report is about, as JSON, with its metadata.
+fn gateway_object<'a>(
+    store: &'a Store,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<(serde_json::Result<serde_json::Value>, &'a ObjectMeta)> {
+    fn of<T: serde::Serialize + kube::Resource<DynamicType = ()>>(
+        found: Option<&crate::store::Sourced<T>>,
+    ) -> Option<(serde_json::Result<serde_json::Value>, &ObjectMeta)> {
+        found.map(|o| (serde_json::to_value(&o.object), o.object.meta()))
+    }
+    match kind {
+        "GatewayClass" => of(find(&store.gateway_classes, namespace, name)),
+        "Gateway" => of(find(&store.gateways, namespace, name)),
+        "HTTPRoute" => of(find(&store.http_routes, namespace, name)),
+        "GRPCRoute" => of(find(&store.grpc_routes, namespace, name)),
+        "TLSRoute" => of(find(&store.tls_routes, namespace, name)),
+        "TCPRoute" => of(find(&store.tcp_routes, namespace, name)),
+        "UDPRoute" => of(find(&store.udp_routes, namespace, name)),
+        _ => None,
+    }
 }
 
 /// How long a Lease stays held without renewal.
@@ -321,16 +351,7 @@ impl ClusterWriter {
         let cleared = routes_no_longer_ours(store, snapshot, &self.gateway.controller);
         for report in snapshot.gateway_api.iter().chain(&cleared) {
             let namespace = report.namespace.as_deref().unwrap_or("default");
-            let found = match report.kind {
-                "GatewayClass" => find(&store.gateway_classes, namespace, &report.name)
-                    .map(|o| (serde_json::to_value(&o.object), &o.object.metadata)),
-                "Gateway" => find(&store.gateways, namespace, &report.name)
-                    .map(|o| (serde_json::to_value(&o.object), &o.object.metadata)),
-                "GRPCRoute" => find(&store.grpc_routes, namespace, &report.name)
-                    .map(|o| (serde_json::to_value(&o.object), &o.object.metadata)),
-                _ => find(&store.http_routes, namespace, &report.name)
-                    .map(|o| (serde_json::to_value(&o.object), &o.object.metadata)),
-            };
+            let found = gateway_object(store, report.kind, namespace, &report.name);
             let Some((Ok(object), meta)) = found else {
                 continue;
             };
@@ -351,24 +372,15 @@ impl ClusterWriter {
             }
             let patch = Patch::Merge(serde_json::json!({ "status": status }));
             let params = PatchParams::default();
-            let result = match report.kind {
-                "GatewayClass" => Api::<GatewayClass>::all(self.client.clone())
-                    .patch_status(&report.name, &params, &patch)
-                    .await
-                    .map(drop),
-                "Gateway" => Api::<Gateway>::namespaced(self.client.clone(), namespace)
-                    .patch_status(&report.name, &params, &patch)
-                    .await
-                    .map(drop),
-                "GRPCRoute" => Api::<GRPCRoute>::namespaced(self.client.clone(), namespace)
-                    .patch_status(&report.name, &params, &patch)
-                    .await
-                    .map(drop),
-                _ => Api::<HTTPRoute>::namespaced(self.client.clone(), namespace)
-                    .patch_status(&report.name, &params, &patch)
-                    .await
-                    .map(drop),
+            let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, "v1", report.kind));
+            let api: Api<DynamicObject> = match report.kind {
+                "GatewayClass" => Api::all_with(self.client.clone(), &resource),
+                _ => Api::namespaced_with(self.client.clone(), namespace, &resource),
             };
+            let result = api
+                .patch_status(&report.name, &params, &patch)
+                .await
+                .map(drop);
             match result {
                 Ok(()) => {
                     tracing::info!(kind = report.kind, %namespace, name = %report.name, "status updated");

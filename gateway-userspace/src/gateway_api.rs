@@ -474,3 +474,68 @@ pub struct GRPCMethodMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
 }
+
+/// What TLSRoute, TCPRoute and UDPRoute have: parents, hostnames (TLSRoute only, matched
+/// against the ClientHello's server name) and rules of weighted backends, nothing to match on.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRouteSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<StreamRouteRule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRouteRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A weighted backend, as an HTTPRoute's without filters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<HTTPBackendRef>,
+}
+
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "TLSRoute",
+    namespaced,
+    status = "RouteStatus",
+    schema = "disabled"
+)]
+pub struct TLSRouteSpec {
+    #[serde(flatten)]
+    pub route: StreamRouteSpec,
+}
+
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "TCPRoute",
+    namespaced,
+    status = "RouteStatus",
+    schema = "disabled"
+)]
+pub struct TCPRouteSpec {
+    #[serde(flatten)]
+    pub route: StreamRouteSpec,
+}
+
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "UDPRoute",
+    namespaced,
+    status = "RouteStatus",
+    schema = "disabled"
+)]
+pub struct UDPRouteSpec {
+    #[serde(flatten)]
+    pub route: StreamRouteSpec,
+}

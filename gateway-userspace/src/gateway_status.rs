@@ -52,7 +52,7 @@ pub fn wanted(report: &ObjectReport, object: &Value, controller: &str, now: &str
                 "listeners": listeners,
             })
         }
-        "HTTPRoute" | "GRPCRoute" => {
+        "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "TCPRoute" | "UDPRoute" => {
             let theirs = current["parents"]
                 .as_array()
                 .into_iter()

@@ -182,7 +182,9 @@ impl Steering {
             kind => {
                 let listener = self.sockets.listen(&name, spec.addr)?;
                 match kind {
-                    ListenerKind::Tcp => tokio::spawn(streams.serve_tcp(listener, spec.addr)),
+                    ListenerKind::Tcp | ListenerKind::Tls => {
+                        tokio::spawn(streams.serve_tcp(listener, spec.addr))
+                    }
                     ListenerKind::Https => {
                         let tls = Some(self.acceptor.clone());
                         tokio::spawn(self.proxy.clone().serve(listener, tls))

@@ -10,7 +10,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway_api::{
+    GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, TLSRoute, UDPRoute,
+};
 
 /// An object together with where it came from, so that a warning can point at the file.
 #[derive(Clone, Debug)]
@@ -42,6 +44,9 @@ pub struct Store {
     pub gateways: Vec<Sourced<Gateway>>,
     pub http_routes: Vec<Sourced<HTTPRoute>>,
     pub grpc_routes: Vec<Sourced<GRPCRoute>>,
+    pub tls_routes: Vec<Sourced<TLSRoute>>,
+    pub tcp_routes: Vec<Sourced<TCPRoute>>,
+    pub udp_routes: Vec<Sourced<UDPRoute>>,
     pub reference_grants: Vec<Sourced<ReferenceGrant>>,
     /// Read for their labels (Gateway listeners' `allowedRoutes` namespace selectors).
     pub namespaces: Vec<Sourced<Namespace>>,
@@ -61,6 +66,9 @@ pub enum Object {
     Gateway(Box<Gateway>),
     HTTPRoute(Box<HTTPRoute>),
     GRPCRoute(Box<GRPCRoute>),
+    TLSRoute(Box<TLSRoute>),
+    TCPRoute(Box<TCPRoute>),
+    UDPRoute(Box<UDPRoute>),
     ReferenceGrant(Box<ReferenceGrant>),
     Namespace(Box<Namespace>),
     ConfigMap(Box<ConfigMap>),
@@ -79,6 +87,9 @@ impl Object {
             Object::Gateway(o) => &o.metadata,
             Object::HTTPRoute(o) => &o.metadata,
             Object::GRPCRoute(o) => &o.metadata,
+            Object::TLSRoute(o) => &o.metadata,
+            Object::TCPRoute(o) => &o.metadata,
+            Object::UDPRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
@@ -98,6 +109,9 @@ impl Object {
             Object::Gateway(_) => ("gateway", true),
             Object::HTTPRoute(_) => ("httproute", true),
             Object::GRPCRoute(_) => ("grpcroute", true),
+            Object::TLSRoute(_) => ("tlsroute", true),
+            Object::TCPRoute(_) => ("tcproute", true),
+            Object::UDPRoute(_) => ("udproute", true),
             Object::ReferenceGrant(_) => ("referencegrant", true),
             Object::Namespace(_) => ("namespace", false),
             Object::ConfigMap(_) => ("configmap", true),
@@ -182,6 +196,9 @@ impl Store {
             Object::Gateway(o) => self.gateways.push(Sourced { source, object: *o }),
             Object::HTTPRoute(o) => self.http_routes.push(Sourced { source, object: *o }),
             Object::GRPCRoute(o) => self.grpc_routes.push(Sourced { source, object: *o }),
+            Object::TLSRoute(o) => self.tls_routes.push(Sourced { source, object: *o }),
+            Object::TCPRoute(o) => self.tcp_routes.push(Sourced { source, object: *o }),
+            Object::UDPRoute(o) => self.udp_routes.push(Sourced { source, object: *o }),
             Object::ReferenceGrant(o) => self.reference_grants.push(Sourced { source, object: *o }),
             Object::Namespace(o) => self.namespaces.push(Sourced { source, object: *o }),
             Object::ConfigMap(o) => self.config_maps.push(Sourced { source, object: *o }),

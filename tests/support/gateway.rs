@@ -55,6 +55,22 @@ pub fn log_lines(path: &std::path::Path, count: usize) -> Vec<String> {
     }
 }
 
+/// The `kind`/`namespace`/`name` object of the /routes report's gateway_api list.
+pub fn object<'a>(routes: &'a serde_json::Value, kind: &str, name: &str) -> &'a serde_json::Value {
+    routes["gateway_api"]
+        .as_array()
+        .and_then(|list| list.iter().find(|o| o["kind"] == kind && o["name"] == name))
+        .unwrap_or_else(|| panic!("no {kind} {name} in {routes:#}"))
+}
+
+/// The condition `type_` of a condition list.
+pub fn condition<'a>(conditions: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {
+    conditions
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {conditions:#}"))
+}
+
 /// A running gateway.
 pub struct Gateway {
     child: Child,

@@ -77,7 +77,7 @@ pub fn wanted(
                 ListenerKind::Http => sockets::HTTP,
                 ListenerKind::Https => sockets::HTTPS,
                 // Bound directly for now (see `Steering::sync`).
-                ListenerKind::Tcp | ListenerKind::Udp => return None,
+                ListenerKind::Tcp | ListenerKind::Udp | ListenerKind::Tls => return None,
             };
             let wanted = WantedListener {
                 socket,

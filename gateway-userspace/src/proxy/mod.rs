@@ -263,7 +263,9 @@ impl Proxy {
             // Boxed: a plain connection's task does not carry the room for TLS state.
             Some(tls) => match Box::pin(self.passed_through(&stream, local)).await {
                 Ok(Some((route, name))) => {
-                    let relayed = self.streams.relay(stream, client, local, route, Some(name));
+                    let relayed = self
+                        .streams
+                        .relay(stream, (client, local), route, Some(name));
                     Box::pin(relayed).await;
                 }
                 Ok(None) => {
@@ -298,7 +300,7 @@ impl Proxy {
             Ok(None) | Err(PeekError::Invalid(_)) => return Ok(None),
             Err(error) => return Err(error),
         };
-        Ok(names.route(&name).map(|route| (route.clone(), name)))
+        Ok(names.route(Some(&name)).map(|route| (route.clone(), name)))
     }
 
     async fn accept_tls(

@@ -73,6 +73,8 @@ pub enum ListenerKind {
     Tcp,
     /// UDP relayed by client flow (`udp-services`).
     Udp,
+    /// TLS passed through by server name, never terminated (a Gateway's TLS listener).
+    Tls,
 }
 
 impl ListenerKind {
@@ -82,6 +84,7 @@ impl ListenerKind {
             Self::Https => "https",
             Self::Tcp => "tcp",
             Self::Udp => "udp",
+            Self::Tls => "tls",
         }
     }
 }
@@ -95,7 +98,8 @@ impl std::fmt::Display for ListenerKind {
 impl std::str::FromStr for ListenerSpec {
     type Err = String;
 
-    /// `ADDR:PORT=KIND` with KIND one of http, https, tcp, udp (`[v6]:PORT=...` for IPv6).
+    /// `ADDR:PORT=KIND` with KIND one of http, https, tcp, udp, tls (`[v6]:PORT=...` for
+    /// IPv6).
     fn from_str(text: &str) -> Result<Self, String> {
         let (addr, kind) = text
             .rsplit_once('=')
@@ -108,7 +112,8 @@ impl std::str::FromStr for ListenerSpec {
             "https" => ListenerKind::Https,
             "tcp" => ListenerKind::Tcp,
             "udp" => ListenerKind::Udp,
-            other => return Err(format!("{other:?}: must be http, https, tcp or udp")),
+            "tls" => ListenerKind::Tls,
+            other => return Err(format!("{other:?}: must be http, https, tcp, udp or tls")),
         };
         Ok(Self { addr, kind })
     }

@@ -17,6 +17,8 @@ pub struct StreamTables {
     pub udp: HashMap<SocketAddr, Arc<StreamRoute>>,
     /// TLS passed through on the HTTPS listeners of Ingresses (`ssl-passthrough`).
     pub passthrough: ServerNames,
+    /// TLS passed through on Gateway TLS listeners (TLSRoute), by listener address.
+    pub tls: HashMap<SocketAddr, Arc<ServerNames>>,
 }
 
 /// Where one port's (or one server name's) connections go.
@@ -40,25 +42,47 @@ pub enum ProxyProtocol {
     V2,
 }
 
-/// Routes by TLS server name: exact names, then `*.` wildcards covering one more label.
-#[derive(Debug, Default)]
+/// Routes by TLS server name: exact names, then `*.` wildcards (the most specific first),
+/// then a route for any name.
+#[derive(Clone, Debug, Default)]
 pub struct ServerNames {
     pub exact: HashMap<String, Arc<StreamRoute>>,
     /// By the suffix after `*.`.
     pub wildcard: HashMap<String, Arc<StreamRoute>>,
+    /// For a name nothing else matches (or a hello without one).
+    pub any: Option<Arc<StreamRoute>>,
+    /// A wildcard covers any number of labels (the Gateway API's), not just one (Ingress's).
+    pub any_depth: bool,
 }
 
 impl ServerNames {
-    /// The route for `name` (lower-case, as the ClientHello reader gives it).
-    pub fn route(&self, name: &str) -> Option<&Arc<StreamRoute>> {
-        self.exact.get(name).or_else(|| {
-            let (label, suffix) = name.split_once('.')?;
-            (!label.is_empty()).then(|| self.wildcard.get(suffix))?
-        })
+    /// The route for `name` (lower-case, as the ClientHello reader gives it; `None` for a
+    /// hello without one).
+    pub fn route(&self, name: Option<&str>) -> Option<&Arc<StreamRoute>> {
+        let Some(name) = name else {
+            return self.any.as_ref();
+        };
+        if let Some(route) = self.exact.get(name) {
+            return Some(route);
+        }
+        let mut rest = name;
+        while let Some((label, suffix)) = rest.split_once('.') {
+            if label.is_empty() {
+                break;
+            }
+            if let Some(route) = self.wildcard.get(suffix) {
+                return Some(route);
+            }
+            if !self.any_depth {
+                break;
+            }
+            rest = suffix;
+        }
+        self.any.as_ref()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty()
+        self.exact.is_empty() && self.wildcard.is_empty() && self.any.is_none()
     }
 }
 
@@ -67,7 +91,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exact_names_then_one_label_wildcards() {
+    fn exact_names_then_wildcards_then_any() {
         let route = |owner: &str| {
             Arc::new(StreamRoute {
                 owner: owner.into(),
@@ -82,11 +106,22 @@ mod tests {
         let mut names = ServerNames::default();
         names.exact.insert("db.example.com".into(), route("exact"));
         names.wildcard.insert("example.com".into(), route("wild"));
-        let owner = |name: &str| names.route(name).map(|r| r.owner.as_str());
-        assert_eq!(owner("db.example.com"), Some("exact"));
-        assert_eq!(owner("mq.example.com"), Some("wild"));
-        assert_eq!(owner("a.mq.example.com"), None);
-        assert_eq!(owner("example.com"), None);
-        assert_eq!(owner(".example.com"), None);
+        let owner = |names: &ServerNames, name| names.route(Some(name)).map(|r| r.owner.clone());
+        assert_eq!(owner(&names, "db.example.com").as_deref(), Some("exact"));
+        assert_eq!(owner(&names, "mq.example.com").as_deref(), Some("wild"));
+        assert_eq!(owner(&names, "a.mq.example.com"), None);
+        assert_eq!(owner(&names, "example.com"), None);
+        assert_eq!(owner(&names, ".example.com"), None);
+        assert!(names.route(None).is_none());
+        // The Gateway API's wildcards cover any depth; the most specific suffix wins.
+        names.any_depth = true;
+        names
+            .wildcard
+            .insert("mq.example.com".into(), route("deeper"));
+        assert_eq!(owner(&names, "a.mq.example.com").as_deref(), Some("deeper"));
+        assert_eq!(owner(&names, "b.a.db.example.com").as_deref(), Some("wild"));
+        names.any = Some(route("any"));
+        assert_eq!(owner(&names, "other.org").as_deref(), Some("any"));
+        assert_eq!(names.route(None).map(|r| r.owner.as_str()), Some("any"));
     }
 }

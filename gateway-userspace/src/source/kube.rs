@@ -1,6 +1,6 @@
 //! The Kubernetes API as a source: reflectors (list, then watch, re-listed with backoff after
 //! errors, disconnects or 410 Gone) for Ingress, IngressClass, Service, EndpointSlice and TLS
-//! Secrets, the tcp-services and udp-services ConfigMaps by name, and for GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant and Namespace
+//! Secrets, the tcp-services and udp-services ConfigMaps by name, and for GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, UDPRoute, ReferenceGrant and Namespace
 //! (its labels, for listeners' namespace selectors) where the cluster serves the Gateway API, feeding the same `Store` as the manifests folder. Nothing is handed on
 //! before every kind has completed its first full list; after that, changes are debounced into
 //! one store.
@@ -18,7 +18,10 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::gateway_api::{GROUP, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway_api::{
+    GROUP, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, TLSRoute,
+    UDPRoute,
+};
 use crate::store::{Sourced, Store};
 
 /// Changes within this window are published together.
@@ -51,8 +54,12 @@ struct GatewayReaders {
     gateways: Reader<Gateway>,
     routes: Reader<HTTPRoute>,
     grants: Reader<ReferenceGrant>,
-    /// `None` where the cluster's Gateway API has no GRPCRoute (before v1.1).
+    /// `None` where the cluster's Gateway API has no GRPCRoute (before v1.1), and no
+    /// TLSRoute, TCPRoute or UDPRoute (standard channel before v1.5).
     grpc_routes: Option<Reader<GRPCRoute>>,
+    tls_routes: Option<Reader<TLSRoute>>,
+    tcp_routes: Option<Reader<TCPRoute>>,
+    udp_routes: Option<Reader<UDPRoute>>,
     /// For listeners' namespace selectors; `None` for a gateway of one namespace (which may
     /// not list namespaces: its selectors admit nothing).
     namespaces: Option<Reader<Namespace>>,
@@ -77,32 +84,33 @@ impl Readers {
                 .map(|o| Sourced::unsourced(K::clone(o)))
                 .collect()
         }
-        let (gateway_classes, gateways, http_routes, reference_grants, grpc_routes, namespaces) =
-            match &self.gateway_api {
-                Some(g) => (
-                    all(&g.classes),
-                    all(&g.gateways),
-                    all(&g.routes),
-                    all(&g.grants),
-                    g.grpc_routes.as_ref().map_or_else(Vec::new, all),
-                    g.namespaces.as_ref().map_or_else(Vec::new, all),
-                ),
-                None => Default::default(),
-            };
-        Store {
-            ingresses: all(&self.ingresses),
-            ingress_classes: all(&self.ingress_classes),
-            services: all(&self.services),
-            endpoint_slices: all(&self.endpoint_slices),
-            secrets: all(&self.secrets),
-            gateway_classes,
-            gateways,
-            http_routes,
-            reference_grants,
-            grpc_routes,
-            namespaces,
-            config_maps: self.config_maps.iter().flat_map(all).collect(),
+        fn some<K: Clone + kube::Resource<DynamicType = ()> + 'static>(
+            reader: &Option<Reader<K>>,
+        ) -> Vec<Sourced<K>> {
+            reader.as_ref().map_or_else(Vec::new, all)
         }
+        let mut store = match &self.gateway_api {
+            Some(g) => Store {
+                gateway_classes: all(&g.classes),
+                gateways: all(&g.gateways),
+                http_routes: all(&g.routes),
+                reference_grants: all(&g.grants),
+                grpc_routes: some(&g.grpc_routes),
+                tls_routes: some(&g.tls_routes),
+                tcp_routes: some(&g.tcp_routes),
+                udp_routes: some(&g.udp_routes),
+                namespaces: some(&g.namespaces),
+                ..Store::default()
+            },
+            None => Store::default(),
+        };
+        store.ingresses = all(&self.ingresses);
+        store.ingress_classes = all(&self.ingress_classes);
+        store.services = all(&self.services);
+        store.endpoint_slices = all(&self.endpoint_slices);
+        store.secrets = all(&self.secrets);
+        store.config_maps = self.config_maps.iter().flat_map(all).collect();
+        store
     }
 }
 
@@ -150,14 +158,24 @@ impl KubeSource {
                     reflect(api, one, changed.clone())
                 })
                 .collect(),
-            gateway_api: gateway_api.map(|grpc| {
+            gateway_api: gateway_api.map(|served| {
                 let namespace = self.namespace.as_deref();
+                let optional = |plural: &str| served.iter().any(|r| r == plural);
                 GatewayReaders {
                     classes: reflect(Api::all(client.clone()), config.clone(), changed.clone()),
                     gateways: reflect(scoped(&client, namespace), config.clone(), changed.clone()),
                     routes: reflect(scoped(&client, namespace), config.clone(), changed.clone()),
                     grants: reflect(scoped(&client, namespace), config.clone(), changed.clone()),
-                    grpc_routes: grpc.then(|| {
+                    grpc_routes: optional("grpcroutes").then(|| {
+                        reflect(scoped(&client, namespace), config.clone(), changed.clone())
+                    }),
+                    tls_routes: optional("tlsroutes").then(|| {
+                        reflect(scoped(&client, namespace), config.clone(), changed.clone())
+                    }),
+                    tcp_routes: optional("tcproutes").then(|| {
+                        reflect(scoped(&client, namespace), config.clone(), changed.clone())
+                    }),
+                    udp_routes: optional("udproutes").then(|| {
                         reflect(scoped(&client, namespace), config.clone(), changed.clone())
                     }),
                     namespaces: namespace.is_none().then(|| {
@@ -182,18 +200,11 @@ impl KubeSource {
                         g.gateways.wait_until_ready(),
                         g.routes.wait_until_ready(),
                         g.grants.wait_until_ready(),
-                        async {
-                            match &g.grpc_routes {
-                                Some(reader) => reader.wait_until_ready().await,
-                                None => Ok(()),
-                            }
-                        },
-                        async {
-                            match &g.namespaces {
-                                Some(reader) => reader.wait_until_ready().await,
-                                None => Ok(()),
-                            }
-                        },
+                        ready(&g.grpc_routes),
+                        ready(&g.tls_routes),
+                        ready(&g.tcp_routes),
+                        ready(&g.udp_routes),
+                        ready(&g.namespaces),
                     )
                     .map(drop),
                     None => Ok(()),
@@ -215,6 +226,16 @@ impl KubeSource {
     }
 }
 
+/// Until an optional reader has listed its kind (at once where there is none).
+async fn ready<K: kube::Resource<DynamicType = ()> + Clone>(
+    reader: &Option<Reader<K>>,
+) -> Result<(), reflector::store::WriterDropped> {
+    match reader {
+        Some(reader) => reader.wait_until_ready().await,
+        None => Ok(()),
+    }
+}
+
 /// The objects of kind `K` in `namespace`, or in every namespace.
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -227,9 +248,9 @@ where
 }
 
 /// Whether the cluster serves the Gateway API kinds the gateway reads (its CRDs are installed),
-/// and if so, whether GRPCRoute too. Checked once at start: CRDs installed later are read after
-/// a restart.
-async fn serves_gateway_api(client: &Client) -> Option<bool> {
+/// and if so, every resource of the group (GRPCRoute, TLSRoute, ... are optional). Checked
+/// once at start: CRDs installed later are read after a restart.
+async fn serves_gateway_api(client: &Client) -> Option<Vec<String>> {
     let group_version = format!("{GROUP}/v1");
     match client.list_api_group_resources(&group_version).await {
         Ok(list) => {
@@ -238,7 +259,7 @@ async fn serves_gateway_api(client: &Client) -> Option<bool> {
                 .filter(|plural| !list.resources.iter().any(|r| r.name == *plural))
                 .collect();
             if missing.is_empty() {
-                return Some(list.resources.iter().any(|r| r.name == "grpcroutes"));
+                return Some(list.resources.into_iter().map(|r| r.name).collect());
             }
             tracing::warn!(
                 ?missing,

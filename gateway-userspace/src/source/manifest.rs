@@ -10,6 +10,7 @@ use crate::warning::Warning;
 
 const GATEWAY_V1: &str = "gateway.networking.k8s.io/v1";
 const GATEWAY_V1BETA1: &str = "gateway.networking.k8s.io/v1beta1";
+const GATEWAY_V1ALPHA2: &str = "gateway.networking.k8s.io/v1alpha2";
 
 /// Parses every document of one file (multi-document YAML, and `kind: List`). Documents that
 /// cannot be used are left out with a warning; the others are returned.
@@ -80,14 +81,18 @@ fn parse_value(
         (GATEWAY_V1 | GATEWAY_V1BETA1, "Gateway") => typed(value).map(Object::Gateway),
         (GATEWAY_V1 | GATEWAY_V1BETA1, "HTTPRoute") => typed(value).map(Object::HTTPRoute),
         (GATEWAY_V1, "GRPCRoute") => typed(value).map(Object::GRPCRoute),
+        // v1alpha2 (the experimental channel before v1.5) has the same fields.
+        (GATEWAY_V1 | GATEWAY_V1ALPHA2, "TLSRoute") => typed(value).map(Object::TLSRoute),
+        (GATEWAY_V1 | GATEWAY_V1ALPHA2, "TCPRoute") => typed(value).map(Object::TCPRoute),
+        (GATEWAY_V1 | GATEWAY_V1ALPHA2, "UDPRoute") => typed(value).map(Object::UDPRoute),
         (GATEWAY_V1 | GATEWAY_V1BETA1, "ReferenceGrant") => {
             typed(value).map(Object::ReferenceGrant)
         }
         (
             _,
             "Ingress" | "IngressClass" | "Service" | "EndpointSlice" | "Secret" | "Namespace"
-            | "ConfigMap" | "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute"
-            | "ReferenceGrant",
+            | "ConfigMap" | "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute"
+            | "TCPRoute" | "UDPRoute" | "ReferenceGrant",
         ) => {
             warnings.push(warn(
                 "apiVersion",
@@ -149,6 +154,9 @@ fn key_of(kind: &str, value: &Value) -> ObjectKey {
         "Gateway" => "gateway",
         "HTTPRoute" => "httproute",
         "GRPCRoute" => "grpcroute",
+        "TLSRoute" => "tlsroute",
+        "TCPRoute" => "tcproute",
+        "UDPRoute" => "udproute",
         "ReferenceGrant" => "referencegrant",
         _ => "object",
     };

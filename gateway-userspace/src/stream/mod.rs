@@ -79,7 +79,9 @@ impl StreamProxy {
         }
     }
 
-    /// Relays the connections of the TCP listener `address` until the drain stops accepting.
+    /// Relays the connections of the listener `address` until the drain stops accepting: to
+    /// its TCP route, or (a TLS listener) to the route of the server name each connection's
+    /// ClientHello asks for.
     pub async fn serve_tcp(self: Arc<Self>, listener: Arc<TcpListener>, address: SocketAddr) {
         let stop = drain::not_accepting(self.drain.watch());
         tokio::pin!(stop);
@@ -100,16 +102,45 @@ impl StreamProxy {
             let Ok(admitted) = self.admit(client) else {
                 continue;
             };
-            // The route is looked up per connection: the table may have changed.
-            let Some(route) = self.table.current().stream.tcp.get(&address).cloned() else {
-                continue;
-            };
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
             self.drain.spawn(async move {
                 let _admitted = admitted;
-                proxy.relay(stream, client, address, route, None).await;
+                proxy.route_and_relay(stream, (client, address)).await;
             });
+        }
+    }
+
+    /// Relays a connection to the route its listener has for it now (the table may have
+    /// changed since the listener was bound); closes it where there is none.
+    async fn route_and_relay(
+        &self,
+        stream: TcpStream,
+        (client, listener): (SocketAddr, SocketAddr),
+    ) {
+        let snapshot = self.table.current();
+        if let Some(route) = snapshot.stream.tcp.get(&listener) {
+            let route = route.clone();
+            drop(snapshot);
+            return self.relay(stream, (client, listener), route, None).await;
+        }
+        let Some(names) = snapshot.stream.tls.get(&listener).cloned() else {
+            return;
+        };
+        drop(snapshot);
+        match client_hello::server_name(&stream, self.config.header_timeout).await {
+            Ok(name) => match names.route(name.as_deref()) {
+                Some(route) => {
+                    let name = name.unwrap_or_default();
+                    self.relay(stream, (client, listener), route.clone(), Some(name))
+                        .await
+                }
+                None => tracing::debug!(%client, ?name, "no TLSRoute for this server name"),
+            },
+            Err(error) => {
+                self.observer.metrics.tls_handshake_failures.inc();
+                tracing::debug!(%client, %error, "no ClientHello");
+            }
         }
     }
 
@@ -125,13 +156,13 @@ impl StreamProxy {
         })
     }
 
-    /// Relays one TCP connection to `route`'s backend, and records the session. `listener`
-    /// is the address the client reached; `server_name` is set for TLS passed through.
+    /// Relays one TCP connection from `client` to `route`'s backend, and records the session.
+    /// `listener` is the address the client reached; `server_name` is set for TLS passed
+    /// through (empty for a ClientHello without one).
     pub async fn relay(
         &self,
         mut stream: TcpStream,
-        mut client: SocketAddr,
-        listener: SocketAddr,
+        (mut client, listener): (SocketAddr, SocketAddr),
         route: Arc<StreamRoute>,
         server_name: Option<String>,
     ) {
@@ -160,7 +191,7 @@ impl StreamProxy {
             protocol,
             client,
             listener,
-            server_name,
+            server_name: server_name.filter(|name| !name.is_empty()),
             route: route.owner.clone(),
             backend: None,
             upstream: None,

@@ -3,6 +3,8 @@
 //! HTTPRoutes attached to them, in the precedence the Gateway API defines. Each object gets the
 //! conditions the specification defines (in `/routes`, and on the API server from the leader).
 
+mod streams;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -56,8 +58,11 @@ impl Default for GatewayOptions {
 pub struct GatewayTables {
     /// The table of every address:port a Gateway listener is served on.
     pub listeners: HashMap<SocketAddr, Arc<ListenerTable>>,
-    /// The same addresses, for the sockets (kernel steering or direct binding).
+    /// The same addresses, and those of TLS, TCP and UDP listeners, for the sockets (kernel
+    /// steering or direct binding).
     pub specs: Vec<ListenerSpec>,
+    /// The routes of TLS, TCP and UDP listeners.
+    pub streams: streams::ListenerStreams,
     pub reports: Vec<ObjectReport>,
     /// Every condition that says something is wrong, as a warning (for `gateway check`).
     pub warnings: Vec<Warning>,
@@ -80,6 +85,8 @@ struct Attachable<'a> {
 /// serve there.
 struct Placement {
     bind: Bind,
+    /// The listener's protocol (`HTTP`, `TLS`, ...).
+    protocol: String,
     hosts: Vec<String>,
 }
 
@@ -118,7 +125,7 @@ pub fn translate<'a>(
         .collect();
     gateways.sort_by_key(|g| age_key(&g.object.metadata));
     let mut attachable = Vec::new();
-    let mut ports: BTreeMap<Bind, PortClaim> = BTreeMap::new();
+    let mut ports: BTreeMap<(Bind, bool), PortClaim> = BTreeMap::new();
     let mut certificates = Certificates {
         tls,
         grants: &grants,
@@ -286,7 +293,7 @@ pub fn translate<'a>(
                 )
             });
             let h2c = backends.as_ref().is_some_and(|(_, h2c)| *h2c);
-            let split = backends.map(|(split, _)| split);
+            let split = backends.map(|(split, _)| Arc::new(split));
             let own_filters = backend_filters(rule.backend_refs, &field, &mut refs);
             for (match_index, compiled) in rule.matches.iter().enumerate() {
                 let compiled = match compiled {
@@ -364,16 +371,46 @@ pub fn translate<'a>(
         });
     }
 
+    let mut stream_binds = streams::translate(
+        store,
+        &attachable,
+        (&grants, &labels),
+        resolver,
+        &mut reports,
+    );
     let mut tables = GatewayTables {
         warnings: reports.iter().flat_map(warnings_of).collect(),
         reports,
         ..GatewayTables::default()
     };
     // Ports where no listener could be programmed are not served at all.
-    let served: BTreeSet<&Bind> = attachable.iter().map(|a| &a.bind).collect();
-    for (bind, claim) in ports.iter().filter(|(bind, _)| served.contains(bind)) {
+    let served: BTreeSet<(&Bind, &str)> = (attachable.iter())
+        .map(|a| (&a.bind, a.listener.protocol.as_str()))
+        .collect();
+    for ((bind, _), claim) in &ports {
+        if !served.contains(&(bind, claim.protocol.as_str())) {
+            continue;
+        }
+        let (addresses, port) = bind;
+        let kind = match claim.protocol.as_str() {
+            "HTTPS" => ListenerKind::Https,
+            "HTTP" => ListenerKind::Http,
+            "TLS" => ListenerKind::Tls,
+            "TCP" => ListenerKind::Tcp,
+            _ => ListenerKind::Udp,
+        };
+        let mut serve = |addr: SocketAddr| tables.specs.push(ListenerSpec { addr, kind });
+        if !matches!(kind, ListenerKind::Http | ListenerKind::Https) {
+            let routes = stream_binds.remove(&(bind.clone(), kind));
+            for ip in addresses {
+                let addr = SocketAddr::new(*ip, *port);
+                serve(addr);
+                tables.streams.add(addr, routes.as_ref());
+            }
+            continue;
+        }
         let mut table = ListenerTable {
-            tls: claim.protocol == "HTTPS",
+            tls: kind == ListenerKind::Https,
             ..ListenerTable::default()
         };
         for (host, mut rules) in hosts.remove(bind).unwrap_or_default() {
@@ -396,14 +433,9 @@ pub fn translate<'a>(
             .wildcard_hosts
             .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         let table = Arc::new(table);
-        let (addresses, port) = bind;
         for ip in addresses {
             let addr = SocketAddr::new(*ip, *port);
-            let kind = match table.tls {
-                true => ListenerKind::Https,
-                false => ListenerKind::Http,
-            };
-            tables.specs.push(ListenerSpec { addr, kind });
+            serve(addr);
             tables.listeners.insert(addr, table.clone());
         }
     }
@@ -417,6 +449,9 @@ fn warnings_of(report: &ObjectReport) -> Vec<Warning> {
         "Gateway" => "gateway",
         "HTTPRoute" => "httproute",
         "GRPCRoute" => "grpcroute",
+        "TLSRoute" => "tlsroute",
+        "TCPRoute" => "tcproute",
+        "UDPRoute" => "udproute",
         _ => "gatewayclass",
     };
     let key = ObjectKey {
@@ -475,7 +510,7 @@ struct PortClaim {
 fn check_listener(
     listener: &Listener,
     (gateway_namespace, addresses): (&str, &[IpAddr]),
-    ports: &mut BTreeMap<Bind, PortClaim>,
+    ports: &mut BTreeMap<(Bind, bool), PortClaim>,
     certificates: &mut Certificates<'_, '_>,
 ) -> (Option<u16>, Vec<Condition>) {
     let Ok(port) = u16::try_from(listener.port)
@@ -492,7 +527,7 @@ fn check_listener(
             )],
         );
     };
-    if !matches!(listener.protocol.as_str(), "HTTP" | "HTTPS") {
+    if route_kinds_of(&listener.protocol).is_empty() {
         return (
             Some(port),
             vec![Condition::new(
@@ -500,7 +535,7 @@ fn check_listener(
                 false,
                 "UnsupportedProtocol",
                 format!(
-                    "protocol {} is not served yet (HTTP and HTTPS are)",
+                    "protocol {} is not served (HTTP, HTTPS, TLS, TCP and UDP are)",
                     listener.protocol
                 ),
             )],
@@ -508,14 +543,24 @@ fn check_listener(
     }
     let https = listener.protocol == "HTTPS";
     let mode = listener.tls.as_ref().and_then(|tls| tls.mode.as_deref());
-    if https && mode.is_some_and(|mode| mode != "Terminate") {
+    let wrong_mode = match listener.protocol.as_str() {
+        "HTTPS" if mode.is_some_and(|mode| mode != "Terminate") => {
+            Some("only TLS mode Terminate is served on HTTPS listeners")
+        }
+        "TLS" if mode != Some("Passthrough") => Some(
+            "TLS listeners are served in mode Passthrough (routed by server name to a TLSRoute's \
+             backends, never decrypted); Terminate is not served",
+        ),
+        _ => None,
+    };
+    if let Some(message) = wrong_mode {
         return (
             Some(port),
             vec![Condition::new(
                 "Accepted",
                 false,
                 "UnsupportedValue",
-                "only TLS mode Terminate is served on HTTPS listeners",
+                message,
             )],
         );
     }
@@ -527,8 +572,10 @@ fn check_listener(
             vec![Condition::new("Accepted", false, "Invalid", reason)],
         );
     }
+    // TCP and UDP listeners may share a port number: they are different sockets.
+    let udp = listener.protocol == "UDP";
     let claim = ports
-        .entry((addresses.to_vec(), port))
+        .entry(((addresses.to_vec(), port), udp))
         .or_insert_with(|| PortClaim {
             protocol: listener.protocol.clone(),
             hostnames: Vec::new(),
@@ -605,24 +652,33 @@ fn gateway_addresses(gateway: &Gateway, default: &[IpAddr]) -> Result<Vec<IpAddr
     Ok(addresses)
 }
 
-/// The route kinds this gateway serves.
-const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+/// The route kinds a listener of `protocol` serves (none for a protocol not served).
+fn route_kinds_of(protocol: &str) -> &'static [&'static str] {
+    match protocol {
+        "HTTP" | "HTTPS" => &["HTTPRoute", "GRPCRoute"],
+        "TLS" => &["TLSRoute"],
+        "TCP" => &["TCPRoute"],
+        "UDP" => &["UDPRoute"],
+        _ => &[],
+    }
+}
 
 /// The kinds of routes a listener admits, and what it asks for that is not served.
 fn route_kinds(listener: &Listener) -> (Vec<&'static str>, Option<String>) {
+    let served_kinds = route_kinds_of(&listener.protocol);
     let asked = listener
         .allowed_routes
         .as_ref()
         .map(|a| a.kinds.as_slice())
         .unwrap_or_default();
     if asked.is_empty() {
-        return (ROUTE_KINDS.to_vec(), None);
+        return (served_kinds.to_vec(), None);
     }
     let mut supported = Vec::new();
     let mut invalid = Vec::new();
     for kind in asked {
         let served = (kind.group.as_deref().is_none_or(|g| g == GROUP))
-            .then(|| ROUTE_KINDS.iter().find(|k| **k == kind.kind))
+            .then(|| served_kinds.iter().find(|k| **k == kind.kind))
             .flatten();
         match served {
             Some(served) => supported.push(*served),
@@ -631,15 +687,15 @@ fn route_kinds(listener: &Listener) -> (Vec<&'static str>, Option<String>) {
     }
     let problem = (!invalid.is_empty()).then(|| {
         format!(
-            "allowedRoutes.kinds: {} not served (HTTPRoute and GRPCRoute are)",
-            invalid.join(", ")
+            "allowedRoutes.kinds: {} not served on a {} listener ({} are)",
+            invalid.join(", "),
+            listener.protocol,
+            served_kinds.join(" and ")
         )
     });
     (supported, problem)
 }
 
-/// A listener that asks for route kinds that are not served: `ResolvedRefs` is false
-/// (`InvalidRouteKinds`); with no kind left it is not programmed either.
 fn refuse_kinds(conditions: &mut Vec<Condition>, message: String, none_left: bool) {
     let resolved = Condition::new("ResolvedRefs", false, "InvalidRouteKinds", message.clone());
     // A reference problem found before stays the reason.
@@ -733,6 +789,7 @@ fn attach(
         reports[gateway_index].listeners[listener_index].attached_routes += 1;
         placements.push(Placement {
             bind: listener.bind.clone(),
+            protocol: listener.listener.protocol.clone(),
             hosts,
         });
     }
@@ -792,12 +849,13 @@ fn allows(
     namespace: &RouteNamespace<'_>,
 ) -> bool {
     let allowed = listener.allowed_routes.as_ref();
-    let kinds_ok = allowed.is_none_or(|a| {
-        a.kinds.is_empty()
-            || a.kinds
-                .iter()
-                .any(|k| k.kind == kind && k.group.as_deref().is_none_or(|g| g == GROUP))
-    });
+    let kinds_ok = route_kinds_of(&listener.protocol).contains(&kind)
+        && allowed.is_none_or(|a| {
+            a.kinds.is_empty()
+                || a.kinds
+                    .iter()
+                    .any(|k| k.kind == kind && k.group.as_deref().is_none_or(|g| g == GROUP))
+        });
     let namespaces = allowed.and_then(|a| a.namespaces.as_ref());
     let namespace_ok = match namespaces.and_then(|n| n.from.as_deref()) {
         None | Some("Same") => namespace.name == gateway_namespace,
@@ -968,7 +1026,7 @@ fn backends(
     grants: &Grants<'_>,
     resolver: &mut BackendResolver<'_>,
     problems: &mut RefProblems,
-) -> (Arc<WeightedBackends>, bool) {
+) -> (WeightedBackends, bool) {
     let mut choices = Vec::new();
     let mut h2c = !refs.is_empty();
     for (i, backend_ref) in refs.iter().enumerate() {
@@ -992,7 +1050,7 @@ fn backends(
         });
     }
     let total = choices.iter().map(|c| c.weight).sum();
-    (Arc::new(WeightedBackends { choices, total }), h2c)
+    (WeightedBackends { choices, total }, h2c)
 }
 
 /// The filters of each backendRef (`Ok(None)` for one without), or why they cannot be

@@ -133,13 +133,15 @@ pub fn translate(
     );
     let mut stream = StreamTables {
         passthrough: table.passthrough,
-        ..StreamTables::default()
+        tcp: gateway.streams.tcp,
+        udp: gateway.streams.udp,
+        tls: gateway.streams.tls,
     };
     for (spec, port) in &published {
         let routes = match spec.kind {
             ListenerKind::Tcp => &mut stream.tcp,
             ListenerKind::Udp => &mut stream.udp,
-            ListenerKind::Http | ListenerKind::Https => continue,
+            _ => continue,
         };
         if let Some(route) = port_routes.route(spec.kind, *port) {
             routes.insert(spec.addr, route.clone());

@@ -73,7 +73,7 @@ impl PortRoutes {
         match kind {
             ListenerKind::Tcp => self.tcp.get(&port),
             ListenerKind::Udp => self.udp.get(&port),
-            ListenerKind::Http | ListenerKind::Https => None,
+            _ => None,
         }
     }
 }
