@@ -527,3 +527,85 @@ async fn gateway_api_objects_are_watched_where_the_cluster_serves_them() {
     );
     assert!(!api.log().iter().any(|l| l.path.contains("/gateways")));
 }
+
+/// What an HTTP backend answers to a request sent through the raw TCP port `port`.
+async fn through_tcp(port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(loopback(port)).await.ok()?;
+    let request = b"GET / HTTP/1.1\r\nHost: raw.test\r\nConnection: close\r\n\r\n";
+    stream.write_all(request).await.ok()?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    let body: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
+    body["service"].as_str().map(str::to_string)
+}
+
+/// The tcp-services ConfigMap (watched by name, so other ConfigMaps are none of its
+/// business) and TCPRoutes come from the API server, with the TCPRoute's status written.
+#[tokio::test(flavor = "multi_thread")]
+async fn layer4_sources_are_watched_from_the_api_server() {
+    let (port, route_port) = (free_port(), free_port());
+    let api = FakeApiServer::start().await;
+    let web = Backend::start("web").await;
+    let v2 = Backend::start("v2").await;
+    let config_map = |name: &str, service: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: ingress-nginx}}\n\
+             data: {{\"{port}\": \"shop/{service}:80\"}}\n---\n"
+        )
+    };
+    api.apply(
+        &(service("shop", "web", web.addr)
+            + &service("shop", "v2", v2.addr)
+            + &config_map("tcp-services", "web")
+            + &config_map("unrelated", "v2")
+            + &gateway_api_layer4(route_port)),
+    );
+    let gw = Gateway::start_kubernetes(
+        api.kubeconfig(),
+        &["--tcp-services-configmap", "ingress-nginx/tcp-services"],
+    );
+    assert_eq!(through_tcp(port).await.as_deref(), Some("web"));
+    assert_eq!(through_tcp(route_port).await.as_deref(), Some("web"));
+
+    api.apply(&config_map("tcp-services", "v2"));
+    assert!(
+        within(Duration::from_secs(5), async || {
+            through_tcp(port).await.as_deref() == Some("v2")
+        })
+        .await
+    );
+    assert!(
+        within(Duration::from_secs(10), async || {
+            api.get("TCPRoute", Some("shop"), "raw")
+                .is_some_and(|route| {
+                    route["status"]["parents"][0]["conditions"]
+                        .as_array()
+                        .is_some_and(|c| {
+                            c.iter()
+                                .any(|c| c["type"] == "Accepted" && c["status"] == "True")
+                        })
+                })
+        })
+        .await,
+        "{:#?}",
+        api.get("TCPRoute", Some("shop"), "raw")
+    );
+    drop(gw);
+}
+
+/// A Gateway `edge` in `shop` with a TCP listener on `port`, and a TCPRoute `raw` to `web`.
+fn gateway_api_layer4(port: u16) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: xdp}}\n\
+         spec: {{controllerName: xdp-gateway.io/gateway-controller}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: shop}}\n\
+         spec:\n  gatewayClassName: xdp\n  listeners: [{{name: raw, port: {port}, protocol: TCP}}]\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {{name: raw, namespace: shop}}\n\
+         spec:\n  parentRefs: [{{name: edge}}]\n  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]\n---\n"
+    )
+}

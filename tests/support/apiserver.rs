@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 type Body = BoxBody<Bytes, Infallible>;
 
 /// The kinds the fake serves: (kind, group/version prefix, plural, namespaced).
-const KINDS: [(&str, &str, &str, bool); 13] = [
+const KINDS: [(&str, &str, &str, bool); 17] = [
     ("Ingress", "/apis/networking.k8s.io/v1", "ingresses", true),
     (
         "IngressClass",
@@ -36,6 +36,7 @@ const KINDS: [(&str, &str, &str, bool); 13] = [
     ("Service", "/api/v1", "services", true),
     ("Secret", "/api/v1", "secrets", true),
     ("Namespace", "/api/v1", "namespaces", false),
+    ("ConfigMap", "/api/v1", "configmaps", true),
     (
         "EndpointSlice",
         "/apis/discovery.k8s.io/v1",
@@ -48,6 +49,9 @@ const KINDS: [(&str, &str, &str, bool); 13] = [
     ("Gateway", GATEWAY_API, "gateways", true),
     ("HTTPRoute", GATEWAY_API, "httproutes", true),
     ("GRPCRoute", GATEWAY_API, "grpcroutes", true),
+    ("TLSRoute", GATEWAY_API, "tlsroutes", true),
+    ("TCPRoute", GATEWAY_API, "tcproutes", true),
+    ("UDPRoute", GATEWAY_API, "udproutes", true),
     ("ReferenceGrant", GATEWAY_API, "referencegrants", true),
 ];
 
@@ -468,10 +472,15 @@ async fn handle(
                     p == plural && (namespace.is_none() || Some(ns) == namespace.as_ref())
                 })
                 .map(|(_, v)| v.clone())
+                // The two field selectors the gateway uses; watches are not filtered (the
+                // gateway must cope with more than it asked for).
                 .filter(
-                    |v| match selector.as_deref().and_then(|f| f.strip_prefix("type=")) {
-                        Some(wanted) => v["type"].as_str() == Some(wanted),
-                        None => true,
+                    |v| match selector.as_deref().and_then(|f| f.split_once('=')) {
+                        Some(("type", wanted)) => v["type"].as_str() == Some(wanted),
+                        Some(("metadata.name", wanted)) => {
+                            v["metadata"]["name"].as_str() == Some(wanted)
+                        }
+                        _ => true,
                     },
                 )
                 .collect();
