@@ -587,3 +587,92 @@ fn without_bpf_the_gateway_binds_its_vips_and_says_so() {
     );
     let _ = std::fs::remove_dir_all(not_bpffs);
 }
+
+/// Layer 4 through the kernel fast path: the tcp-services and udp-services ports of the
+/// published Service's external IP (the VIP) are classified by protocol in XDP and steered by
+/// sk_lookup into the proxy's layer 4 sockets, with no socket bound to the VIP; UDP replies
+/// come from the VIP:port the client sent to.
+#[test]
+fn tcp_and_udp_ports_are_steered_from_a_vip_nothing_binds() {
+    let Some(t) = Topology::new() else { return };
+    let dir = ManifestsDir::new();
+    let service = |name: &str, port: u16| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{name: p, port: 80}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{name: p, port: {port}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n---\n"
+        )
+    };
+    dir.write(
+        "layer4.yaml",
+        &[
+            service("raw", 9001),
+            service("dns", 9053),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tcp-services}\ndata: {\"9000\": \"default/raw:80\"}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: udp-services}\ndata: {\"5353\": \"default/dns:80\"}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: gateway}\n\
+             spec:\n  externalIPs: [198.18.1.1]\n  ports: [{name: raw, port: 9000}, {name: dns, port: 5353, protocol: UDP}]\n---\n"
+                .to_string(),
+        ]
+        .concat(),
+    );
+    let _backends = t.spawn_in_gateway(
+        binary("echo-backend"),
+        &["raw=127.0.0.1:9001", "dns=udp:127.0.0.1:9053"],
+    );
+    let gw = Gateway::start_in(
+        &t,
+        dir.path(),
+        &[
+            "--publish-service",
+            "default/gateway",
+            "--xdp-iface",
+            GATEWAY_IFACE,
+            "--tcp-services-configmap",
+            "default/tcp-services",
+            "--udp-services-configmap",
+            "default/udp-services",
+        ],
+    );
+    assert!(
+        eventually(LONG, || gw
+            .log()
+            .iter()
+            .any(|l| l.contains("kernel fast path on"))),
+        "{:#?}",
+        gw.log()
+    );
+    for flags in ["-Htln", "-Huln"] {
+        let listening = run(t.in_gateway("ss").arg(flags));
+        assert!(!String::from_utf8_lossy(&listening.stdout).contains(VIP));
+    }
+    // TCP: an HTTP request relayed whole to the HTTP backend behind port 9000.
+    assert!(eventually(LONG, || t.curl(
+        &format!("http://{VIP}:9000/"),
+        "raw.test",
+        None,
+        SHORT
+    ) == Some(200)));
+    // UDP: the reply's source is the VIP:port, as the client's socket checks.
+    let udp = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\n\
+         s.sendto(b'query',('{VIP}',5353))\nd,a=s.recvfrom(64)\nprint(d.decode(), a[0], a[1])"
+    );
+    let reply = run(t.in_client("python3").args(["-c", &udp]));
+    assert_eq!(
+        String::from_utf8_lossy(&reply.stdout).trim(),
+        format!("dns:query {VIP} 5353")
+    );
+    assert!(t.counter(addr("198.18.1.1:9000"), "passed") > 0);
+    assert!(t.counter(addr("198.18.1.1:5353"), "passed") > 0);
+    let (_, body) = gw.admin_get("/bpf/stats").unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let protocol = |address: &str| {
+        let listeners = stats["listeners"].as_array().unwrap();
+        let found = listeners.iter().find(|l| l["address"] == address);
+        found.map(|l| l["protocol"].clone())
+    };
+    assert_eq!(protocol("198.18.1.1:9000"), Some("tcp".into()), "{stats}");
+    assert_eq!(protocol("198.18.1.1:5353"), Some("udp".into()), "{stats}");
+}

@@ -3,12 +3,10 @@
 //! PROXY protocol in and out; with the hostile-client rules of these listeners (header
 //! timeouts, malformed headers, idle sessions, a flood of UDP flows).
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gateway_e2e::backend::{Backend, Behaviour};
+use gateway_e2e::backend::{Backend, Behaviour, UdpBackend};
 use gateway_e2e::gateway::{Gateway, condition, log_lines, object, sample};
 use gateway_e2e::manifests::{
     ManifestsDir, annotated_ingress, free_port, gateway, gateway_class, loopback, service,
@@ -291,22 +289,9 @@ async fn an_idle_tcp_session_is_closed_after_the_idle_timeout() {
     }
 }
 
-/// A UDP backend that answers every datagram with `echo:` and the datagram, and keeps the
-/// source addresses it saw.
-async fn udp_backend() -> (SocketAddr, Arc<Mutex<HashSet<SocketAddr>>>, JoinHandle<()>) {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let sources = Arc::new(Mutex::new(HashSet::new()));
-    let seen = sources.clone();
-    let task = tokio::spawn(async move {
-        let mut datagram = vec![0u8; 65536];
-        while let Ok((length, from)) = socket.recv_from(&mut datagram).await {
-            seen.lock().unwrap().insert(from);
-            let reply = [&b"echo:"[..], &datagram[..length]].concat();
-            let _ = socket.send_to(&reply, from).await;
-        }
-    });
-    (addr, sources, task)
+/// A UDP backend on loopback answering `echo:` and each datagram.
+async fn udp_backend() -> UdpBackend {
+    UdpBackend::start_on("echo", loopback(0)).await.unwrap()
 }
 
 fn udp_gateway(port: u16, backend: SocketAddr, extra: &[&str]) -> (ManifestsDir, Gateway) {
@@ -323,9 +308,9 @@ fn udp_gateway(port: u16, backend: SocketAddr, extra: &[&str]) -> (ManifestsDir,
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_udp_port_relays_each_flow_and_replies_come_from_the_address_the_client_used() {
-    let (backend, sources, task) = udp_backend().await;
+    let backend = udp_backend().await;
     let port = free_port();
-    let (_dir, _gateway) = udp_gateway(port, backend, &[]);
+    let (_dir, _gateway) = udp_gateway(port, backend.addr, &[]);
     let clients = [
         UdpSocket::bind("127.0.0.1:0").await.unwrap(),
         UdpSocket::bind("127.0.0.1:0").await.unwrap(),
@@ -348,15 +333,14 @@ async fn a_udp_port_relays_each_flow_and_replies_come_from_the_address_the_clien
         }
     }
     // One session (one backend-side socket) per client flow.
-    assert_eq!(sources.lock().unwrap().len(), 2);
-    task.abort();
+    assert_eq!(backend.sources.lock().unwrap().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_udp_session_table_stays_bounded_under_a_flood_of_new_source_ports() {
-    let (backend, sources, task) = udp_backend().await;
+    let backend = udp_backend().await;
     let port = free_port();
-    let (_dir, gateway) = udp_gateway(port, backend, &["--udp-max-sessions", "8"]);
+    let (_dir, gateway) = udp_gateway(port, backend.addr, &["--udp-max-sessions", "8"]);
     let mut flood = Vec::new();
     for _ in 0..200 {
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -365,7 +349,7 @@ async fn the_udp_session_table_stays_bounded_under_a_flood_of_new_source_ports()
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        sources.lock().unwrap().len(),
+        backend.sources.lock().unwrap().len(),
         8,
         "flows past the bound reached the backend"
     );
@@ -389,7 +373,6 @@ async fn the_udp_session_table_stays_bounded_under_a_flood_of_new_source_ports()
         .expect("an admitted flow still answered")
         .unwrap();
     assert!(reply[..length].starts_with(b"echo:"));
-    task.abort();
 }
 
 /// An Ingress for `host` (with rule path `/` to Service `service`) that asks for passthrough.
@@ -597,7 +580,7 @@ async fn gateway_tls_tcp_and_udp_listeners_carry_their_routes() {
     let (db, db_leaf) = tls_backend(&ca, "db", &["db.test"]).await;
     let (wild, wild_leaf) = tls_backend(&ca, "wild", &["a.b.wild.test"]).await;
     let mut raw = TcpBackend::start().await;
-    let (dns, _, dns_task) = udp_backend().await;
+    let dns = udp_backend().await;
     let (tls_port, port, terminate_port) = (free_port(), free_port(), free_port());
     let dir = ManifestsDir::new();
     let listeners = [
@@ -616,7 +599,7 @@ async fn gateway_tls_tcp_and_udp_listeners_carry_their_routes() {
             service("db", &[db.addr]),
             service("wild", &[wild.addr]),
             service("raw", &[raw.addr]),
-            service("dns", &[dns]),
+            service("dns", &[dns.addr]),
             stream_route("TLSRoute", "db", "tls", "[db.test]", "db"),
             stream_route("TLSRoute", "wild", "tls", "[\"*.wild.test\"]", "wild"),
             stream_route("TCPRoute", "raw", "tcp", "[]", "raw"),
@@ -672,7 +655,6 @@ async fn gateway_tls_tcp_and_udp_listeners_carry_their_routes() {
         .expect("a UDP reply")
         .unwrap();
     assert_eq!(&reply[..length], b"echo:query");
-    dns_task.abort();
 
     let routes = gateway.routes();
     let edge = object(&routes, "Gateway", "edge");

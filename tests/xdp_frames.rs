@@ -3,7 +3,7 @@
 
 use gateway_common::{SourceKey, reason, syn_buckets};
 use gateway_e2e::xdp::{
-    ACK, Program, SYN, XDP_DROP, XDP_PASS, ethernet, ipv4, ipv6, mapped, tcp, v4_syn,
+    ACK, Program, SYN, XDP_DROP, XDP_PASS, ethernet, ipv4, ipv6, mapped, tcp, udp, v4_syn,
 };
 
 #[test]
@@ -382,4 +382,53 @@ fn random_frames_never_abort_and_only_listener_traffic_is_ever_dropped() {
             },
         )
         .unwrap();
+}
+
+#[test]
+fn udp_listeners_are_classified_apart_from_tcp_ones() {
+    let Some(mut p) = Program::load() else { return };
+    p.udp_listener(4, "198.51.100.10:53", &["10.0.0.0/8"]);
+    // A TCP listener on the same port with a SYN budget of one: UDP never spends it.
+    p.listener(5, "198.51.100.10:53", &[], Some((1, 1)));
+    let datagram = |source: &str| {
+        ethernet(
+            &[],
+            0x0800,
+            &ipv4(source, "198.51.100.10", 17, 0, 0, &udp(53, b"query")),
+        )
+    };
+    assert_eq!(p.run(&datagram("10.1.2.3")), XDP_PASS);
+    assert_eq!(p.run(&datagram("192.0.2.9")), XDP_DROP);
+    let v6 = ethernet(
+        &[],
+        0x86dd,
+        &ipv6("2001:db8::1", "::ffff:198.51.100.10", 17, &udp(53, b"q")),
+    );
+    assert_eq!(
+        p.run(&v6),
+        XDP_DROP,
+        "an IPv6 source outside the IPv4 range"
+    );
+    assert_eq!(p.counted(4, reason::PASSED), 1);
+    assert_eq!(p.counted(4, reason::DROPPED_ACL), 2);
+    // TCP to the same address and port is the TCP listener's, with its own budget.
+    assert_eq!(p.run(&v4_syn("192.0.2.9", "198.51.100.10", 53)), XDP_PASS);
+    assert_eq!(p.run(&v4_syn("192.0.2.9", "198.51.100.10", 53)), XDP_DROP);
+    for _ in 0..5 {
+        assert_eq!(
+            p.run(&datagram("10.1.2.3")),
+            XDP_PASS,
+            "UDP has no SYN budget"
+        );
+    }
+    assert_eq!(p.counted(5, reason::PASSED), 1);
+    assert_eq!(p.counted(5, reason::DROPPED_SYN_BUDGET), 1);
+    // A datagram cut before its destination port passes untouched.
+    let cut = ethernet(
+        &[],
+        0x0800,
+        &ipv4("192.0.2.9", "198.51.100.10", 17, 0, 0, &udp(53, b"")[..3]),
+    );
+    assert_eq!(p.run(&cut), XDP_PASS);
+    assert_eq!(p.counted(4, reason::DROPPED_ACL), 2);
 }

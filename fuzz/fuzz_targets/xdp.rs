@@ -109,7 +109,7 @@ static PROGRAM: LazyLock<Mutex<Ebpf>> = LazyLock::new(|| {
     let mut listeners: HashMap<_, ListenerKey, Listener> =
         HashMap::try_from(ebpf.map_mut("LISTENERS").unwrap()).unwrap();
     for addr in [LISTENER_V4.to_ipv6_mapped().octets(), LISTENER_V6.octets()] {
-        let key = ListenerKey { addr, port: 80, _pad: 0 };
+        let key = ListenerKey { addr, port: 80, protocol: 6, _pad: 0 };
         let listener = Listener { id: 0, socket: 0, flags: 0, syn_rate: 1, syn_burst: 1 };
         listeners.insert(key, listener, 0).unwrap();
     }

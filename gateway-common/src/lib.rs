@@ -25,7 +25,7 @@ pub mod programs {
     pub const SK_LOOKUP: &str = "gateway_sk_lookup";
 }
 
-/// A listener: destination address and port of traffic the gateway owns.
+/// A listener: destination address, port and transport protocol of traffic the gateway owns.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerKey {
@@ -33,7 +33,15 @@ pub struct ListenerKey {
     pub addr: [u8; 16],
     /// The port, host byte order.
     pub port: u16,
-    pub _pad: u16,
+    /// [`protocol::TCP`] or [`protocol::UDP`].
+    pub protocol: u8,
+    pub _pad: u8,
+}
+
+/// IP protocol numbers of the transports a listener can have.
+pub mod protocol {
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
 }
 
 /// What the gateway does with a listener's traffic.
@@ -58,13 +66,17 @@ pub mod flags {
     pub const ALLOW_LIST: u32 = 1;
 }
 
-/// Indexes of the SOCKETS map: the proxy's listening sockets. A socket takes connections of
-/// its own address family only, so IPv6 connections go to the slot [`sockets::IPV6`] further.
+/// Indexes of the SOCKETS map: the proxy's sockets. A socket takes connections of its own
+/// address family only, so IPv6 connections go to the slot [`sockets::IPV6`] further.
 pub mod sockets {
     pub const HTTP: u32 = 0;
     pub const HTTPS: u32 = 1;
-    pub const IPV6: u32 = 2;
-    pub const COUNT: u32 = 4;
+    /// Layer 4 TCP: ports relayed whole, TLS passed through by server name.
+    pub const STREAM: u32 = 2;
+    /// Layer 4 UDP: every UDP listener's datagrams, told apart by their original destination.
+    pub const UDP: u32 = 3;
+    pub const IPV6: u32 = 4;
+    pub const COUNT: u32 = 8;
 }
 
 /// A source address seen on a listener: the key of ALLOW (an LPM trie, whose prefix covers all

@@ -5,8 +5,9 @@
 //! listener's allow-list, or opening connections beyond the source's SYN budget, is dropped; the
 //! rest passes on to the kernel stack. Everything is counted per listener and reason.
 //!
-//! `gateway_sk_lookup` hands the connections of every listener to the proxy's one HTTP or HTTPS
-//! listening socket, so that any number of VIP:port pairs need no socket each and no NAT.
+//! `gateway_sk_lookup` hands the connections of every listener to the proxy's one HTTP, HTTPS,
+//! layer 4 TCP or UDP socket, so that any number of VIP:port pairs need no socket each and no
+//! NAT.
 #![no_std]
 #![no_main]
 
@@ -18,7 +19,7 @@ use aya_ebpf::maps::{Array, HashMap, LpmTrie, PerCpuArray, SockMap};
 use aya_ebpf::programs::{SkLookupContext, XdpContext};
 use gateway_common::{
     Counters, Listener, ListenerKey, MAX_ALLOW_ENTRIES, MAX_LISTENERS, SOURCE_KEY_LISTENER_BITS,
-    SourceKey, SynBucket, flags, reason, sockets, syn_buckets,
+    SourceKey, SynBucket, flags, protocol, reason, sockets, syn_buckets,
 };
 
 #[map(name = "LISTENERS")]
@@ -49,7 +50,6 @@ const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
-const IPPROTO_TCP: u8 = 6;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 const TCP_FLAG_SYN: u8 = 0x02;
@@ -89,56 +89,65 @@ fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
 /// `None` means "not for a listener, or not parsable": pass untouched.
 #[inline(always)]
 fn classify(ctx: &XdpContext) -> Option<u32> {
-    let mut protocol = u16::from_be(read::<u16>(ctx, 12)?);
+    let mut ether_type = u16::from_be(read::<u16>(ctx, 12)?);
     let mut offset = ETH_HLEN;
     // Up to two VLAN tags (802.1Q, or QinQ).
     for _ in 0..2 {
-        if protocol != ETH_P_8021Q && protocol != ETH_P_8021AD {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
             break;
         }
-        protocol = u16::from_be(read::<u16>(ctx, offset + 2)?);
+        ether_type = u16::from_be(read::<u16>(ctx, offset + 2)?);
         offset += 4;
     }
     let mut source = [0u8; 16];
     let mut destination = [0u8; 16];
-    let transport = match protocol {
+    let (transport, transport_protocol) = match ether_type {
         ETH_P_IPV4 => {
             let version_ihl = read::<u8>(ctx, offset)?;
             let header_len = usize::from(version_ihl & 0x0f) * 4;
             if version_ihl >> 4 != 4 || header_len < 20 {
                 return None;
             }
-            // Only the first fragment carries the TCP header.
+            // Only the first fragment carries the transport header.
             let fragment = u16::from_be(read::<u16>(ctx, offset + 6)?);
-            if fragment & 0x1fff != 0 || read::<u8>(ctx, offset + 9)? != IPPROTO_TCP {
+            if fragment & 0x1fff != 0 {
                 return None;
             }
+            let ip_protocol = transport(read::<u8>(ctx, offset + 9)?)?;
             source[10] = 0xff;
             source[11] = 0xff;
             destination[10] = 0xff;
             destination[11] = 0xff;
             source[12..].copy_from_slice(&read::<[u8; 4]>(ctx, offset + 12)?);
             destination[12..].copy_from_slice(&read::<[u8; 4]>(ctx, offset + 16)?);
-            offset + header_len
+            (offset + header_len, ip_protocol)
         }
         ETH_P_IPV6 => {
-            // Extension headers before TCP are rare on service traffic: passed, not parsed.
-            if read::<u8>(ctx, offset)? >> 4 != 6 || read::<u8>(ctx, offset + 6)? != IPPROTO_TCP {
+            // Extension headers before TCP or UDP are rare on service traffic: passed, not
+            // parsed.
+            if read::<u8>(ctx, offset)? >> 4 != 6 {
                 return None;
             }
+            let ip_protocol = transport(read::<u8>(ctx, offset + 6)?)?;
             source = read::<[u8; 16]>(ctx, offset + 8)?;
             destination = read::<[u8; 16]>(ctx, offset + 24)?;
-            offset + 40
+            (offset + 40, ip_protocol)
         }
         _ => return None,
     };
+    // The destination port is at the same offset in TCP and UDP headers; a TCP header cut
+    // before its flags is not parsable.
     let port = u16::from_be(read::<u16>(ctx, transport + 2)?);
-    let tcp_flags = read::<u8>(ctx, transport + 13)?;
+    let tcp_flags = match transport_protocol {
+        protocol::TCP => read::<u8>(ctx, transport + 13)?,
+        _ => 0,
+    };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
 
     let key = ListenerKey {
         addr: destination,
         port,
+        protocol: transport_protocol,
         _pad: 0,
     };
     // SAFETY: the value is copied out at once; a concurrent update can at worst give a mix of
@@ -165,6 +174,12 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
     }
     count(slot(reason::PASSED), bytes);
     Some(xdp_action::XDP_PASS)
+}
+
+/// The transport protocol, if it is one listeners can have.
+#[inline(always)]
+fn transport(ip_protocol: u8) -> Option<u8> {
+    (ip_protocol == protocol::TCP || ip_protocol == protocol::UDP).then_some(ip_protocol)
 }
 
 /// Takes one new-connection token from each of the source's two buckets; `false` when both
@@ -230,8 +245,8 @@ pub fn gateway_sk_lookup(ctx: SkLookupContext) -> u32 {
     // SAFETY: the kernel passes a valid bpf_sk_lookup for the duration of the call.
     let field = |f: *const u32| unsafe { core::ptr::read_volatile(f) };
     // SAFETY: only field addresses are taken here, never dereferenced outside `field`.
-    let (protocol, family) = unsafe { (field(&raw const (*lookup).protocol), field(&raw const (*lookup).family)) };
-    if protocol != u32::from(IPPROTO_TCP) {
+    let (ip_protocol, family) = unsafe { (field(&raw const (*lookup).protocol), field(&raw const (*lookup).family)) };
+    if ip_protocol != u32::from(protocol::TCP) && ip_protocol != u32::from(protocol::UDP) {
         return sk_action::SK_PASS;
     }
     // Every field is read before branching on the family, so that no branch merges its reads
@@ -268,6 +283,7 @@ pub fn gateway_sk_lookup(ctx: SkLookupContext) -> u32 {
     let key = ListenerKey {
         addr,
         port: port as u16,
+        protocol: ip_protocol as u8,
         _pad: 0,
     };
 

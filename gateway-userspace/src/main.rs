@@ -321,7 +321,8 @@ struct RunArgs {
     /// Seconds a UDP session lives after its last datagram either way.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     udp_session_timeout: u64,
-    /// UDP sessions (client flows) one port holds at once; new flows beyond it are dropped.
+    /// UDP sessions (client flows) one socket holds at once: per port where ports are bound
+    /// directly, per address family for all steered VIPs; new flows beyond it are dropped.
     #[arg(long, default_value_t = 4096)]
     udp_max_sessions: usize,
     /// Worker threads of the proxy (default: one per CPU).

@@ -1,17 +1,19 @@
 //! How VIP:port traffic reaches the proxy, kept in line with every published route table:
-//! through the kernel fast path (XDP classification, sk_lookup into the proxy's two sockets),
-//! or, where BPF is unavailable, by binding each VIP:port itself. Layer 4 listeners (TCP and
-//! UDP ports) are bound directly either way.
+//! through the kernel fast path (XDP classification, sk_lookup into the proxy's sockets),
+//! or, where BPF is unavailable, by binding each VIP:port itself.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use anyhow::Result;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::bpf::plan::{self, FastPathConfig};
-use crate::bpf::{BpfSettings, FastPath, StatsReport, SteeringSockets};
+use crate::bpf::{BpfSettings, Family, FastPath, StatsReport, SteeringSockets};
 use crate::lifecycle::Sockets;
 use crate::proxy::Proxy;
 use crate::publish::RouteTable;
@@ -34,16 +36,26 @@ enum Mode {
     Direct,
 }
 
-/// Loopback sockets on ephemeral ports for steered connections (sk_lookup hands them
-/// connections to any VIP; nothing else reaches them), inherited across restarts.
+/// Loopback sockets on ephemeral ports for steered connections and datagrams (sk_lookup hands
+/// them those of any VIP; nothing else reaches them), inherited across restarts.
 fn steering_sockets(sockets: &Sockets) -> Result<SteeringSockets> {
-    let v4 = std::net::Ipv4Addr::LOCALHOST;
-    let v6 = std::net::Ipv6Addr::LOCALHOST;
+    let (v4, v6) = (Ipv4Addr::LOCALHOST, Ipv6Addr::LOCALHOST);
+    let tcp = |kind: &str| -> Result<Family<TcpListener>> {
+        Ok(Family {
+            v4: sockets.listen(&format!("steer-{kind}4"), (v4, 0).into())?,
+            v6: sockets
+                .listen(&format!("steer-{kind}6"), (v6, 0).into())
+                .ok(),
+        })
+    };
     Ok(SteeringSockets {
-        http4: sockets.listen("steer-http4", (v4, 0).into())?,
-        https4: sockets.listen("steer-https4", (v4, 0).into())?,
-        http6: sockets.listen("steer-http6", (v6, 0).into()).ok(),
-        https6: sockets.listen("steer-https6", (v6, 0).into()).ok(),
+        http: tcp("http")?,
+        https: tcp("https")?,
+        stream: tcp("stream")?,
+        udp: Family {
+            v4: sockets.listen_udp("steer-udp4", (v4, 0).into())?,
+            v6: sockets.listen_udp("steer-udp6", (v6, 0).into()).ok(),
+        },
     })
 }
 
@@ -80,17 +92,19 @@ impl Steering {
         };
         let started = steering_sockets(&sockets).and_then(|steering| {
             let fast_path = FastPath::start(bpf, &steering)?;
-            let SteeringSockets {
-                http4,
-                https4,
-                http6,
-                https6,
-            } = steering;
-            for http in std::iter::once(http4).chain(http6) {
+            let streams = proxy.streams();
+            for http in steering.http.each() {
                 tokio::spawn(proxy.clone().serve(http, None));
             }
-            for https in std::iter::once(https4).chain(https6) {
+            for https in steering.https.each() {
                 tokio::spawn(proxy.clone().serve(https, Some(acceptor.clone())));
+            }
+            // Each connection (datagram) goes where its original destination says.
+            for stream in steering.stream.each() {
+                tokio::spawn(streams.clone().serve_tcp(stream, None));
+            }
+            for udp in steering.udp.each() {
+                tokio::spawn(streams.clone().serve_udp(udp, None));
             }
             Ok(fast_path)
         });
@@ -120,8 +134,7 @@ impl Steering {
 
     /// Applies `snapshot`'s listeners and allow-lists.
     pub fn sync(&self, snapshot: &Snapshot) {
-        let specs = self.config.vips.iter().chain(&snapshot.listeners);
-        let direct: Vec<ListenerSpec> = match &self.mode {
+        match &self.mode {
             Mode::Kernel(fast_path) => {
                 let wanted = plan::wanted(&self.config, snapshot);
                 let mut fast_path = fast_path.lock().unwrap_or_else(|e| e.into_inner());
@@ -135,13 +148,12 @@ impl Steering {
                         "updating the kernel maps failed"
                     ),
                 }
-                let layer4 =
-                    |s: &&ListenerSpec| matches!(s.kind, ListenerKind::Tcp | ListenerKind::Udp);
-                specs.filter(layer4).copied().collect()
             }
-            Mode::Direct => specs.copied().collect(),
-        };
-        self.bind(&direct);
+            Mode::Direct => {
+                let specs = self.config.vips.iter().chain(&snapshot.listeners);
+                self.bind(&specs.copied().collect::<Vec<_>>());
+            }
+        }
     }
 
     /// Binds and serves exactly `specs` (others bound before are closed).
@@ -177,13 +189,13 @@ impl Steering {
         Ok(match spec.kind {
             ListenerKind::Udp => {
                 let socket = self.sockets.listen_udp(&name, spec.addr)?;
-                tokio::spawn(streams.serve_udp(socket, spec.addr))
+                tokio::spawn(streams.serve_udp(socket, Some(spec.addr)))
             }
             kind => {
                 let listener = self.sockets.listen(&name, spec.addr)?;
                 match kind {
                     ListenerKind::Tcp | ListenerKind::Tls => {
-                        tokio::spawn(streams.serve_tcp(listener, spec.addr))
+                        tokio::spawn(streams.serve_tcp(listener, Some(spec.addr)))
                     }
                     ListenerKind::Https => {
                         let tls = Some(self.acceptor.clone());

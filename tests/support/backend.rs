@@ -121,6 +121,45 @@ impl Backend {
     }
 }
 
+/// A UDP backend that answers every datagram with its name, `:`, and the datagram, and keeps
+/// the source addresses it saw; it stops when dropped.
+pub struct UdpBackend {
+    pub addr: SocketAddr,
+    pub sources: Sources,
+    task: JoinHandle<()>,
+}
+
+/// The source addresses a UDP backend saw.
+pub type Sources = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<SocketAddr>>>;
+
+impl Drop for UdpBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl UdpBackend {
+    pub async fn start_on(name: &str, addr: SocketAddr) -> std::io::Result<UdpBackend> {
+        let socket = tokio::net::UdpSocket::bind(addr).await?;
+        let addr = socket.local_addr()?;
+        let sources = Sources::default();
+        let (seen, prefix) = (std::sync::Arc::clone(&sources), format!("{name}:"));
+        let task = tokio::spawn(async move {
+            let mut datagram = vec![0u8; 65536];
+            while let Ok((length, from)) = socket.recv_from(&mut datagram).await {
+                seen.lock().unwrap().insert(from);
+                let reply = [prefix.as_bytes(), &datagram[..length]].concat();
+                let _ = socket.send_to(&reply, from).await;
+            }
+        });
+        Ok(UdpBackend {
+            addr,
+            sources,
+            task,
+        })
+    }
+}
+
 fn tls_acceptor(cert: &str, key: &str) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -10,7 +10,7 @@ use aya::maps::{HashMap, PerCpuArray};
 use aya::programs::{TestRun, TestRunOptions, TestRunResult, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use gateway_common::{
-    Counters, Listener, ListenerKey, SOURCE_KEY_LISTENER_BITS, SourceKey, flags, reason,
+    Counters, Listener, ListenerKey, SOURCE_KEY_LISTENER_BITS, SourceKey, flags, protocol, reason,
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -53,15 +53,31 @@ impl Program {
         Some(Program { ebpf, pin_dir })
     }
 
-    /// Adds listener `id` at `address`, allowing `allow` (all sources when empty), with an
-    /// optional SYN budget (rate, burst).
+    /// Adds TCP listener `id` at `address`, allowing `allow` (all sources when empty), with
+    /// an optional SYN budget (rate, burst).
     pub fn listener(&mut self, id: u32, address: &str, allow: &[&str], syn: Option<(u32, u32)>) {
+        self.add_listener(id, (address, protocol::TCP), allow, syn);
+    }
+
+    /// Adds UDP listener `id` at `address`, allowing `allow` (all sources when empty).
+    pub fn udp_listener(&mut self, id: u32, address: &str, allow: &[&str]) {
+        self.add_listener(id, (address, protocol::UDP), allow, None);
+    }
+
+    fn add_listener(
+        &mut self,
+        id: u32,
+        (address, transport): (&str, u8),
+        allow: &[&str],
+        syn: Option<(u32, u32)>,
+    ) {
         let address: SocketAddr = address.parse().unwrap();
         let mut listeners: HashMap<_, ListenerKey, Listener> =
             HashMap::try_from(self.ebpf.map_mut("LISTENERS").unwrap()).unwrap();
         let key = ListenerKey {
             addr: mapped(address.ip()),
             port: address.port(),
+            protocol: transport,
             _pad: 0,
         };
         let listener = Listener {
@@ -166,6 +182,16 @@ pub fn tcp(port: u16, flags: u8) -> Vec<u8> {
     h[2..4].copy_from_slice(&port.to_be_bytes());
     h[12] = 0x50;
     h[13] = flags;
+    h
+}
+
+/// A UDP header to `port`, and a payload.
+pub fn udp(port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0u8; 8];
+    h[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    h[2..4].copy_from_slice(&port.to_be_bytes());
+    h[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    h.extend_from_slice(payload);
     h
 }
 

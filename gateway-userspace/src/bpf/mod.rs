@@ -23,13 +23,38 @@ use plan::{Applied, Change, WantedListener};
 /// The eBPF object built by `cargo xtask build-ebpf`, embedded so a user runs one binary.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf.o"));
 
-/// The proxy's listening sockets that steered connections are handed to: one per protocol
-/// and address family (IPv6 ones are absent on a node without IPv6).
+/// The proxy's sockets that steered connections are handed to: one per kind of listener and
+/// address family (IPv6 ones are absent on a node without IPv6).
 pub struct SteeringSockets {
-    pub http4: std::sync::Arc<tokio::net::TcpListener>,
-    pub https4: std::sync::Arc<tokio::net::TcpListener>,
-    pub http6: Option<std::sync::Arc<tokio::net::TcpListener>>,
-    pub https6: Option<std::sync::Arc<tokio::net::TcpListener>>,
+    pub http: Family<tokio::net::TcpListener>,
+    pub https: Family<tokio::net::TcpListener>,
+    /// Layer 4 TCP: ports relayed whole and TLS passed through.
+    pub stream: Family<tokio::net::TcpListener>,
+    pub udp: Family<tokio::net::UdpSocket>,
+}
+
+/// An IPv4 socket, and its IPv6 twin where the node has IPv6.
+pub struct Family<S> {
+    pub v4: std::sync::Arc<S>,
+    pub v6: Option<std::sync::Arc<S>>,
+}
+
+impl<S> Family<S> {
+    /// The IPv4 socket, then the IPv6 one.
+    pub fn each(&self) -> impl Iterator<Item = std::sync::Arc<S>> + '_ {
+        std::iter::once(self.v4.clone()).chain(self.v6.clone())
+    }
+}
+
+impl<S: std::os::fd::AsFd> Family<S> {
+    fn fds(
+        &self,
+    ) -> (
+        std::os::fd::BorrowedFd<'_>,
+        Option<std::os::fd::BorrowedFd<'_>>,
+    ) {
+        (self.v4.as_fd(), self.v6.as_ref().map(|s| s.as_fd()))
+    }
 }
 
 /// The pinned sk_lookup link, in the pin folder.
@@ -131,19 +156,25 @@ impl FastPath {
         }
 
         let mut socket_map = SockMap::try_from(map_mut(&mut ebpf, maps::SOCKETS)?)?;
-        let slots = [
-            (sockets::HTTP, Some(&sockets.http4)),
-            (sockets::HTTPS, Some(&sockets.https4)),
-            (sockets::IPV6 + sockets::HTTP, sockets.http6.as_ref()),
-            (sockets::IPV6 + sockets::HTTPS, sockets.https6.as_ref()),
-        ];
-        for (slot, socket) in slots {
-            if let Some(socket) = socket {
-                socket_map
-                    .set(slot, socket, 0)
-                    .with_context(|| format!("adding a proxy socket to SOCKETS[{slot}]"))?;
+        let mut put = |slot: u32,
+                       family: (
+            std::os::fd::BorrowedFd<'_>,
+            Option<std::os::fd::BorrowedFd<'_>>,
+        )| {
+            let (v4, v6) = family;
+            for (slot, fd) in [(slot, Some(v4)), (sockets::IPV6 + slot, v6)] {
+                if let Some(fd) = fd {
+                    socket_map
+                        .set(slot, &fd, 0)
+                        .with_context(|| format!("adding a proxy socket to SOCKETS[{slot}]"))?;
+                }
             }
-        }
+            anyhow::Ok(())
+        };
+        put(sockets::HTTP, sockets.http.fds())?;
+        put(sockets::HTTPS, sockets.https.fds())?;
+        put(sockets::STREAM, sockets.stream.fds())?;
+        put(sockets::UDP, sockets.udp.fds())?;
 
         let applied = read_applied(&mut ebpf)?;
         Ok(Self {
@@ -408,10 +439,11 @@ pub fn read_stats(pin_dir: &Path) -> Result<StatsReport> {
         }
         report.listeners.push(ListenerStats {
             address: std::net::SocketAddr::new(ip, key.port),
-            protocol: if listener.socket == sockets::HTTPS {
-                "https"
-            } else {
-                "http"
+            protocol: match listener.socket % sockets::IPV6 {
+                sockets::HTTPS => "https",
+                sockets::STREAM => "tcp",
+                sockets::UDP => "udp",
+                _ => "http",
             },
             id: listener.id,
             allow_list: listener.flags & gateway_common::flags::ALLOW_LIST != 0,

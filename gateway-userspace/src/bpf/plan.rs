@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use gateway_common::{
-    Listener, ListenerKey, MAX_LISTENERS, SOURCE_KEY_LISTENER_BITS, SourceKey, flags, sockets,
+    Listener, ListenerKey, MAX_LISTENERS, SOURCE_KEY_LISTENER_BITS, SourceKey, flags, protocol,
+    sockets,
 };
 
 use crate::cidr::Cidr;
@@ -72,19 +73,19 @@ pub fn wanted(
         .vips
         .iter()
         .chain(&snapshot.listeners)
-        .filter_map(|spec| {
+        .map(|spec| {
             let socket = match spec.kind {
                 ListenerKind::Http => sockets::HTTP,
                 ListenerKind::Https => sockets::HTTPS,
-                // Bound directly for now (see `Steering::sync`).
-                ListenerKind::Tcp | ListenerKind::Udp | ListenerKind::Tls => return None,
+                ListenerKind::Tcp | ListenerKind::Tls => sockets::STREAM,
+                ListenerKind::Udp => sockets::UDP,
             };
             let wanted = WantedListener {
                 socket,
                 allow: allow.clone(),
                 syn_budget: config.syn_budget,
             };
-            Some((listener_key(spec), wanted))
+            (listener_key(spec), wanted)
         })
         .collect()
 }
@@ -94,6 +95,10 @@ pub fn listener_key(spec: &ListenerSpec) -> ListenerKey {
     ListenerKey {
         addr: mapped(spec.addr.ip()),
         port: spec.addr.port(),
+        protocol: match spec.kind {
+            ListenerKind::Udp => protocol::UDP,
+            _ => protocol::TCP,
+        },
         _pad: 0,
     }
 }

@@ -4,6 +4,7 @@
 //! out.
 
 pub mod client_hello;
+mod original_destination;
 mod peek;
 pub mod proxy_protocol;
 mod tcp;
@@ -79,10 +80,12 @@ impl StreamProxy {
         }
     }
 
-    /// Relays the connections of the listener `address` until the drain stops accepting: to
-    /// its TCP route, or (a TLS listener) to the route of the server name each connection's
-    /// ClientHello asks for.
-    pub async fn serve_tcp(self: Arc<Self>, listener: Arc<TcpListener>, address: SocketAddr) {
+    /// Relays the connections of `listener` until the drain stops accepting: to the TCP route
+    /// of their listener address, or (a TLS listener) to the route of the server name each
+    /// connection's ClientHello asks for. `bound` is the listener address the socket is bound
+    /// to; without one (a steering socket), each connection's own local address is its
+    /// listener's (the VIP:port it was sent to).
+    pub async fn serve_tcp(self: Arc<Self>, listener: Arc<TcpListener>, bound: Option<SocketAddr>) {
         let stop = drain::not_accepting(self.drain.watch());
         tokio::pin!(stop);
         loop {
@@ -100,6 +103,9 @@ impl StreamProxy {
                 }
             };
             let Ok(admitted) = self.admit(client) else {
+                continue;
+            };
+            let Some(address) = bound.or_else(|| stream.local_addr().ok()) else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -214,9 +220,9 @@ impl StreamProxy {
         self.observer.finish_session(session);
     }
 
-    /// Relays the UDP flows that reach `socket` (the listener `address`) until the drain
-    /// stops accepting.
-    pub async fn serve_udp(self: Arc<Self>, socket: Arc<UdpSocket>, address: SocketAddr) {
-        udp::serve(self, socket, address).await;
+    /// Relays the UDP flows that reach `socket` until the drain stops accepting; `bound` as
+    /// for [`StreamProxy::serve_tcp`].
+    pub async fn serve_udp(self: Arc<Self>, socket: Arc<UdpSocket>, bound: Option<SocketAddr>) {
+        udp::serve(self, socket, bound).await;
     }
 }

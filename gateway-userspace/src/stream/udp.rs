@@ -1,7 +1,9 @@
-//! UDP relayed by flow: each client address gets a session, a socket connected to one backend
-//! endpoint, whose replies are sent back from the listener's socket (so from the address the
-//! client sent to). A session ends after the idle timeout; the table of sessions is bounded,
-//! and datagrams of new flows beyond it are dropped and counted, never evicting live ones.
+//! UDP relayed by flow: each client address (and listener) gets a session, a socket connected
+//! to one backend endpoint, whose replies are sent back from the address the client sent to:
+//! the listener's own socket where it is bound, or a socket bound to the VIP:port where
+//! sk_lookup steers many listeners into one socket. A session ends after the idle timeout; the
+//! table of sessions is bounded, and datagrams of new flows beyond it are dropped and counted,
+//! never evicting live ones.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use super::StreamProxy;
+use super::{StreamProxy, original_destination};
 use crate::lifecycle::drain;
 use crate::observe::metrics::Metrics;
 use crate::observe::{SessionEnd, StreamSession};
@@ -22,12 +24,16 @@ use crate::snapshot::Backend;
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 
-type Sessions = Mutex<HashMap<SocketAddr, Arc<Session>>>;
+/// Sessions by client and the listener address it sent to.
+type Sessions = Mutex<HashMap<(SocketAddr, SocketAddr), Arc<Session>>>;
 
 /// One client flow.
 struct Session {
     upstream: UdpSocket,
     client: SocketAddr,
+    listener: SocketAddr,
+    /// Where replies are sent from.
+    reply: Arc<UdpSocket>,
     backend: Arc<Backend>,
     endpoint: SocketAddr,
     route: String,
@@ -46,9 +52,18 @@ impl Session {
     }
 }
 
-/// Relays the flows reaching `socket` until the drain stops accepting.
-pub async fn serve(proxy: Arc<StreamProxy>, socket: Arc<UdpSocket>, address: SocketAddr) {
+/// Relays the flows reaching `socket` until the drain stops accepting. `bound` is the
+/// listener address the socket is bound to; without one, the socket takes steered datagrams,
+/// each of which says where it was sent.
+pub async fn serve(proxy: Arc<StreamProxy>, socket: Arc<UdpSocket>, bound: Option<SocketAddr>) {
+    if bound.is_none()
+        && let Err(error) = original_destination::enable(&socket)
+    {
+        tracing::error!(%error, "steered UDP cannot be served: the original destination of datagrams is not available");
+        return;
+    }
     let sessions: Arc<Sessions> = Arc::default();
+    let mut replies = ReplySockets::default();
     let stop = drain::not_accepting(proxy.drain.watch());
     tokio::pin!(stop);
     let mut datagram = vec![0u8; MAX_DATAGRAM];
@@ -56,22 +71,32 @@ pub async fn serve(proxy: Arc<StreamProxy>, socket: Arc<UdpSocket>, address: Soc
         let received = tokio::select! {
             biased;
             () = &mut stop => return,
-            received = socket.recv_from(&mut datagram) => received,
+            received = receive(&socket, bound, &mut datagram) => received,
         };
-        let Ok((length, client)) = received else {
-            continue; // An ICMP error from an earlier reply: nothing to do with this socket.
+        // An error is an ICMP error from an earlier reply: nothing to do with this socket.
+        let Ok((length, client, Some(listener))) = received else {
+            continue;
         };
         let found = sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&client)
+            .get(&(client, listener))
             .cloned();
         let session = match found {
             Some(session) => session,
-            None => match open(&proxy, &socket, address, client, &sessions) {
-                Some(session) => session,
-                None => continue,
-            },
+            None => {
+                let reply = match bound {
+                    Some(_) => socket.clone(),
+                    None => match replies.from(listener) {
+                        Some(reply) => reply,
+                        None => continue,
+                    },
+                };
+                match open(&proxy, reply, (client, listener), &sessions) {
+                    Some(session) => session,
+                    None => continue,
+                }
+            }
         };
         session.received.fetch_add(length as u64, Ordering::Relaxed);
         session.moved();
@@ -81,13 +106,50 @@ pub async fn serve(proxy: Arc<StreamProxy>, socket: Arc<UdpSocket>, address: Soc
     }
 }
 
+/// One datagram: its length, its source, and the listener address it was sent to.
+async fn receive(
+    socket: &UdpSocket,
+    bound: Option<SocketAddr>,
+    datagram: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<SocketAddr>)> {
+    match bound {
+        Some(listener) => {
+            let (length, client) = socket.recv_from(datagram).await?;
+            Ok((length, client, Some(listener)))
+        }
+        None => original_destination::receive(socket, datagram).await,
+    }
+}
+
+/// Sockets that send from steered listener addresses, made on first use.
+#[derive(Default)]
+struct ReplySockets(HashMap<SocketAddr, Arc<UdpSocket>>);
+
+impl ReplySockets {
+    fn from(&mut self, listener: SocketAddr) -> Option<Arc<UdpSocket>> {
+        if let Some(socket) = self.0.get(&listener) {
+            return Some(socket.clone());
+        }
+        match original_destination::reply_socket(listener) {
+            Ok(socket) => {
+                let socket = Arc::new(socket);
+                self.0.insert(listener, socket.clone());
+                Some(socket)
+            }
+            Err(error) => {
+                tracing::warn!(%listener, %error, "cannot send UDP replies from the listener's address");
+                None
+            }
+        }
+    }
+}
+
 /// A new session for `client`, with its reply task started; `None` (counted) when the table is
 /// full or the route has no endpoint.
 fn open(
     proxy: &Arc<StreamProxy>,
-    socket: &Arc<UdpSocket>,
-    address: SocketAddr,
-    client: SocketAddr,
+    reply: Arc<UdpSocket>,
+    (client, address): (SocketAddr, SocketAddr),
     sessions: &Arc<Sessions>,
 ) -> Option<Arc<Session>> {
     let refuse = |end: SessionEnd| {
@@ -130,6 +192,8 @@ fn open(
     let session = Arc::new(Session {
         upstream,
         client,
+        listener: address,
+        reply,
         backend,
         endpoint,
         route: route.owner.clone(),
@@ -142,20 +206,18 @@ fn open(
     sessions
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(client, session.clone());
+        .insert((client, address), session.clone());
     let active = &proxy.observer.metrics.stream_sessions_active;
     let active = Metrics::labelled(active, "protocol", "udp");
     active.inc();
-    let (proxy, socket, sessions) = (proxy.clone(), socket.clone(), sessions.clone());
+    let (proxy, sessions) = (proxy.clone(), sessions.clone());
     let replying = session.clone();
     tokio::spawn(async move {
-        let end = replies(&replying, &socket, proxy.config.udp_idle_timeout).await;
+        let end = replies(&replying, proxy.config.udp_idle_timeout).await;
+        let key = (replying.client, replying.listener);
         let mut table = sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if table
-            .get(&replying.client)
-            .is_some_and(|s| Arc::ptr_eq(s, &replying))
-        {
-            table.remove(&replying.client);
+        if table.get(&key).is_some_and(|s| Arc::ptr_eq(s, &replying)) {
+            table.remove(&key);
         }
         drop(table);
         active.dec();
@@ -196,15 +258,15 @@ thread_local! {
 }
 
 /// Sends the backend's replies to the client until the session has been idle for `idle`.
-async fn replies(session: &Session, socket: &UdpSocket, idle: Duration) -> SessionEnd {
+async fn replies(session: &Session, idle: Duration) -> SessionEnd {
     loop {
         let last = session.last.load(Ordering::Relaxed);
         let deadline = session.started + Duration::from_millis(last) + idle;
         match tokio::time::timeout_at(deadline, session.upstream.readable()).await {
             Ok(Ok(())) => {
                 // Replies go out without waiting while the buffer is held.
-                let _ = socket.writable().await;
-                if relay_replies(session, socket).is_err() {
+                let _ = session.reply.writable().await;
+                if relay_replies(session).is_err() {
                     // The backend's port is closed (an ICMP error on the connected socket).
                     return SessionEnd::Reset;
                 }
@@ -217,14 +279,16 @@ async fn replies(session: &Session, socket: &UdpSocket, idle: Duration) -> Sessi
 }
 
 /// Sends on every reply waiting now; a full send buffer drops one, as the network may.
-fn relay_replies(session: &Session, socket: &UdpSocket) -> std::io::Result<()> {
+fn relay_replies(session: &Session) -> std::io::Result<()> {
     REPLY.with_borrow_mut(|datagram| {
         loop {
             match session.upstream.try_recv(datagram) {
                 Ok(length) => {
                     session.sent.fetch_add(length as u64, Ordering::Relaxed);
                     session.moved();
-                    let _ = socket.try_send_to(&datagram[..length], session.client);
+                    let _ = session
+                        .reply
+                        .try_send_to(&datagram[..length], session.client);
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(error) => return Err(error),
