@@ -1,7 +1,7 @@
 //! The XDP program's own cost per packet, by path, measured in the kernel with
 //! BPF_PROG_TEST_RUN (the kernel runs it `REPEAT` times and reports the mean): what bounds the
 //! packets one core can classify, whatever the NIC or veth in front. Run by
-//! `cargo xtask bench --only T11`; prints one JSON line per path. Needs root.
+//! `cargo xtask bench --only T9-cost`; prints one JSON line per path. Needs root.
 
 use gateway_e2e::xdp::{ACK, Program, SYN, XDP_DROP, XDP_PASS, ethernet, ipv4, tcp};
 

@@ -282,7 +282,7 @@ fn measure_legit(
     window: Duration,
 ) -> Result<Record> {
     let cpu = sut.cpu_seconds();
-    let legit = load::oha_fresh_connections(target, window, 8, LEGIT_RATE)?;
+    let legit = load::oha_fresh_connections(target, window, 8, Some(LEGIT_RATE))?;
     let used = sut.cpu_seconds() - cpu;
     let pss = sut.pss_bytes();
     let ok = legit.ok.unwrap_or(0.0);

@@ -19,6 +19,13 @@ pub const GATEWAY_PORTS: (u16, u16) = (8083, 8443);
 pub const NGINX_PORTS: (u16, u16) = (8081, 8441);
 pub const HAPROXY_PORTS: (u16, u16) = (8082, 8442);
 
+/// Layer 4 ports of each system under test (T11): (to the bulk server, to backend 0).
+pub const GATEWAY_TCP_PORTS: (u16, u16) = (8183, 8283);
+pub const NGINX_TCP_PORTS: (u16, u16) = (8181, 8281);
+pub const HAPROXY_TCP_PORTS: (u16, u16) = (8182, 8282);
+/// The bulk TCP server behind the layer 4 ports (iperf3).
+pub const BULK_PORT: u16 = 9201;
+
 /// The generated files.
 pub struct Fixtures {
     pub dir: PathBuf,
@@ -104,6 +111,16 @@ pub fn generate(dir: &Path, routes: usize) -> Result<Fixtures> {
              addressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n---\n"
         )?;
     }
+    // Layer 4 (T11): the bulk server and backend 0 behind the gateway's TCP ports.
+    let (bulk, connections) = GATEWAY_TCP_PORTS;
+    write!(
+        services,
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: bulk, namespace: bench}}\nspec: {{ports: [{{name: tcp, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: bulk-1, namespace: bench, labels: {{kubernetes.io/service-name: bulk}}}}\n\
+         addressType: IPv4\nports: [{{name: tcp, port: {BULK_PORT}}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: tcp-services, namespace: bench}}\n\
+         data: {{\"{bulk}\": \"bench/bulk:80\", \"{connections}\": \"bench/be0:80\"}}\n---\n"
+    )?;
     write(manifests.join("services.yaml"), services)?;
     let indent = |pem: &str| {
         pem.lines()
@@ -161,10 +178,17 @@ fn nginx_conf(dir: &Path, resume: bool, address: &str) -> String {
         ("off", "off")
     };
     let (http, https) = NGINX_PORTS;
+    let (bulk, connections) = NGINX_TCP_PORTS;
+    let backend = BACKEND_PORTS[0];
     format!(
-        r#"worker_processes 1; worker_cpu_affinity 10; worker_rlimit_nofile 20000; pid {d}/nginx.pid;
+        r#"load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1; worker_cpu_affinity 10; worker_rlimit_nofile 20000; pid {d}/nginx.pid;
 daemon off; user root;
 events {{ worker_connections 32768; }}
+stream {{
+  server {{ listen {address}:{bulk} backlog=4096; proxy_pass 127.0.0.1:{BULK_PORT}; }}
+  server {{ listen {address}:{connections} backlog=4096; proxy_pass 127.0.0.1:{backend}; }}
+}}
 http {{
   access_log off; error_log {d}/nginx-error.log warn;
   client_body_temp_path {d}/nginx-tmp; proxy_temp_path {d}/nginx-tmp;
@@ -186,6 +210,8 @@ http {{
 fn haproxy_cfg(dir: &Path, resume: bool, address: &str, backends: &[u16]) -> String {
     let d = dir.display();
     let (http, https) = HAPROXY_PORTS;
+    let (bulk, connections) = HAPROXY_TCP_PORTS;
+    let backend = BACKEND_PORTS[0];
     let options = if resume {
         "ssl-min-ver TLSv1.3"
     } else {
@@ -224,6 +250,20 @@ frontend fe
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   http-request set-header X-Forwarded-Port %[dst_port]
   use_backend %[req.hdr(host),field(1,:),lower,map({d}/routes/haproxy-hosts.map,be0)]
+frontend tcp_bulk
+  mode tcp
+  bind {address}:{bulk}
+  default_backend tcp_bulk
+frontend tcp_connections
+  mode tcp
+  bind {address}:{connections}
+  default_backend tcp_connections
+backend tcp_bulk
+  mode tcp
+  server s0 127.0.0.1:{BULK_PORT}
+backend tcp_connections
+  mode tcp
+  server s0 127.0.0.1:{backend}
 {backends}"#
     )
 }

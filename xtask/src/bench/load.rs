@@ -147,23 +147,38 @@ pub fn oha(
     oha_measured(command.arg(target.url()))
 }
 
-/// oha open loop at `rate` per second, a new connection for every request (what a new client
-/// sees), for `duration`.
+/// oha with a new connection for every request (what a new client sees), for `duration`:
+/// open loop at `rate` per second when given, else as fast as `connections` allow.
 pub fn oha_fresh_connections(
     target: &OhaTarget<'_>,
     duration: Duration,
     connections: u32,
-    rate: u32,
+    rate: Option<u32>,
 ) -> Result<Measured> {
     let mut command = pinned("oha");
     command
         .args(["--no-tui", "--output-format", "json", "--disable-keepalive"])
         .args(["-z", &format!("{}s", duration.as_secs())])
-        .args(["-c", &connections.to_string()])
-        .args(["-q", &rate.to_string(), "--latency-correction"])
+        .args(["-c", &connections.to_string()]);
+    if let Some(rate) = rate {
+        command.args(["-q", &rate.to_string(), "--latency-correction"]);
+    }
+    command
         .args(["-H", &format!("Host: {}", target.host)])
         .arg(target.url());
     oha_measured(&mut command)
+}
+
+/// Bytes iperf3 moved through `port` to the bulk server in `duration` (one stream).
+pub fn iperf3(port: u16, duration: Duration) -> Result<f64> {
+    let mut command = pinned("iperf3");
+    command
+        .args(["-c", "127.0.0.1", "-p", &port.to_string(), "-J"])
+        .args(["-t", &duration.as_secs().to_string()]);
+    let json: serde_json::Value = serde_json::from_str(&crate::output(&mut command)?)?;
+    json["end"]["sum_received"]["bytes"]
+        .as_f64()
+        .ok_or_else(|| anyhow::anyhow!("iperf3 reported no bytes: {json}"))
 }
 
 /// Full TLS handshakes with oha (the fastest client here): one request per connection to

@@ -473,8 +473,8 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         Ok(())
     });
 
-    section(&plan, "T11", false, || {
-        println!("== T11 the XDP program's own cost per packet, by path (BPF_PROG_TEST_RUN)");
+    section(&plan, "T9-cost", false, || {
+        println!("== T9-cost the XDP program's own cost per packet, by path (BPF_PROG_TEST_RUN)");
         cargo(&[
             "build",
             "--release",
@@ -484,7 +484,7 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
             "xdp-cost",
         ])?;
         let text = crate::output(&mut Command::new(root().join("target/release/xdp-cost")))?;
-        let mut r = Record::new("gateway", "T11", 0);
+        let mut r = Record::new("gateway", "T9-cost", 0);
         for line in text.lines() {
             let value: serde_json::Value = serde_json::from_str(line)?;
             let (Some(path), Some(ns)) = (value["path"].as_str(), value["ns_per_packet"].as_f64())
@@ -495,6 +495,45 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
             r.set(&format!("ns_{path}"), ns);
         }
         records.push(r);
+        Ok(())
+    });
+
+    section(&plan, "T11", false, || {
+        println!("== T11 layer 4 TCP: bulk MiB and new connections per SUT CPU-second");
+        let _bulk = BulkServer::start()?;
+        for round in 0..plan.rounds {
+            for kind in shuffled(round) {
+                let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+                let (bulk_port, connections_port) = kind.tcp_ports();
+                let cpu = sut.cpu_seconds();
+                let bytes = load::iperf3(bulk_port, plan.run)?;
+                let used = sut.cpu_seconds() - cpu;
+                let mib = bytes / (1024.0 * 1024.0);
+                let mut r = Record::new(kind.name(), "T11", round);
+                r.set("mib_per_s", mib / plan.run.as_secs_f64())
+                    .set("sut_cpu_s", used)
+                    .set("per_cpu_s", mib / used.max(1e-9));
+                records.push(r);
+                let cpu = sut.cpu_seconds();
+                let target = OhaTarget::loopback(connections_port, "r0.bench.test");
+                let m = load::oha_fresh_connections(&target, plan.run, 32, None)?;
+                let used_connecting = sut.cpu_seconds() - cpu;
+                let mut r = Record::new(kind.name(), "T11-conn", round);
+                r.measured(&m)
+                    .set("sut_cpu_s", used_connecting)
+                    .set("per_cpu_s", m.requests / used_connecting.max(1e-9));
+                records.push(r);
+                println!(
+                    "  {:8} round {round}: {:>7.0} MiB/s, {:>7.0} MiB per SUT CPU-s; {:>6.0} connections/s, {:>6.0} per SUT CPU-s, errors {}",
+                    kind.name(),
+                    mib / plan.run.as_secs_f64(),
+                    mib / used.max(1e-9),
+                    m.rps,
+                    m.requests / used_connecting.max(1e-9),
+                    m.errors
+                );
+            }
+        }
         Ok(())
     });
 
@@ -528,6 +567,31 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         steal_ticks: steal,
     };
     report::write(&root().join("bench/results"), &environment, &records)
+}
+
+/// The bulk TCP server behind every system's layer 4 bulk port (iperf3, on the load's CPU);
+/// stopped when dropped.
+struct BulkServer(Child);
+
+impl BulkServer {
+    fn start() -> Result<Self> {
+        let child = Command::new("taskset")
+            .args(["-c", sut::LOAD_CPU, "iperf3", "-s", "-B", "127.0.0.1"])
+            .args(["-p", &fixtures::BULK_PORT.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting iperf3 -s")?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Self(child))
+    }
+}
+
+impl Drop for BulkServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Facts about the run that go with the figures.
@@ -733,6 +797,8 @@ fn tcp_memory_bytes() -> Result<f64> {
 fn install_tools() -> Result<()> {
     let packages = [
         "nginx",
+        // nginx's `stream` module, for the layer 4 row (T11).
+        "libnginx-mod-stream",
         "haproxy",
         "wrk",
         "nghttp2-client",

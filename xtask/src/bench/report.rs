@@ -13,7 +13,7 @@ use super::attack::SCENARIOS;
 use super::{Environment, Record};
 
 /// The figures the table shows, per test: (test, value, label, higher is better).
-const ROWS: [(&str, &str, &str, bool); 31] = [
+const ROWS: [(&str, &str, &str, bool); 34] = [
     ("T1", "rps", "T1 HTTP/1.1 keep-alive, requests/s", true),
     ("T1", "per_cpu_s", "T1 requests per SUT CPU-second", true),
     (
@@ -131,34 +131,47 @@ const ROWS: [(&str, &str, &str, bool); 31] = [
         true,
     ),
     (
-        "T11",
+        "T9-cost",
         "ns_other_pass",
-        "T11 XDP ns per packet: not for a listener (pass)",
+        "T9 XDP ns per packet: not for a listener (pass)",
         false,
     ),
     (
-        "T11",
+        "T9-cost",
         "ns_established_pass",
-        "T11 XDP ns per packet: listener, allow-listed, established (pass)",
+        "T9 XDP ns per packet: listener, allow-listed, established (pass)",
         false,
     ),
     (
-        "T11",
+        "T9-cost",
         "ns_denied_drop",
-        "T11 XDP ns per packet: listener, denied source (drop)",
+        "T9 XDP ns per packet: listener, denied source (drop)",
         false,
     ),
     (
-        "T11",
+        "T9-cost",
         "ns_syn_in_budget_pass",
-        "T11 XDP ns per packet: new connection within the SYN budget (pass)",
+        "T9 XDP ns per packet: new connection within the SYN budget (pass)",
         false,
     ),
     (
-        "T11",
+        "T9-cost",
         "ns_syn_over_budget_drop",
-        "T11 XDP ns per packet: SYN over the budget (drop)",
+        "T9 XDP ns per packet: SYN over the budget (drop)",
         false,
+    ),
+    ("T11", "mib_per_s", "T11 layer 4 TCP bulk, MiB/s", true),
+    (
+        "T11",
+        "per_cpu_s",
+        "T11 layer 4 TCP bulk MiB per SUT CPU-second",
+        true,
+    ),
+    (
+        "T11-conn",
+        "per_cpu_s",
+        "T11 layer 4 TCP new connections per SUT CPU-second",
+        true,
     ),
 ];
 

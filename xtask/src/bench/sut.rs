@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::fixtures::{self, Fixtures, GATEWAY_PORTS, HAPROXY_PORTS, NGINX_PORTS};
+use super::fixtures::{
+    self, Fixtures, GATEWAY_PORTS, GATEWAY_TCP_PORTS, HAPROXY_PORTS, HAPROXY_TCP_PORTS,
+    NGINX_PORTS, NGINX_TCP_PORTS,
+};
 
 /// The CPU every system under test runs on; load and backend run on the other.
 pub const SUT_CPU: &str = "1";
@@ -41,6 +44,15 @@ impl Kind {
             Kind::Gateway => GATEWAY_PORTS,
             Kind::Nginx => NGINX_PORTS,
             Kind::Haproxy => HAPROXY_PORTS,
+        }
+    }
+
+    /// Layer 4 TCP ports: (to the bulk server, to backend 0).
+    pub fn tcp_ports(self) -> (u16, u16) {
+        match self {
+            Kind::Gateway => GATEWAY_TCP_PORTS,
+            Kind::Nginx => NGINX_TCP_PORTS,
+            Kind::Haproxy => HAPROXY_TCP_PORTS,
         }
     }
 }
@@ -89,6 +101,7 @@ impl Sut {
                         "X25519",
                     ])
                     .args(["--hsts", ""])
+                    .args(["--tcp-services-configmap", "bench/tcp-services"])
                     // As the peers are configured: no access log.
                     .args(["--access-log", "off"])
                     .env("RUST_LOG", "warn");
