@@ -7,6 +7,7 @@ pub mod client_hello;
 mod original_destination;
 mod peek;
 pub mod proxy_protocol;
+mod splice;
 mod tcp;
 mod udp;
 

@@ -1,18 +1,17 @@
 //! One TCP session: connect to an endpoint of the route's backend (another endpoint when one
 //! refuses or does not answer in time), write a PROXY protocol header if the route asks, then
-//! copy both ways. A side that finishes sending is passed on as a half-close, so the other
-//! side's last bytes still arrive; nothing either way for the idle timeout ends the session.
+//! move bytes both ways in the kernel (splice). A side that finishes sending is passed on as a
+//! half-close, so the other side's last bytes still arrive; nothing either way for the idle
+//! timeout ends the session.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::splice::{self, Pipe};
 use super::{StreamConfig, proxy_protocol};
 use crate::observe::{SessionEnd, StreamSession};
 use crate::snapshot::Backend;
@@ -85,25 +84,35 @@ async fn connect(
     Err(SessionEnd::ConnectFailed)
 }
 
-/// Copies both ways until both sides have finished, one fails, or nothing moves for `idle`.
-/// Returns the bytes read from the client, from the backend, and how it ended.
+/// Moves bytes both ways (in the kernel, with splice) until both sides have finished, one
+/// fails, or nothing moves for `idle`. Returns the bytes from the client, from the backend,
+/// and how it ended.
 async fn copy_both_ways(
     client: TcpStream,
     backend: TcpStream,
     idle: std::time::Duration,
 ) -> (u64, u64, SessionEnd) {
+    let (Ok(upstream), Ok(downstream)) = (Pipe::take(), Pipe::take()) else {
+        return (0, 0, SessionEnd::Reset);
+    };
     let start = Instant::now();
+    // Milliseconds from `start` to the last bytes moved either way.
     let activity = AtomicU64::new(0);
-    let mut client = Metered::new(client, &activity, start);
-    let mut backend = Metered::new(backend, &activity, start);
+    let moved = || activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let (received, sent) = (AtomicU64::new(0), AtomicU64::new(0));
     let end = {
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
-        tokio::pin!(copy);
+        let both = async {
+            tokio::try_join!(
+                splice::one_way(&client, &backend, &upstream, &received, moved),
+                splice::one_way(&backend, &client, &downstream, &sent, moved),
+            )
+        };
+        tokio::pin!(both);
         loop {
             let last_moved = activity.load(Ordering::Relaxed);
             let deadline = start + std::time::Duration::from_millis(last_moved) + idle;
             tokio::select! {
-                copied = &mut copy => break match copied {
+                copied = &mut both => break match copied {
                     Ok(_) => SessionEnd::Closed,
                     Err(_) => SessionEnd::Reset,
                 },
@@ -115,69 +124,9 @@ async fn copy_both_ways(
             }
         }
     };
-    (client.bytes, backend.bytes, end)
-}
-
-/// A stream that counts the bytes read from it and notes when bytes last moved either way.
-struct Metered<'a, S> {
-    inner: S,
-    bytes: u64,
-    /// Milliseconds from `start` to the last bytes moved, shared by both sides.
-    activity: &'a AtomicU64,
-    start: Instant,
-}
-
-impl<'a, S> Metered<'a, S> {
-    fn new(inner: S, activity: &'a AtomicU64, start: Instant) -> Self {
-        Self {
-            inner,
-            bytes: 0,
-            activity,
-            start,
-        }
-    }
-
-    fn moved(&self) {
-        let now = self.start.elapsed().as_millis() as u64;
-        self.activity.store(now, Ordering::Relaxed);
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            self.bytes += read as u64;
-            self.moved();
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.moved();
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    // Pipes of a session cut short may hold bytes: those are closed, not pooled.
+    let finished = end == SessionEnd::Closed;
+    upstream.give_back(finished);
+    downstream.give_back(finished);
+    (received.into_inner(), sent.into_inner(), end)
 }
