@@ -105,6 +105,19 @@ fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Waits until the gateway says its fast path is on: it is set up after the gateway is ready
+/// (which serves on its own sockets meanwhile).
+fn wait_for_fast_path(gw: &Gateway) {
+    assert!(
+        eventually(LONG, || gw
+            .log()
+            .iter()
+            .any(|l| l.contains("kernel fast path on"))),
+        "{:#?}",
+        gw.log()
+    );
+}
+
 #[test]
 fn steers_vip_traffic_and_drops_denied_sources_in_xdp() {
     let Some(t) = Topology::new() else { return };
@@ -121,15 +134,7 @@ fn steers_vip_traffic_and_drops_denied_sources_in_xdp() {
             "198.18.0.0/24",
         ],
     );
-    // The fast path is set up after the gateway is ready (it serves on its sockets meanwhile).
-    assert!(
-        eventually(LONG, || gw
-            .log()
-            .iter()
-            .any(|l| l.contains("kernel fast path on"))),
-        "{:#?}",
-        gw.log()
-    );
+    wait_for_fast_path(&gw);
     let vip = addr("198.18.1.1:80");
     let url = format!("http://{VIP}/hello");
 
@@ -635,14 +640,7 @@ fn tcp_and_udp_ports_are_steered_from_a_vip_nothing_binds() {
             "default/udp-services",
         ],
     );
-    assert!(
-        eventually(LONG, || gw
-            .log()
-            .iter()
-            .any(|l| l.contains("kernel fast path on"))),
-        "{:#?}",
-        gw.log()
-    );
+    wait_for_fast_path(&gw);
     for flags in ["-Htln", "-Huln"] {
         let listening = run(t.in_gateway("ss").arg(flags));
         assert!(!String::from_utf8_lossy(&listening.stdout).contains(VIP));

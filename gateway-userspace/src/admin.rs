@@ -34,15 +34,7 @@ impl Admin {
         let server = Arc::new(auto::Builder::new(TokioExecutor::new()));
         let stop = drain::not_accepting(self.drain.watch());
         tokio::pin!(stop);
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                () = &mut stop => return,
-                accepted = listener.accept() => accepted,
-            };
-            let Ok((stream, _)) = accepted else {
-                continue;
-            };
+        while let Some((stream, _)) = drain::next_connection(&listener, &mut stop).await {
             let admin = self.clone();
             let server = server.clone();
             tokio::spawn(async move {

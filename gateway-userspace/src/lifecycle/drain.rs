@@ -92,3 +92,26 @@ pub async fn stopped(mut state: watch::Receiver<DrainState>) {
 pub async fn not_accepting(mut state: watch::Receiver<DrainState>) {
     let _ = state.wait_for(|s| !s.accepting()).await;
 }
+
+/// The next connection of `listener`, or `None` once `stop` resolves (see [`not_accepting`]).
+/// A failed accept (out of file descriptors and the like) is logged and retried after a
+/// pause, instead of spinning.
+pub async fn next_connection<F: std::future::Future<Output = ()>>(
+    listener: &tokio::net::TcpListener,
+    stop: &mut std::pin::Pin<&mut F>,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.as_mut() => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok(accepted) => return Some(accepted),
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}

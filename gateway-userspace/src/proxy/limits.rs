@@ -7,6 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::observe::metrics::Metrics;
+
 /// Client-facing timeouts and limits. The defaults are nginx's.
 #[derive(Clone, Debug)]
 pub struct ClientLimits {
@@ -99,6 +104,21 @@ impl Admission {
             open: AtomicUsize::new(0),
             per_source: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Admits a connection from `client`, or counts its refusal in `refused` under the limit
+    /// it was over (and logs it at debug level).
+    pub fn admit_counted(
+        self: &Arc<Self>,
+        client: std::net::SocketAddr,
+        refused: &Family<[(&'static str, &'static str); 1], Counter>,
+    ) -> Option<Admitted> {
+        self.admit(client.ip())
+            .inspect_err(|refusal| {
+                Metrics::labelled(refused, "limit", refusal.as_str()).inc();
+                tracing::debug!(%client, limit = refusal.as_str(), "connection refused");
+            })
+            .ok()
     }
 
     /// Takes a place for a connection from `source`, or says which limit it is over.

@@ -184,30 +184,11 @@ impl Proxy {
     pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>, tls: Option<TlsAcceptor>) {
         let stop = drain::not_accepting(self.drain.watch());
         tokio::pin!(stop);
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                () = &mut stop => return,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, client) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
+        while let Some((stream, client)) = drain::next_connection(&listener, &mut stop).await {
             let metrics = &self.observer.metrics;
-            let admitted = match self.admission.admit(client.ip()) {
-                Ok(admitted) => admitted,
-                Err(refusal) => {
-                    Metrics::labelled(&metrics.connections_refused, "limit", refusal.as_str())
-                        .inc();
-                    tracing::debug!(%client, limit = refusal.as_str(), "connection refused");
-                    continue;
-                }
+            let refused = &metrics.connections_refused;
+            let Some(admitted) = self.admission.admit_counted(client, refused) else {
+                continue;
             };
             let _ = stream.set_nodelay(true);
             let Ok(local) = stream.local_addr() else {

@@ -89,21 +89,9 @@ impl StreamProxy {
     pub async fn serve_tcp(self: Arc<Self>, listener: Arc<TcpListener>, bound: Option<SocketAddr>) {
         let stop = drain::not_accepting(self.drain.watch());
         tokio::pin!(stop);
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                () = &mut stop => return,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, client) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            let Ok(admitted) = self.admit(client) else {
+        while let Some((stream, client)) = drain::next_connection(&listener, &mut stop).await {
+            let refused = &self.observer.metrics.connections_refused;
+            let Some(admitted) = self.admission.admit_counted(client, refused) else {
                 continue;
             };
             let Some(address) = bound.or_else(|| stream.local_addr().ok()) else {
@@ -149,18 +137,6 @@ impl StreamProxy {
                 tracing::debug!(%client, %error, "no ClientHello");
             }
         }
-    }
-
-    /// Counts a new connection against the limits; refused ones are counted and closed.
-    pub fn admit(
-        &self,
-        client: SocketAddr,
-    ) -> Result<crate::proxy::limits::Admitted, crate::proxy::limits::Refusal> {
-        self.admission.admit(client.ip()).inspect_err(|refusal| {
-            let refused = &self.observer.metrics.connections_refused;
-            Metrics::labelled(refused, "limit", refusal.as_str()).inc();
-            tracing::debug!(%client, limit = refusal.as_str(), "connection refused");
-        })
     }
 
     /// Relays one TCP connection from `client` to `route`'s backend, and records the session.
