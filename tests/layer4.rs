@@ -694,3 +694,39 @@ async fn gateway_tls_tcp_and_udp_listeners_carry_their_routes() {
         "NotAllowedByListeners"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_https_the_client_a_proxy_protocol_header_names_is_the_one_allow_lists_see() {
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["web.test"]);
+    let web = Backend::start("web").await;
+    let dir = ManifestsDir::new();
+    dir.write(
+        "web.yaml",
+        &(service("web", &[web.addr])
+            + &leaf.secret("default", "web-tls")
+            + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  \
+               annotations: {nginx.ingress.kubernetes.io/whitelist-source-range: 203.0.113.0/24}\n\
+               spec:\n  tls: [{hosts: [web.test], secretName: web-tls}]\n  rules:\n  - host: web.test\n    \
+               http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n"),
+    );
+    let gateway = Gateway::start(dir.path(), &["--proxy-protocol"]);
+    for (source, wanted) in [("203.0.113.9", 200), ("198.51.100.7", 403)] {
+        let mut tcp = TcpStream::connect(gateway.https).await.unwrap();
+        let header = format!("PROXY TCP4 {source} 198.51.100.1 40000 443\r\n");
+        tcp.write_all(header.as_bytes()).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("web.test").unwrap();
+        let connector = tokio_rustls::TlsConnector::from(ca.client_config(&["http/1.1"]));
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .expect("TLS after the header");
+        let (status, _, body) = TlsHttp::over(tls).await.get("web.test", "/").await.unwrap();
+        assert_eq!(status.as_u16(), wanted, "{source}: {body}");
+        if wanted == 200 {
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["headers"]["x-forwarded-for"], source);
+            assert_eq!(body["headers"]["x-forwarded-proto"], "https");
+        }
+    }
+}

@@ -49,7 +49,7 @@ use crate::observe::metrics::Metrics;
 use crate::publish::RouteTable;
 use crate::snapshot::normalize_host;
 use crate::snapshot::stream::StreamRoute;
-use crate::stream::{PeekError, StreamConfig, StreamProxy, client_hello, proxy_protocol};
+use crate::stream::{PeekError, StreamConfig, StreamProxy, client_hello};
 
 /// How long an HTTP/2 connection told GOAWAY (flood, idle) gets to flush it before it is cut.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
@@ -219,20 +219,10 @@ impl Proxy {
         tls: Option<TlsAcceptor>,
     ) {
         if self.config.accept_proxy_protocol {
-            let timeout = self.config.client_limits.header_timeout;
-            // Boxed, as the TLS states below: an idle connection's task holds none of it.
-            match Box::pin(proxy_protocol::read_header(&mut stream, timeout)).await {
-                Ok(header) => {
-                    if let Some((source, _)) = header.addresses {
-                        client = source;
-                    }
-                }
-                Err(error) => {
-                    let closed = &self.observer.metrics.connections_closed;
-                    Metrics::labelled(closed, "reason", "proxy_protocol").inc();
-                    tracing::debug!(%client, %error, "PROXY protocol header refused");
-                    return;
-                }
+            match self.streams.proxy_header(&mut stream, client).await {
+                Some(Some((source, _))) => client = source,
+                Some(None) => {}
+                None => return,
             }
         }
         match tls {

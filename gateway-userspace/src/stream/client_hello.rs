@@ -294,4 +294,37 @@ mod tests {
         cut[at] = 0xff;
         assert!(parse(&cut).is_err());
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What the first bytes decide stands when more arrive, on hellos cut into records of
+        /// any size with any bytes after them, and on bytes that only start like one.
+        #[test]
+        fn a_decision_on_the_first_bytes_stands(
+            name in "[a-z0-9]{1,20}(\\.[a-z0-9]{1,20}){0,3}",
+            record in 1usize..300,
+            after in proptest::collection::vec(any::<u8>(), 0..40),
+            cut in 0usize..600,
+        ) {
+            let whole = hello(&[(10, vec![0, 2, 0, 29]), sni(name.as_bytes())]);
+            let mut bytes = records(&whole[5..], record);
+            bytes.extend(&after);
+            prop_assert_eq!(parse(&bytes), Ok(named(&name)));
+            let cut = cut.min(bytes.len());
+            match parse(&bytes[..cut]) {
+                Ok(Hello::Incomplete) => {}
+                decided => prop_assert_eq!(decided, Ok(named(&name))),
+            }
+            // The same bytes with one changed: never a panic, and a prefix never contradicts.
+            let mut changed = bytes.clone();
+            let at = cut % changed.len();
+            changed[at] ^= 0x5a;
+            match (parse(&changed[..cut]), parse(&changed)) {
+                (Ok(Hello::Incomplete), _) => {}
+                (Ok(hello), whole) => prop_assert_eq!(whole, Ok(hello)),
+                (Err(_), whole) => prop_assert!(whole.is_err()),
+            }
+        }
+    }
 }

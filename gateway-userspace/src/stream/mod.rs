@@ -139,6 +139,27 @@ impl StreamProxy {
         }
     }
 
+    /// The PROXY protocol header `stream` must start with: the client and destination it
+    /// names (`None` inside for `LOCAL` and `UNKNOWN`), or `None` when it is missing, malformed
+    /// or late (counted, and the connection is to be closed).
+    pub async fn proxy_header(
+        &self,
+        stream: &mut TcpStream,
+        client: SocketAddr,
+    ) -> Option<Option<(SocketAddr, SocketAddr)>> {
+        // Boxed: the task of a connection served for long holds none of it.
+        let header = proxy_protocol::read_header(stream, self.config.header_timeout);
+        match Box::pin(header).await {
+            Ok(header) => Some(header.addresses),
+            Err(error) => {
+                let closed = &self.observer.metrics.connections_closed;
+                Metrics::labelled(closed, "reason", "proxy_protocol").inc();
+                tracing::debug!(%client, %error, "PROXY protocol header refused");
+                None
+            }
+        }
+    }
+
     /// Relays one TCP connection from `client` to `route`'s backend, and records the session.
     /// `listener` is the address the client reached; `server_name` is set for TLS passed
     /// through (empty for a ClientHello without one).
@@ -151,18 +172,10 @@ impl StreamProxy {
     ) {
         let mut destination = listener;
         if route.accept_proxy_protocol {
-            match proxy_protocol::read_header(&mut stream, self.config.header_timeout).await {
-                Ok(header) => {
-                    if let Some((source, original)) = header.addresses {
-                        (client, destination) = (source, original);
-                    }
-                }
-                Err(error) => {
-                    let closed = &self.observer.metrics.connections_closed;
-                    Metrics::labelled(closed, "reason", "proxy_protocol").inc();
-                    tracing::debug!(%client, %error, "PROXY protocol header refused");
-                    return;
-                }
+            match self.proxy_header(&mut stream, client).await {
+                Some(Some(addresses)) => (client, destination) = addresses,
+                Some(None) => {}
+                None => return,
             }
         }
         let protocol = if server_name.is_some() { "tls" } else { "tcp" };

@@ -349,4 +349,54 @@ mod tests {
         let mixed = encode(Version::V1, addr("192.0.2.1:1"), addr("[2001:db8::2]:2"));
         assert_eq!(mixed, b"PROXY TCP6 ::ffff:192.0.2.1 2001:db8::2 1 2\r\n");
     }
+
+    use proptest::prelude::*;
+
+    /// Bytes that often start like a header: random, or after either signature.
+    fn header_like() -> impl Strategy<Value = Vec<u8>> {
+        let tail = proptest::collection::vec(any::<u8>(), 0..120);
+        prop_oneof![
+            tail.clone(),
+            tail.clone()
+                .prop_map(|t| [b"PROXY ".as_slice(), &t].concat()),
+            tail.prop_map(|t| [V2_SIGNATURE.as_slice(), &t].concat()),
+        ]
+    }
+
+    fn socket_addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| (ip, port).into()),
+            (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| (ip, port).into()),
+        ]
+    }
+
+    proptest! {
+        /// What the first bytes decide stands when more arrive (peeking again must not change
+        /// what a connection is).
+        #[test]
+        fn a_decision_on_the_first_bytes_stands(bytes in header_like(), cut in 0usize..200) {
+            let cut = cut.min(bytes.len());
+            match (parse(&bytes[..cut]), parse(&bytes)) {
+                (Ok(None), _) => {}
+                (Ok(Some(header)), whole) => prop_assert_eq!(whole, Ok(Some(header))),
+                (Err(_), whole) => prop_assert!(whole.is_err()),
+            }
+        }
+
+        /// Every header written is read back whole, and every cut of it waits for more.
+        #[test]
+        fn written_headers_read_back(source in socket_addr(), destination in socket_addr(), v2 in any::<bool>()) {
+            let version = if v2 { Version::V2 } else { Version::V1 };
+            let written = encode(version, source, destination);
+            let header = parse(&written).unwrap().unwrap();
+            prop_assert_eq!(header.len, written.len());
+            let (read_source, read_destination) = header.addresses.unwrap();
+            let canonical = |a: SocketAddr| (a.ip().to_canonical(), a.port());
+            prop_assert_eq!(canonical(read_source), canonical(source));
+            prop_assert_eq!(canonical(read_destination), canonical(destination));
+            for cut in 0..written.len() {
+                prop_assert_eq!(parse(&written[..cut]), Ok(None));
+            }
+        }
+    }
 }
