@@ -674,3 +674,33 @@ fn tcp_and_udp_ports_are_steered_from_a_vip_nothing_binds() {
     assert_eq!(protocol("198.18.1.1:9000"), Some("tcp".into()), "{stats}");
     assert_eq!(protocol("198.18.1.1:5353"), Some("udp".into()), "{stats}");
 }
+
+/// Pins of another layout (as an older gateway leaves them: here, without the layout map) are
+/// not shared with programs that read them differently: the new daemon replaces them whole,
+/// says so, and steers again.
+#[test]
+fn pins_of_another_layout_are_replaced_not_shared() {
+    let Some(t) = Topology::new() else { return };
+    let (dir, _backend) = routes_to_web(&t, "");
+    let flags = ["--vip", "198.18.1.1:80=http", "--xdp-iface", GATEWAY_IFACE];
+    let url = format!("http://{VIP}/");
+    let mut first = Gateway::start_in(&t, dir.path(), &flags);
+    wait_for_fast_path(&first);
+    assert_eq!(t.curl(&url, "a.com", None, LONG), Some(200));
+    first.kill();
+    std::fs::remove_file(t.pin_dir.join("LAYOUT")).expect("the layout pin");
+
+    let second = Gateway::start_in(&t, dir.path(), &flags);
+    wait_for_fast_path(&second);
+    let log = second.log();
+    assert!(
+        log.iter().any(|l| l.contains("of another layout")),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("kept (pinned link)")),
+        "{log:#?}"
+    );
+    assert_eq!(t.curl(&url, "a.com", None, LONG), Some(200));
+    assert!(t.pin_dir.join("LAYOUT").exists());
+}

@@ -10,8 +10,15 @@ pub const MAX_LISTENERS: u32 = 4096;
 /// Most allow-list entries (CIDRs over all listeners).
 pub const MAX_ALLOW_ENTRIES: u32 = 65536;
 
+/// The layout of the maps (their keys, values and slots): a daemon finding pins of another
+/// layout (an older gateway's) replaces them whole instead of sharing them. Raise it with any
+/// change to a map's meaning.
+pub const LAYOUT: u32 = 2;
+
 /// Map names, as the programs define them and the daemon pins them.
 pub mod maps {
+    /// One entry: the [`super::LAYOUT`] of the pinned maps.
+    pub const LAYOUT: &str = "LAYOUT";
     pub const LISTENERS: &str = "LISTENERS";
     pub const ALLOW: &str = "ALLOW";
     pub const SYN_BUDGET: &str = "SYN_BUDGET";

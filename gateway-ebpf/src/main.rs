@@ -45,6 +45,10 @@ static STATS: PerCpuArray<Counters> = PerCpuArray::pinned(reason::SLOTS, 0);
 #[map(name = "SOCKETS")]
 static SOCKETS: SockMap = SockMap::pinned(sockets::COUNT, 0);
 
+/// The layout of these maps, written by the daemon (`gateway_common::LAYOUT`); never read here.
+#[map(name = "LAYOUT")]
+static LAYOUT: Array<u32> = Array::pinned(1, 0);
+
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;

@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuValues, SockMap};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues, SockMap};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{SkLookup, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use gateway_common::{Counters, Listener, ListenerKey, SourceKey, maps, programs, reason, sockets};
+use gateway_common::{
+    Counters, LAYOUT, Listener, ListenerKey, SourceKey, maps, programs, reason, sockets,
+};
 use serde::Serialize;
 
 use plan::{Applied, Change, WantedListener};
@@ -104,6 +106,7 @@ impl FastPath {
         }
         let pin_dir = settings.pin_dir.clone();
         ensure_bpffs(&pin_dir)?;
+        replace_other_layout(&pin_dir)?;
         std::fs::create_dir_all(&pin_dir)
             .with_context(|| format!("creating the pin folder {}", pin_dir.display()))?;
         // Which sources share a SYN budget bucket must not be predictable from outside.
@@ -176,6 +179,11 @@ impl FastPath {
         put(sockets::STREAM, sockets.stream.fds())?;
         put(sockets::UDP, sockets.udp.fds())?;
 
+        let mut layout: Array<_, u32> = Array::try_from(map_mut(&mut ebpf, maps::LAYOUT)?)?;
+        layout
+            .set(0, LAYOUT, 0)
+            .context("recording the maps' layout")?;
+
         let applied = read_applied(&mut ebpf)?;
         Ok(Self {
             ebpf,
@@ -240,6 +248,35 @@ impl FastPath {
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
     }
+}
+
+/// Pins of another layout (an older gateway's maps and programs, whose keys and socket slots
+/// differ) cannot be shared: they are removed, and the fast path starts afresh, which leaves
+/// VIPs unsteered for the moment until the new link is attached.
+fn replace_other_layout(pin_dir: &Path) -> Result<()> {
+    let pinned = [maps::LISTENERS, SK_LOOKUP_LINK]
+        .iter()
+        .any(|name| pin_dir.join(name).exists());
+    if !pinned {
+        return Ok(());
+    }
+    let found = MapData::from_pin(pin_dir.join(maps::LAYOUT))
+        .ok()
+        .and_then(|data| {
+            let layout: Array<_, u32> = Array::try_from(Map::from_map_data(data).ok()?).ok()?;
+            layout.get(&0, 0).ok()
+        });
+    if found == Some(LAYOUT) {
+        return Ok(());
+    }
+    tracing::warn!(
+        found = ?found,
+        expected = LAYOUT,
+        pin_dir = %pin_dir.display(),
+        "the pinned fast path is of another layout (an older gateway's): replacing it"
+    );
+    detach(pin_dir).context("removing the pins of another layout")?;
+    Ok(())
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Map> {

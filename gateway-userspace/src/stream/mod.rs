@@ -36,7 +36,8 @@ pub struct StreamConfig {
     pub idle_timeout: Duration,
     /// A UDP session with no datagram either way for this long ends.
     pub udp_idle_timeout: Duration,
-    /// UDP sessions one port holds at once; datagrams of new flows beyond it are dropped.
+    /// UDP sessions one socket holds at once (a bound port, or the steering socket of an
+    /// address family); datagrams of new flows beyond it are dropped.
     pub udp_max_sessions: usize,
     /// For a client's PROXY protocol header, or its ClientHello on a passthrough listener.
     pub header_timeout: Duration,
