@@ -82,6 +82,31 @@ pub struct StreamSession {
     pub end: SessionEnd,
 }
 
+impl StreamSession {
+    /// The record of a session of `protocol` from `client` to `listener` for `route`, begun
+    /// now; nothing moved yet.
+    pub fn begin(
+        protocol: &'static str,
+        (client, listener): (SocketAddr, SocketAddr),
+        route: String,
+    ) -> Self {
+        Self {
+            time: SystemTime::now(),
+            protocol,
+            client,
+            listener,
+            server_name: None,
+            route,
+            backend: None,
+            upstream: None,
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration: Duration::ZERO,
+            end: SessionEnd::Closed,
+        }
+    }
+}
+
 /// How a layer 4 session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionEnd {

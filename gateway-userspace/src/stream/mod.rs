@@ -13,7 +13,7 @@ mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -21,7 +21,7 @@ pub use peek::PeekError;
 
 use crate::lifecycle::drain::{self, Drain};
 use crate::observe::metrics::Metrics;
-use crate::observe::{Observer, SessionEnd, StreamSession};
+use crate::observe::{Observer, StreamSession};
 use crate::proxy::limits::Admission;
 use crate::publish::RouteTable;
 use crate::snapshot::stream::StreamRoute;
@@ -183,20 +183,12 @@ impl StreamProxy {
         let active = &self.observer.metrics.stream_sessions_active;
         let active = Metrics::labelled(active, "protocol", protocol);
         active.inc();
-        let mut session = Box::new(StreamSession {
-            time: SystemTime::now(),
+        let mut session = Box::new(StreamSession::begin(
             protocol,
-            client,
-            listener,
-            server_name: server_name.filter(|name| !name.is_empty()),
-            route: route.owner.clone(),
-            backend: None,
-            upstream: None,
-            bytes_received: 0,
-            bytes_sent: 0,
-            duration: Duration::ZERO,
-            end: SessionEnd::Closed,
-        });
+            (client, listener),
+            route.owner.clone(),
+        ));
+        session.server_name = server_name.filter(|name| !name.is_empty());
         let started = tokio::time::Instant::now();
         tcp::relay(
             stream,

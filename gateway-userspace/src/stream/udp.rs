@@ -153,20 +153,8 @@ fn open(
     sessions: &Arc<Sessions>,
 ) -> Option<Arc<Session>> {
     let refuse = |end: SessionEnd| {
-        let session = StreamSession {
-            time: SystemTime::now(),
-            protocol: "udp",
-            client,
-            listener: address,
-            server_name: None,
-            route: String::new(),
-            backend: None,
-            upstream: None,
-            bytes_received: 0,
-            bytes_sent: 0,
-            duration: Duration::ZERO,
-            end,
-        };
+        let mut session = StreamSession::begin("udp", (client, address), String::new());
+        session.end = end;
         // Counted, not logged: a flood of new flows must not become a flood of log lines.
         proxy.observer.metrics.record_session(&session);
     };
@@ -176,8 +164,10 @@ fn open(
         return None;
     }
     let backend = route.backends.choose().and_then(|c| c.backend.clone());
-    let Some((backend, endpoint)) = backend.and_then(|b| Some((b.clone(), b.next_endpoint()?)))
-    else {
+    let Some((backend, endpoint)) = backend.and_then(|b| {
+        let endpoint = b.next_endpoint()?;
+        Some((b, endpoint))
+    }) else {
         refuse(SessionEnd::NoEndpoints);
         return None;
     };
@@ -221,20 +211,15 @@ fn open(
         }
         drop(table);
         active.dec();
-        proxy.observer.finish_session(Box::new(StreamSession {
-            time: replying.time,
-            protocol: "udp",
-            client: replying.client,
-            listener: address,
-            server_name: None,
-            route: replying.route.clone(),
-            backend: Some(replying.backend.clone()),
-            upstream: Some(replying.endpoint),
-            bytes_received: replying.received.load(Ordering::Relaxed),
-            bytes_sent: replying.sent.load(Ordering::Relaxed),
-            duration: replying.started.elapsed(),
-            end,
-        }));
+        let mut record = StreamSession::begin("udp", key, replying.route.clone());
+        record.time = replying.time;
+        record.backend = Some(replying.backend.clone());
+        record.upstream = Some(replying.endpoint);
+        record.bytes_received = replying.received.load(Ordering::Relaxed);
+        record.bytes_sent = replying.sent.load(Ordering::Relaxed);
+        record.duration = replying.started.elapsed();
+        record.end = end;
+        proxy.observer.finish_session(Box::new(record));
     });
     Some(session)
 }
