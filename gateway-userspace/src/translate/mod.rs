@@ -30,8 +30,7 @@ use crate::policy::canary::Canary;
 use crate::policy::rewrite::path_regex;
 use crate::snapshot::stream::{ServerNames, StreamTables};
 use crate::snapshot::{
-    Backend, DefaultBackend, IngressReport, ListenerKind, PathType, Route, RouteIdentity, Snapshot,
-    VirtualHost,
+    Backend, DefaultBackend, IngressReport, PathType, Route, RouteIdentity, Snapshot, VirtualHost,
 };
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::warning::Warning;
@@ -137,16 +136,7 @@ pub fn translate(
         udp: gateway.streams.udp,
         tls: gateway.streams.tls,
     };
-    for (spec, port) in &published {
-        let routes = match spec.kind {
-            ListenerKind::Tcp => &mut stream.tcp,
-            ListenerKind::Udp => &mut stream.udp,
-            _ => continue,
-        };
-        if let Some(route) = port_routes.route(spec.kind, *port) {
-            routes.insert(spec.addr, route.clone());
-        }
-    }
+    port_routes.place(&published, &mut stream);
     let mut listeners: Vec<_> = published.into_iter().map(|(spec, _)| spec).collect();
     listeners.extend(gateway.specs);
     warnings.extend(gateway.warnings);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::backend::{BackendResolver, PortRef, ProblemKind};
 use crate::snapshot::listener::{WeightedBackend, WeightedBackends};
-use crate::snapshot::stream::{ProxyProtocol, StreamRoute};
+use crate::snapshot::stream::{ProxyProtocol, StreamRoute, StreamTables};
 use crate::snapshot::{Backend, ListenerKind, ListenerSpec};
 use crate::store::{ObjectKey, Store, find};
 use crate::warning::Warning;
@@ -68,12 +68,18 @@ impl PortRoutes {
         tcp.chain(udp)
     }
 
-    /// The route a listener of `kind` serves, by the port of the Service it stands for.
-    pub fn route(&self, kind: ListenerKind, port: u16) -> Option<&Arc<StreamRoute>> {
-        match kind {
-            ListenerKind::Tcp => self.tcp.get(&port),
-            ListenerKind::Udp => self.udp.get(&port),
-            _ => None,
+    /// Serves each layer 4 listener of `listeners` (with the Service port it stands for: a
+    /// NodePort's listener serves its Service port's route) in `tables`.
+    pub fn place(&self, listeners: &[(ListenerSpec, u16)], tables: &mut StreamTables) {
+        for (spec, port) in listeners {
+            let (routes, table) = match spec.kind {
+                ListenerKind::Tcp => (&self.tcp, &mut tables.tcp),
+                ListenerKind::Udp => (&self.udp, &mut tables.udp),
+                _ => continue,
+            };
+            if let Some(route) = routes.get(port) {
+                table.insert(spec.addr, route.clone());
+            }
         }
     }
 }
@@ -253,6 +259,7 @@ fn is_dns_label(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::manifest;
 
     #[test]
     fn entries_parse_as_ingress_nginx_reads_them() {
@@ -294,5 +301,53 @@ mod tests {
         ] {
             assert!(Entry::parse(port, value).is_err(), "{port}: {value}");
         }
+    }
+
+    #[test]
+    fn a_node_port_serves_the_route_of_its_service_port() {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: gateway, namespace: edge}\n\
+                    spec:\n  ports:\n  - {name: db, port: 9000, nodePort: 30900}\n  \
+                    - {name: dns, port: 53, protocol: UDP, nodePort: 30053}\n  \
+                    - {name: http, port: 80, nodePort: 30080}\n";
+        let (objects, _) = manifest::parse("svc.yaml", yaml).unwrap();
+        let mut store = Store::default();
+        for object in objects {
+            store.insert(None, object);
+        }
+        let backend = Arc::new(Backend::new("apps", "db", "5432", vec![]));
+        let mut routes = PortRoutes::default();
+        routes
+            .tcp
+            .insert(9000, Arc::new(route_to("tcp".into(), backend.clone())));
+        routes
+            .udp
+            .insert(53, Arc::new(route_to("udp".into(), backend)));
+        let node: IpAddr = "192.0.2.5".parse().unwrap();
+        let mut warnings = Vec::new();
+        let published = super::super::listeners::published(
+            &store,
+            ("edge", "gateway"),
+            &[node],
+            &routes,
+            &mut warnings,
+        );
+        let kinds: Vec<String> = published
+            .iter()
+            .map(|(l, _)| format!("{}={}", l.addr, l.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "192.0.2.5:30053=udp",
+                "192.0.2.5:30080=http",
+                "192.0.2.5:30900=tcp"
+            ]
+        );
+        let mut tables = StreamTables::default();
+        routes.place(&published, &mut tables);
+        let at = |port: u16| SocketAddr::new(node, port);
+        assert_eq!(tables.tcp[&at(30900)].owner, "tcp");
+        assert_eq!(tables.udp[&at(30053)].owner, "udp");
+        assert_eq!((tables.tcp.len(), tables.udp.len()), (1, 1));
     }
 }
