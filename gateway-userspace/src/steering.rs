@@ -1,6 +1,7 @@
 //! How VIP:port traffic reaches the proxy, kept in line with every published route table:
 //! through the kernel fast path (XDP classification, sk_lookup into the proxy's sockets),
-//! or, where BPF is unavailable, by binding each VIP:port itself.
+//! or, where BPF is unavailable, by binding each VIP:port itself. Listeners on a wildcard
+//! address (no packet's destination) are bound directly either way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -148,6 +149,10 @@ impl Steering {
                         "updating the kernel maps failed"
                     ),
                 }
+                drop(fast_path);
+                let specs = self.config.vips.iter().chain(&snapshot.listeners);
+                let unsteerable = specs.filter(|spec| !plan::steerable(spec));
+                self.bind(&unsteerable.copied().collect::<Vec<_>>());
             }
             Mode::Direct => {
                 let specs = self.config.vips.iter().chain(&snapshot.listeners);

@@ -59,6 +59,13 @@ pub struct WantedListener {
     pub syn_budget: Option<SynBudget>,
 }
 
+/// Whether the fast path can carry `spec`: a wildcard address (`0.0.0.0:9000`, where
+/// layer 4 ports go when `--http-listen` is one) is no packet's destination, so such a
+/// listener is bound directly instead.
+pub fn steerable(spec: &ListenerSpec) -> bool {
+    !spec.addr.ip().is_unspecified()
+}
+
 /// The listeners the maps should hold, from the flags and the current route table.
 pub fn wanted(
     config: &FastPathConfig,
@@ -73,6 +80,7 @@ pub fn wanted(
         .vips
         .iter()
         .chain(&snapshot.listeners)
+        .filter(|spec| steerable(spec))
         .map(|spec| {
             let socket = match spec.kind {
                 ListenerKind::Http => sockets::HTTP,
@@ -348,5 +356,30 @@ mod tests {
             Cidr::parse_list("10.0.0.0/8").unwrap()
         );
         assert_eq!(w.values().next().unwrap().socket, sockets::HTTPS);
+    }
+
+    #[test]
+    fn layer4_listeners_get_their_sockets_and_protocol_and_wildcards_stay_out() {
+        let snapshot = Snapshot {
+            listeners: vec![
+                spec("198.51.100.10:9000=tcp"),
+                spec("198.51.100.10:9000=udp"),
+                spec("198.51.100.10:8443=tls"),
+                spec("0.0.0.0:9001=tcp"),
+            ],
+            ..Snapshot::default()
+        };
+        let w = wanted(&config(&[], None), &snapshot);
+        let found: Vec<(u16, u8, u32)> = (w.iter())
+            .map(|(key, listener)| (key.port, key.protocol, listener.socket))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (8443, protocol::TCP, sockets::STREAM),
+                (9000, protocol::TCP, sockets::STREAM),
+                (9000, protocol::UDP, sockets::UDP),
+            ]
+        );
     }
 }
