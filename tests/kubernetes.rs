@@ -9,7 +9,7 @@ use gateway_e2e::apiserver::FakeApiServer;
 use gateway_e2e::backend::Backend;
 use gateway_e2e::client::{HttpClient, SteadyLoad};
 use gateway_e2e::gateway::Gateway;
-use gateway_e2e::manifests::{free_port, http_gateway, loopback};
+use gateway_e2e::manifests::{free_port, gateway, gateway_class, http_gateway, loopback};
 use gateway_e2e::pki::{Ca, connect, presented};
 use hyper::{Request, StatusCode};
 
@@ -600,12 +600,9 @@ async fn layer4_sources_are_watched_from_the_api_server() {
 
 /// A Gateway `edge` in `shop` with a TCP listener on `port`, and a TCPRoute `raw` to `web`.
 fn gateway_api_layer4(port: u16) -> String {
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: xdp}}\n\
-         spec: {{controllerName: xdp-gateway.io/gateway-controller}}\n---\n\
-         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: shop}}\n\
-         spec:\n  gatewayClassName: xdp\n  listeners: [{{name: raw, port: {port}, protocol: TCP}}]\n---\n\
-         apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {{name: raw, namespace: shop}}\n\
-         spec:\n  parentRefs: [{{name: edge}}]\n  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]\n---\n"
-    )
+    let listener = format!("{{name: raw, port: {port}, protocol: TCP}}");
+    gateway_class().to_string()
+        + &gateway("shop", "edge", &[listener])
+        + "apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {name: raw, namespace: shop}\n\
+           spec:\n  parentRefs: [{name: edge}]\n  rules: [{backendRefs: [{name: web, port: 80}]}]\n---\n"
 }

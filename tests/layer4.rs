@@ -103,7 +103,9 @@ fn tcp_gateway(
 async fn a_tcp_port_relays_both_ways_and_a_half_close_delivers_the_last_bytes() {
     let mut backend = TcpBackend::start().await;
     let port = free_port();
-    let log = tempfile_path("tcp-access.log");
+    // A folder of its own, removed with the test.
+    let logs = ManifestsDir::new();
+    let log = logs.path().join("access.log");
     let log_flag = log.to_str().unwrap().to_string();
     let (_dir, gateway) = tcp_gateway(
         port,
@@ -144,11 +146,6 @@ async fn a_tcp_port_relays_both_ways_and_a_half_close_delivers_the_last_bytes() 
     assert_eq!(line["bytes_sent"], upload.len() + 4);
     assert_eq!(line["upstream_addr"], backend.addr.to_string());
     assert_eq!(line["service"], "db");
-    let _ = std::fs::remove_file(log);
-}
-
-fn tempfile_path(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("gateway-l4-{}-{name}", std::process::id()))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -232,46 +232,54 @@ impl Proxy {
                     .await;
             }
             // Boxed: a plain connection's task does not carry the room for TLS state.
-            Some(tls) => match Box::pin(self.passed_through(&stream, local)).await {
-                Ok(Some((route, name))) => {
-                    let relayed = self
-                        .streams
-                        .relay(stream, (client, local), route, Some(name));
-                    Box::pin(relayed).await;
+            Some(tls) => {
+                // Only where some name is passed through is the ClientHello looked at first.
+                if self.passes_through(local) {
+                    match Box::pin(self.passed_through(&stream)).await {
+                        Ok(Some((route, name))) => {
+                            let relayed =
+                                self.streams
+                                    .relay(stream, (client, local), route, Some(name));
+                            return Box::pin(relayed).await;
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            self.observer.metrics.tls_handshake_failures.inc();
+                            tracing::debug!(%client, %error, "no ClientHello");
+                            return;
+                        }
+                    }
                 }
-                Ok(None) => {
-                    let accepted = Box::pin(self.accept_tls(stream, client, local, tls));
-                    accepted.await;
-                }
-                Err(error) => {
-                    self.observer.metrics.tls_handshake_failures.inc();
-                    tracing::debug!(%client, %error, "no ClientHello");
-                }
-            },
+                let accepted = Box::pin(self.accept_tls(stream, client, local, tls));
+                accepted.await;
+            }
         }
     }
 
-    /// The passthrough route of an HTTPS connection's server name, when the table has one for
-    /// it (Ingress HTTPS listeners only); the ClientHello stays unread either way. Bytes that
-    /// are not a ClientHello are left to rustls to refuse; a hello that does not arrive in
-    /// time is an error.
+    /// Whether an HTTPS connection to `local` may be passed through: some Ingress host is,
+    /// and `local` is not a Gateway listener's.
+    fn passes_through(&self, local: SocketAddr) -> bool {
+        let snapshot = self.table.current();
+        !snapshot.stream.passthrough.is_empty() && !snapshot.gateway_listeners.contains_key(&local)
+    }
+
+    /// The passthrough route of the server name a connection's ClientHello asks for, if the
+    /// table has one; the hello stays unread either way. Bytes that are not a ClientHello are
+    /// left to rustls to refuse; a hello that does not arrive in time is an error.
     async fn passed_through(
         &self,
         stream: &tokio::net::TcpStream,
-        local: SocketAddr,
     ) -> Result<Option<(Arc<StreamRoute>, String)>, PeekError> {
-        let snapshot = self.table.current();
-        let names = &snapshot.stream.passthrough;
-        if names.is_empty() || snapshot.gateway_listeners.contains_key(&local) {
-            return Ok(None);
-        }
         let timeout = self.config.client_limits.handshake_timeout;
         let name = match client_hello::server_name(stream, timeout).await {
             Ok(Some(name)) => name,
             Ok(None) | Err(PeekError::Invalid(_)) => return Ok(None),
             Err(error) => return Err(error),
         };
-        Ok(names.route(Some(&name)).map(|route| (route.clone(), name)))
+        // The table of now, not of when the connection came: the peek may have taken a while.
+        let snapshot = self.table.current();
+        let route = snapshot.stream.passthrough.route(Some(&name)).cloned();
+        Ok(route.map(|route| (route, name)))
     }
 
     async fn accept_tls(

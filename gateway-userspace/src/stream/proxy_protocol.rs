@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use super::peek::{PeekError, peek_until};
 
-pub use crate::snapshot::stream::ProxyProtocol as Version;
+use crate::snapshot::stream::ProxyProtocol;
 
 /// Version 2's first twelve bytes.
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -183,13 +183,13 @@ fn parse_v2(bytes: &[u8]) -> Result<Option<Header>, HeaderError> {
 /// The header that tells a backend the connection is `source`'s, to `destination`. An IPv4
 /// address beside an IPv6 one is written mapped into IPv6 (both sides of a header share a
 /// family).
-pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+pub fn encode(version: ProxyProtocol, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     let (source_ip, destination_ip) = match (source.ip(), destination.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => (IpAddr::V4(s), IpAddr::V4(d)),
         (s, d) => (IpAddr::V6(as_v6(s)), IpAddr::V6(as_v6(d))),
     };
     match version {
-        Version::V1 => {
+        ProxyProtocol::V1 => {
             let family = if source_ip.is_ipv4() { "TCP4" } else { "TCP6" };
             format!(
                 "PROXY {family} {source_ip} {destination_ip} {} {}\r\n",
@@ -198,7 +198,7 @@ pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> 
             )
             .into_bytes()
         }
-        Version::V2 => {
+        ProxyProtocol::V2 => {
             let mut header = V2_SIGNATURE.to_vec();
             header.push(0x21); // version 2, PROXY
             let mut addresses = Vec::with_capacity(36);
@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn version_2_round_trips_and_reads_tlvs_past() {
         let (source, destination) = (addr("192.0.2.1:51234"), addr("198.51.100.2:443"));
-        let written = encode(Version::V2, source, destination);
+        let written = encode(ProxyProtocol::V2, source, destination);
         assert_eq!(written.len(), 28);
         let header = parse(&written).unwrap().unwrap();
         assert_eq!(
@@ -310,7 +310,11 @@ mod tests {
         with_tlv[15] += 7;
         with_tlv.extend([0xea, 0x00, 0x04, b'v', b'p', b'c', b'e']);
         assert_eq!(parse(&with_tlv).unwrap().unwrap().len, 35);
-        let v6 = encode(Version::V2, addr("[2001:db8::1]:1"), addr("192.0.2.9:2"));
+        let v6 = encode(
+            ProxyProtocol::V2,
+            addr("[2001:db8::1]:1"),
+            addr("192.0.2.9:2"),
+        );
         let parsed = parse(&v6).unwrap().unwrap();
         assert_eq!(
             parsed.addresses,
@@ -323,7 +327,7 @@ mod tests {
 
     #[test]
     fn version_2_refuses_bad_versions_commands_families_and_lengths() {
-        let good = encode(Version::V2, addr("192.0.2.1:1"), addr("192.0.2.2:2"));
+        let good = encode(ProxyProtocol::V2, addr("192.0.2.1:1"), addr("192.0.2.2:2"));
         let with = |at: usize, byte: u8| {
             let mut bytes = good.clone();
             bytes[at] = byte;
@@ -342,11 +346,15 @@ mod tests {
     #[test]
     fn version_1_writes_what_it_reads() {
         let (source, destination) = (addr("192.0.2.1:51234"), addr("198.51.100.2:443"));
-        let written = encode(Version::V1, source, destination);
+        let written = encode(ProxyProtocol::V1, source, destination);
         assert_eq!(written, b"PROXY TCP4 192.0.2.1 198.51.100.2 51234 443\r\n");
         let header = parse(&written).unwrap().unwrap();
         assert_eq!(header.addresses, Some((source, destination)));
-        let mixed = encode(Version::V1, addr("192.0.2.1:1"), addr("[2001:db8::2]:2"));
+        let mixed = encode(
+            ProxyProtocol::V1,
+            addr("192.0.2.1:1"),
+            addr("[2001:db8::2]:2"),
+        );
         assert_eq!(mixed, b"PROXY TCP6 ::ffff:192.0.2.1 2001:db8::2 1 2\r\n");
     }
 
@@ -386,7 +394,7 @@ mod tests {
         /// Every header written is read back whole, and every cut of it waits for more.
         #[test]
         fn written_headers_read_back(source in socket_addr(), destination in socket_addr(), v2 in any::<bool>()) {
-            let version = if v2 { Version::V2 } else { Version::V1 };
+            let version = if v2 { ProxyProtocol::V2 } else { ProxyProtocol::V1 };
             let written = encode(version, source, destination);
             let header = parse(&written).unwrap().unwrap();
             prop_assert_eq!(header.len, written.len());

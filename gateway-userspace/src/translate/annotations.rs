@@ -267,14 +267,7 @@ fn host_value(value: &str) -> Result<HeaderValue, String> {
 
 /// A DNS-1123 label (a Service name).
 fn service_name(value: &str) -> Result<String, String> {
-    let valid = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    valid
+    super::is_dns_label(value)
         .then(|| value.to_string())
         .ok_or_else(|| "must be the name of a Service (a DNS label)".into())
 }

@@ -401,12 +401,12 @@ pub fn translate<'a>(
         };
         let mut serve = |addr: SocketAddr| tables.specs.push(ListenerSpec { addr, kind });
         if !matches!(kind, ListenerKind::Http | ListenerKind::Https) {
-            let routes = stream_binds.remove(&(bind.clone(), kind));
-            for ip in addresses {
-                let addr = SocketAddr::new(*ip, *port);
-                serve(addr);
-                tables.streams.add(addr, routes.as_ref());
-            }
+            let addrs: Vec<SocketAddr> = (addresses.iter())
+                .map(|ip| SocketAddr::new(*ip, *port))
+                .collect();
+            addrs.iter().for_each(|addr| serve(*addr));
+            let carried = stream_binds.remove(&(bind.clone(), kind));
+            tables.streams.add(&addrs, kind, carried);
             continue;
         }
         let mut table = ListenerTable {

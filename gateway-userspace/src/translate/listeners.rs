@@ -122,7 +122,7 @@ fn is_https(port: &ServicePort) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::manifest;
+    use crate::translate::tests::store_of;
 
     #[test]
     fn load_balancer_ips_external_ips_and_node_ports() {
@@ -141,11 +141,7 @@ status:
   loadBalancer:
     ingress: [{ip: 198.51.100.10}, {hostname: lb.example.com}]
 "#;
-        let (objects, _) = manifest::parse("svc.yaml", yaml).unwrap();
-        let mut store = Store::default();
-        for object in objects {
-            store.insert(Some("svc.yaml".into()), object);
-        }
+        let store = store_of(yaml);
         let mut warnings = Vec::new();
         let node: IpAddr = "192.0.2.5".parse().unwrap();
         let none = PortRoutes::default();

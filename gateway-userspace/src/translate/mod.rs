@@ -241,14 +241,7 @@ fn check_dns_name(name: &str) -> Result<(), String> {
         return Err("host is longer than 253 characters".to_string());
     }
     for label in name.split('.') {
-        let valid = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !valid {
+        if !is_dns_label(label) {
             return Err(format!(
                 "label {label:?} is not a lower-case DNS label (a-z, 0-9, '-', 1-63 characters, \
                  a wildcard only as the whole first label)"
@@ -256,6 +249,18 @@ fn check_dns_name(name: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A DNS-1123 label: a-z, 0-9 and '-', 1-63 characters, not starting or ending with '-' (a
+/// name's label, and the name of a Service or namespace).
+fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
 }
 
 /// The table being built, one Ingress at a time.

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use super::backend::{BackendResolver, PortRef, ProblemKind};
+use super::is_dns_label;
 use crate::snapshot::listener::{WeightedBackend, WeightedBackends};
 use crate::snapshot::stream::{ProxyProtocol, StreamRoute, StreamTables};
 use crate::snapshot::{Backend, ListenerKind, ListenerSpec};
@@ -245,21 +246,10 @@ impl Entry {
     }
 }
 
-/// A Kubernetes name of one DNS label (namespaces, Services, port names).
-fn is_dns_label(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 63
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !text.starts_with('-')
-        && !text.ends_with('-')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::manifest;
+    use crate::translate::tests::store_of;
 
     #[test]
     fn entries_parse_as_ingress_nginx_reads_them() {
@@ -309,11 +299,7 @@ mod tests {
                     spec:\n  ports:\n  - {name: db, port: 9000, nodePort: 30900}\n  \
                     - {name: dns, port: 53, protocol: UDP, nodePort: 30053}\n  \
                     - {name: http, port: 80, nodePort: 30080}\n";
-        let (objects, _) = manifest::parse("svc.yaml", yaml).unwrap();
-        let mut store = Store::default();
-        for object in objects {
-            store.insert(None, object);
-        }
+        let store = store_of(yaml);
         let backend = Arc::new(Backend::new("apps", "db", "5432", vec![]));
         let mut routes = PortRoutes::default();
         routes

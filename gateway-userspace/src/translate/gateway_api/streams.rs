@@ -40,17 +40,20 @@ pub struct ListenerStreams {
 }
 
 impl ListenerStreams {
-    /// Serves what a listener at `addr` carries there (nothing: its connections are closed).
-    pub fn add(&mut self, addr: SocketAddr, carried: Option<&(ListenerKind, Carried)>) {
+    /// Serves what a listener of `kind` carries (nothing: its connections are closed) at each
+    /// of its addresses, all sharing one table.
+    pub fn add(&mut self, addrs: &[SocketAddr], kind: ListenerKind, carried: Option<Carried>) {
         match carried {
-            Some((ListenerKind::Udp, Carried::Port(route))) => {
-                self.udp.insert(addr, route.clone());
+            Some(Carried::Port(route)) => {
+                let table = match kind {
+                    ListenerKind::Udp => &mut self.udp,
+                    _ => &mut self.tcp,
+                };
+                table.extend(addrs.iter().map(|addr| (*addr, route.clone())));
             }
-            Some((_, Carried::Port(route))) => {
-                self.tcp.insert(addr, route.clone());
-            }
-            Some((_, Carried::Names(names))) => {
-                self.tls.insert(addr, Arc::new(names.clone()));
+            Some(Carried::Names(names)) => {
+                let names = Arc::new(names);
+                (self.tls).extend(addrs.iter().map(|addr| (*addr, names.clone())));
             }
             None => {}
         }
@@ -65,7 +68,7 @@ pub fn translate(
     (grants, labels): (&Grants<'_>, &HashMap<&str, &BTreeMap<String, String>>),
     resolver: &mut BackendResolver<'_>,
     reports: &mut Vec<ObjectReport>,
-) -> BTreeMap<(Bind, ListenerKind), (ListenerKind, Carried)> {
+) -> BTreeMap<(Bind, ListenerKind), Carried> {
     let mut routes: Vec<StreamRouteView<'_>> = Vec::new();
     routes.extend(
         store
@@ -86,7 +89,7 @@ pub fn translate(
             .map(|r| view("UDPRoute", r, &r.object.spec.route)),
     );
     routes.sort_by_key(|route| age_key(route.meta));
-    let mut carried: BTreeMap<(Bind, ListenerKind), (ListenerKind, Carried)> = BTreeMap::new();
+    let mut carried: BTreeMap<(Bind, ListenerKind), Carried> = BTreeMap::new();
     for StreamRouteView {
         kind,
         meta,
@@ -175,13 +178,13 @@ pub fn translate(
                     None if kind == ListenerKind::Tls => {
                         let mut names = ServerNames::default();
                         add_names(&mut names, &placement.hosts, &route);
-                        carried.insert(key, (kind, Carried::Names(names)));
+                        carried.insert(key, Carried::Names(names));
                     }
                     None => {
-                        carried.insert(key, (kind, Carried::Port(route.clone())));
+                        carried.insert(key, Carried::Port(route.clone()));
                     }
-                    Some((_, Carried::Names(names))) => add_names(names, &placement.hosts, &route),
-                    Some((_, Carried::Port(other))) => {
+                    Some(Carried::Names(names)) => add_names(names, &placement.hosts, &route),
+                    Some(Carried::Port(other)) => {
                         taken_by.insert(parent, other.owner.clone());
                     }
                 }
