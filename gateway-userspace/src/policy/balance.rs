@@ -2,13 +2,14 @@
 //! ewma` (power of two choices over a moving average of latency), `upstream-hash-by`
 //! (consistent hashing of a request variable) and `affinity: cookie` (sticky sessions).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Uri};
+use hyper::header::{self, HeaderMap, HeaderValue};
 
+pub use super::template::RequestView;
+use super::template::Template;
 use crate::snapshot::Backend;
 
 /// Points per endpoint on the hash ring: enough for an even spread over a few endpoints.
@@ -21,18 +22,8 @@ pub enum Balance {
     #[default]
     RoundRobin,
     Ewma,
-    Hash(HashKey),
+    Hash(Template),
     Cookie(Affinity),
-}
-
-/// The request facts a choice may depend on.
-pub struct RequestView<'a> {
-    pub method: &'a Method,
-    pub uri: &'a Uri,
-    pub host: &'a str,
-    pub client: IpAddr,
-    pub scheme: &'static str,
-    pub headers: &'a HeaderMap,
 }
 
 /// The chosen endpoint and, for cookie affinity, the cookie that keeps the client on it.
@@ -56,7 +47,7 @@ impl Balance {
             Self::RoundRobin => backend.next_endpoint().map(plain),
             Self::Ewma => Some(plain(endpoints[backend.load.pick_two()])),
             Self::Hash(key) => {
-                let index = backend.ring().lookup(fnv1a(key.value(request).as_bytes()));
+                let index = backend.ring().lookup(fnv1a(key.render(request).as_bytes()));
                 Some(plain(endpoints[index]))
             }
             Self::Cookie(affinity) => affinity.pick(backend, request),
@@ -190,119 +181,14 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// `upstream-hash-by`: text and nginx variables, such as `$request_uri` or `$http_x_user$host`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HashKey {
-    parts: Vec<KeyPart>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum KeyPart {
-    Text(String),
-    RequestUri,
-    Uri,
-    Args,
-    Host,
-    RemoteAddr,
-    Scheme,
-    Method,
-    Header(HeaderName),
-    Cookie(String),
-    Arg(String),
-}
-
-impl HashKey {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() {
-            let Some(start) = rest.find('$') else {
-                parts.push(KeyPart::Text(rest.to_string()));
-                break;
-            };
-            if start > 0 {
-                parts.push(KeyPart::Text(rest[..start].to_string()));
-            }
-            let after = &rest[start + 1..];
-            let (braced, name_start) = match after.strip_prefix('{') {
-                Some(inner) => (true, inner),
-                None => (false, after),
-            };
-            let end = name_start
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(name_start.len());
-            let name = &name_start[..end];
-            let mut consumed = 1 + end;
-            if braced {
-                if !name_start[end..].starts_with('}') {
-                    return Err(format!("\"${{{name}\" is not closed with }}"));
-                }
-                consumed += 2;
-            }
-            parts.push(Self::variable(name)?);
-            rest = &rest[start + consumed..];
-        }
-        if !parts.iter().any(|p| !matches!(p, KeyPart::Text(_))) {
-            return Err("names no variable (such as $request_uri or $remote_addr)".into());
-        }
-        Ok(Self { parts })
+/// `upstream-hash-by`: text and nginx variables, such as `$request_uri` or `$http_x_user$host`;
+/// at least one variable (a constant key would send every request to one endpoint).
+pub fn hash_key(text: &str) -> Result<Template, String> {
+    let key = Template::parse(text)?;
+    if key.is_literal() {
+        return Err("names no variable (such as $request_uri or $remote_addr)".into());
     }
-
-    fn variable(name: &str) -> Result<KeyPart, String> {
-        Ok(match name {
-            "request_uri" => KeyPart::RequestUri,
-            "uri" | "document_uri" => KeyPart::Uri,
-            "args" | "query_string" => KeyPart::Args,
-            "host" | "http_host" => KeyPart::Host,
-            "remote_addr" | "binary_remote_addr" => KeyPart::RemoteAddr,
-            "scheme" => KeyPart::Scheme,
-            "request_method" => KeyPart::Method,
-            _ => {
-                if let Some(header) = name.strip_prefix("http_").filter(|h| !h.is_empty()) {
-                    let header = header.replace('_', "-");
-                    KeyPart::Header(
-                        HeaderName::from_bytes(header.as_bytes()).map_err(|e| e.to_string())?,
-                    )
-                } else if let Some(cookie) = name.strip_prefix("cookie_").filter(|c| !c.is_empty())
-                {
-                    KeyPart::Cookie(cookie.to_string())
-                } else if let Some(arg) = name.strip_prefix("arg_").filter(|a| !a.is_empty()) {
-                    KeyPart::Arg(arg.to_string())
-                } else {
-                    return Err(format!("${name} is not a variable the gateway knows"));
-                }
-            }
-        })
-    }
-
-    /// The key of `request`.
-    pub fn value(&self, request: &RequestView<'_>) -> String {
-        let mut key = String::new();
-        for part in &self.parts {
-            match part {
-                KeyPart::Text(text) => key.push_str(text),
-                KeyPart::RequestUri => {
-                    key.push_str(request.uri.path_and_query().map_or("/", |p| p.as_str()))
-                }
-                KeyPart::Uri => key.push_str(request.uri.path()),
-                KeyPart::Args => key.push_str(request.uri.query().unwrap_or("")),
-                KeyPart::Host => key.push_str(request.host),
-                KeyPart::RemoteAddr => key.push_str(&request.client.to_string()),
-                KeyPart::Scheme => key.push_str(request.scheme),
-                KeyPart::Method => key.push_str(request.method.as_str()),
-                KeyPart::Header(name) => key.push_str(
-                    request
-                        .headers
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or(""),
-                ),
-                KeyPart::Cookie(name) => key.push_str(cookie(request.headers, name).unwrap_or("")),
-                KeyPart::Arg(name) => key.push_str(query_arg(request.uri, name).unwrap_or("")),
-            }
-        }
-        key
-    }
+    Ok(key)
 }
 
 /// The value of cookie `name` in the request's Cookie headers.
@@ -313,14 +199,6 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
-}
-
-fn query_arg<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
-    uri.query()?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value)
 }
@@ -452,28 +330,10 @@ mod tests {
     }
 
     #[test]
-    fn hash_keys_parse_variables_and_refuse_unknown_ones() {
-        let key = HashKey::parse("$http_x_user-${request_uri}").unwrap();
-        let headers: HeaderMap = [(
-            HeaderName::from_static("x-user"),
-            HeaderValue::from_static("ann"),
-        )]
-        .into_iter()
-        .collect();
-        let uri: Uri = "/a?b=1".parse().unwrap();
-        let view = RequestView {
-            method: &Method::GET,
-            uri: &uri,
-            host: "h",
-            client: IpAddr::from([1, 2, 3, 4]),
-            scheme: "http",
-            headers: &headers,
-        };
-        assert_eq!(key.value(&view), "ann-/a?b=1");
-        assert_eq!(HashKey::parse("$arg_b").unwrap().value(&view), "1");
-        assert!(HashKey::parse("$nonsense").is_err());
-        assert!(HashKey::parse("plain text").is_err());
-        assert!(HashKey::parse("${request_uri").is_err());
+    fn hash_keys_name_a_variable() {
+        assert!(hash_key("$http_x_user-${request_uri}").is_ok());
+        assert!(hash_key("$nonsense").is_err());
+        assert!(hash_key("plain text").is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `translate` (never strings interpreted per request), and the request-time pieces they need:
 //! path rewriting, rate limits, CORS, endpoint choice and canary choice.
 
+pub mod auth;
 pub mod balance;
 pub mod canary;
 pub mod cors;
@@ -9,6 +10,7 @@ pub mod filters;
 pub mod limit;
 pub mod mirror;
 pub mod rewrite;
+pub mod template;
 
 use std::net::IpAddr;
 use std::sync::Arc;

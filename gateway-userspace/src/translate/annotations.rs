@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::IngressWarnings;
 use crate::cidr::Cidr;
-use crate::policy::balance::{Affinity, AffinityMode, HashKey, is_cookie_name};
+use crate::policy::balance::{Affinity, AffinityMode, hash_key, is_cookie_name};
 use crate::policy::canary::HeaderMatch;
 use crate::policy::cors::{self, Cors, Origins};
 use crate::policy::limit::Rate;
@@ -528,7 +528,7 @@ impl Annotations {
             Some(balance) => balance,
             None => Balance::RoundRobin,
         };
-        if let Some(key) = v.get("upstream-hash-by", HashKey::parse) {
+        if let Some(key) = v.get("upstream-hash-by", hash_key) {
             balance = Balance::Hash(key);
         }
         const COOKIE: [&str; 5] = [
