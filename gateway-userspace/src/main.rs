@@ -20,6 +20,7 @@ use gateway::cluster::{ClusterWriter, PublishedAddress};
 use gateway::lifecycle::{Drain, Sockets, handoff};
 use gateway::observe::metrics::Controller;
 use gateway::observe::{AccessLog, LogFormat, LogTarget, Metrics, Observer};
+use gateway::policy::auth::external::AuthUrl;
 use gateway::source::kube::KubeSource;
 
 use gateway::snapshot::{ListenerKind, ListenerSpec};
@@ -137,6 +138,14 @@ struct SourceArgs {
     /// their hosts' TLS passed to their backend undecrypted, chosen by server name.
     #[arg(long)]
     enable_ssl_passthrough: bool,
+    /// The auth service every Ingress is checked against (ingress-nginx's global-auth-url), but
+    /// those with their own `auth-url` or `enable-global-auth: "false"`.
+    #[arg(long, value_name = "URL", value_parser = parse_auth_url)]
+    global_auth_url: Option<AuthUrl>,
+}
+
+fn parse_auth_url(text: &str) -> Result<AuthUrl, String> {
+    AuthUrl::parse(text).map_err(|e| format!("{text:?} {e}"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -182,6 +191,7 @@ impl SourceArgs {
                 taken_ports: vec![self.http_listen.port(), self.https_listen.port()],
                 ssl_passthrough: self.enable_ssl_passthrough,
             },
+            global_auth: self.global_auth_url.clone(),
         }
     }
 

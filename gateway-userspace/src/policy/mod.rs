@@ -62,6 +62,10 @@ pub struct RoutePolicy {
     /// `denylist-source-range`: these clients get 403.
     pub deny: Option<Vec<Cidr>>,
     pub limits: Option<Arc<Limits>>,
+    /// `auth-type: basic`: requests need one of these users' credentials.
+    pub basic_auth: Option<Arc<auth::BasicAuth>>,
+    /// `auth-url` (or `--global-auth-url`): an auth service admits each request.
+    pub external_auth: Option<Arc<auth::ExternalAuth>>,
     /// Why every request is refused with 503: an access or authentication annotation that
     /// could not be applied (fail closed).
     pub closed: Option<Arc<str>>,

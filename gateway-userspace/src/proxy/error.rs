@@ -38,6 +38,10 @@ pub enum ProxyError {
     SendTimeout { backend: String, seconds: u64 },
     #[error("this client is not allowed on this route")]
     Forbidden,
+    #[error("this route needs a user name and password")]
+    Unauthorized { challenge: header::HeaderValue },
+    #[error("the route's auth service failed: {reason}")]
+    AuthFailed { reason: String },
     #[error("too many requests from this client")]
     Limited,
     #[error("the request body is larger than {limit} bytes")]
@@ -71,6 +75,9 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            // As ingress-nginx answers when auth_request gets anything but 2xx, 401 or 403.
+            ProxyError::AuthFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             // ingress-nginx's default limit-req-status-code and limit-conn-status-code.
             ProxyError::Limited => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -94,7 +101,11 @@ impl ProxyError {
     /// A short plain-text response that names the failure.
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
-        plain_response(status, format!("{status}: {self} (xdp-gateway)\n"))
+        let mut response = plain_response(status, format!("{status}: {self} (xdp-gateway)\n"));
+        if let ProxyError::Unauthorized { challenge } = self {
+            (response.headers_mut()).insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
     }
 }
 

@@ -14,7 +14,7 @@ use super::h1_server::TunnelIdle;
 use super::request_body::{ClientBody, RequestBody};
 use super::send::{self, Outgoing};
 use super::upstream::PooledBody;
-use super::{Connection, Proxy, ProxyBody, error_page, headers, mirror, strict};
+use super::{Connection, Proxy, ProxyBody, auth, error_page, headers, mirror, strict};
 use crate::lifecycle::DrainState;
 use crate::normalize::PathError;
 use crate::observe::{Exchange, ObservedBody, request_id};
@@ -107,6 +107,14 @@ async fn forward(
     if let Some(answer) = answered_by_policy(&policy, connection, &request, &host_name, exchange)? {
         return Ok(answer);
     }
+    let auth_cookies = if policy.basic_auth.is_some() || policy.external_auth.is_some() {
+        match auth::authenticate(proxy, connection, &policy, &mut request, &host_name).await? {
+            Ok(cookies) => Some(cookies),
+            Err(refusal) => return Ok(refusal),
+        }
+    } else {
+        None
+    };
 
     let upgrade = headers::requested_upgrade(request.headers());
     let asked_upgrade = upgrade.is_some();
@@ -208,6 +216,9 @@ async fn forward(
     }
     if let Some(cookie) = sent.set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if let Some(cookies) = auth_cookies {
+        cookies.set_on(&mut response);
     }
     if routed.add_hsts
         && let Some(hsts) = &proxy.config.hsts

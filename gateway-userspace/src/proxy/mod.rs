@@ -2,6 +2,7 @@
 //! HTTP/2 (hyper's; by ALPN, or prior knowledge on plain connections), and forward every request
 //! to the backend the current route table names.
 
+mod auth;
 mod backend_tls;
 mod chunked;
 mod client_clock;
@@ -14,6 +15,7 @@ mod headers;
 pub mod limits;
 mod mirror;
 mod request_body;
+mod resolve;
 mod send;
 mod stream;
 mod strict;
@@ -82,6 +84,7 @@ pub struct Proxy {
     table: Arc<RouteTable>,
     upstream: upstream::UpstreamPool,
     mirrors: mirror::Mirrors,
+    auth: auth::Authenticator,
     config: ProxyConfig,
     observer: Arc<Observer>,
     drain: Arc<Drain>,
@@ -163,6 +166,7 @@ impl Proxy {
         Self {
             upstream: upstream::UpstreamPool::new(counters),
             mirrors,
+            auth: auth::Authenticator::default(),
             admission,
             streams,
             handshakes: Arc::new(Semaphore::new(limits.max_tls_handshakes.max(1))),

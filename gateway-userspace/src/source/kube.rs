@@ -1,6 +1,6 @@
 //! The Kubernetes API as a source: reflectors (list, then watch, re-listed with backoff after
-//! errors, disconnects or 410 Gone) for Ingress, IngressClass, Service, EndpointSlice and TLS
-//! Secrets, the tcp-services and udp-services ConfigMaps by name, and for GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, UDPRoute, ReferenceGrant and Namespace
+//! errors, disconnects or 410 Gone) for Ingress, IngressClass, Service, EndpointSlice and Secrets
+//! (TLS and Opaque), the tcp-services and udp-services ConfigMaps by name, and for GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, UDPRoute, ReferenceGrant and Namespace
 //! (its labels, for listeners' namespace selectors) where the cluster serves the Gateway API, feeding the same `Store` as the manifests folder. Nothing is handed on
 //! before every kind has completed its first full list; after that, changes are debounced into
 //! one store.
@@ -42,7 +42,8 @@ struct Readers {
     ingress_classes: Reader<IngressClass>,
     services: Reader<Service>,
     endpoint_slices: Reader<EndpointSlice>,
-    secrets: Reader<Secret>,
+    /// Certificates (`kubernetes.io/tls`) and `Opaque` Secrets (htpasswd files, CA bundles).
+    secrets: [Reader<Secret>; 2],
     /// One reader per named ConfigMap, each watching that one object.
     config_maps: Vec<Reader<ConfigMap>>,
     /// `None` where the cluster does not serve the Gateway API.
@@ -108,7 +109,7 @@ impl Readers {
         store.ingress_classes = all(&self.ingress_classes);
         store.services = all(&self.services);
         store.endpoint_slices = all(&self.endpoint_slices);
-        store.secrets = all(&self.secrets);
+        store.secrets = self.secrets.iter().flat_map(all).collect();
         store.config_maps = self.config_maps.iter().flat_map(all).collect();
         store
     }
@@ -145,12 +146,12 @@ impl KubeSource {
             ingress_classes: reflect(classes, config.clone(), changed.clone()),
             services: reflect(services, config.clone(), changed.clone()),
             endpoint_slices: reflect(slices, config.clone(), changed.clone()),
-            // Only certificates: the other Secrets of the cluster are none of the gateway's business.
-            secrets: reflect(
-                secrets,
-                config.clone().fields("type=kubernetes.io/tls"),
-                changed.clone(),
-            ),
+            // Only the types annotations can name: service account tokens, Helm releases and
+            // the like are none of the gateway's business.
+            secrets: ["kubernetes.io/tls", "Opaque"].map(|kind| {
+                let of_kind = config.clone().fields(&format!("type={kind}"));
+                reflect(secrets.clone(), of_kind, changed.clone())
+            }),
             config_maps: (self.config_maps.iter())
                 .map(|(namespace, name)| {
                     let api = Api::namespaced(client.clone(), namespace);
@@ -189,7 +190,9 @@ impl KubeSource {
             readers.ingress_classes.wait_until_ready(),
             readers.services.wait_until_ready(),
             readers.endpoint_slices.wait_until_ready(),
-            readers.secrets.wait_until_ready(),
+            futures_util::future::try_join_all(
+                readers.secrets.iter().map(|r| r.wait_until_ready())
+            ),
             futures_util::future::try_join_all(
                 readers.config_maps.iter().map(|r| r.wait_until_ready())
             ),

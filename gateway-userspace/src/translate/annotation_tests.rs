@@ -7,6 +7,7 @@ use std::time::Duration;
 use hyper::StatusCode;
 
 use super::tests::{service, snapshot_of, warnings_of};
+use crate::policy::auth::external::AuthUrl;
 use crate::policy::balance::AffinityMode;
 use crate::policy::{Balance, Protocol, RoutePolicy};
 use crate::snapshot::{Route, Snapshot};
@@ -523,7 +524,7 @@ fn snippets_and_unknown_annotations_are_never_applied() {
         ("configuration-snippet", "more_set_headers \"X: y\";"),
         ("server-snippet", "location /x { return 200; }"),
         ("auth-snippet", "x"),
-        ("auth-url", "http://auth.svc/verify"),
+        ("auth-keepalive", "10"),
     ]);
     let w = warnings_of(&s).join("\n");
     for snippet in ["configuration-snippet", "server-snippet", "auth-snippet"] {
@@ -535,7 +536,7 @@ fn snippets_and_unknown_annotations_are_never_applied() {
         );
     }
     assert!(
-        w.contains("auth-url\"]: \"http://auth.svc/verify\": this annotation is not supported"),
+        w.contains("auth-keepalive\"]: \"10\": this annotation is not supported"),
         "{w}"
     );
     assert_eq!(*policy(&s), RoutePolicyView::plain());
@@ -710,6 +711,244 @@ fn www_redirects_default_backends_and_service_upstream() {
     );
 }
 
+/// An Opaque Secret `name` of the default namespace with `data` (key, value), base64-encoded.
+fn secret(name: &str, data: &[(&str, &str)]) -> String {
+    use base64::Engine;
+    let data: String = data
+        .iter()
+        .map(|(k, v)| {
+            let v = base64::engine::general_purpose::STANDARD.encode(v);
+            format!("  {k}: {v}\n")
+        })
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: Opaque\ndata:\n{data}---\n"
+    )
+}
+
+/// `secret` in htpasswd's `{SHA}` form.
+const HTPASSWD: &str = "ann:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n";
+
+fn with_secret(secret_yaml: &str, annotations: &[(&str, &str)]) -> Snapshot {
+    snapshot_of(
+        &(service("web", 9001)
+            + secret_yaml
+            + &annotated("shop", "shop.com", &[("/", "Prefix")], annotations)),
+    )
+}
+
+#[test]
+fn basic_auth_reads_its_secret_and_fails_closed() {
+    let basic = [
+        ("auth-type", "basic"),
+        ("auth-secret", "users"),
+        ("auth-realm", "Shop"),
+    ];
+    let s = with_secret(&secret("users", &[("auth", HTPASSWD)]), &basic);
+    assert!(s.warnings.is_empty(), "{:#?}", warnings_of(&s));
+    let p = policy(&s);
+    assert!(p.closed.is_none());
+    assert_eq!(
+        p.basic_auth.as_ref().unwrap().challenge,
+        "Basic realm=\"Shop\""
+    );
+    let map = [
+        ("auth-type", "basic"),
+        ("auth-secret", "default/users"),
+        ("auth-secret-type", "auth-map"),
+    ];
+    let s = with_secret(
+        &secret("users", &[("ann", "{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=")]),
+        &map,
+    );
+    assert!(policy(&s).basic_auth.is_some(), "{:#?}", warnings_of(&s));
+
+    // Each way the users cannot be known closes the route, with the Secret and the reason.
+    let closed = |secret_yaml: &str, annotations: &[(&str, &str)], name: &str, reason: &str| {
+        let s = with_secret(secret_yaml, annotations);
+        let field = format!("metadata.annotations[\"nginx.ingress.kubernetes.io/{name}\"]");
+        let warning = s.warnings.iter().find(|w| w.field == field);
+        assert!(
+            warning.is_some_and(|w| w.message.contains(reason) && w.message.contains("503")),
+            "{name} {reason}: {:#?}",
+            warnings_of(&s)
+        );
+        let p = policy(&s);
+        assert!(p.closed.is_some() && p.basic_auth.is_none());
+    };
+    closed("", &basic, "auth-secret", "default/users not found");
+    closed(
+        &secret("users", &[("other", HTPASSWD)]),
+        &basic,
+        "auth-secret",
+        "has no key \"auth\"",
+    );
+    closed(
+        &secret("users", &[("auth", "ann:plaintext")]),
+        &basic,
+        "auth-secret",
+        "line 1",
+    );
+    closed(
+        &secret("users", &[("auth", "# nobody\n")]),
+        &basic,
+        "auth-secret",
+        "has no user",
+    );
+    let elsewhere = [("auth-type", "basic"), ("auth-secret", "kube-system/users")];
+    closed(
+        &secret("users", &[("auth", HTPASSWD)]),
+        &elsewhere,
+        "auth-secret",
+        "another namespace",
+    );
+    closed("", &[("auth-type", "basic")], "auth-secret", "is missing");
+    closed("", &[("auth-type", "digest")], "auth-type", "not supported");
+    closed(
+        "",
+        &[("auth-tls-secret", "default/ca")],
+        "auth-tls-secret",
+        "not supported",
+    );
+}
+
+#[test]
+fn external_auth_annotations_become_policy_and_fail_closed() {
+    let s = with(&[
+        (
+            "auth-url",
+            "http://oauth2-proxy.auth.svc.cluster.local:4180/oauth2/auth",
+        ),
+        ("auth-method", "GET"),
+        (
+            "auth-signin",
+            "https://$host/oauth2/start?rd=$escaped_request_uri",
+        ),
+        (
+            "auth-response-headers",
+            "X-Auth-Request-User, X-Auth-Request-Email",
+        ),
+        ("auth-cache-key", "$cookie__oauth2_proxy"),
+        ("auth-cache-duration", "200 1m"),
+        ("auth-always-set-cookie", "true"),
+    ]);
+    assert!(s.warnings.is_empty(), "{:#?}", warnings_of(&s));
+    let auth = policy(&s).external_auth.clone().unwrap();
+    assert_eq!(
+        (auth.url.host.as_str(), auth.url.port),
+        ("oauth2-proxy.auth.svc.cluster.local", 4180)
+    );
+    assert_eq!(auth.method, Some(hyper::Method::GET));
+    assert_eq!(auth.response_headers.len(), 2);
+    assert!(auth.always_set_cookie && auth.cache.is_some());
+    let signin = auth.signin.as_ref().unwrap();
+    assert_eq!(
+        signin.redirect_param, None,
+        "the URL carries the request already"
+    );
+    let s = with(&[
+        ("auth-url", "http://auth/"),
+        ("auth-signin", "https://login.example.com/start"),
+    ]);
+    let auth = policy(&s).external_auth.clone().unwrap();
+    assert_eq!(
+        auth.signin.as_ref().unwrap().redirect_param.as_deref(),
+        Some("rd")
+    );
+
+    let closes = |annotations: &[(&str, &str)], name: &str, reason: &str| {
+        let s = refused(annotations, name, reason);
+        assert!(policy(&s).closed.is_some(), "{name}: {annotations:?}");
+    };
+    closes(
+        &[("auth-url", "ftp://auth/")],
+        "auth-url",
+        "http:// or https://",
+    );
+    closes(
+        &[("auth-url", "https://$host/oauth2/auth")],
+        "auth-url",
+        "plain URL",
+    );
+    closes(
+        &[("auth-url", "http://auth/\r\nX-Injected: 1")],
+        "auth-url",
+        "control character",
+    );
+    closes(
+        &[
+            ("auth-url", "http://auth/"),
+            ("auth-response-headers", "X-User, X User"),
+        ],
+        "auth-response-headers",
+        "not a header name",
+    );
+    closes(
+        &[
+            ("auth-url", "http://auth/"),
+            ("auth-signin", "javascript:alert(1)"),
+        ],
+        "auth-signin",
+        "http(s) URL",
+    );
+    closes(
+        &[
+            ("auth-url", "http://auth/"),
+            ("auth-cache-key", "$remote_user"),
+        ],
+        "auth-cache-key",
+        "$remote_user",
+    );
+    closes(
+        &[("auth-url", "http://auth/"), ("auth-method", "get it")],
+        "auth-method",
+        "HTTP method",
+    );
+    let s = refused(
+        &[("auth-signin", "https://login/")],
+        "auth-signin",
+        "no effect without auth-url",
+    );
+    assert!(policy(&s).closed.is_none() && policy(&s).external_auth.is_none());
+}
+
+#[test]
+fn global_auth_applies_unless_an_ingress_opts_out_or_has_its_own() {
+    let mut options = super::tests::options();
+    options.global_auth = Some(AuthUrl::parse("http://global-auth/check").unwrap());
+    let yaml = service("web", 9001)
+        + &annotated("shop", "shop.com", &[("/", "Prefix")], &[])
+        + &annotated(
+            "own",
+            "own.com",
+            &[("/", "Prefix")],
+            &[("auth-url", "http://own-auth/")],
+        )
+        + &annotated(
+            "out",
+            "out.com",
+            &[("/", "Prefix")],
+            &[("enable-global-auth", "false")],
+        );
+    let s = super::translate(
+        &super::tests::store_of(&yaml),
+        &options,
+        Vec::new(),
+        &Snapshot::default(),
+        std::time::SystemTime::now(),
+    );
+    let host = |h: &str| {
+        route(&s, h, "/")
+            .policy
+            .external_auth
+            .as_ref()
+            .map(|a| a.url.host.clone())
+    };
+    assert_eq!(host("shop.com").as_deref(), Some("global-auth"));
+    assert_eq!(host("own.com").as_deref(), Some("own-auth"));
+    assert_eq!(host("out.com"), None);
+}
+
 #[test]
 fn rate_limit_counters_survive_unrelated_changes() {
     let limited = annotated(
@@ -755,6 +994,7 @@ mod properties {
 
     use super::*;
     use crate::cidr::Cidr;
+    use crate::policy::auth::external::AuthUrl;
 
     /// Annotations with values of every shape: the access rules, and some of the others.
     const NAMES: [&str; 8] = [
@@ -791,7 +1031,7 @@ mod properties {
             };
             let must_close = unparsable("whitelist-source-range")
                 || unparsable("denylist-source-range")
-                || value("auth-url").is_some();
+                || value("auth-url").is_some_and(|v| AuthUrl::parse(v).is_err());
             if let Some(shop) = snapshot.route("shop.com", "/").and_then(|m| m.route) {
                 prop_assert_eq!(shop.policy.closed.is_some(), must_close, "{:?}", annotations);
             }

@@ -12,6 +12,10 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::http::uri::{PathAndQuery, Uri};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+mod auth;
+
+pub use auth::BasicAuthSpec;
+
 use super::IngressWarnings;
 use crate::cidr::Cidr;
 use crate::policy::balance::{Affinity, AffinityMode, hash_key, is_cookie_name};
@@ -63,6 +67,10 @@ pub struct Annotations {
     pub ssl_passthrough: bool,
     /// `canary: "true"` and its rules.
     pub canary: Option<CanarySpec>,
+    /// `auth-type: basic`: its Secret is read by the caller.
+    pub basic_auth: Option<BasicAuthSpec>,
+    /// `enable-global-auth: "false"`: `--global-auth-url` does not apply.
+    pub global_auth_off: bool,
     /// Everything that shapes requests (the fallback backend is resolved by the caller).
     pub policy: RoutePolicy,
 }
@@ -85,7 +93,7 @@ struct Values<'v, 'w> {
 }
 
 /// The end of the warning of an access annotation that closed its route.
-const CLOSED: &str = "the route answers 503 until this is fixed";
+pub(super) const CLOSED: &str = "the route answers 503 until this is fixed";
 
 /// Whether `name` restricts who may use a route: one that cannot be applied closes the route
 /// (503) instead of leaving it open, as ingress-nginx denies such a location.
@@ -95,7 +103,7 @@ fn is_access_control(name: &str) -> bool {
 }
 
 /// The field path of an annotation in warnings.
-fn field(name: &str) -> String {
+pub(super) fn field(name: &str) -> String {
     format!("metadata.annotations[\"{PREFIX}{name}\"]")
 }
 
@@ -142,6 +150,14 @@ impl Values<'_, '_> {
         self.closed
             .get_or_insert_with(|| format!("annotation {PREFIX}{name}: {reason}"));
         true
+    }
+
+    /// Closes the route for want of annotation `name`, which another one requires.
+    fn require(&mut self, name: &str, reason: &str) {
+        let reason = format!("is missing: {reason}");
+        self.closes(name, &reason);
+        self.warnings
+            .add(field(name), format!("{reason}; {CLOSED}"));
     }
 
     /// Takes out the companions of an annotation that is off: they would do nothing.
@@ -445,6 +461,7 @@ impl Annotations {
         self.service_upstream = v.get("service-upstream", boolean).unwrap_or(false);
         self.read_balance(v);
         self.read_access(v);
+        self.read_auth(v);
         self.read_cors(v);
         self.read_canary(v);
     }

@@ -5,6 +5,7 @@
 //! claim the same host and path, the older one wins and the younger one gets the warning.
 
 mod annotations;
+mod auth;
 mod backend;
 mod class;
 mod gateway_api;
@@ -26,6 +27,8 @@ pub use streams::StreamOptions;
 
 use crate::cidr::Cidr;
 use crate::policy::RoutePolicy;
+use crate::policy::auth::ExternalAuth;
+use crate::policy::auth::external::AuthUrl;
 use crate::policy::canary::Canary;
 use crate::policy::rewrite::path_regex;
 use crate::snapshot::stream::{ServerNames, StreamTables};
@@ -58,6 +61,9 @@ pub struct TranslateOptions {
     pub gateway: GatewayOptions,
     /// Layer 4: the tcp-services and udp-services ConfigMaps, and TLS passthrough.
     pub streams: StreamOptions,
+    /// `--global-auth-url`: the auth service of every Ingress without an `auth-url` of its own
+    /// or `enable-global-auth: "false"`.
+    pub global_auth: Option<AuthUrl>,
 }
 
 /// Translates every object of `store` into one route table. `source_warnings` (problems the
@@ -94,12 +100,16 @@ pub fn translate(
         allow_lists: Vec::new(),
         www_aliases: Vec::new(),
         passthrough: ServerNames::default(),
-        previous_limits: previous
+        previous_policies: previous
             .virtual_hosts()
             .iter()
             .flat_map(|host| &host.routes)
-            .filter_map(|route| Some((route.ingress.clone(), route.policy.limits.clone()?)))
+            .map(|route| (route.ingress.clone(), route.policy.clone()))
             .collect(),
+        global_auth: options
+            .global_auth
+            .clone()
+            .map(|url| Arc::new(ExternalAuth::new(url))),
     };
     let reports: Vec<IngressReport> = ingresses
         .into_iter()
@@ -276,8 +286,11 @@ struct TableBuilder<'a> {
     www_aliases: Vec<(String, String)>,
     /// TLS passed through by server name (`ssl-passthrough`), oldest Ingress first.
     passthrough: ServerNames,
-    /// The rate limiters of the previous table, by Ingress (`namespace/name`).
-    previous_limits: HashMap<String, Arc<crate::policy::Limits>>,
+    /// The policies of the previous table, by Ingress (`namespace/name`): its rate limiters
+    /// and verified credentials are kept where they did not change.
+    previous_policies: HashMap<String, Arc<RoutePolicy>>,
+    /// `--global-auth-url`, made once for every Ingress it applies to.
+    global_auth: Option<Arc<ExternalAuth>>,
 }
 
 /// The allow-list every served Ingress agrees on, if they all have the same one.
@@ -428,12 +441,36 @@ impl TableBuilder<'_> {
         if let Some(name) = annotations.default_backend.take() {
             annotations.policy.fallback = self.fallback(&namespace, &name, &mut warnings);
         }
+        let previous = self.previous_policies.get(&owner);
         if let Some(limits) = &mut annotations.policy.limits
-            && let Some(kept) = self.previous_limits.get(&owner)
+            && let Some(kept) = previous.and_then(|p| p.limits.as_ref())
             && kept.same_limits(limits)
         {
             *limits = kept.clone();
         }
+        if let Some(spec) = &annotations.basic_auth {
+            let lookup = |name: &str| self.tls.secret(&namespace, name);
+            let kept = previous.and_then(|p| p.basic_auth.as_ref());
+            match auth::basic_auth(spec, &namespace, lookup, kept) {
+                Ok(users) => annotations.policy.basic_auth = Some(users),
+                Err(reason) => {
+                    warnings.add(
+                        annotations::field("auth-secret"),
+                        format!("{reason}; {}", annotations::CLOSED),
+                    );
+                    annotations.policy.closed.get_or_insert(reason.into());
+                }
+            }
+        }
+        let global_auth = match &self.global_auth {
+            Some(auth)
+                if annotations.policy.external_auth.is_none() && !annotations.global_auth_off =>
+            {
+                annotations.policy.external_auth = Some(auth.clone());
+                true
+            }
+            _ => false,
+        };
         if annotations.canary.is_none() {
             self.allow_lists
                 .push(annotations.policy.allow.clone().map(|mut list| {
@@ -450,7 +487,7 @@ impl TableBuilder<'_> {
             .any(|(key, _)| key.starts_with(annotations::PREFIX));
         let options_of_routes = RouteOptions {
             // Most Ingresses have no annotation: they share one policy.
-            policy: match has_annotations {
+            policy: match has_annotations || global_auth {
                 true => Arc::new(std::mem::take(&mut annotations.policy)),
                 false => RoutePolicy::plain(),
             },

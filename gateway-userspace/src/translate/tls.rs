@@ -45,6 +45,11 @@ impl<'a> TlsBuilder<'a> {
         }
     }
 
+    /// Secret `namespace/name`, for the annotations that name one (`auth-secret`).
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&'a Secret> {
+        self.secrets.get(&(namespace, name)).copied()
+    }
+
     /// Adds the `spec.tls` entries of one served Ingress. `rule_hosts` are its rules' hosts,
     /// used for an entry that lists no hosts.
     pub fn add_ingress(
@@ -236,7 +241,7 @@ impl<'a> TlsBuilder<'a> {
 
 /// A Secret value from `data` (base64 in the API, decoded by the client) or `stringData`
 /// (which a manifest may use; the API server would fold it into `data`).
-fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+pub(super) fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
     if let Some(value) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
         return Some(value.as_bytes().to_vec());
     }

@@ -121,6 +121,21 @@ pub enum Verdict {
     },
 }
 
+impl ExternalAuth {
+    /// Auth at `url` with every companion at its default (`--global-auth-url`).
+    pub fn new(url: AuthUrl) -> Self {
+        Self {
+            url,
+            method: None,
+            signin: None,
+            response_headers: Vec::new(),
+            request_redirect: None,
+            always_set_cookie: false,
+            cache: None,
+        }
+    }
+}
+
 impl Verdict {
     pub fn status(&self) -> StatusCode {
         match self {
