@@ -44,6 +44,24 @@ fn payloads() -> Vec<Payload> {
             beside: &[("enable-cors", "true")],
         },
         Payload {
+            annotation: "auth-response-headers",
+            value: "X-User: root, X-Groups".into(),
+            reason: "not a header name",
+            beside: &[("auth-url", "http://auth.test/verify")],
+        },
+        Payload {
+            annotation: "auth-signin",
+            value: "javascript:alert(document.cookie)".into(),
+            reason: "http(s) URL",
+            beside: &[("auth-url", "http://auth.test/verify")],
+        },
+        Payload {
+            annotation: "auth-secret",
+            value: "kube-system/admin-users".into(),
+            reason: "another namespace",
+            beside: &[("auth-type", "basic")],
+        },
+        Payload {
             annotation: "session-cookie-name",
             value: "route; Path=/; X-Injected".into(),
             reason: "not a cookie name",
@@ -83,7 +101,13 @@ fn plain_payloads() -> Vec<(&'static str, String, &'static str)> {
             "http://example.com/#;\nload_module /tmp/evil.so;".into(),
             "control character",
         ),
-        ("auth-url", "http://example.com/#;load_module /tmp/evil.so;".into(), "not supported"),
+        ("auth-url", "http://example.com/#;load_module /tmp/evil.so;".into(), "not a valid URL"),
+        // Authentication values that would send credentials elsewhere or forge headers.
+        ("auth-url", "file:///var/run/secrets/kubernetes.io/serviceaccount/token".into(), "http:// or https://"),
+        ("auth-url", "gopher://127.0.0.1:6379/_FLUSHALL".into(), "http:// or https://"),
+        ("auth-url", "http://$http_x_target/verify".into(), "plain URL"),
+        ("auth-url", "http://attacker@auth.test/".into(), "credentials"),
+        ("auth-type", "digest".into(), "not supported"),
         // CVE-2025-1097: auth-tls-match-cn; CVE-2025-1098: mirror-target.
         ("auth-tls-match-cn", "CN=a$|}\nload_module /x.so;#".into(), "control character"),
         ("mirror-target", "http://x/; } load_module /x.so; #".into(), "not supported"),

@@ -88,9 +88,9 @@ pub async fn authenticate(
     let verdict = match cached {
         Some((_, _, Some(verdict))) => verdict,
         _ => {
-            let verdict = ask(proxy, connection, auth, request, host_name).await?;
+            let (status, verdict) = ask(proxy, connection, auth, request, host_name).await?;
             if let Some((cache, key, None)) = cached {
-                cache.put(key, &verdict, verdict.status());
+                cache.put(key, &verdict, status);
             }
             verdict
         }
@@ -98,8 +98,14 @@ pub async fn authenticate(
     let always = auth.always_set_cookie;
     match verdict {
         Verdict::Allowed { headers, cookies } => {
+            // The client's own values of these headers never reach the backend: only the auth
+            // service's do (a header it did not send is removed, as ingress-nginx's empty
+            // proxy_set_header does).
+            for name in &auth.response_headers {
+                request.headers_mut().remove(name);
+            }
             for (name, value) in headers {
-                request.headers_mut().insert(name, value);
+                request.headers_mut().append(name, value);
             }
             Ok(Ok(AuthCookies { cookies, always }))
         }
@@ -184,7 +190,7 @@ async fn ask(
     auth: &ExternalAuth,
     request: &Request<ClientBody>,
     host_name: &str,
-) -> Result<Verdict, ProxyError> {
+) -> Result<(StatusCode, Verdict), ProxyError> {
     let failed = |reason: String| ProxyError::AuthFailed { reason };
     let mut headers = request.headers().clone();
     headers::remove_hop_by_hop(&mut headers, None);
@@ -266,23 +272,24 @@ async fn ask(
             .cloned()
             .collect()
     };
-    match answer.status.as_u16() {
-        200..=299 => Ok(Verdict::Allowed {
+    let verdict = match answer.status.as_u16() {
+        200..=299 => Verdict::Allowed {
             headers: (auth.response_headers.iter())
                 .filter_map(|name| Some((name.clone(), answer.headers.get(name)?.clone())))
                 .collect(),
             cookies: cookies(),
-        }),
-        401 | 403 => Ok(Verdict::Denied {
+        },
+        401 | 403 => Verdict::Denied {
             status: answer.status,
             challenge: answer.headers.get(header::WWW_AUTHENTICATE).cloned(),
             cookies: cookies(),
-        }),
-        _ => Err(failed(format!(
-            "the auth service answered {}",
-            answer.status
-        ))),
-    }
+        },
+        _ => {
+            let reason = format!("the auth service answered {}", answer.status);
+            return Err(failed(reason));
+        }
+    };
+    Ok((answer.status, verdict))
 }
 
 fn view<'a>(

@@ -42,12 +42,15 @@ impl AuthUrl {
                     .into(),
             );
         }
+        let lower = text.to_ascii_lowercase();
+        if !lower.starts_with("http://") && !lower.starts_with("https://") {
+            return Err("must be an http:// or https:// URL".into());
+        }
+        if text.contains('#') || text.contains(char::is_whitespace) {
+            return Err("is not a valid URL (no #fragment and no spaces)".into());
+        }
         let uri: Uri = text.parse().map_err(|_| "is not a valid URL".to_string())?;
-        let https = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err("must be an http:// or https:// URL".into()),
-        };
+        let https = uri.scheme_str() == Some("https");
         let authority = uri.authority().ok_or("must name a host")?;
         if authority.as_str().contains('@') {
             return Err("must not carry credentials (user@host)".into());
@@ -132,15 +135,6 @@ impl ExternalAuth {
             request_redirect: None,
             always_set_cookie: false,
             cache: None,
-        }
-    }
-}
-
-impl Verdict {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Verdict::Allowed { .. } => StatusCode::OK,
-            Verdict::Denied { status, .. } => *status,
         }
     }
 }
@@ -261,6 +255,7 @@ mod tests {
             "https://$host/oauth2/auth",
             "http://user:pw@auth/",
             "gopher://auth:70/",
+            "http://auth/#;load_module /x.so;",
         ] {
             assert!(AuthUrl::parse(bad).is_err(), "{bad}");
         }

@@ -1,0 +1,433 @@
+//! Authentication end to end: basic auth against htpasswd Secrets (bcrypt, {SHA}, $apr1$), and
+//! external auth against a real auth service process that answers as oauth2-proxy does; each
+//! rule that cannot be applied closes its route with 503 while the others serve.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use gateway_e2e::backend::Backend;
+use gateway_e2e::client::{Answer, HttpClient};
+use gateway_e2e::gateway::{Gateway, binary};
+use gateway_e2e::manifests::{ManifestsDir, annotated_ingress, service};
+use hyper::{Request, StatusCode};
+
+/// `secret` for `ann` ({SHA}), `bob` ($apr1$, from `openssl passwd -apr1`) and `cy` (bcrypt).
+fn htpasswd() -> String {
+    let bcrypt = bcrypt::hash_with_salt("secret", 4, [7; 16])
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoY);
+    format!(
+        "ann:{{SHA}}5en6G6MezRroT3XKqkdPOmY/BfQ=\nbob:$apr1$S1t2Y3z4$3y9iwmVX5fbIS751PfHe/0\ncy:{bcrypt}\n"
+    )
+}
+
+fn opaque_secret(name: &str, key: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: Opaque\ndata:\n  {key}: {}\n---\n",
+        BASE64.encode(value)
+    )
+}
+
+async fn get(gw: &Gateway, host: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = Request::get(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    HttpClient::new()
+        .send(gw.http, host, request, Bytes::new())
+        .await
+        .expect("request")
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", BASE64.encode(format!("{user}:{password}")))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_admits_each_hash_scheme_and_fails_closed() {
+    let web = Backend::start("web").await;
+    let dir = ManifestsDir::new();
+    let log = dir.path().join("access.log");
+    let auth = |secret: &'static str| {
+        [
+            ("auth-type", "basic"),
+            ("auth-secret", secret),
+            ("auth-realm", "Shop staff"),
+        ]
+    };
+    dir.write(
+        "app.yaml",
+        &[
+            service("web", &[web.addr]),
+            opaque_secret("users", "auth", &htpasswd()),
+            annotated_ingress(
+                "private",
+                Some("private.test"),
+                &[("/", "Prefix")],
+                "web",
+                &auth("users"),
+            ),
+            annotated_ingress(
+                "missing",
+                Some("missing.test"),
+                &[("/", "Prefix")],
+                "web",
+                &auth("nobody"),
+            ),
+            annotated_ingress(
+                "public",
+                Some("public.test"),
+                &[("/", "Prefix")],
+                "web",
+                &[],
+            ),
+        ]
+        .concat(),
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", log.to_str().unwrap()]);
+
+    let answer = get(&gw, "private.test", "/", &[]).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        answer.headers["www-authenticate"],
+        "Basic realm=\"Shop staff\""
+    );
+    for user in ["ann", "bob", "cy"] {
+        let good = get(
+            &gw,
+            "private.test",
+            "/a",
+            &[("authorization", &basic(user, "secret"))],
+        )
+        .await;
+        assert_eq!(good.status, StatusCode::OK, "{user}: {}", good.body);
+        assert_eq!(good.service(), "web");
+        // Twice: the second is answered from the verified credentials.
+        let again = get(
+            &gw,
+            "private.test",
+            "/b",
+            &[("authorization", &basic(user, "secret"))],
+        )
+        .await;
+        assert_eq!(again.status, StatusCode::OK, "{user}");
+        let bad = get(
+            &gw,
+            "private.test",
+            "/",
+            &[("authorization", &basic(user, "Secret"))],
+        )
+        .await;
+        assert_eq!(bad.status, StatusCode::UNAUTHORIZED, "{user}");
+    }
+    for header in [
+        basic("dan", "secret"),
+        "Basic !!!".into(),
+        "Bearer secret".into(),
+    ] {
+        let answer = get(&gw, "private.test", "/", &[("authorization", &header)]).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{header}");
+    }
+
+    // A route whose users cannot be read is closed; the others serve.
+    let closed = get(
+        &gw,
+        "missing.test",
+        "/",
+        &[("authorization", &basic("ann", "secret"))],
+    )
+    .await;
+    assert_eq!(closed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        get(&gw, "public.test", "/", &[]).await.status,
+        StatusCode::OK
+    );
+    let routes = gw.routes().to_string();
+    assert!(
+        routes.contains("secret default/nobody not found"),
+        "{routes}"
+    );
+
+    // Credentials are never written to the access log.
+    let written = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(written.contains("private.test"), "{written}");
+    assert!(!written.contains(&BASE64.encode("ann:secret")) && !written.contains("secret"));
+}
+
+/// The auth service as its own process, stopped when dropped.
+struct AuthServer {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl AuthServer {
+    fn start() -> AuthServer {
+        let mut child = Command::new(binary("auth-server"))
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start auth-server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("auth-server said {line:?}"));
+        AuthServer { addr, child }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// How many auth requests it answered, and the headers of the last one.
+    async fn stats(&self) -> (u64, serde_json::Value) {
+        let answer = HttpClient::new().get(self.addr, "auth", "/stats").await;
+        let stats = answer.json();
+        (stats["requests"].as_u64().unwrap(), stats["last"].clone())
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn external_auth_asks_an_oauth2_proxy_like_service() {
+    let web = Backend::start("web").await;
+    let auth = AuthServer::start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let verify = auth.url("/oauth2/auth");
+    let protected = |extra: &[(&'static str, &'static str)]| {
+        let mut annotations = vec![
+            ("auth-url", verify.as_str()),
+            (
+                "auth-response-headers",
+                "X-Auth-Request-User, X-Auth-Request-Email",
+            ),
+        ];
+        annotations.extend_from_slice(extra);
+        annotations
+    };
+    let fail_url = auth.url("/oauth2/fail");
+    let dead_url = format!("http://{dead}/oauth2/auth");
+    let dir = ManifestsDir::new();
+    dir.write(
+        "app.yaml",
+        &[
+            service("web", &[web.addr]),
+            annotated_ingress(
+                "app",
+                Some("app.test"),
+                &[("/", "Prefix")],
+                "web",
+                &protected(&[("auth-signin", "https://login.test/oauth2/start")]),
+            ),
+            annotated_ingress(
+                "api",
+                Some("api.test"),
+                &[("/", "Prefix")],
+                "web",
+                &protected(&[]),
+            ),
+            annotated_ingress(
+                "cached",
+                Some("cached.test"),
+                &[("/", "Prefix")],
+                "web",
+                &protected(&[
+                    ("auth-cache-key", "$cookie__oauth2_proxy"),
+                    ("auth-cache-duration", "202 401 5m"),
+                ]),
+            ),
+            annotated_ingress(
+                "failing",
+                Some("failing.test"),
+                &[("/", "Prefix")],
+                "web",
+                &[("auth-url", fail_url.as_str())],
+            ),
+            annotated_ingress(
+                "unreachable",
+                Some("unreachable.test"),
+                &[("/", "Prefix")],
+                "web",
+                &[("auth-url", dead_url.as_str())],
+            ),
+            annotated_ingress(
+                "broken",
+                Some("broken.test"),
+                &[("/", "Prefix")],
+                "web",
+                &[("auth-url", "ftp://auth.test/")],
+            ),
+            annotated_ingress(
+                "public",
+                Some("public.test"),
+                &[("/", "Prefix")],
+                "web",
+                &[],
+            ),
+        ]
+        .concat(),
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+
+    // Not signed in: a browser is sent to sign in, with the URL to come back to.
+    let answer = get(&gw, "app.test", "/orders?page=2", &[]).await;
+    assert_eq!(answer.status, StatusCode::FOUND);
+    assert_eq!(
+        answer.headers["location"],
+        "https://login.test/oauth2/start?rd=http%3A%2F%2Fapp.test%2Forders%3Fpage%3D2"
+    );
+    // Without auth-signin, the service's 401 and its challenge go back as they are.
+    let answer = get(&gw, "api.test", "/", &[]).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        answer.headers["www-authenticate"],
+        "Bearer realm=\"oauth2-proxy\""
+    );
+
+    // Signed in: the backend gets the user from the auth service, never the client's claim.
+    let answer = get(
+        &gw,
+        "app.test",
+        "/orders?page=2",
+        &[
+            ("cookie", "_oauth2_proxy=ann"),
+            ("x-auth-request-user", "root"),
+            ("x-auth-request-email", "root@evil"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let seen = answer.json();
+    assert_eq!(seen["headers"]["x-auth-request-user"], "ann");
+    assert_eq!(seen["headers"]["x-auth-request-email"], "ann@example.com");
+    assert_eq!(
+        answer.headers["set-cookie"],
+        "_oauth2_proxy=ann; Path=/; HttpOnly"
+    );
+    // What the auth service saw, as ingress-nginx sends it.
+    let (_, last) = auth.stats().await;
+    assert_eq!(last[":path"], "/oauth2/auth");
+    assert_eq!(last[":method"], "GET");
+    assert_eq!(last["host"], auth.addr.to_string());
+    assert_eq!(last["x-original-url"], "http://app.test/orders?page=2");
+    assert_eq!(last["x-original-method"], "GET");
+    assert_eq!(last["x-auth-request-redirect"], "/orders?page=2");
+    assert_eq!(last["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(last["cookie"], "_oauth2_proxy=ann");
+    assert_eq!(last["x-request-id"], seen["headers"]["x-request-id"]);
+
+    // A request body is not sent to the auth service; the method is passed on.
+    let post = HttpClient::new()
+        .send(
+            gw.http,
+            "api.test",
+            Request::post("/items").header("cookie", "_oauth2_proxy=bob"),
+            Bytes::from_static(b"{\"item\": 1}"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(post.status, StatusCode::OK);
+    assert_eq!(post.json()["body_bytes"], 11);
+    let (_, last) = auth.stats().await;
+    assert_eq!(
+        (last[":method"].as_str(), last.get("content-length")),
+        (Some("POST"), None)
+    );
+
+    // Signed in but not allowed: 403.
+    let answer = get(&gw, "app.test", "/", &[("cookie", "_oauth2_proxy=eve")]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+
+    // Cached verdicts: one auth request per session for the cache's duration.
+    let (before, _) = auth.stats().await;
+    for _ in 0..3 {
+        let answer = get(&gw, "cached.test", "/", &[("cookie", "_oauth2_proxy=bob")]).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.json()["headers"]["x-auth-request-user"], "bob");
+        assert_eq!(
+            get(&gw, "cached.test", "/", &[]).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (after, _) = auth.stats().await;
+    assert_eq!(
+        after - before,
+        2,
+        "one for bob's session, one for no session"
+    );
+
+    // An auth service that fails or cannot be reached: 500, never the backend.
+    assert_eq!(
+        get(&gw, "failing.test", "/", &[]).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let answer = get(
+        &gw,
+        "unreachable.test",
+        "/",
+        &[("cookie", "_oauth2_proxy=ann")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    // An auth-url that cannot be used closes its route; the others serve.
+    assert_eq!(
+        get(&gw, "broken.test", "/", &[]).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(&gw, "public.test", "/", &[]).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn global_auth_covers_every_ingress_that_does_not_opt_out() {
+    let web = Backend::start("web").await;
+    let auth = AuthServer::start();
+    let dir = ManifestsDir::new();
+    dir.write(
+        "app.yaml",
+        &[
+            service("web", &[web.addr]),
+            annotated_ingress("app", Some("app.test"), &[("/", "Prefix")], "web", &[]),
+            annotated_ingress(
+                "open",
+                Some("open.test"),
+                &[("/", "Prefix")],
+                "web",
+                &[("enable-global-auth", "false")],
+            ),
+        ]
+        .concat(),
+    );
+    let url = auth.url("/oauth2/auth");
+    let gw = Gateway::start(
+        dir.path(),
+        &["--access-log", "off", "--global-auth-url", &url],
+    );
+    assert_eq!(
+        get(&gw, "app.test", "/", &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let answer = get(&gw, "app.test", "/", &[("cookie", "_oauth2_proxy=ann")]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(get(&gw, "open.test", "/", &[]).await.status, StatusCode::OK);
+}
