@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gateway_e2e::backend::{Backend, Behaviour};
+use gateway_e2e::backend::{Backend, Behaviour, next_seen};
 use gateway_e2e::client::{Answer, HttpClient, grpc_call};
 use gateway_e2e::gateway::Gateway;
 use gateway_e2e::manifests::{ManifestsDir, annotated_ingress, service};
@@ -946,4 +946,121 @@ async fn source_ranges_limits_and_cors() {
         )
         .await;
     assert!(answer.headers.get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_target_copies_every_request_to_a_second_backend() {
+    let web = Backend::start("web").await;
+    let (record, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let shadow = Backend::start_behaving(
+        "shadow",
+        Behaviour {
+            seen: Some(record),
+            ..Default::default()
+        },
+    )
+    .await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let target = format!("http://{}$request_uri", shadow.addr);
+    let headless = format!("http://{}/shadow/$request_uri", shadow.addr);
+    let nowhere = format!("http://{dead}$request_uri");
+    let dir = ManifestsDir::new();
+    let root = &[("/", "Prefix")];
+    dir.write(
+        "app.yaml",
+        &[
+            service("web", &[web.addr]),
+            annotated_ingress(
+                "shop",
+                Some("shop.test"),
+                root,
+                "web",
+                &[("mirror-target", &target)],
+            ),
+            annotated_ingress(
+                "bodyless",
+                Some("bodyless.test"),
+                root,
+                "web",
+                &[
+                    ("mirror-target", &headless),
+                    ("mirror-request-body", "off"),
+                    ("mirror-host", "shadow.internal"),
+                ],
+            ),
+            annotated_ingress(
+                "dead",
+                Some("dead.test"),
+                root,
+                "web",
+                &[("mirror-target", &nowhere)],
+            ),
+        ]
+        .concat(),
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let through = Through {
+        gw: &gw,
+        client: HttpClient::new(),
+    };
+
+    // Each request is answered by its backend and copied, head and body, to the target.
+    for i in 0..5 {
+        let answer = through.get("shop.test", &format!("/items/{i}?q=1")).await;
+        assert_eq!(
+            (answer.status, answer.service()),
+            (StatusCode::OK, "web".into())
+        );
+        let copy = next_seen(&mut seen).await;
+        assert_eq!(copy["path"], format!("/items/{i}?q=1"));
+        assert_eq!(copy["headers"]["host"], shadow.addr.to_string());
+    }
+    let answer = through
+        .send("shop.test", Request::post("/upload"), b"0123456789")
+        .await;
+    assert_eq!(answer.json()["body_bytes"], 10);
+    let copy = next_seen(&mut seen).await;
+    assert_eq!(
+        (copy["method"].as_str(), copy["body_bytes"].as_u64()),
+        (Some("POST"), Some(10))
+    );
+
+    // Without the body, to a path of its own, with its own Host.
+    let answer = through
+        .send("bodyless.test", Request::post("/upload"), b"0123456789")
+        .await;
+    assert_eq!(answer.json()["body_bytes"], 10);
+    let copy = next_seen(&mut seen).await;
+    assert_eq!(copy["path"], "/shadow/upload");
+    assert_eq!(copy["headers"]["host"], "shadow.internal");
+    assert_eq!(copy["body_bytes"], 0);
+
+    // A target that refuses connections never fails the original; the failure is counted.
+    for _ in 0..3 {
+        assert_eq!(through.get("dead.test", "/").await.status, StatusCode::OK);
+    }
+    let failed = || {
+        let (_, metrics) = gw.admin_get("/metrics").unwrap();
+        gateway_e2e::gateway::sample(
+            &metrics,
+            "xdp_gateway_mirrored_requests_total",
+            &[("result", "failed")],
+        )
+        .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while failed() < 3.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(failed(), 3.0);
+    let (_, metrics) = gw.admin_get("/metrics").unwrap();
+    let sent = gateway_e2e::gateway::sample(
+        &metrics,
+        "xdp_gateway_mirrored_requests_total",
+        &[("result", "sent")],
+    );
+    assert_eq!(sent, Some(7.0));
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use gateway_e2e::backend::Backend;
+use gateway_e2e::backend::{Backend, next_seen};
 use gateway_e2e::client::HttpClient;
 use gateway_e2e::gateway::{Gateway, condition, object};
 use gateway_e2e::manifests::{
@@ -795,14 +795,6 @@ async fn backends_whose_service_port_says_h2c_are_spoken_to_over_http2() {
         assert_eq!(answer.status, StatusCode::OK, "{path}");
         assert_eq!(answer.json()["version"], version, "{path}");
     }
-}
-
-/// The next request a recording backend saw, within 10 seconds.
-async fn next_seen(seen: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
-    tokio::time::timeout(std::time::Duration::from_secs(10), seen.recv())
-        .await
-        .expect("the mirror receives its copy within 10s")
-        .expect("the backend is running")
 }
 
 #[tokio::test(flavor = "multi_thread")]

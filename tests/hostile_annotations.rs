@@ -110,7 +110,8 @@ fn plain_payloads() -> Vec<(&'static str, String, &'static str)> {
         ("auth-type", "digest".into(), "not supported"),
         // CVE-2025-1097: auth-tls-match-cn; CVE-2025-1098: mirror-target.
         ("auth-tls-match-cn", "CN=a$|}\nload_module /x.so;#".into(), "control character"),
-        ("mirror-target", "http://x/; } load_module /x.so; #".into(), "not supported"),
+        ("mirror-target", "http://x/; } load_module /x.so; #".into(), "not a valid URL"),
+        ("mirror-target", "http://$http_x_target/$request_uri".into(), "plain URL"),
         // Brace and semicolon injection into values the gateway does support.
         ("rewrite-target", "/$1 } location /x { return 200".into(), "not allowed in a rewrite target"),
         ("upstream-vhost", "example.com; proxy_pass http://evil".into(), "host name or address"),

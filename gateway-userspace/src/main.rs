@@ -20,7 +20,7 @@ use gateway::cluster::{ClusterWriter, PublishedAddress};
 use gateway::lifecycle::{Drain, Sockets, handoff};
 use gateway::observe::metrics::Controller;
 use gateway::observe::{AccessLog, LogFormat, LogTarget, Metrics, Observer};
-use gateway::policy::auth::external::AuthUrl;
+use gateway::policy::service_url::ServiceUrl;
 use gateway::source::kube::KubeSource;
 
 use gateway::snapshot::{ListenerKind, ListenerSpec};
@@ -140,12 +140,12 @@ struct SourceArgs {
     enable_ssl_passthrough: bool,
     /// The auth service every Ingress is checked against (ingress-nginx's global-auth-url), but
     /// those with their own `auth-url` or `enable-global-auth: "false"`.
-    #[arg(long, value_name = "URL", value_parser = parse_auth_url)]
-    global_auth_url: Option<AuthUrl>,
+    #[arg(long, value_name = "URL", value_parser = parse_service_url)]
+    global_auth_url: Option<ServiceUrl>,
 }
 
-fn parse_auth_url(text: &str) -> Result<AuthUrl, String> {
-    AuthUrl::parse(text).map_err(|e| format!("{text:?} {e}"))
+fn parse_service_url(text: &str) -> Result<ServiceUrl, String> {
+    ServiceUrl::parse(text).map_err(|e| format!("{text:?} {e}"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -43,6 +43,16 @@ pub struct Behaviour {
     pub seen: Option<tokio::sync::mpsc::UnboundedSender<serde_json::Value>>,
 }
 
+/// The next request a backend recording to `seen` answered, within 10 seconds.
+pub async fn next_seen(
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) -> serde_json::Value {
+    tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("the backend sees the request within 10s")
+        .expect("the backend is running")
+}
+
 /// A running backend; it stops when dropped.
 pub struct Backend {
     pub addr: SocketAddr,

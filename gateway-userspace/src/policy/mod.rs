@@ -10,6 +10,7 @@ pub mod filters;
 pub mod limit;
 pub mod mirror;
 pub mod rewrite;
+pub mod service_url;
 pub mod template;
 
 use std::net::IpAddr;
@@ -27,7 +28,7 @@ pub use canary::Canary;
 pub use cors::Cors;
 pub use filters::{HeaderEdits, PathRewrite, RedirectRule};
 pub use limit::Limits;
-pub use mirror::Mirror;
+pub use mirror::{Mirror, MirrorTo};
 pub use rewrite::Rewrite;
 
 /// The policy of one Ingress's routes. The default is plain proxying.

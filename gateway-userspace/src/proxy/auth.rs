@@ -9,18 +9,15 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use rustls_pki_types::ServerName;
 use tokio::sync::Semaphore;
 
 use super::error::{ProxyError, plain_response};
 use super::request_body::{ClientBody, RequestBody};
-use super::resolve::Resolver;
-use super::upstream::Target;
 use super::{Connection, Proxy, ProxyBody, headers};
+use crate::policy::RoutePolicy;
 use crate::policy::auth::BasicAuth;
 use crate::policy::auth::external::{ExternalAuth, Verdict};
 use crate::policy::template::{RequestView, escape_into};
-use crate::policy::{Protocol, RoutePolicy};
 
 static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
@@ -31,20 +28,13 @@ static X_SENT_FROM: HeaderName = HeaderName::from_static("x-sent-from");
 /// `auth-always-set-cookie` (ingress-nginx's list).
 const SETS_COOKIES: [u16; 10] = [200, 201, 204, 206, 301, 302, 303, 304, 307, 308];
 
-/// What authentication needs beyond the route table.
-pub struct Authenticator {
-    /// One slow hash per core at a time.
-    hashing: Semaphore,
-    resolver: Resolver,
-}
+/// Password hashing, one slow hash per core at a time.
+pub struct Hashing(Semaphore);
 
-impl Default for Authenticator {
+impl Default for Hashing {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self {
-            hashing: Semaphore::new(cores),
-            resolver: Resolver::default(),
-        }
+        Self(Semaphore::new(cores))
     }
 }
 
@@ -76,7 +66,7 @@ pub async fn authenticate(
     host_name: &str,
 ) -> Result<Result<AuthCookies, Response<ProxyBody>>, ProxyError> {
     if let Some(basic) = &policy.basic_auth {
-        basic_auth(&proxy.auth, basic, request.headers()).await?;
+        basic_auth(&proxy.hashing, basic, request.headers()).await?;
     }
     let Some(auth) = &policy.external_auth else {
         return Ok(Ok(AuthCookies::default()));
@@ -151,7 +141,7 @@ pub async fn authenticate(
 
 /// `auth-type: basic`: the request's credentials must be one of the users'.
 async fn basic_auth(
-    authenticator: &Authenticator,
+    hashing: &Hashing,
     basic: &Arc<BasicAuth>,
     headers: &HeaderMap,
 ) -> Result<(), ProxyError> {
@@ -166,8 +156,7 @@ async fn basic_auth(
     } else if !basic.is_slow(&offered) {
         basic.verify(&offered)
     } else {
-        let _permit = authenticator
-            .hashing
+        let _permit = (hashing.0)
             .acquire()
             .await
             .expect("the semaphore is never closed");
@@ -231,24 +220,11 @@ async fn ask(
         .map_err(|_| failed("the auth URL's path is not a valid request target".into()))?;
     *subrequest.headers_mut() = headers;
 
-    let url = &auth.url;
-    let endpoint = (proxy.auth.resolver)
-        .resolve(&url.host, url.port)
-        .await
+    let target = (proxy
+        .resolver
+        .target(&auth.url, proxy.config.connect_timeout)
+        .await)
         .map_err(failed)?;
-    let target = Target {
-        endpoint,
-        protocol: if url.https {
-            Protocol::Https
-        } else {
-            Protocol::Http
-        },
-        server_name: url
-            .https
-            .then(|| ServerName::try_from(url.host.clone()).ok())
-            .flatten(),
-        connect_timeout: proxy.config.connect_timeout,
-    };
     let timeout = proxy.config.read_timeout;
     let exchange = async {
         let response = (proxy.upstream.send(&target, subrequest).await)

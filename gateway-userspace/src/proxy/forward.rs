@@ -18,6 +18,7 @@ use super::{Connection, Proxy, ProxyBody, auth, error_page, headers, mirror, str
 use crate::lifecycle::DrainState;
 use crate::normalize::PathError;
 use crate::observe::{Exchange, ObservedBody, request_id};
+use crate::policy::template::RequestView;
 use crate::policy::{Cors, Protocol, RoutePolicy};
 use crate::snapshot::{Backend, normalize_host};
 
@@ -149,11 +150,20 @@ async fn forward(
     } else {
         let sending = mirror::Sending {
             pool: &proxy.upstream,
+            resolver: &proxy.resolver,
             connect_timeout: proxy.config.connect_timeout,
             timeout: proxy.config.read_timeout,
         };
         let has_body = !hyper::body::Body::is_end_stream(&body);
-        (proxy.mirrors).start(sending, &policy.mirrors, &parts, &target, has_body)
+        let view = RequestView {
+            method: &parts.method,
+            uri: &parts.uri,
+            host: &host_name,
+            client,
+            scheme: connection.scheme,
+            headers: &parts.headers,
+        };
+        (proxy.mirrors).start(sending, &policy.mirrors, &view, &target, has_body)
     };
     let body = RequestBody::new(
         body,

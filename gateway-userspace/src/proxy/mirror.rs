@@ -4,6 +4,7 @@
 //! on; all copies' queues share `QUEUED_BYTES`, and a copy whose frame does not fit is
 //! abandoned (its backend sees the body cut short).
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,14 +14,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::http::request::Parts;
+use hyper::header;
 use hyper::{Request, Uri, Version};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::request_body::RequestBody;
+use super::resolve::Resolver;
 use super::upstream::{Target, UpstreamPool};
-use crate::policy::{Mirror, Protocol};
+use crate::policy::service_url::ServiceUrl;
+use crate::policy::template::RequestView;
+use crate::policy::{Mirror, MirrorTo, Protocol};
 
 /// Copies on their way at once; past it, copies are dropped.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -45,6 +49,7 @@ pub struct Mirrors {
 /// What a copy needs besides the request.
 pub struct Sending<'a> {
     pub pool: &'a UpstreamPool,
+    pub resolver: &'a Arc<Resolver>,
     pub connect_timeout: Duration,
     /// How long a copy may take, answer included.
     pub timeout: Duration,
@@ -59,51 +64,68 @@ impl Mirrors {
         }
     }
 
-    /// Starts a copy of the request (`parts` and `target` as they go to the backend) for each
-    /// mirror whose share it falls in. With `body`, the copies' bodies are fed through the
-    /// returned feeds, which the original's body fills as it streams.
+    /// Starts a copy of the request (`request` and `target` as they go to the backend) for
+    /// each mirror whose share it falls in. With `body`, the copies' bodies are fed through
+    /// the returned feeds, which the original's body fills as it streams.
     pub fn start(
         &self,
         sending: Sending<'_>,
         mirrors: &[Mirror],
-        parts: &Parts,
+        request: &RequestView<'_>,
         target: &Uri,
         body: bool,
     ) -> Vec<BodyFeed> {
         let mut feeds = Vec::new();
         for mirror in mirrors.iter().filter(|m| m.chosen()) {
-            let (Ok(permit), Some(endpoint)) = (
-                self.in_flight.clone().try_acquire_owned(),
-                mirror.backend.next_endpoint(),
-            ) else {
+            let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
                 self.counters.dropped.inc();
                 continue;
             };
-            let copy_body = if body {
+            let mut headers = request.headers.clone();
+            let (destination, uri) = match &mirror.to {
+                MirrorTo::Backend(backend) => match backend.next_endpoint() {
+                    Some(endpoint) => (Destination::Endpoint(endpoint), target.clone()),
+                    None => {
+                        self.counters.dropped.inc();
+                        continue;
+                    }
+                },
+                MirrorTo::Url { url, path, host } => {
+                    let Ok(uri) = single_slashes(&path.render(request)).parse::<Uri>() else {
+                        self.counters.failed.inc();
+                        continue;
+                    };
+                    headers.insert(header::HOST, host.clone());
+                    (Destination::Url(url.clone()), uri)
+                }
+            };
+            let copy_body = if body && mirror.body {
                 let (feed, copy) = body_copy(self.queued.clone());
                 feeds.push(feed);
                 RequestBody::Copy(copy)
             } else {
+                headers.remove(header::CONTENT_LENGTH);
+                headers.remove(header::TRANSFER_ENCODING);
                 RequestBody::Empty
             };
-            let mut request = Request::new(copy_body);
-            *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = target.clone();
-            *request.headers_mut() = parts.headers.clone();
-            *request.version_mut() = Version::HTTP_11;
-            let copy = Target {
-                endpoint,
-                protocol: Protocol::Http,
-                server_name: None,
-                connect_timeout: sending.connect_timeout,
-            };
+            let mut copy = Request::new(copy_body);
+            *copy.method_mut() = request.method.clone();
+            *copy.uri_mut() = uri;
+            *copy.headers_mut() = headers;
+            *copy.version_mut() = Version::HTTP_11;
+            let resolver = sending.resolver.clone();
+            let connect_timeout = sending.connect_timeout;
             let pool = sending.pool.clone();
             let counters = self.counters.clone();
             let timeout = sending.timeout;
             tokio::spawn(async move {
                 let _permit = permit;
                 let exchange = async {
-                    let response = pool.send(&copy, request).await.map_err(|(e, _)| e)?;
+                    let target = destination
+                        .target(&resolver, connect_timeout)
+                        .await
+                        .map_err(super::upstream::UpstreamError::Connect)?;
+                    let response = pool.send(&target, copy).await.map_err(|(e, _)| e)?;
                     // Read to its end, so that the connection goes back to its pool.
                     let mut body = response.into_body();
                     while let Some(frame) = body.frame().await {
@@ -117,16 +139,52 @@ impl Mirrors {
                     }
                     Ok(Err(error)) => {
                         counters.failed.inc();
-                        tracing::debug!(%endpoint, ?error, "a mirrored request failed");
+                        tracing::debug!(?error, "a mirrored request failed");
                     }
                     Err(_) => {
                         counters.failed.inc();
-                        tracing::debug!(%endpoint, "a mirrored request timed out");
+                        tracing::debug!("a mirrored request timed out");
                     }
                 }
             });
         }
         feeds
+    }
+}
+
+/// `https://host/$request_uri` renders `//path`: runs of `/` in the path become one.
+fn single_slashes(rendered: &str) -> String {
+    let (path, query) = rendered.split_at(rendered.find('?').unwrap_or(rendered.len()));
+    let mut out = String::with_capacity(rendered.len() + 1);
+    for c in std::iter::once('/').chain(path.chars()) {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out + query
+}
+
+/// Where one copy goes: an endpoint chosen now, or a URL's host resolved by the copy's task.
+enum Destination {
+    Endpoint(SocketAddr),
+    Url(ServiceUrl),
+}
+
+impl Destination {
+    async fn target(
+        self,
+        resolver: &Resolver,
+        connect_timeout: Duration,
+    ) -> Result<Target, String> {
+        Ok(match self {
+            Destination::Endpoint(endpoint) => Target {
+                endpoint,
+                protocol: Protocol::Http,
+                server_name: None,
+                connect_timeout,
+            },
+            Destination::Url(url) => resolver.target(&url, connect_timeout).await?,
+        })
     }
 }
 
@@ -216,5 +274,14 @@ impl Body for CopyBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rendered_mirror_paths_have_single_slashes() {
+        assert_eq!(super::single_slashes("//a//b/?x=//y"), "/a/b/?x=//y");
+        assert_eq!(super::single_slashes("?q"), "/?q");
     }
 }

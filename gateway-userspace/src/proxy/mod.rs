@@ -84,7 +84,9 @@ pub struct Proxy {
     table: Arc<RouteTable>,
     upstream: upstream::UpstreamPool,
     mirrors: mirror::Mirrors,
-    auth: auth::Authenticator,
+    /// Names outside the route table (`auth-url`, `mirror-target`).
+    resolver: Arc<resolve::Resolver>,
+    hashing: auth::Hashing,
     config: ProxyConfig,
     observer: Arc<Observer>,
     drain: Arc<Drain>,
@@ -166,7 +168,8 @@ impl Proxy {
         Self {
             upstream: upstream::UpstreamPool::new(counters),
             mirrors,
-            auth: auth::Authenticator::default(),
+            resolver: Arc::default(),
+            hashing: auth::Hashing::default(),
             admission,
             streams,
             handshakes: Arc::new(Semaphore::new(limits.max_tls_handshakes.max(1))),

@@ -1,4 +1,4 @@
-//! Names of services outside the route table (the auth service of `auth-url`), resolved with
+//! Names of services outside the route table (`auth-url`, `mirror-target`), resolved with
 //! the system resolver (in a pod, the cluster's DNS) and cached briefly, as nginx's `resolver
 //! ... valid=30s`. An address is used as it is.
 
@@ -6,6 +6,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use rustls_pki_types::ServerName;
+
+use super::upstream::Target;
+use crate::policy::Protocol;
+use crate::policy::service_url::ServiceUrl;
 
 /// How long an answer is used.
 const VALID_FOR: Duration = Duration::from_secs(30);
@@ -23,6 +29,27 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// Where a request to `url` goes: one of its host's addresses, TLS for `https`.
+    pub async fn target(
+        &self,
+        url: &ServiceUrl,
+        connect_timeout: Duration,
+    ) -> Result<Target, String> {
+        Ok(Target {
+            endpoint: self.resolve(&url.host, url.port).await?,
+            protocol: if url.https {
+                Protocol::Https
+            } else {
+                Protocol::Http
+            },
+            server_name: url
+                .https
+                .then(|| ServerName::try_from(url.host.clone()).ok())
+                .flatten(),
+            connect_timeout,
+        })
+    }
+
     /// One address of `host:port`, picked at random among the answers.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, String> {
         if let Ok(ip) = host.parse::<IpAddr>() {

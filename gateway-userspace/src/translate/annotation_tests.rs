@@ -7,8 +7,8 @@ use std::time::Duration;
 use hyper::StatusCode;
 
 use super::tests::{service, snapshot_of, warnings_of};
-use crate::policy::auth::external::AuthUrl;
 use crate::policy::balance::AffinityMode;
+use crate::policy::service_url::ServiceUrl;
 use crate::policy::{Balance, Protocol, RoutePolicy};
 use crate::snapshot::{Route, Snapshot};
 
@@ -915,7 +915,7 @@ fn external_auth_annotations_become_policy_and_fail_closed() {
 #[test]
 fn global_auth_applies_unless_an_ingress_opts_out_or_has_its_own() {
     let mut options = super::tests::options();
-    options.global_auth = Some(AuthUrl::parse("http://global-auth/check").unwrap());
+    options.global_auth = Some(ServiceUrl::parse("http://global-auth/check").unwrap());
     let yaml = service("web", 9001)
         + &annotated("shop", "shop.com", &[("/", "Prefix")], &[])
         + &annotated(
@@ -994,7 +994,7 @@ mod properties {
 
     use super::*;
     use crate::cidr::Cidr;
-    use crate::policy::auth::external::AuthUrl;
+    use crate::policy::service_url::ServiceUrl;
 
     /// Annotations with values of every shape: the access rules, and some of the others.
     const NAMES: [&str; 8] = [
@@ -1031,7 +1031,7 @@ mod properties {
             };
             let must_close = unparsable("whitelist-source-range")
                 || unparsable("denylist-source-range")
-                || value("auth-url").is_some_and(|v| AuthUrl::parse(v).is_err());
+                || value("auth-url").is_some_and(|v| ServiceUrl::parse(v).is_err());
             if let Some(shop) = snapshot.route("shop.com", "/").and_then(|m| m.route) {
                 prop_assert_eq!(shop.policy.closed.is_some(), must_close, "{:?}", annotations);
             }

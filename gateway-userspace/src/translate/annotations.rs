@@ -23,7 +23,7 @@ use crate::policy::canary::HeaderMatch;
 use crate::policy::cors::{self, Cors, Origins};
 use crate::policy::limit::Rate;
 use crate::policy::rewrite::{Rewrite, path_regex};
-use crate::policy::{Balance, Protocol, Redirect, Retry, RoutePolicy};
+use crate::policy::{Balance, Mirror, Protocol, Redirect, Retry, RoutePolicy};
 
 /// The prefix of every ingress-nginx annotation.
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
@@ -462,6 +462,7 @@ impl Annotations {
         self.read_balance(v);
         self.read_access(v);
         self.read_auth(v);
+        self.read_mirror(v);
         self.read_cors(v);
         self.read_canary(v);
     }
@@ -627,6 +628,27 @@ impl Annotations {
                 connections,
                 exempt,
             )));
+        }
+    }
+
+    /// `mirror-target` (`https://shadow.example.com$request_uri`), `mirror-host`,
+    /// `mirror-request-body`: a copy of every request, its answer thrown away.
+    fn read_mirror(&mut self, v: &mut Values<'_, '_>) {
+        const COMPANIONS: [&str; 2] = ["mirror-host", "mirror-request-body"];
+        if !v.values.contains_key("mirror-target") {
+            v.unused(&COMPANIONS, "mirror-target");
+            return;
+        }
+        let host = v.get("mirror-host", host_value);
+        let body = v
+            .get("mirror-request-body", |s| match s {
+                "on" => Ok(true),
+                "off" => Ok(false),
+                _ => Err("must be \"on\" or \"off\"".to_string()),
+            })
+            .unwrap_or(true);
+        if let Some(mirror) = v.get("mirror-target", |s| Mirror::target(s, host, body)) {
+            self.policy.mirrors.push(mirror);
         }
     }
 

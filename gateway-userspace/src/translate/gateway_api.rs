@@ -24,7 +24,9 @@ use crate::gateway_api::{
     ParentReference, ReferenceGrant,
 };
 use crate::policy::cors::{Origins, Tokens, tokens_of};
-use crate::policy::{Cors, HeaderEdits, Mirror, PathRewrite, Protocol, RedirectRule, RoutePolicy};
+use crate::policy::{
+    Cors, HeaderEdits, Mirror, MirrorTo, PathRewrite, Protocol, RedirectRule, RoutePolicy,
+};
 use crate::snapshot::listener::{
     Condition, ListenerReport, ListenerTable, MatchConditions, ObjectReport, ParentReport,
     ValueMatch, WeightedBackend, WeightedBackends,
@@ -272,9 +274,10 @@ pub fn translate<'a>(
                             &mut refs,
                         );
                         resolved.map(|(backend, _)| Mirror {
-                            backend,
+                            to: MirrorTo::Backend(backend),
                             numerator: *numerator,
                             denominator: *denominator,
+                            body: true,
                         })
                     })
                     .collect();

@@ -28,9 +28,9 @@ pub use streams::StreamOptions;
 use crate::cidr::Cidr;
 use crate::policy::RoutePolicy;
 use crate::policy::auth::ExternalAuth;
-use crate::policy::auth::external::AuthUrl;
 use crate::policy::canary::Canary;
 use crate::policy::rewrite::path_regex;
+use crate::policy::service_url::ServiceUrl;
 use crate::snapshot::stream::{ServerNames, StreamTables};
 use crate::snapshot::{
     Backend, DefaultBackend, IngressReport, PathType, Route, RouteIdentity, Snapshot, VirtualHost,
@@ -63,7 +63,7 @@ pub struct TranslateOptions {
     pub streams: StreamOptions,
     /// `--global-auth-url`: the auth service of every Ingress without an `auth-url` of its own
     /// or `enable-global-auth: "false"`.
-    pub global_auth: Option<AuthUrl>,
+    pub global_auth: Option<ServiceUrl>,
 }
 
 /// Translates every object of `store` into one route table. `source_warnings` (problems the

@@ -9,72 +9,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::http::uri::PathAndQuery;
-use hyper::{Method, StatusCode, Uri};
+use hyper::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 
+use crate::policy::service_url::ServiceUrl;
 use crate::policy::template::{RequestView, Template};
 
 /// Verdicts cached at most per route.
 const MAX_CACHED: usize = 16_384;
-
-/// The auth service's address, fixed when the annotation is read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthUrl {
-    pub https: bool,
-    /// The host as written (the Host header, the TLS server name and the name resolved).
-    pub host: String,
-    pub port: u16,
-    pub path_and_query: PathAndQuery,
-    /// The Host header of the subrequest (with the port when it is not the scheme's).
-    pub authority: HeaderValue,
-}
-
-impl AuthUrl {
-    /// An `http` or `https` URL with a host, written out (no variables: the auth service is
-    /// never chosen by the request).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if text.contains('$') {
-            return Err(
-                "must be a plain URL: variables such as $host would let a request choose \
-                        where its credentials are sent; name the auth service instead (such as \
-                        http://oauth2-proxy.auth.svc.cluster.local/oauth2/auth)"
-                    .into(),
-            );
-        }
-        let lower = text.to_ascii_lowercase();
-        if !lower.starts_with("http://") && !lower.starts_with("https://") {
-            return Err("must be an http:// or https:// URL".into());
-        }
-        if text.contains('#') || text.contains(char::is_whitespace) {
-            return Err("is not a valid URL (no #fragment and no spaces)".into());
-        }
-        let uri: Uri = text.parse().map_err(|_| "is not a valid URL".to_string())?;
-        let https = uri.scheme_str() == Some("https");
-        let authority = uri.authority().ok_or("must name a host")?;
-        if authority.as_str().contains('@') {
-            return Err("must not carry credentials (user@host)".into());
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        if host.is_empty() {
-            return Err("must name a host".into());
-        }
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        Ok(Self {
-            https,
-            host: host.to_ascii_lowercase(),
-            port,
-            path_and_query: uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            authority: HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
-        })
-    }
-}
 
 /// Where a 401 sends the browser instead (`auth-signin`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +37,7 @@ pub struct CacheRule {
 /// One route's external auth.
 #[derive(Debug)]
 pub struct ExternalAuth {
-    pub url: AuthUrl,
+    pub url: ServiceUrl,
     /// `auth-method`: the subrequest's method (else the request's).
     pub method: Option<Method>,
     pub signin: Option<SignIn>,
@@ -126,7 +68,7 @@ pub enum Verdict {
 
 impl ExternalAuth {
     /// Auth at `url` with every companion at its default (`--global-auth-url`).
-    pub fn new(url: AuthUrl) -> Self {
+    pub fn new(url: ServiceUrl) -> Self {
         Self {
             url,
             method: None,
@@ -236,30 +178,6 @@ pub fn nginx_time(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn auth_urls_are_plain_http_urls_with_a_host() {
-        let url = AuthUrl::parse("http://oauth2-proxy.auth.svc:4180/oauth2/auth?x=1").unwrap();
-        assert_eq!(
-            (url.https, url.host.as_str(), url.port),
-            (false, "oauth2-proxy.auth.svc", 4180)
-        );
-        assert_eq!(url.path_and_query.as_str(), "/oauth2/auth?x=1");
-        assert_eq!(url.authority, "oauth2-proxy.auth.svc:4180");
-        let url = AuthUrl::parse("https://[::1]/").unwrap();
-        assert_eq!((url.https, url.host.as_str(), url.port), (true, "::1", 443));
-        for bad in [
-            "ftp://auth/",
-            "file:///etc/passwd",
-            "/relative",
-            "https://$host/oauth2/auth",
-            "http://user:pw@auth/",
-            "gopher://auth:70/",
-            "http://auth/#;load_module /x.so;",
-        ] {
-            assert!(AuthUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn cache_durations_follow_nginx_syntax() {

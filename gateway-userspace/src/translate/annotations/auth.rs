@@ -8,7 +8,8 @@ use hyper::Method;
 use hyper::header::{HeaderName, HeaderValue};
 
 use super::{Annotations, Values, boolean, location};
-use crate::policy::auth::external::{self, AuthUrl, ExternalAuth, SignIn, VerdictCache};
+use crate::policy::auth::external::{self, ExternalAuth, SignIn, VerdictCache};
+use crate::policy::service_url::ServiceUrl;
 use crate::policy::template::Template;
 
 /// `auth-type: basic`, before its Secret is read.
@@ -66,7 +67,7 @@ impl Annotations {
             "auth-cache-duration",
             "auth-always-set-cookie",
         ];
-        let Some(url) = v.get("auth-url", AuthUrl::parse) else {
+        let Some(url) = v.get("auth-url", ServiceUrl::parse) else {
             v.unused(&COMPANIONS, "auth-url");
             return;
         };
