@@ -1,6 +1,7 @@
-//! Authentication end to end: basic auth against htpasswd Secrets (bcrypt, {SHA}, $apr1$), and
-//! external auth against a real auth service process that answers as oauth2-proxy does; each
-//! rule that cannot be applied closes its route with 503 while the others serve.
+//! Authentication end to end: basic auth against htpasswd Secrets (bcrypt, {SHA}, $apr1$),
+//! external auth against a real auth service process that answers as oauth2-proxy does, and
+//! client certificates per host (CAs made with rcgen, real TLS); each rule that cannot be
+//! applied closes its route with 503 while the others serve.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use gateway_e2e::backend::Backend;
 use gateway_e2e::client::{Answer, HttpClient};
 use gateway_e2e::gateway::{Gateway, binary};
 use gateway_e2e::manifests::{ManifestsDir, annotated_ingress, service};
+use gateway_e2e::pki::{Ca, Leaf, TlsHttp, connect};
 use hyper::{Request, StatusCode};
 
 /// `secret` for `ann` ({SHA}), `bob` ($apr1$, from `openssl passwd -apr1`) and `cy` (bcrypt).
@@ -430,4 +432,156 @@ async fn global_auth_covers_every_ingress_that_does_not_opt_out() {
     let answer = get(&gw, "app.test", "/", &[("cookie", "_oauth2_proxy=ann")]).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(get(&gw, "open.test", "/", &[]).await.status, StatusCode::OK);
+}
+
+/// An Ingress `name` for `host` over TLS (Secret `site`) to `web`, with annotations.
+fn tls_ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
+    let plain = annotated_ingress(name, Some(host), &[("/", "Prefix")], "web", annotations);
+    let spec = format!("spec:\n  tls:\n  - hosts: [{host}]\n    secretName: site\n");
+    plain.replacen("spec:\n", &spec, 1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificates_are_asked_for_and_verified_per_host() {
+    let web = Backend::start("web").await;
+    let sites = Ca::named("site CA");
+    let hosts = [
+        "mtls.test",
+        "optional.test",
+        "errors.test",
+        "open.test",
+        "broken.test",
+    ];
+    let site = sites.leaf(&hosts);
+    let clients = Ca::named("client CA");
+    let (ann, bob) = (clients.client_leaf("ann"), clients.client_leaf("bob"));
+    let eve = Ca::named("outsider CA").client_leaf("eve");
+    let ca = |verify: &'static str| {
+        vec![
+            ("auth-tls-secret", "default/client-ca"),
+            ("auth-tls-verify-client", verify),
+        ]
+    };
+    let mut mtls = ca("on");
+    mtls.extend([
+        ("auth-tls-pass-certificate-to-upstream", "true"),
+        ("auth-tls-match-cn", "CN=(ann|eve)$"),
+    ]);
+    let mut errors = ca("on");
+    errors.push(("auth-tls-error-page", "https://help.test/certificates"));
+    let dir = ManifestsDir::new();
+    dir.write(
+        "app.yaml",
+        &[
+            service("web", &[web.addr]),
+            site.secret("default", "site"),
+            opaque_secret("client-ca", "ca.crt", &clients.pem()),
+            tls_ingress("mtls", "mtls.test", &mtls),
+            tls_ingress("optional", "optional.test", &ca("optional")),
+            tls_ingress("errors", "errors.test", &errors),
+            tls_ingress("open", "open.test", &[]),
+            tls_ingress(
+                "broken",
+                "broken.test",
+                &[("auth-tls-secret", "default/no-such-ca")],
+            ),
+        ]
+        .concat(),
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let fetch = |host: &'static str,
+                 sni: &'static str,
+                 client: Option<&Leaf>,
+                 headers: &'static [(&'static str, &'static str)]| {
+        let config = sites.client_config_presenting(&[], client);
+        let https = gw.https;
+        async move {
+            let stream = connect(config, https, sni).await?;
+            TlsHttp::over(stream)
+                .await
+                .get_with(host, "/", headers)
+                .await
+        }
+    };
+    let seen =
+        |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap()["headers"].clone();
+
+    // Required and verified: the backend learns who it is, with the certificate.
+    let (status, _, body) = fetch("mtls.test", "mtls.test", Some(&ann), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let headers = seen(&body);
+    assert_eq!(headers["ssl-client-verify"], "SUCCESS");
+    assert_eq!(headers["ssl-client-subject-dn"], "CN=ann");
+    assert_eq!(headers["ssl-client-issuer-dn"], "CN=client CA");
+    assert!(
+        headers["ssl-client-cert"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN%20CERTIFICATE-----%0A")
+    );
+    // No certificate, one from another CA, a subject auth-tls-match-cn does not admit.
+    let (status, _, body) = fetch("mtls.test", "mtls.test", None, &[]).await.unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("no required SSL certificate was sent"),
+        "{body}"
+    );
+    let (status, _, body) = fetch("mtls.test", "mtls.test", Some(&eve), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("the SSL certificate error"), "{body}");
+    let (status, _, _) = fetch("mtls.test", "mtls.test", Some(&bob), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Optional: none is fine (and a forged verdict never reaches the backend), a bad one is not.
+    let forged = &[
+        ("ssl-client-verify", "SUCCESS"),
+        ("ssl-client-subject-dn", "CN=admin"),
+    ];
+    let (status, _, body) = fetch("optional.test", "optional.test", None, forged)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let headers = seen(&body);
+    assert_eq!(
+        (
+            headers["ssl-client-verify"].as_str(),
+            headers["ssl-client-subject-dn"].as_str()
+        ),
+        (Some("NONE"), Some(""))
+    );
+    let (status, _, _) = fetch("optional.test", "optional.test", Some(&eve), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The error page instead of a 400.
+    let (status, headers, _) = fetch("errors.test", "errors.test", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(headers["location"], "https://help.test/certificates");
+
+    // A connection made for one host's rules never carries another host's requests.
+    let (status, _, _) = fetch("mtls.test", "open.test", None, &[]).await.unwrap();
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    let (status, _, _) = fetch("open.test", "mtls.test", Some(&ann), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    let (status, _, _) = fetch("open.test", "open.test", None, &[]).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    // Plain HTTP goes to HTTPS first; a CA that cannot be read closes its routes.
+    assert_eq!(
+        get(&gw, "mtls.test", "/", &[]).await.status,
+        StatusCode::PERMANENT_REDIRECT
+    );
+    let (status, _, _) = fetch("broken.test", "broken.test", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -14,6 +14,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 
+pub mod client_auth;
+
 use crate::publish::RouteTable;
 use crate::snapshot::normalize_host;
 
@@ -292,6 +294,30 @@ pub fn server_config(resolver: Arc<SniResolver>, settings: &TlsSettings) -> Resu
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     }
     Ok(config)
+}
+
+/// `base` with client certificates asked for by `verifier`; its own session cache and ticket
+/// keys where `base` resumes sessions, so that no session crosses between the two.
+pub fn with_client_verifier(
+    base: &ServerConfig,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> ServerConfig {
+    let mut config = ServerConfig::builder_with_provider(base.crypto_provider().clone())
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])
+        .expect("the listener's provider supports these versions")
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(base.cert_resolver.clone());
+    config.alpn_protocols = base.alpn_protocols.clone();
+    config.send_tls13_tickets = base.send_tls13_tickets;
+    if base.ticketer.enabled() {
+        if let Ok(ticketer) = rustls::crypto::aws_lc_rs::Ticketer::new() {
+            config.ticketer = ticketer;
+        }
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+    } else {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    }
+    config
 }
 
 /// The entries of `available` named in `wanted`, in that order; an unknown name is an error

@@ -35,13 +35,7 @@ impl Default for Ca {
 
 impl Ca {
     pub fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "gateway test CA");
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Self { issuer }
+        Self::named("gateway test CA")
     }
 
     /// A leaf certificate for `names`, valid now.
@@ -71,17 +65,68 @@ impl Ca {
         }
     }
 
+    /// A CA named `name` (its subject is `CN=name`).
+    pub fn named(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Self { issuer }
+    }
+
+    /// The CA's certificate, PEM (a `ca.crt`).
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A client certificate whose subject is `CN=common_name`.
+    pub fn client_leaf(&self, common_name: &str) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
     /// A client configuration that trusts only this CA, offering `alpn`.
     pub fn client_config(&self, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
+        self.client_config_presenting(alpn, None)
+    }
+
+    /// The same, presenting `certificate` when the server asks for one.
+    pub fn client_config_presenting(
+        &self,
+        alpn: &[&str],
+        certificate: Option<&Leaf>,
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.issuer.der().clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let mut config = match certificate {
+            Some(leaf) => {
+                use rustls::pki_types::pem::PemObject;
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
+                    .unwrap();
+                builder
+                    .with_client_auth_cert(vec![leaf.der.clone()], key)
+                    .unwrap()
+            }
+            None => builder.with_no_client_auth(),
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         Arc::new(config)
     }
@@ -154,20 +199,31 @@ impl TlsHttp {
         host: &str,
         path: &str,
     ) -> Result<(StatusCode, hyper::HeaderMap, String), String> {
+        self.get_with(host, path, &[]).await
+    }
+
+    /// The same with `headers`.
+    pub async fn get_with(
+        &mut self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, hyper::HeaderMap, String), String> {
+        let with_headers = |mut request: hyper::http::request::Builder| {
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.body(Full::new(Bytes::new())).unwrap()
+        };
         let response = match self {
             TlsHttp::H1(sender) => {
                 sender.ready().await.map_err(|e| e.to_string())?;
-                let request = Request::get(path)
-                    .header("host", host)
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
+                let request = with_headers(Request::get(path).header("host", host));
                 sender.send_request(request).await
             }
             TlsHttp::H2(sender) => {
                 sender.ready().await.map_err(|e| e.to_string())?;
-                let request = Request::get(format!("https://{host}{path}"))
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
+                let request = with_headers(Request::get(format!("https://{host}{path}")));
                 sender.send_request(request).await
             }
         }

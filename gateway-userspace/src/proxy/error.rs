@@ -42,6 +42,8 @@ pub enum ProxyError {
     Unauthorized { challenge: header::HeaderValue },
     #[error("the route's auth service failed: {reason}")]
     AuthFailed { reason: String },
+    #[error("{reason}")]
+    ClientCertificate { reason: String },
     #[error("too many requests from this client")]
     Limited,
     #[error("the request body is larger than {limit} bytes")]
@@ -56,7 +58,10 @@ impl ProxyError {
     /// The status a client sees for this failure.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadPath(_) | ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            // As nginx answers a missing or failed client certificate.
+            ProxyError::BadPath(_)
+            | ProxyError::Malformed(_)
+            | ProxyError::ClientCertificate { .. } => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::HeaderTooLarge | ProxyError::HeadTooLarge => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE

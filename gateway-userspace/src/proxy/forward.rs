@@ -21,6 +21,7 @@ use crate::observe::{Exchange, ObservedBody, request_id};
 use crate::policy::template::RequestView;
 use crate::policy::{Cors, Protocol, RoutePolicy};
 use crate::snapshot::{Backend, normalize_host};
+use crate::tls::client_auth::Refusal;
 
 /// Where ACME HTTP-01 challenges are answered: never redirected, so certificates can be issued
 /// for hosts that already redirect (as in ingress-nginx).
@@ -97,6 +98,16 @@ async fn forward(
         Err(answer) => return Ok(answer),
     };
     let policy = routed.policy.clone();
+    if let Some(certificate) = &connection.client_certificate {
+        match certificate.admit(request.headers_mut()) {
+            Ok(()) => {}
+            Err(Refusal::Unverified(reason)) => match &certificate.auth.error_page {
+                Some(page) => return Ok(redirect_to(StatusCode::FOUND, page.clone())),
+                None => return Err(ProxyError::ClientCertificate { reason }),
+            },
+            Err(Refusal::Subject) => return Err(ProxyError::Forbidden),
+        }
+    }
 
     let client = connection.client.ip();
     // Only CORS reads it.
@@ -358,6 +369,30 @@ fn route(
     exchange.identity = found.identity.clone();
     if connection.scheme == "http" && found.https_redirect && !path.starts_with(ACME_CHALLENGE) {
         return Ok(Err(redirect_to_https(proxy, connection, host_name, uri)));
+    }
+    if snapshot.has_client_auth
+        && !snapshot
+            .gateway_listeners
+            .contains_key(&connection.listener)
+    {
+        let wanted = snapshot.client_auth(host_name);
+        let verified = connection.client_certificate.as_ref().map(|c| &c.auth);
+        match (wanted, verified) {
+            (None, None) => {}
+            (Some(wanted), Some(verified)) if Arc::ptr_eq(wanted, verified) => {}
+            // The client certificate was asked for with another host's rules (or none).
+            _ if connection.scheme == "https" => {
+                return Err(ProxyError::Misdirected {
+                    sni: connection.sni.clone().unwrap_or_default(),
+                    host: host_name.to_string(),
+                });
+            }
+            _ => {
+                return Err(ProxyError::ClientCertificate {
+                    reason: "this host requires a client certificate: use https".into(),
+                });
+            }
+        }
     }
     let mut policy = found
         .route

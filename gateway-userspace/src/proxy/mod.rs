@@ -33,7 +33,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
 pub use client_clock::ClientClock;
 pub use error::ProxyError;
@@ -52,6 +53,7 @@ use crate::publish::RouteTable;
 use crate::snapshot::normalize_host;
 use crate::snapshot::stream::StreamRoute;
 use crate::stream::{PeekError, StreamConfig, StreamProxy, client_hello};
+use crate::tls::client_auth::{ClientAuth, ClientCertificate};
 
 /// How long an HTTP/2 connection told GOAWAY (flood, idle) gets to flush it before it is cut.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
@@ -107,6 +109,8 @@ pub struct Connection {
     pub sni: Option<String>,
     /// `TLSv1.3` or `TLSv1.2` on HTTPS connections.
     pub tls_version: Option<&'static str>,
+    /// On connections to a host that asks for client certificates: what the client's showed.
+    pub client_certificate: Option<Box<ClientCertificate>>,
     /// Its header and keep-alive timeouts, and the HTTP/2 flood meter's verdict.
     pub clock: ClientClock,
     /// The client's address and the listener's port as the forwarding headers carry them,
@@ -129,6 +133,7 @@ impl Connection {
             scheme,
             sni,
             tls_version,
+            client_certificate: None,
             clock: ClientClock::default(),
             forwarded_for: HeaderValue::from_str(&client.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
@@ -289,6 +294,30 @@ impl Proxy {
         Ok(route.map(|route| (route, name)))
     }
 
+    /// Whether a handshake on `local` may have to ask for a client certificate: some Ingress
+    /// host does, and `local` is not a Gateway listener's.
+    fn asks_client_certificates(&self, local: SocketAddr) -> bool {
+        let snapshot = self.table.current();
+        snapshot.has_client_auth && !snapshot.gateway_listeners.contains_key(&local)
+    }
+
+    /// A handshake whose configuration follows the server name: the host's own where it asks
+    /// for client certificates (returned with it), else the listener's.
+    async fn handshake_by_name(
+        table: &RouteTable,
+        stream: tokio::net::TcpStream,
+        tls: &TlsAcceptor,
+    ) -> std::io::Result<(TlsStream<tokio::net::TcpStream>, Option<Arc<ClientAuth>>)> {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let client_auth = (start.client_hello().server_name())
+            .and_then(|name| table.current().client_auth(&normalize_host(name)).cloned());
+        let config = match &client_auth {
+            Some(auth) => auth.handshake(tls.config()),
+            None => tls.config().clone(),
+        };
+        Ok((start.into_stream(config).await?, client_auth))
+    }
+
     async fn accept_tls(
         self: Arc<Self>,
         stream: tokio::net::TcpStream,
@@ -302,21 +331,25 @@ impl Proxy {
         // wait for a turn counts against the handshake's time.
         let handshake = async {
             let _turn = self.handshakes.acquire().await;
-            Box::pin(tls.accept(stream)).await
-        };
-        let stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
-            Ok(Ok(stream)) => Box::new(stream),
-            Ok(Err(error)) => {
-                metrics.tls_handshake_failures.inc();
-                tracing::debug!(%client, %error, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                metrics.tls_handshake_failures.inc();
-                tracing::debug!(%client, "TLS handshake timed out");
-                return;
+            match self.asks_client_certificates(local) {
+                true => Box::pin(Self::handshake_by_name(&self.table, stream, &tls)).await,
+                false => Box::pin(tls.accept(stream)).await.map(|s| (s, None)),
             }
         };
+        let (stream, client_auth) =
+            match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+                Ok(Ok((stream, client_auth))) => (Box::new(stream), client_auth),
+                Ok(Err(error)) => {
+                    metrics.tls_handshake_failures.inc();
+                    tracing::debug!(%client, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    metrics.tls_handshake_failures.inc();
+                    tracing::debug!(%client, "TLS handshake timed out");
+                    return;
+                }
+            };
         let session = stream.get_ref().1;
         let tls_version = match session.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -331,13 +364,15 @@ impl Proxy {
             ])
             .inc();
         let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
-        let connection = Connection::new(
+        let mut connection = Connection::new(
             client,
             local,
             "https",
             session.server_name().map(normalize_host),
             Some(tls_version),
         );
+        connection.client_certificate =
+            client_auth.map(|auth| Box::new(auth.check(session.peer_certificates())));
         match alpn.as_deref() {
             Some(b"h2") => {
                 let served = Box::pin(self.serve_http2(Arc::new(connection), stream));

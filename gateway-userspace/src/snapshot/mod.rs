@@ -15,6 +15,7 @@ use crate::policy::RoutePolicy;
 use crate::policy::balance::{EndpointLoads, Ring};
 use crate::policy::canary::Canary;
 use crate::tls::CertificateTable;
+use crate::tls::client_auth::ClientAuth;
 
 use crate::warning::Warning;
 
@@ -48,6 +49,8 @@ pub struct Snapshot {
     pub source_allow: Option<Vec<Cidr>>,
     /// Some host only redirects to its other spelling (`from-to-www-redirect`).
     pub has_www_redirects: bool,
+    /// Some host asks for client certificates: handshakes look at the server name first.
+    pub has_client_auth: bool,
     /// Gateway API listeners by the address:port they are served on.
     pub gateway_listeners: HashMap<SocketAddr, Arc<ListenerTable>>,
     /// The status of every Gateway API object this gateway is responsible for.
@@ -134,6 +137,8 @@ pub struct VirtualHost {
     pub tls: bool,
     /// `from-to-www-redirect`: this host only redirects (308) to the other spelling.
     pub www_redirect: Option<String>,
+    /// `auth-tls-secret`: client certificates are asked for in this host's handshakes.
+    pub client_auth: Option<Arc<ClientAuth>>,
 }
 
 /// How a rule's path is compared with the request's path.
@@ -373,6 +378,14 @@ impl Snapshot {
 
     /// The virtual host that serves `host` (already normalized): exact name first, then a
     /// wildcard covering exactly one more label, then the rules without a host.
+    /// The client certificate rules of `host`, if it has any.
+    pub fn client_auth(&self, host: &str) -> Option<&Arc<ClientAuth>> {
+        if !self.has_client_auth {
+            return None;
+        }
+        self.virtual_host(host)?.client_auth.as_ref()
+    }
+
     fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         if let Some(vhost) = self.exact_hosts.get(host) {
             return Some(vhost);
@@ -521,9 +534,7 @@ mod tests {
         VirtualHost {
             name: name.into(),
             routes,
-            default_backend: None,
-            tls: false,
-            www_redirect: None,
+            ..VirtualHost::default()
         }
     }
 

@@ -738,7 +738,7 @@ fn with_secret(secret_yaml: &str, annotations: &[(&str, &str)]) -> Snapshot {
 }
 
 #[test]
-fn basic_auth_reads_its_secret_and_fails_closed() {
+fn auth_secrets_are_read_and_fail_closed() {
     let basic = [
         ("auth-type", "basic"),
         ("auth-secret", "users"),
@@ -808,8 +808,22 @@ fn basic_auth_reads_its_secret_and_fails_closed() {
         "",
         &[("auth-tls-secret", "default/ca")],
         "auth-tls-secret",
-        "not supported",
+        "default/ca not found",
     );
+    let ca = secret("ca", &[("ca.crt", "not a certificate")]);
+    closed(
+        &ca,
+        &[("auth-tls-secret", "ca")],
+        "auth-tls-secret",
+        "ca.crt holds no certificate",
+    );
+    let tls = [
+        ("auth-tls-secret", "ca"),
+        ("auth-tls-verify-client", "sometimes"),
+    ];
+    closed(&ca, &tls, "auth-tls-verify-client", "must be on, optional");
+    let cn = [("auth-tls-secret", "ca"), ("auth-tls-match-cn", "O=admins")];
+    closed(&ca, &cn, "auth-tls-match-cn", "must start with \"CN=\"");
 }
 
 #[test]

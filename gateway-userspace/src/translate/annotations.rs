@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 mod auth;
 
-pub use auth::BasicAuthSpec;
+pub use auth::{BasicAuthSpec, ClientAuthSpec};
 
 use super::IngressWarnings;
 use crate::cidr::Cidr;
@@ -69,6 +69,8 @@ pub struct Annotations {
     pub canary: Option<CanarySpec>,
     /// `auth-type: basic`: its Secret is read by the caller.
     pub basic_auth: Option<BasicAuthSpec>,
+    /// `auth-tls-secret`: client certificates for the Ingress's hosts (read by the caller).
+    pub client_auth: Option<ClientAuthSpec>,
     /// `enable-global-auth: "false"`: `--global-auth-url` does not apply.
     pub global_auth_off: bool,
     /// Everything that shapes requests (the fallback backend is resolved by the caller).

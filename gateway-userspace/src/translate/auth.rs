@@ -1,15 +1,17 @@
-//! `auth-type: basic`: the users of an Ingress's htpasswd Secret, as `auth-file` (key `auth`)
-//! or `auth-map` (a key per user). The Secret must be in the Ingress's own namespace.
+//! The Secrets of the authentication annotations, which must be in the Ingress's own namespace:
+//! `auth-type: basic` (the users of an htpasswd Secret, as `auth-file`, key `auth`, or
+//! `auth-map`, a key per user) and `auth-tls-secret` (`ca.crt`, and `ca.crl` if present).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 
-use super::annotations::BasicAuthSpec;
+use super::annotations::{BasicAuthSpec, ClientAuthSpec};
 use super::tls::secret_value;
 use crate::policy::auth::BasicAuth;
 use crate::policy::auth::basic::{htpasswd, user_entry};
+use crate::tls::client_auth::ClientAuth;
 
 /// The users of `spec`'s Secret; `previous` (the same Ingress's, from the snapshot served until
 /// now) is kept when nothing changed, with the credentials it verified.
@@ -19,18 +21,7 @@ pub(super) fn basic_auth<'s>(
     lookup: impl Fn(&str) -> Option<&'s Secret>,
     previous: Option<&Arc<BasicAuth>>,
 ) -> Result<Arc<BasicAuth>, String> {
-    let name = match spec.secret.split_once('/') {
-        Some((other, _)) if other != namespace => {
-            return Err(format!(
-                "{:?}: a Secret in another namespace is never used (it would let an Ingress \
-                 read credentials it does not own)",
-                spec.secret
-            ));
-        }
-        Some((_, name)) => name,
-        None => spec.secret.as_str(),
-    };
-    let secret = lookup(name).ok_or_else(|| format!("secret {namespace}/{name} not found"))?;
+    let (name, secret) = own_secret(&spec.secret, namespace, lookup)?;
     let in_secret = |e: String| format!("secret {namespace}/{name}: {e}");
     let users = if spec.map {
         let mut users = HashMap::new();
@@ -47,6 +38,50 @@ pub(super) fn basic_auth<'s>(
         Some(previous) if previous.same_as(&auth) => previous.clone(),
         _ => Arc::new(auth),
     })
+}
+
+/// The client certificate rules of `spec`; one of `previous` (the last snapshot's) is kept when
+/// it verifies the same way, with its handshake configuration.
+pub(super) fn client_auth<'s>(
+    spec: &ClientAuthSpec,
+    namespace: &str,
+    lookup: impl Fn(&str) -> Option<&'s Secret>,
+    previous: &[Arc<ClientAuth>],
+) -> Result<Arc<ClientAuth>, String> {
+    let (name, secret) = own_secret(&spec.secret, namespace, lookup)?;
+    let in_secret = |e: String| format!("secret {namespace}/{name}: {e}");
+    let ca =
+        secret_value(secret, "ca.crt").ok_or_else(|| in_secret("has no key \"ca.crt\"".into()))?;
+    let crl = secret_value(secret, "ca.crl");
+    let mut auth =
+        ClientAuth::new(&ca, crl.as_deref(), spec.mode, spec.depth).map_err(in_secret)?;
+    auth.pass_certificate = spec.pass_certificate;
+    auth.error_page = spec.error_page.clone();
+    auth.match_cn = spec.match_cn.clone();
+    Ok(match previous.iter().find(|p| p.same_as(&auth)) {
+        Some(previous) => previous.clone(),
+        None => Arc::new(auth),
+    })
+}
+
+/// The Secret `reference` (`NAME` or `NAMESPACE/NAME`) names, which must be of `namespace`.
+fn own_secret<'r, 's>(
+    reference: &'r str,
+    namespace: &str,
+    lookup: impl Fn(&str) -> Option<&'s Secret>,
+) -> Result<(&'r str, &'s Secret), String> {
+    let name = match reference.split_once('/') {
+        Some((other, _)) if other != namespace => {
+            return Err(format!(
+                "{reference:?}: a Secret in another namespace is never used (it would let an \
+                 Ingress read credentials it does not own)"
+            ));
+        }
+        Some((_, name)) => name,
+        None => reference,
+    };
+    let secret = lookup(name).ok_or_else(|| format!("secret {namespace}/{name} not found"))?;
+    Ok((name, secret))
 }
 
 fn keys(secret: &Secret) -> std::collections::BTreeSet<String> {

@@ -36,6 +36,7 @@ use crate::snapshot::{
     Backend, DefaultBackend, IngressReport, PathType, Route, RouteIdentity, Snapshot, VirtualHost,
 };
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
+use crate::tls::client_auth::ClientAuth;
 use crate::warning::Warning;
 use annotations::Annotations;
 
@@ -110,6 +111,9 @@ pub fn translate(
             .global_auth
             .clone()
             .map(|url| Arc::new(ExternalAuth::new(url))),
+        previous_client_auth: (previous.virtual_hosts().iter())
+            .filter_map(|host| host.client_auth.clone())
+            .collect(),
     };
     let reports: Vec<IngressReport> = ingresses
         .into_iter()
@@ -185,6 +189,7 @@ pub fn translate(
     }
     for (pattern, host) in table.hosts {
         let vhost = host.build(&pattern, tls_hosts.contains(&pattern));
+        snapshot.has_client_auth |= vhost.client_auth.is_some();
         match pattern {
             HostPattern::Exact(name) => {
                 snapshot.exact_hosts.insert(name, vhost);
@@ -291,6 +296,8 @@ struct TableBuilder<'a> {
     previous_policies: HashMap<String, Arc<RoutePolicy>>,
     /// `--global-auth-url`, made once for every Ingress it applies to.
     global_auth: Option<Arc<ExternalAuth>>,
+    /// The client certificate rules of the previous table, kept where unchanged.
+    previous_client_auth: Vec<Arc<ClientAuth>>,
 }
 
 /// The allow-list every served Ingress agrees on, if they all have the same one.
@@ -310,6 +317,8 @@ struct HostBuilder {
     /// An Ingress of this host uses regular expressions: then all its paths are (as in
     /// ingress-nginx, where the whole server block switches to regex locations).
     regex: bool,
+    /// `auth-tls-secret`: the host's client certificate rules, and the Ingress that set them.
+    client_auth: Option<(Arc<ClientAuth>, String)>,
 }
 
 /// When a route sends plain-HTTP requests to HTTPS (ingress-nginx's `ssl-redirect` and
@@ -365,6 +374,7 @@ impl HostBuilder {
             routes,
             tls,
             www_redirect: None,
+            client_auth: self.client_auth.map(|(auth, _)| auth),
         }
     }
 }
@@ -462,6 +472,20 @@ impl TableBuilder<'_> {
                 }
             }
         }
+        let client_auth = annotations.client_auth.as_ref().and_then(|spec| {
+            let lookup = |name: &str| self.tls.secret(&namespace, name);
+            match auth::client_auth(spec, &namespace, lookup, &self.previous_client_auth) {
+                Ok(auth) => Some(auth),
+                Err(reason) => {
+                    warnings.add(
+                        annotations::field("auth-tls-secret"),
+                        format!("{reason}; {}", annotations::CLOSED),
+                    );
+                    annotations.policy.closed.get_or_insert(reason.into());
+                    None
+                }
+            }
+        });
         let global_auth = match &self.global_auth {
             Some(auth)
                 if annotations.policy.external_auth.is_none() && !annotations.global_auth_off =>
@@ -557,6 +581,20 @@ impl TableBuilder<'_> {
                 }
                 let host = self.hosts.entry(pattern.clone()).or_default();
                 host.regex |= options_of_routes.use_regex;
+                if let Some(auth) = &client_auth {
+                    match &host.client_auth {
+                        None => host.client_auth = Some((auth.clone(), owner.clone())),
+                        Some((theirs, by)) if !Arc::ptr_eq(theirs, auth) => warnings.add(
+                            annotations::field("auth-tls-secret"),
+                            format!(
+                                "host {} has the client certificate rules of {by} (they apply \
+                                 to every route of a host); these are not used",
+                                pattern.display()
+                            ),
+                        ),
+                        Some(_) => {}
+                    }
+                }
             }
             let mut root_backend = None;
             for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {

@@ -11,6 +11,7 @@ use super::{Annotations, Values, boolean, location};
 use crate::policy::auth::external::{self, ExternalAuth, SignIn, VerdictCache};
 use crate::policy::service_url::ServiceUrl;
 use crate::policy::template::Template;
+use crate::tls::client_auth::VerifyClient;
 
 /// `auth-type: basic`, before its Secret is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,18 @@ pub struct BasicAuthSpec {
     /// `auth-secret-type: auth-map` (a key per user) rather than `auth-file` (key `auth`).
     pub map: bool,
     pub realm: String,
+}
+
+/// `auth-tls-secret` and its companions, before the Secret is read.
+#[derive(Debug, Clone)]
+pub struct ClientAuthSpec {
+    /// A Secret of the Ingress's namespace holding `ca.crt` (and optionally `ca.crl`).
+    pub secret: String,
+    pub mode: VerifyClient,
+    pub depth: usize,
+    pub pass_certificate: bool,
+    pub error_page: Option<HeaderValue>,
+    pub match_cn: Option<regex::Regex>,
 }
 
 /// ingress-nginx's `auth-cache-duration` default.
@@ -54,6 +67,53 @@ impl Annotations {
         }
         self.global_auth_off = !v.get("enable-global-auth", boolean).unwrap_or(true);
         self.read_external_auth(v);
+        self.read_client_auth(v);
+    }
+
+    fn read_client_auth(&mut self, v: &mut Values<'_, '_>) {
+        const COMPANIONS: [&str; 5] = [
+            "auth-tls-verify-client",
+            "auth-tls-verify-depth",
+            "auth-tls-pass-certificate-to-upstream",
+            "auth-tls-error-page",
+            "auth-tls-match-cn",
+        ];
+        let mode = v.get("auth-tls-verify-client", |s| match s {
+            "on" => Ok(Some(VerifyClient::On)),
+            "optional" => Ok(Some(VerifyClient::Optional)),
+            "optional_no_ca" => Ok(Some(VerifyClient::OptionalNoCa)),
+            "off" => Ok(None),
+            _ => Err("must be on, optional, optional_no_ca or off".to_string()),
+        });
+        let Some(secret) = v.get("auth-tls-secret", secret_name) else {
+            v.unused(&COMPANIONS, "auth-tls-secret");
+            return;
+        };
+        let Some(mode) = mode.unwrap_or(Some(VerifyClient::On)) else {
+            v.unused(&COMPANIONS, "auth-tls-verify-client other than \"off\"");
+            return;
+        };
+        let depth = v
+            .get("auth-tls-verify-depth", |s| super::number(s, 0..=10))
+            .unwrap_or(1) as usize;
+        let pass_certificate = v
+            .get("auth-tls-pass-certificate-to-upstream", boolean)
+            .unwrap_or(false);
+        let error_page = v.get("auth-tls-error-page", location);
+        let match_cn = v.get("auth-tls-match-cn", |s| {
+            if !s.starts_with("CN=") {
+                return Err("must start with \"CN=\"".to_string());
+            }
+            super::header_pattern(s)
+        });
+        self.client_auth = Some(ClientAuthSpec {
+            secret,
+            mode,
+            depth,
+            pass_certificate,
+            error_page,
+            match_cn,
+        });
     }
 
     fn read_external_auth(&mut self, v: &mut Values<'_, '_>) {
