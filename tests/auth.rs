@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use gateway_e2e::backend::Backend;
+use gateway_e2e::backend::{Backend, Behaviour};
 use gateway_e2e::client::{Answer, HttpClient};
 use gateway_e2e::gateway::{Gateway, binary};
 use gateway_e2e::manifests::{ManifestsDir, annotated_ingress, service};
@@ -584,4 +584,130 @@ async fn client_certificates_are_asked_for_and_verified_per_host() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backends_are_verified_and_authenticated_with_proxy_ssl_annotations() {
+    let backends = Ca::named("backend CA");
+    let gateway_client = backends.client_leaf("gateway");
+    let serving = |leaf: &Leaf, client_ca: Option<String>| Behaviour {
+        tls: Some((leaf.cert_pem.clone(), leaf.key_pem.clone())),
+        client_ca,
+        ..Behaviour::default()
+    };
+    let secure = Backend::start_behaving(
+        "secure",
+        serving(&backends.leaf(&["web.default.svc"]), None),
+    )
+    .await;
+    let impostor_leaf = Ca::named("impostor CA").leaf(&["web.default.svc"]);
+    let impostor = Backend::start_behaving("impostor", serving(&impostor_leaf, None)).await;
+    let mutual = serving(&backends.leaf(&["web.default.svc"]), Some(backends.pem()));
+    let mutual = Backend::start_behaving("mutual", mutual).await;
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: backend-tls}}\ntype: Opaque\ndata:\n  ca.crt: {}\n  tls.crt: {}\n  tls.key: {}\n---\n",
+        BASE64.encode(backends.pem()),
+        BASE64.encode(&gateway_client.cert_pem),
+        BASE64.encode(&gateway_client.key_pem),
+    );
+    let verified = |name: &'static str| {
+        vec![
+            ("backend-protocol", "HTTPS"),
+            ("proxy-ssl-secret", "default/backend-tls"),
+            ("proxy-ssl-verify", "on"),
+            ("proxy-ssl-name", name),
+        ]
+    };
+    let root = &[("/", "Prefix")];
+    let dir = ManifestsDir::new();
+    dir.write(
+        "app.yaml",
+        &[
+            service("secure", &[secure.addr]),
+            service("impostor", &[impostor.addr]),
+            service("mutual", &[mutual.addr]),
+            secret,
+            annotated_ingress(
+                "verified",
+                Some("verified.test"),
+                root,
+                "secure",
+                &verified("web.default.svc"),
+            ),
+            annotated_ingress(
+                "impostor",
+                Some("impostor.test"),
+                root,
+                "impostor",
+                &verified("web.default.svc"),
+            ),
+            annotated_ingress(
+                "wrong-name",
+                Some("wrong-name.test"),
+                root,
+                "secure",
+                &verified("db.default.svc"),
+            ),
+            annotated_ingress(
+                "mutual",
+                Some("mutual.test"),
+                root,
+                "mutual",
+                &verified("web.default.svc"),
+            ),
+            annotated_ingress(
+                "unverified",
+                Some("unverified.test"),
+                root,
+                "impostor",
+                &[("backend-protocol", "HTTPS")],
+            ),
+            annotated_ingress(
+                "no-client-cert",
+                Some("no-client-cert.test"),
+                root,
+                "mutual",
+                &[("backend-protocol", "HTTPS")],
+            ),
+            annotated_ingress(
+                "no-ca",
+                Some("no-ca.test"),
+                root,
+                "secure",
+                &[("backend-protocol", "HTTPS"), ("proxy-ssl-verify", "on")],
+            ),
+            annotated_ingress(
+                "tls13",
+                Some("tls13.test"),
+                root,
+                "secure",
+                &[
+                    ("backend-protocol", "HTTPS"),
+                    ("proxy-ssl-protocols", "TLSv1.3"),
+                ],
+            ),
+        ]
+        .concat(),
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let status = |host: &'static str| {
+        let gw = &gw;
+        async move { get(gw, host, "/", &[]).await.status }
+    };
+    // Verified against the route's CA and name; mutual TLS with the Secret's certificate.
+    let answer = get(&gw, "verified.test", "/", &[]).await;
+    assert_eq!(
+        (answer.status, answer.service()),
+        (StatusCode::OK, "secure".into())
+    );
+    assert_eq!(status("mutual.test").await, StatusCode::OK);
+    assert_eq!(status("tls13.test").await, StatusCode::OK);
+    // Another CA's certificate, another name, no client certificate: the backend is refused.
+    assert_eq!(status("impostor.test").await, StatusCode::BAD_GATEWAY);
+    assert_eq!(status("wrong-name.test").await, StatusCode::BAD_GATEWAY);
+    assert_eq!(status("no-client-cert.test").await, StatusCode::BAD_GATEWAY);
+    // Without proxy-ssl-verify, as ingress-nginx: encrypted, not verified.
+    assert_eq!(status("unverified.test").await, StatusCode::OK);
+    // Verification asked for without a CA closes the route.
+    assert_eq!(status("no-ca.test").await, StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -39,6 +39,8 @@ pub struct Behaviour {
     pub status: Option<StatusCode>,
     /// Serves TLS with this certificate chain and key (PEM), HTTP/2 and HTTP/1.1 by ALPN.
     pub tls: Option<(String, String)>,
+    /// With `tls`: clients must present a certificate this CA (PEM) verifies.
+    pub client_ca: Option<String>,
     /// Where what each request was (the JSON of the answer) is also sent.
     pub seen: Option<tokio::sync::mpsc::UnboundedSender<serde_json::Value>>,
 }
@@ -96,7 +98,7 @@ impl Backend {
         let acceptor = behaviour
             .tls
             .as_ref()
-            .map(|(cert, key)| tls_acceptor(cert, key));
+            .map(|(cert, key)| tls_acceptor(cert, key, behaviour.client_ca.as_deref()));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
@@ -170,21 +172,36 @@ impl UdpBackend {
     }
 }
 
-fn tls_acceptor(cert: &str, key: &str) -> tokio_rustls::TlsAcceptor {
+fn tls_acceptor(cert: &str, key: &str, client_ca: Option<&str>) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .expect("PEM chain");
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("PEM key");
-    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("certificate and key");
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots.add(certificate.expect("PEM CA")).unwrap();
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .expect("certificate and key");
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
 }

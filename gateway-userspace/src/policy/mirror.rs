@@ -40,9 +40,15 @@ impl Mirror {
             return Err("is not a valid URL (no spaces, #, quotes, <>, \\, ^, ` or |)".into());
         }
         let scheme_end = text.find("://").map_or(0, |i| i + 3);
-        let path_start = text[scheme_end..]
-            .find(['/', '$', '?'])
+        // The path starts at `/`, `?` or a variable after the host (`https://host$request_uri`);
+        // a variable in the host's place is left for ServiceUrl to refuse.
+        let host_end = text[scheme_end..]
+            .find(['/', '?'])
             .map_or(text.len(), |i| scheme_end + i);
+        let path_start = text[scheme_end..host_end]
+            .find('$')
+            .filter(|i| *i > 0)
+            .map_or(host_end, |i| scheme_end + i);
         let url = ServiceUrl::parse(&text[..path_start])?;
         let path = match &text[path_start..] {
             "" => "$request_uri",
@@ -111,6 +117,8 @@ mod tests {
         assert!(
             matches!(&mirror.to, MirrorTo::Url { url, host, .. } if url.port == 8080 && host == "shadow")
         );
+        let mirror = Mirror::target("https://test.env.com$request_uri", None, true).unwrap();
+        assert!(matches!(&mirror.to, MirrorTo::Url { url, .. } if url.host == "test.env.com"));
         for bad in [
             "ftp://x/",
             "http://$host/",

@@ -51,6 +51,8 @@ pub struct RoutePolicy {
     pub custom_errors: Vec<StatusCode>,
     /// `backend-protocol`.
     pub protocol: Protocol,
+    /// `proxy-ssl-*`: how HTTPS and GRPCS backends are verified (else not at all).
+    pub backend_tls: Option<Arc<crate::tls::backend::BackendTls>>,
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
     pub send_timeout: Option<Duration>,
@@ -116,8 +118,8 @@ pub struct Redirect {
 pub enum Protocol {
     #[default]
     Http,
-    /// HTTP/1.1 over TLS (the backend's certificate is not verified, as ingress-nginx's
-    /// default `proxy-ssl-verify: off`).
+    /// HTTP/1.1 over TLS (the backend's certificate is verified only with `proxy-ssl-verify`,
+    /// as in ingress-nginx).
     Https,
     /// gRPC: HTTP/2 without TLS (h2c), trailers carried both ways.
     Grpc,

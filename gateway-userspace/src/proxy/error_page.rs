@@ -9,7 +9,7 @@ use super::request_body::RequestBody;
 use super::upstream::Target;
 use super::{Proxy, ProxyBody};
 use crate::observe::Exchange;
-use crate::policy::Protocol;
+
 use crate::snapshot::Backend;
 
 /// The error backend's page for `status`, or `None` when it has none to give (then the
@@ -39,12 +39,7 @@ pub async fn fetch(
     set("x-service-name", &identity.service);
     set("x-request-id", exchange.request_id.to_str().unwrap_or(""));
     set("host", &errors.service);
-    let target = Target {
-        endpoint,
-        protocol: Protocol::Http,
-        server_name: None,
-        connect_timeout: proxy.config.connect_timeout,
-    };
+    let target = Target::plain(endpoint, proxy.config.connect_timeout);
     let sent = tokio::time::timeout(
         proxy.config.read_timeout,
         proxy.upstream.send(&target, request),

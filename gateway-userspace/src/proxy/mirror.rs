@@ -24,7 +24,7 @@ use super::resolve::Resolver;
 use super::upstream::{Target, UpstreamPool};
 use crate::policy::service_url::ServiceUrl;
 use crate::policy::template::RequestView;
-use crate::policy::{Mirror, MirrorTo, Protocol};
+use crate::policy::{Mirror, MirrorTo};
 
 /// Copies on their way at once; past it, copies are dropped.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -177,12 +177,7 @@ impl Destination {
         connect_timeout: Duration,
     ) -> Result<Target, String> {
         Ok(match self {
-            Destination::Endpoint(endpoint) => Target {
-                endpoint,
-                protocol: Protocol::Http,
-                server_name: None,
-                connect_timeout,
-            },
+            Destination::Endpoint(endpoint) => Target::plain(endpoint, connect_timeout),
             Destination::Url(url) => resolver.target(&url, connect_timeout).await?,
         })
     }

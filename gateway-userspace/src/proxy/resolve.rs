@@ -46,6 +46,7 @@ impl Resolver {
                 .https
                 .then(|| ServerName::try_from(url.host.clone()).ok())
                 .flatten(),
+            tls: None,
             connect_timeout,
         })
     }

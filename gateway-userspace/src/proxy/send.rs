@@ -128,6 +128,7 @@ pub async fn send(
             endpoint,
             protocol: policy.protocol,
             server_name: server_name.clone(),
+            tls: policy.backend_tls.clone(),
             connect_timeout,
         };
         let started = Instant::now();

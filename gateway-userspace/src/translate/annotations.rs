@@ -69,12 +69,27 @@ pub struct Annotations {
     pub canary: Option<CanarySpec>,
     /// `auth-type: basic`: its Secret is read by the caller.
     pub basic_auth: Option<BasicAuthSpec>,
+    /// `proxy-ssl-*`: TLS towards the backends (its Secret is read by the caller).
+    pub backend_tls: Option<BackendTlsSpec>,
     /// `auth-tls-secret`: client certificates for the Ingress's hosts (read by the caller).
     pub client_auth: Option<ClientAuthSpec>,
     /// `enable-global-auth: "false"`: `--global-auth-url` does not apply.
     pub global_auth_off: bool,
     /// Everything that shapes requests (the fallback backend is resolved by the caller).
     pub policy: RoutePolicy,
+}
+
+/// `proxy-ssl-*`, before its Secret is read.
+#[derive(Debug, Clone)]
+pub struct BackendTlsSpec {
+    /// `proxy-ssl-secret`: `ca.crt` to verify with, `tls.crt`/`tls.key` to present.
+    pub secret: Option<String>,
+    /// `proxy-ssl-verify: on`.
+    pub verify: bool,
+    pub name: Option<String>,
+    pub send_server_name: bool,
+    pub tls12: bool,
+    pub tls13: bool,
 }
 
 /// A canary Ingress's rules, before its backend is known.
@@ -97,11 +112,13 @@ struct Values<'v, 'w> {
 /// The end of the warning of an access annotation that closed its route.
 pub(super) const CLOSED: &str = "the route answers 503 until this is fixed";
 
-/// Whether `name` restricts who may use a route: one that cannot be applied closes the route
-/// (503) instead of leaving it open, as ingress-nginx denies such a location.
+/// Whether `name` restricts who may use a route, or how its backends are verified: one that
+/// cannot be applied closes the route (503) instead of leaving it open, as ingress-nginx denies
+/// such a location.
 fn is_access_control(name: &str) -> bool {
     matches!(name, "whitelist-source-range" | "denylist-source-range")
         || (name.starts_with("auth-") && name != "auth-snippet")
+        || name.starts_with("proxy-ssl-")
 }
 
 /// The field path of an annotation in warnings.
@@ -290,6 +307,13 @@ fn service_name(value: &str) -> Result<String, String> {
         .ok_or_else(|| "must be the name of a Service (a DNS label)".into())
 }
 
+/// A Secret: `NAME` or `NAMESPACE/NAME` (the namespace is checked by `translate`).
+fn secret_name(value: &str) -> Result<String, String> {
+    let name = value.rsplit_once('/').map_or(value, |(_, name)| name);
+    crate::translate::check_dns_name(name).map_err(|e| format!("is not a Secret name: {e}"))?;
+    Ok(value.to_string())
+}
+
 fn cidrs(value: &str) -> Result<Vec<Cidr>, String> {
     let list = Cidr::parse_list(value)?;
     if list.is_empty() {
@@ -445,6 +469,8 @@ impl Annotations {
             path(s).and_then(|p| HeaderValue::from_str(&p).map_err(|e| e.to_string()))
         });
         policy.protocol = v.get("backend-protocol", protocol).unwrap_or_default();
+        self.read_backend_tls(v);
+        let policy = &mut self.policy;
         policy.connect_timeout = v.get("proxy-connect-timeout", |s| {
             number(s, 1..=3600).map(Duration::from_secs)
         });
@@ -631,6 +657,72 @@ impl Annotations {
                 exempt,
             )));
         }
+    }
+
+    /// `proxy-ssl-*`: how HTTPS and GRPCS backends are verified (the Secret is read by the
+    /// caller).
+    fn read_backend_tls(&mut self, v: &mut Values<'_, '_>) {
+        const ALL: [&str; 5] = [
+            "proxy-ssl-secret",
+            "proxy-ssl-verify",
+            "proxy-ssl-name",
+            "proxy-ssl-server-name",
+            "proxy-ssl-protocols",
+        ];
+        if !self.policy.protocol.is_tls() {
+            v.unused(&ALL, "backend-protocol HTTPS or GRPCS");
+            return;
+        }
+        if !ALL.iter().any(|name| v.values.contains_key(name)) {
+            return;
+        }
+        let on_off = |s: &str| match s {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            _ => Err("must be \"on\" or \"off\"".to_string()),
+        };
+        let secret = v.get("proxy-ssl-secret", secret_name);
+        let verify = v.get("proxy-ssl-verify", on_off).unwrap_or(false);
+        let name = v.get("proxy-ssl-name", |s| {
+            super::check_dns_name(s)
+                .map(|()| s.to_string())
+                .map_err(|e| format!("is not a server name: {e}"))
+        });
+        let send_server_name = v.get("proxy-ssl-server-name", on_off).unwrap_or(true);
+        let (tls12, tls13) = v
+            .get("proxy-ssl-protocols", |s| {
+                let mut versions = (false, false);
+                for protocol in s.split_whitespace() {
+                    match protocol {
+                        "TLSv1.2" => versions.0 = true,
+                        "TLSv1.3" => versions.1 = true,
+                        "SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1" => {}
+                        _ => return Err(format!("{protocol:?} is not a TLS protocol")),
+                    }
+                }
+                match versions {
+                    (false, false) => Err("names neither TLSv1.2 nor TLSv1.3 (older ones are \
+                                           not supported)"
+                        .to_string()),
+                    versions => Ok(versions),
+                }
+            })
+            .unwrap_or((true, true));
+        if verify && secret.is_none() {
+            v.require(
+                "proxy-ssl-secret",
+                "proxy-ssl-verify \"on\" needs the Secret with ca.crt",
+            );
+            return;
+        }
+        self.backend_tls = Some(BackendTlsSpec {
+            secret,
+            verify,
+            name,
+            send_server_name,
+            tls12,
+            tls13,
+        });
     }
 
     /// `mirror-target` (`https://shadow.example.com$request_uri`), `mirror-host`,

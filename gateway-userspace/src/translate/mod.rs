@@ -5,11 +5,11 @@
 //! claim the same host and path, the older one wins and the younger one gets the warning.
 
 mod annotations;
-mod auth;
 mod backend;
 mod class;
 mod gateway_api;
 mod listeners;
+mod secrets;
 mod streams;
 mod tls;
 
@@ -458,34 +458,13 @@ impl TableBuilder<'_> {
         {
             *limits = kept.clone();
         }
-        if let Some(spec) = &annotations.basic_auth {
-            let lookup = |name: &str| self.tls.secret(&namespace, name);
-            let kept = previous.and_then(|p| p.basic_auth.as_ref());
-            match auth::basic_auth(spec, &namespace, lookup, kept) {
-                Ok(users) => annotations.policy.basic_auth = Some(users),
-                Err(reason) => {
-                    warnings.add(
-                        annotations::field("auth-secret"),
-                        format!("{reason}; {}", annotations::CLOSED),
-                    );
-                    annotations.policy.closed.get_or_insert(reason.into());
-                }
-            }
-        }
-        let client_auth = annotations.client_auth.as_ref().and_then(|spec| {
-            let lookup = |name: &str| self.tls.secret(&namespace, name);
-            match auth::client_auth(spec, &namespace, lookup, &self.previous_client_auth) {
-                Ok(auth) => Some(auth),
-                Err(reason) => {
-                    warnings.add(
-                        annotations::field("auth-tls-secret"),
-                        format!("{reason}; {}", annotations::CLOSED),
-                    );
-                    annotations.policy.closed.get_or_insert(reason.into());
-                    None
-                }
-            }
-        });
+        let lookup = |name: &str| self.tls.secret(&namespace, name);
+        let client_auth = secrets::read(
+            &mut annotations,
+            (&namespace, lookup),
+            (previous.map(|p| &**p), &self.previous_client_auth),
+            &mut warnings,
+        );
         let global_auth = match &self.global_auth {
             Some(auth)
                 if annotations.policy.external_auth.is_none() && !annotations.global_auth_off =>

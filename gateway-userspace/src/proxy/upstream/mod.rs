@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 
 use super::request_body::RequestBody;
 use crate::policy::Protocol;
+use crate::tls::backend::BackendTls;
 
 /// Idle keep-alive connections are closed after this long (nginx's upstream keepalive_timeout
 /// is 60s; backends commonly time out idle connections later than that).
@@ -39,7 +40,9 @@ pub use h1::BackendIo;
 use h1::{H1Body, H1Connection};
 
 type Multiplexed = http2::SendRequest<RequestBody>;
-type Key = (SocketAddr, Protocol);
+/// The endpoint, the protocol, and the route's backend TLS configuration (by address; 0 for the
+/// default): a connection is only reused for what it was made and verified for.
+type Key = (SocketAddr, Protocol, usize);
 
 /// Why a request did not get a response.
 #[derive(Debug)]
@@ -56,7 +59,27 @@ pub struct Target {
     pub protocol: Protocol,
     /// The TLS server name, for HTTPS and GRPCS backends.
     pub server_name: Option<ServerName<'static>>,
+    /// The route's `proxy-ssl-*` configuration (else the default, unverified).
+    pub tls: Option<Arc<BackendTls>>,
     pub connect_timeout: Duration,
+}
+
+impl Target {
+    /// Plain HTTP/1.1 to `endpoint`.
+    pub fn plain(endpoint: SocketAddr, connect_timeout: Duration) -> Self {
+        Self {
+            endpoint,
+            protocol: Protocol::Http,
+            server_name: None,
+            tls: None,
+            connect_timeout,
+        }
+    }
+
+    fn key(&self) -> Key {
+        let tls = self.tls.as_ref().map_or(0, |tls| Arc::as_ptr(tls) as usize);
+        (self.endpoint, self.protocol, tls)
+    }
 }
 
 /// The pools of every endpoint.
@@ -69,7 +92,7 @@ struct PoolInner {
     idle: Mutex<HashMap<Key, Vec<(H1Connection, Instant)>>>,
     multiplexed: Mutex<HashMap<Key, Multiplexed>>,
     counters: ReuseCounters,
-    tls: super::backend_tls::Connectors,
+    default_tls: BackendTls,
 }
 
 /// Requests sent on a pooled connection, and on a new one.
@@ -87,7 +110,7 @@ impl UpstreamPool {
                 idle: Mutex::new(HashMap::new()),
                 multiplexed: Mutex::new(HashMap::new()),
                 counters,
-                tls: super::backend_tls::Connectors::new(),
+                default_tls: BackendTls::unverified(),
             }),
         };
         let weak = Arc::downgrade(&pool.inner);
@@ -124,7 +147,7 @@ impl UpstreamPool {
         if target.protocol.is_http2() {
             return Box::pin(self.send_multiplexed(target, request)).await;
         }
-        let key = (target.endpoint, target.protocol);
+        let key = target.key();
         let mut request = request;
         // A pooled connection may have been closed by the backend while idle: then the request
         // is tried once more on a new connection.
@@ -174,7 +197,7 @@ impl UpstreamPool {
         target: &Target,
         mut request: Request<RequestBody>,
     ) -> Result<Response<PooledBody>, (UpstreamError, Option<Request<RequestBody>>)> {
-        let key = (target.endpoint, target.protocol);
+        let key = target.key();
         let existing = {
             let multiplexed = self
                 .inner
@@ -245,7 +268,8 @@ impl UpstreamPool {
     async fn connect_http1(&self, target: &Target) -> Result<H1Connection, String> {
         let stream = self.tcp(target).await?;
         let io = if target.protocol.is_tls() {
-            BackendIo::Tls(Box::new(self.inner.tls.connect(target, stream).await?))
+            let tls = super::backend_tls::connect(target, &self.inner.default_tls, stream).await?;
+            BackendIo::Tls(Box::new(tls))
         } else {
             BackendIo::Plain(stream)
         };
@@ -255,7 +279,7 @@ impl UpstreamPool {
     async fn connect_http2(&self, target: &Target) -> Result<Multiplexed, String> {
         let stream = self.tcp(target).await?;
         if target.protocol.is_tls() {
-            let tls = self.inner.tls.connect(target, stream).await?;
+            let tls = super::backend_tls::connect(target, &self.inner.default_tls, stream).await?;
             return handshake_http2(tls, target.endpoint).await;
         }
         handshake_http2(stream, target.endpoint).await

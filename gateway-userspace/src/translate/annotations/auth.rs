@@ -7,7 +7,7 @@ use std::sync::Arc;
 use hyper::Method;
 use hyper::header::{HeaderName, HeaderValue};
 
-use super::{Annotations, Values, boolean, location};
+use super::{Annotations, Values, boolean, location, secret_name};
 use crate::policy::auth::external::{self, ExternalAuth, SignIn, VerdictCache};
 use crate::policy::service_url::ServiceUrl;
 use crate::policy::template::Template;
@@ -189,13 +189,6 @@ impl Annotations {
             ..ExternalAuth::new(url)
         }));
     }
-}
-
-/// `auth-secret`: `NAME` or `NAMESPACE/NAME` (the namespace is checked by `translate`).
-fn secret_name(value: &str) -> Result<String, String> {
-    let name = value.rsplit_once('/').map_or(value, |(_, name)| name);
-    crate::translate::check_dns_name(name).map_err(|e| format!("is not a Secret name: {e}"))?;
-    Ok(value.to_string())
 }
 
 /// `auth-realm`: shown by browsers in the login prompt.
