@@ -17,6 +17,12 @@ use gateway_e2e::manifests::{ManifestsDir, annotated_ingress, service};
 use gateway_e2e::pki::{Ca, Leaf, TlsHttp, connect};
 use hyper::{Request, StatusCode};
 
+/// An Ingress `name` for host `name.test`, `/` to `service`, with annotations.
+fn route(name: &str, service: &str, annotations: &[(&str, &str)]) -> String {
+    let host = format!("{name}.test");
+    annotated_ingress(name, Some(&host), &[("/", "Prefix")], service, annotations)
+}
+
 /// `secret` for `ann` ({SHA}), `bob` ($apr1$, from `openssl passwd -apr1`) and `cy` (bcrypt).
 fn htpasswd() -> String {
     let bcrypt = bcrypt::hash_with_salt("secret", 4, [7; 16])
@@ -66,27 +72,9 @@ async fn basic_auth_admits_each_hash_scheme_and_fails_closed() {
         &[
             service("web", &[web.addr]),
             opaque_secret("users", "auth", &htpasswd()),
-            annotated_ingress(
-                "private",
-                Some("private.test"),
-                &[("/", "Prefix")],
-                "web",
-                &auth("users"),
-            ),
-            annotated_ingress(
-                "missing",
-                Some("missing.test"),
-                &[("/", "Prefix")],
-                "web",
-                &auth("nobody"),
-            ),
-            annotated_ingress(
-                "public",
-                Some("public.test"),
-                &[("/", "Prefix")],
-                "web",
-                &[],
-            ),
+            route("private", "web", &auth("users")),
+            route("missing", "web", &auth("nobody")),
+            route("public", "web", &[]),
         ]
         .concat(),
     );
@@ -232,58 +220,24 @@ async fn external_auth_asks_an_oauth2_proxy_like_service() {
         "app.yaml",
         &[
             service("web", &[web.addr]),
-            annotated_ingress(
+            route(
                 "app",
-                Some("app.test"),
-                &[("/", "Prefix")],
                 "web",
                 &protected(&[("auth-signin", "https://login.test/oauth2/start")]),
             ),
-            annotated_ingress(
-                "api",
-                Some("api.test"),
-                &[("/", "Prefix")],
-                "web",
-                &protected(&[]),
-            ),
-            annotated_ingress(
+            route("api", "web", &protected(&[])),
+            route(
                 "cached",
-                Some("cached.test"),
-                &[("/", "Prefix")],
                 "web",
                 &protected(&[
                     ("auth-cache-key", "$cookie__oauth2_proxy"),
                     ("auth-cache-duration", "202 401 5m"),
                 ]),
             ),
-            annotated_ingress(
-                "failing",
-                Some("failing.test"),
-                &[("/", "Prefix")],
-                "web",
-                &[("auth-url", fail_url.as_str())],
-            ),
-            annotated_ingress(
-                "unreachable",
-                Some("unreachable.test"),
-                &[("/", "Prefix")],
-                "web",
-                &[("auth-url", dead_url.as_str())],
-            ),
-            annotated_ingress(
-                "broken",
-                Some("broken.test"),
-                &[("/", "Prefix")],
-                "web",
-                &[("auth-url", "ftp://auth.test/")],
-            ),
-            annotated_ingress(
-                "public",
-                Some("public.test"),
-                &[("/", "Prefix")],
-                "web",
-                &[],
-            ),
+            route("failing", "web", &[("auth-url", fail_url.as_str())]),
+            route("unreachable", "web", &[("auth-url", dead_url.as_str())]),
+            route("broken", "web", &[("auth-url", "ftp://auth.test/")]),
+            route("public", "web", &[]),
         ]
         .concat(),
     );
@@ -409,14 +363,8 @@ async fn global_auth_covers_every_ingress_that_does_not_opt_out() {
         "app.yaml",
         &[
             service("web", &[web.addr]),
-            annotated_ingress("app", Some("app.test"), &[("/", "Prefix")], "web", &[]),
-            annotated_ingress(
-                "open",
-                Some("open.test"),
-                &[("/", "Prefix")],
-                "web",
-                &[("enable-global-auth", "false")],
-            ),
+            route("app", "web", &[]),
+            route("open", "web", &[("enable-global-auth", "false")]),
         ]
         .concat(),
     );
@@ -618,7 +566,6 @@ async fn backends_are_verified_and_authenticated_with_proxy_ssl_annotations() {
             ("proxy-ssl-name", name),
         ]
     };
-    let root = &[("/", "Prefix")];
     let dir = ManifestsDir::new();
     dir.write(
         "app.yaml",
@@ -627,59 +574,19 @@ async fn backends_are_verified_and_authenticated_with_proxy_ssl_annotations() {
             service("impostor", &[impostor.addr]),
             service("mutual", &[mutual.addr]),
             secret,
-            annotated_ingress(
-                "verified",
-                Some("verified.test"),
-                root,
-                "secure",
-                &verified("web.default.svc"),
-            ),
-            annotated_ingress(
-                "impostor",
-                Some("impostor.test"),
-                root,
-                "impostor",
-                &verified("web.default.svc"),
-            ),
-            annotated_ingress(
-                "wrong-name",
-                Some("wrong-name.test"),
-                root,
-                "secure",
-                &verified("db.default.svc"),
-            ),
-            annotated_ingress(
-                "mutual",
-                Some("mutual.test"),
-                root,
-                "mutual",
-                &verified("web.default.svc"),
-            ),
-            annotated_ingress(
-                "unverified",
-                Some("unverified.test"),
-                root,
-                "impostor",
-                &[("backend-protocol", "HTTPS")],
-            ),
-            annotated_ingress(
-                "no-client-cert",
-                Some("no-client-cert.test"),
-                root,
-                "mutual",
-                &[("backend-protocol", "HTTPS")],
-            ),
-            annotated_ingress(
+            route("verified", "secure", &verified("web.default.svc")),
+            route("impostor", "impostor", &verified("web.default.svc")),
+            route("wrong-name", "secure", &verified("db.default.svc")),
+            route("mutual", "mutual", &verified("web.default.svc")),
+            route("unverified", "impostor", &[("backend-protocol", "HTTPS")]),
+            route("no-client-cert", "mutual", &[("backend-protocol", "HTTPS")]),
+            route(
                 "no-ca",
-                Some("no-ca.test"),
-                root,
                 "secure",
                 &[("backend-protocol", "HTTPS"), ("proxy-ssl-verify", "on")],
             ),
-            annotated_ingress(
+            route(
                 "tls13",
-                Some("tls13.test"),
-                root,
                 "secure",
                 &[
                     ("backend-protocol", "HTTPS"),

@@ -606,3 +606,54 @@ fn gateway_api_layer4(port: u16) -> String {
         + "apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {name: raw, namespace: shop}\n\
            spec:\n  parentRefs: [{name: edge}]\n  rules: [{backendRefs: [{name: web, port: 80}]}]\n---\n"
 }
+
+/// Basic auth from an Opaque Secret watched on the API server: a password changed there is the
+/// only one that works a moment later.
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_users_come_from_an_opaque_secret_in_the_cluster() {
+    use base64::Engine;
+    let api = FakeApiServer::start().await;
+    let web = Backend::start("web").await;
+    let users = |line: &str| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(line);
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: users, namespace: default}}\ntype: Opaque\ndata: {{auth: {encoded}}}\n---\n"
+        )
+    };
+    // `secret`, then `changed`, as htpasswd -s writes them.
+    let (before, after) = (
+        "ann:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=",
+        "ann:{SHA}N8bFe+30MF70EknBeUdgtcuPrRc=",
+    );
+    api.apply(
+        &(service("default", "web", web.addr)
+            + &users(before)
+            + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: private\n  namespace: default\n  annotations:\n    nginx.ingress.kubernetes.io/auth-type: basic\n    nginx.ingress.kubernetes.io/auth-secret: users\nspec:\n  rules:\n  - host: private.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n"),
+    );
+    let gw = Gateway::start_kubernetes(api.kubeconfig(), &["--access-log", "off"]);
+    let client = HttpClient::new();
+    let status = async |password: &str| {
+        let credential =
+            base64::engine::general_purpose::STANDARD.encode(format!("ann:{password}"));
+        let request = Request::get("/").header("authorization", format!("Basic {credential}"));
+        let answer = client
+            .send(gw.http, "private.com", request, Bytes::new())
+            .await;
+        answer.map(|a| a.status).ok()
+    };
+    assert!(
+        within(Duration::from_secs(10), async || status("secret").await
+            == Some(StatusCode::OK))
+        .await,
+        "{:?}",
+        gw.routes()
+    );
+    assert_eq!(status("changed").await, Some(StatusCode::UNAUTHORIZED));
+    api.apply(&users(after));
+    assert!(
+        within(Duration::from_secs(10), async || status("changed").await
+            == Some(StatusCode::OK))
+        .await
+    );
+    assert_eq!(status("secret").await, Some(StatusCode::UNAUTHORIZED));
+}

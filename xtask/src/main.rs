@@ -34,7 +34,7 @@ enum Task {
         /// A short run (about 3 minutes) instead of the full one.
         #[arg(long)]
         quick: bool,
-        /// Only these tests (comma-separated: T1,profile,T2,T3,T4,T5,T6,T7,T8,T9,T9-cost,T11,attack,syn-flood).
+        /// Only these tests (comma-separated: T1,profile,T2,T3,T4,T5,T6,T7,T8,T9,T9-cost,T11,T13,attack,syn-flood).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

@@ -1,6 +1,8 @@
 //! The benchmark backend: a small hyper server that is never the bottleneck. It answers `ok`
 //! (2 bytes) to everything, and 1 MiB to `/bytes/1m`; on `NEW_BACKEND_PORT` it answers `new`,
-//! so that a route-churn client can tell a new route from a default one.
+//! so that a route-churn client can tell a new route from a default one. On `AUTH_PORT` it is
+//! an auth service as oauth2-proxy's `/oauth2/auth` answers (T13): 202 with
+//! `X-Auth-Request-User` for a request with an `_oauth2_proxy` cookie, else 401.
 
 use std::net::SocketAddr;
 
@@ -13,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use super::fixtures::{BACKEND_PORTS, NEW_BACKEND_PORT};
+use super::fixtures::{AUTH_PORT, BACKEND_PORTS, NEW_BACKEND_PORT};
 
 /// Serves on the backend ports until killed.
 pub fn run() -> Result<()> {
@@ -24,7 +26,7 @@ pub fn run() -> Result<()> {
         .build()?;
     runtime.block_on(async {
         let megabyte = Bytes::from(vec![b'x'; 1 << 20]);
-        for &port in BACKEND_PORTS.iter().chain([&new_port]) {
+        for &port in BACKEND_PORTS.iter().chain([&new_port, &AUTH_PORT]) {
             let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
             let megabyte = megabyte.clone();
             let answer: &'static [u8] = if port == new_port { b"new" } else { b"ok" };
@@ -37,14 +39,14 @@ pub fn run() -> Result<()> {
                     let megabyte = megabyte.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                            let body = if request.uri().path() == "/bytes/1m" {
-                                megabyte.clone()
+                            let response = if port == AUTH_PORT {
+                                auth_answer(&request)
+                            } else if request.uri().path() == "/bytes/1m" {
+                                Response::new(Full::new(megabyte.clone()))
                             } else {
-                                Bytes::from_static(answer)
+                                Response::new(Full::new(Bytes::from_static(answer)))
                             };
-                            async move {
-                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(body)))
-                            }
+                            async move { Ok::<_, std::convert::Infallible>(response) }
                         });
                         let _ = auto::Builder::new(TokioExecutor::new())
                             .serve_connection(TokioIo::new(stream), service)
@@ -57,4 +59,19 @@ pub fn run() -> Result<()> {
         tokio::signal::ctrl_c().await?;
         Ok(())
     })
+}
+
+/// oauth2-proxy's verdict: signed in with a session cookie, or not.
+fn auth_answer(request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let signed_in = (request.headers().get_all(hyper::header::COOKIE).iter())
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("_oauth2_proxy="));
+    let mut response = Response::new(Full::new(Bytes::new()));
+    if signed_in {
+        *response.status_mut() = hyper::StatusCode::ACCEPTED;
+        (response.headers_mut()).insert("x-auth-request-user", "bench".parse().unwrap());
+    } else {
+        *response.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+    }
+    response
 }

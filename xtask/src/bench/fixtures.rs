@@ -14,6 +14,20 @@ pub const BACKEND_PORTS: [u16; 4] = [9000, 9001, 9002, 9003];
 /// client can tell when a new route is served (and not a default one).
 pub const NEW_BACKEND_PORT: u16 = 9004;
 
+/// The benchmark backend's auth service (T13).
+pub const AUTH_PORT: u16 = 9005;
+/// T13: the routes that authenticate (to backend 0), and the request headers that pass each:
+/// basic auth (`bench:bench`, Apache MD5 as `htpasswd` writes by default), external auth
+/// (a session cookie), external auth with its verdicts cached.
+pub const AUTH_ROUTES: [(&str, &str); 4] = [
+    ("r0.bench.test", ""),
+    ("basic.bench.test", "Authorization: Basic YmVuY2g6YmVuY2g="),
+    ("extauth.bench.test", "Cookie: _oauth2_proxy=session"),
+    ("extauth-cached.bench.test", "Cookie: _oauth2_proxy=session"),
+];
+/// `bench:bench`, from `openssl passwd -apr1 -salt benchslt bench`.
+const HTPASSWD: &str = "bench:$apr1$benchslt$xg8nhdNCXN8cv7mXxgHvB0\n";
+
 /// Ports of each system under test: (HTTP, HTTPS).
 pub const GATEWAY_PORTS: (u16, u16) = (8083, 8443);
 pub const NGINX_PORTS: (u16, u16) = (8081, 8441);
@@ -102,6 +116,21 @@ pub fn generate(dir: &Path, routes: usize) -> Result<Fixtures> {
         ),
     )?;
 
+    write(dir.join("htpasswd"), HTPASSWD.to_string())?;
+    for (host, header) in AUTH_ROUTES {
+        let header = match header.split_once(": ") {
+            Some((name, value)) => format!("  wrk.headers[\"{name}\"] = \"{value}\"\n"),
+            None => String::new(),
+        };
+        write(
+            dir.join(format!("{host}.lua")),
+            format!(
+                "request = function()\n  wrk.headers[\"Host\"] = \"{host}\"\n{header}  return wrk.format(nil, \"/\")\nend\n"
+            ),
+        )?;
+    }
+    write(manifests.join("auth.yaml"), auth_manifests())?;
+
     let mut services = String::new();
     for (i, port) in all_backends.iter().enumerate() {
         write!(
@@ -153,6 +182,41 @@ pub fn generate(dir: &Path, routes: usize) -> Result<Fixtures> {
     })
 }
 
+/// T13's Ingresses: basic auth from an htpasswd Secret, external auth, cached external auth.
+fn auth_manifests() -> String {
+    let auth_url = format!("http://127.0.0.1:{AUTH_PORT}/oauth2/auth");
+    let ingress = |host: &str, annotations: &[(&str, &str)]| {
+        let name = host.split('.').next().unwrap_or(host);
+        let annotations: String = annotations
+            .iter()
+            .map(|(k, v)| format!("    nginx.ingress.kubernetes.io/{k}: \"{v}\"\n"))
+            .collect();
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: bench\n  annotations:\n{annotations}spec:\n  rules:\n  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: be0, port: {{number: 80}}}}}}}}]}}\n---\n"
+        )
+    };
+    let external = [
+        ("auth-url", auth_url.as_str()),
+        ("auth-response-headers", "X-Auth-Request-User"),
+    ];
+    let cached = [
+        external[0],
+        external[1],
+        ("auth-cache-key", "$cookie__oauth2_proxy"),
+        ("auth-cache-duration", "202 401 5m"),
+    ];
+    let users = HTPASSWD.trim_end();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: bench-users, namespace: bench}}\ntype: Opaque\nstringData: {{auth: \"{users}\"}}\n---\n{}{}{}",
+        ingress(
+            AUTH_ROUTES[1].0,
+            &[("auth-type", "basic"), ("auth-secret", "bench-users")]
+        ),
+        ingress(AUTH_ROUTES[2].0, &external),
+        ingress(AUTH_ROUTES[3].0, &cached),
+    )
+}
+
 /// The manifest of one extra route, `name.bench.test` to backend `backend` (route churn).
 pub fn extra_route(name: &str, backend: usize) -> String {
     format!(
@@ -199,13 +263,40 @@ http {{
   map $host $be {{ hostnames; default be0; include {d}/routes/nginx-hosts.map; }}
   server {{ listen {address}:{http} backlog=4096; listen {address}:{https} ssl http2;
            ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;
-           location / {{ proxy_pass http://$be; proxy_http_version 1.1; proxy_set_header Connection "";
-             proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $remote_addr;
-             proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
-             proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Forwarded-Port $server_port; }} }} }}
-"#
+           location / {{ proxy_pass http://$be; {PROXY_HEADERS} }} }}
+  # T13: authentication, as ingress-nginx configures it.
+  upstream authsrv {{ server 127.0.0.1:{AUTH_PORT}; keepalive 64; }}
+  proxy_cache_path {d}/nginx-auth-cache keys_zone=auth:1m;
+  server {{ listen {address}:{http}; server_name {basic};
+           location / {{ auth_basic "bench"; auth_basic_user_file {d}/htpasswd;
+             proxy_pass http://be0; {PROXY_HEADERS} }} }}
+  server {{ listen {address}:{http}; server_name {external};
+           location = /_auth {{ internal; proxy_pass http://authsrv/oauth2/auth; {AUTH_REQUEST} }}
+           location / {{ auth_request /_auth; auth_request_set $user $upstream_http_x_auth_request_user;
+             proxy_set_header X-Auth-Request-User $user; proxy_pass http://be0; {PROXY_HEADERS} }} }}
+  server {{ listen {address}:{http}; server_name {cached};
+           location = /_auth {{ internal; proxy_pass http://authsrv/oauth2/auth; {AUTH_REQUEST}
+             proxy_cache auth; proxy_cache_key $cookie__oauth2_proxy; proxy_cache_valid 202 401 5m; }}
+           location / {{ auth_request /_auth; auth_request_set $user $upstream_http_x_auth_request_user;
+             proxy_set_header X-Auth-Request-User $user; proxy_pass http://be0; {PROXY_HEADERS} }} }} }}
+"#,
+        basic = AUTH_ROUTES[1].0,
+        external = AUTH_ROUTES[2].0,
+        cached = AUTH_ROUTES[3].0,
     )
 }
+
+/// What every nginx location sends to its backend, as the gateway does.
+const PROXY_HEADERS: &str = "proxy_http_version 1.1; proxy_set_header Connection \"\";
+             proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $remote_addr;
+             proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
+             proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Forwarded-Port $server_port;";
+
+/// ingress-nginx's auth subrequest: no body, the original URL and method.
+const AUTH_REQUEST: &str = "proxy_http_version 1.1; proxy_set_header Connection \"\";
+             proxy_pass_request_body off; proxy_set_header Content-Length \"\";
+             proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+             proxy_set_header X-Original-Method $request_method;";
 
 fn haproxy_cfg(dir: &Path, resume: bool, address: &str, backends: &[u16]) -> String {
     let d = dir.display();

@@ -537,6 +537,41 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         Ok(())
     });
 
+    section(&plan, "T13", false, || {
+        println!(
+            "== T13 authentication: requests per SUT CPU-second, plain, basic auth, external auth \
+             (not cached, cached); HAProxy left out (no external auth without Lua or SPOE)"
+        );
+        for round in 0..plan.rounds {
+            for kind in shuffled(round).into_iter().filter(|k| *k != Kind::Haproxy) {
+                let sut = Sut::start(kind, &fixtures, &gateway, Options::default())?;
+                for (variant, (host, _)) in ["plain", "basic", "extauth", "extauth-cached"]
+                    .into_iter()
+                    .zip(fixtures::AUTH_ROUTES)
+                {
+                    let cpu = sut.cpu_seconds();
+                    let script = fixtures.dir.join(format!("{host}.lua"));
+                    let m = load::wrk(kind.ports().0, plan.run, 64, &script)?;
+                    let used = sut.cpu_seconds() - cpu;
+                    let test = format!("T13-{variant}");
+                    let mut r = Record::new(kind.name(), &test, round);
+                    r.measured(&m)
+                        .set("sut_cpu_s", used)
+                        .set("per_cpu_s", m.requests / used.max(1e-9));
+                    println!(
+                        "  {:8} round {round}: {variant:15} {:>9.0} rps, {:>9.0} req per SUT CPU-s, errors {}",
+                        kind.name(),
+                        m.rps,
+                        m.requests / used.max(1e-9),
+                        m.errors
+                    );
+                    records.push(r);
+                }
+            }
+        }
+        Ok(())
+    });
+
     section(&plan, "attack", false, || {
         println!(
             "== Under attack: a legitimate client ({} new connections/s) beside slowloris, idle connections, HTTP/2 rapid reset",

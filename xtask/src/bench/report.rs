@@ -13,7 +13,7 @@ use super::attack::SCENARIOS;
 use super::{Environment, Record};
 
 /// The figures the table shows, per test: (test, value, label, higher is better).
-const ROWS: [(&str, &str, &str, bool); 34] = [
+const ROWS: [(&str, &str, &str, bool); 38] = [
     ("T1", "rps", "T1 HTTP/1.1 keep-alive, requests/s", true),
     ("T1", "per_cpu_s", "T1 requests per SUT CPU-second", true),
     (
@@ -171,6 +171,30 @@ const ROWS: [(&str, &str, &str, bool); 34] = [
         "T11-conn",
         "per_cpu_s",
         "T11 layer 4 TCP new connections per SUT CPU-second",
+        true,
+    ),
+    (
+        "T13-plain",
+        "per_cpu_s",
+        "T13 plain route (no auth), requests per SUT CPU-second",
+        true,
+    ),
+    (
+        "T13-basic",
+        "per_cpu_s",
+        "T13 basic auth (htpasswd $apr1$), requests per SUT CPU-second",
+        true,
+    ),
+    (
+        "T13-extauth",
+        "per_cpu_s",
+        "T13 external auth, not cached, requests per SUT CPU-second",
+        true,
+    ),
+    (
+        "T13-extauth-cached",
+        "per_cpu_s",
+        "T13 external auth, cached verdicts, requests per SUT CPU-second",
         true,
     ),
 ];
