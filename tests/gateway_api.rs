@@ -1113,3 +1113,107 @@ spec:
         "{accepted:#}"
     );
 }
+
+/// BackendTLSPolicy: the routes to a Service it targets speak TLS to its pods, verified with the
+/// CA of a ConfigMap against the policy's hostname; a policy that cannot be applied answers 500,
+/// never plaintext.
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_tls_policies_verify_the_pods_of_their_services() {
+    use gateway_e2e::backend::Behaviour;
+    use gateway_e2e::pki::Ca;
+    let backends = Ca::named("backend CA");
+    let serving = |ca: &Ca| Behaviour {
+        tls: Some({
+            let leaf = ca.leaf(&["web.default.svc"]);
+            (leaf.cert_pem, leaf.key_pem)
+        }),
+        ..Behaviour::default()
+    };
+    let secure = Backend::start_behaving("secure", serving(&backends)).await;
+    let impostor = Backend::start_behaving("impostor", serving(&Ca::named("other CA"))).await;
+    let plain = Backend::start("plain").await;
+    let port = free_port();
+    let dir = ManifestsDir::new();
+    dir.write("gateway.yaml", &http_gateway("default", port));
+    dir.write(
+        "services.yaml",
+        &[
+            service("secure", &[secure.addr]),
+            service("impostor", &[impostor.addr]),
+            service("unchecked", &[secure.addr]),
+            service("plain", &[plain.addr]),
+        ]
+        .concat(),
+    );
+    let ca = backends
+        .pem()
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect::<String>();
+    let policy = |name: &str, service: &str, config_map: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  targetRefs: [{{group: \"\", kind: Service, name: {service}}}]\n  validation:\n    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: {config_map}}}]\n    hostname: web.default.svc\n---\n"
+        )
+    };
+    dir.write(
+        "policies.yaml",
+        &(format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: backend-ca, namespace: default}}\ndata:\n  ca.crt: |\n{ca}---\n")
+            + &policy("secure", "secure", "backend-ca")
+            + &policy("impostor", "impostor", "backend-ca")
+            + &policy("unchecked", "unchecked", "no-such-ca")),
+    );
+    let rule = |path: &str, service: &str| {
+        format!(
+            "  - matches: [{{path: {{value: {path}}}}}]\n    backendRefs: [{{name: {service}, port: 80}}]\n"
+        )
+    };
+    dir.write(
+        "route.yaml",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: app, namespace: default}}\nspec:\n  parentRefs: [{{name: edge}}]\n  rules:\n{}{}{}{}",
+            rule("/secure", "secure"),
+            rule("/impostor", "impostor"),
+            rule("/unchecked", "unchecked"),
+            rule("/plain", "plain"),
+        ),
+    );
+    let gw = Gateway::start(dir.path(), &["--access-log", "off"]);
+    let client = HttpClient::new();
+    let listener = loopback(port);
+    let answer = client.get(listener, "a.test", "/secure").await;
+    assert_eq!(
+        (answer.status, answer.service()),
+        (StatusCode::OK, "secure".into())
+    );
+    assert_eq!(
+        client.get(listener, "a.test", "/impostor").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    let unchecked = client.get(listener, "a.test", "/unchecked").await;
+    assert_eq!(unchecked.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let answer = client.get(listener, "a.test", "/plain").await;
+    assert_eq!(
+        (answer.status, answer.service()),
+        (StatusCode::OK, "plain".into())
+    );
+
+    let routes = gw.routes();
+    let accepted = condition(
+        &object(&routes, "BackendTLSPolicy", "secure")["conditions"],
+        "Accepted",
+    )
+    .clone();
+    assert_eq!(accepted["status"], true, "{accepted:#}");
+    let refs = object(&routes, "BackendTLSPolicy", "unchecked")["conditions"].clone();
+    let resolved = condition(&refs, "ResolvedRefs");
+    assert_eq!(
+        (resolved["status"].as_bool(), resolved["reason"].as_str()),
+        (Some(false), Some("InvalidCACertificateRef")),
+        "{refs:#}"
+    );
+    assert!(
+        resolved["message"].as_str().unwrap().contains("no-such-ca"),
+        "{refs:#}"
+    );
+}

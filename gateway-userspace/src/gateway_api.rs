@@ -539,3 +539,53 @@ pub struct UDPRouteSpec {
     #[serde(flatten)]
     pub route: StreamRouteSpec,
 }
+
+/// TLS from the gateway to a Service's pods (v1 since Gateway API v1.4; v1alpha3 before, with
+/// the same fields).
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "BackendTLSPolicy",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTLSPolicySpec {
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetReference>,
+    pub validation: BackendTLSPolicyValidation,
+}
+
+/// A local object a policy applies to (a Service, and optionally one of its ports by name).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTargetReference {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTLSPolicyValidation {
+    #[serde(default)]
+    pub ca_certificate_refs: Vec<LocalObjectReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub well_known_ca_certificates: Option<String>,
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<serde_json::Value>,
+}
+
+/// An object of the policy's own namespace.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct LocalObjectReference {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+}

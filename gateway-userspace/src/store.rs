@@ -11,7 +11,8 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::gateway_api::{
-    GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, TLSRoute, UDPRoute,
+    BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute,
+    TLSRoute, UDPRoute,
 };
 
 /// An object together with where it came from, so that a warning can point at the file.
@@ -48,9 +49,11 @@ pub struct Store {
     pub tcp_routes: Vec<Sourced<TCPRoute>>,
     pub udp_routes: Vec<Sourced<UDPRoute>>,
     pub reference_grants: Vec<Sourced<ReferenceGrant>>,
+    pub backend_tls_policies: Vec<Sourced<BackendTLSPolicy>>,
     /// Read for their labels (Gateway listeners' `allowedRoutes` namespace selectors).
     pub namespaces: Vec<Sourced<Namespace>>,
-    /// The tcp-services and udp-services ConfigMaps (layer 4 ports).
+    /// The tcp-services and udp-services ConfigMaps (layer 4 ports), and the CA bundles of
+    /// BackendTLSPolicies.
     pub config_maps: Vec<Sourced<ConfigMap>>,
 }
 
@@ -70,6 +73,7 @@ pub enum Object {
     TCPRoute(Box<TCPRoute>),
     UDPRoute(Box<UDPRoute>),
     ReferenceGrant(Box<ReferenceGrant>),
+    BackendTLSPolicy(Box<BackendTLSPolicy>),
     Namespace(Box<Namespace>),
     ConfigMap(Box<ConfigMap>),
 }
@@ -91,6 +95,7 @@ impl Object {
             Object::TCPRoute(o) => &o.metadata,
             Object::UDPRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
+            Object::BackendTLSPolicy(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
         }
@@ -113,6 +118,7 @@ impl Object {
             Object::TCPRoute(_) => ("tcproute", true),
             Object::UDPRoute(_) => ("udproute", true),
             Object::ReferenceGrant(_) => ("referencegrant", true),
+            Object::BackendTLSPolicy(_) => ("backendtlspolicy", true),
             Object::Namespace(_) => ("namespace", false),
             Object::ConfigMap(_) => ("configmap", true),
         };
@@ -200,6 +206,9 @@ impl Store {
             Object::TCPRoute(o) => self.tcp_routes.push(Sourced { source, object: *o }),
             Object::UDPRoute(o) => self.udp_routes.push(Sourced { source, object: *o }),
             Object::ReferenceGrant(o) => self.reference_grants.push(Sourced { source, object: *o }),
+            Object::BackendTLSPolicy(o) => self
+                .backend_tls_policies
+                .push(Sourced { source, object: *o }),
             Object::Namespace(o) => self.namespaces.push(Sourced { source, object: *o }),
             Object::ConfigMap(o) => self.config_maps.push(Sourced { source, object: *o }),
         }

@@ -135,6 +135,14 @@ impl Protocol {
     pub fn is_tls(self) -> bool {
         matches!(self, Self::Https | Self::Grpcs)
     }
+
+    /// The same over TLS.
+    pub fn over_tls(self) -> Self {
+        match self {
+            Self::Http | Self::Https => Self::Https,
+            Self::Grpc | Self::Grpcs => Self::Grpcs,
+        }
+    }
 }
 
 /// `proxy-next-upstream` and `proxy-next-upstream-tries`: when a request goes to another

@@ -153,7 +153,7 @@ async fn forward(
     let target = upstream_uri(
         &parts.uri,
         routed.rewritten.as_deref(),
-        policy.protocol,
+        routed.backend.protocol(policy.protocol),
         &parts.headers,
     );
     let feeds = if policy.mirrors.is_empty() {

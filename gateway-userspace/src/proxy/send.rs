@@ -91,8 +91,11 @@ pub async fn send(
                 backend: backend.name(),
             })?
     };
-    let server_name = policy
-        .protocol
+    let protocol = backend.protocol(policy.protocol);
+    let tls = (policy.backend_tls.as_ref())
+        .or(backend.tls.as_ref())
+        .cloned();
+    let server_name = protocol
         .is_tls()
         .then(|| server_name(outgoing.host, policy, first.endpoint));
     let connect_timeout = policy
@@ -126,9 +129,9 @@ pub async fn send(
         };
         let target = Target {
             endpoint,
-            protocol: policy.protocol,
+            protocol,
             server_name: server_name.clone(),
-            tls: policy.backend_tls.clone(),
+            tls: tls.clone(),
             connect_timeout,
         };
         let started = Instant::now();

@@ -11,10 +11,12 @@ use serde::Serialize;
 use regex::Regex;
 
 use crate::cidr::Cidr;
+use crate::policy::Protocol;
 use crate::policy::RoutePolicy;
 use crate::policy::balance::{EndpointLoads, Ring};
 use crate::policy::canary::Canary;
 use crate::tls::CertificateTable;
+use crate::tls::backend::BackendTls;
 use crate::tls::client_auth::ClientAuth;
 
 use crate::warning::Warning;
@@ -274,6 +276,8 @@ pub struct Backend {
     pub load: EndpointLoads,
     /// The hash ring over the endpoints, made on first use (`upstream-hash-by`, affinity).
     ring: OnceLock<Ring>,
+    /// A BackendTLSPolicy's TLS towards this Service port (Gateway API routes).
+    pub tls: Option<Arc<BackendTls>>,
 }
 
 impl Backend {
@@ -287,6 +291,29 @@ impl Backend {
             endpoints,
             next: AtomicUsize::new(0),
             ring: OnceLock::new(),
+            tls: None,
+        }
+    }
+
+    /// The same Service port and endpoints, reached over `tls`.
+    pub fn with_tls(&self, tls: Arc<BackendTls>) -> Self {
+        Self {
+            tls: Some(tls),
+            ..Self::new(
+                &self.namespace,
+                &self.service,
+                &self.port,
+                self.endpoints.clone(),
+            )
+        }
+    }
+
+    /// How a route speaking `protocol` reaches this backend: over TLS where a BackendTLSPolicy
+    /// says so.
+    pub fn protocol(&self, protocol: Protocol) -> Protocol {
+        match self.tls {
+            Some(_) => protocol.over_tls(),
+            None => protocol,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The Kubernetes API as a source: reflectors (list, then watch, re-listed with backoff after
 //! errors, disconnects or 410 Gone) for Ingress, IngressClass, Service, EndpointSlice and Secrets
-//! (TLS and Opaque), the tcp-services and udp-services ConfigMaps by name, and for GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, UDPRoute, ReferenceGrant and Namespace
+//! (TLS and Opaque), the tcp-services and udp-services ConfigMaps by name, and for GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, UDPRoute, ReferenceGrant, BackendTLSPolicy (with the ConfigMaps of its CA bundles) and Namespace
 //! (its labels, for listeners' namespace selectors) where the cluster serves the Gateway API, feeding the same `Store` as the manifests folder. Nothing is handed on
 //! before every kind has completed its first full list; after that, changes are debounced into
 //! one store.
@@ -19,8 +19,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::gateway_api::{
-    GROUP, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, TLSRoute,
-    UDPRoute,
+    BackendTLSPolicy, GROUP, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute,
+    TLSRoute, UDPRoute,
 };
 use crate::store::{Sourced, Store};
 
@@ -61,6 +61,9 @@ struct GatewayReaders {
     tls_routes: Option<Reader<TLSRoute>>,
     tcp_routes: Option<Reader<TCPRoute>>,
     udp_routes: Option<Reader<UDPRoute>>,
+    /// BackendTLSPolicies, and every ConfigMap of the watched namespaces for their CA bundles,
+    /// where the cluster serves BackendTLSPolicy v1 (Gateway API v1.4 and later).
+    backend_tls: Option<(Reader<BackendTLSPolicy>, Reader<ConfigMap>)>,
     /// For listeners' namespace selectors; `None` for a gateway of one namespace (which may
     /// not list namespaces: its selectors admit nothing).
     namespaces: Option<Reader<Namespace>>,
@@ -100,6 +103,10 @@ impl Readers {
                 tls_routes: some(&g.tls_routes),
                 tcp_routes: some(&g.tcp_routes),
                 udp_routes: some(&g.udp_routes),
+                backend_tls_policies: g
+                    .backend_tls
+                    .as_ref()
+                    .map_or_else(Vec::new, |(p, _)| all(p)),
                 namespaces: some(&g.namespaces),
                 ..Store::default()
             },
@@ -111,6 +118,13 @@ impl Readers {
         store.endpoint_slices = all(&self.endpoint_slices);
         store.secrets = self.secrets.iter().flat_map(all).collect();
         store.config_maps = self.config_maps.iter().flat_map(all).collect();
+        if let Some((_, config_maps)) = self
+            .gateway_api
+            .as_ref()
+            .and_then(|g| g.backend_tls.as_ref())
+        {
+            store.config_maps.extend(all(config_maps));
+        }
         store
     }
 }
@@ -179,6 +193,14 @@ impl KubeSource {
                     udp_routes: optional("udproutes").then(|| {
                         reflect(scoped(&client, namespace), config.clone(), changed.clone())
                     }),
+                    backend_tls: optional("backendtlspolicies").then(|| {
+                        let policies = scoped(&client, namespace);
+                        let config_maps = scoped(&client, namespace);
+                        (
+                            reflect(policies, config.clone(), changed.clone()),
+                            reflect(config_maps, config.clone(), changed.clone()),
+                        )
+                    }),
                     namespaces: namespace.is_none().then(|| {
                         reflect(Api::all(client.clone()), config.clone(), changed.clone())
                     }),
@@ -207,6 +229,16 @@ impl KubeSource {
                         ready(&g.tls_routes),
                         ready(&g.tcp_routes),
                         ready(&g.udp_routes),
+                        async {
+                            match &g.backend_tls {
+                                Some((policies, config_maps)) => tokio::try_join!(
+                                    policies.wait_until_ready(),
+                                    config_maps.wait_until_ready()
+                                )
+                                .map(drop),
+                                None => Ok(()),
+                            }
+                        },
                         ready(&g.namespaces),
                     )
                     .map(drop),

@@ -11,6 +11,7 @@ use crate::warning::Warning;
 const GATEWAY_V1: &str = "gateway.networking.k8s.io/v1";
 const GATEWAY_V1BETA1: &str = "gateway.networking.k8s.io/v1beta1";
 const GATEWAY_V1ALPHA2: &str = "gateway.networking.k8s.io/v1alpha2";
+const GATEWAY_V1ALPHA3: &str = "gateway.networking.k8s.io/v1alpha3";
 
 /// Parses every document of one file (multi-document YAML, and `kind: List`). Documents that
 /// cannot be used are left out with a warning; the others are returned.
@@ -88,11 +89,14 @@ fn parse_value(
         (GATEWAY_V1 | GATEWAY_V1BETA1, "ReferenceGrant") => {
             typed(value).map(Object::ReferenceGrant)
         }
+        (GATEWAY_V1 | GATEWAY_V1ALPHA3, "BackendTLSPolicy") => {
+            typed(value).map(Object::BackendTLSPolicy)
+        }
         (
             _,
             "Ingress" | "IngressClass" | "Service" | "EndpointSlice" | "Secret" | "Namespace"
             | "ConfigMap" | "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute"
-            | "TCPRoute" | "UDPRoute" | "ReferenceGrant",
+            | "TCPRoute" | "UDPRoute" | "ReferenceGrant" | "BackendTLSPolicy",
         ) => {
             warnings.push(warn(
                 "apiVersion",
@@ -158,6 +162,7 @@ fn key_of(kind: &str, value: &Value) -> ObjectKey {
         "TCPRoute" => "tcproute",
         "UDPRoute" => "udproute",
         "ReferenceGrant" => "referencegrant",
+        "BackendTLSPolicy" => "backendtlspolicy",
         _ => "object",
     };
     let cluster_scoped = matches!(kind, "ingressclass" | "gatewayclass" | "namespace");

@@ -202,13 +202,25 @@ impl<'a> BackendResolver<'a> {
 
     /// The `appProtocol` of port `port` of Service `namespace/name`, where it has one.
     pub fn app_protocol(&self, namespace: &str, name: &str, port: &PortRef) -> Option<&'a str> {
-        let service: &'a Service = self.service(namespace, name).ok()?;
-        let ports = service.spec.as_ref()?.ports.as_deref()?;
-        ports
-            .iter()
-            .find(|p| port.names(p))?
+        self.service_port(namespace, name, port)?
             .app_protocol
             .as_deref()
+    }
+
+    /// The name of port `port` of Service `namespace/name`, where it has one.
+    pub fn port_name(&self, namespace: &str, name: &str, port: &PortRef) -> Option<&'a str> {
+        self.service_port(namespace, name, port)?.name.as_deref()
+    }
+
+    fn service_port(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: &PortRef,
+    ) -> Option<&'a k8s_openapi::api::core::v1::ServicePort> {
+        let service: &'a Service = self.service(namespace, name).ok()?;
+        let ports = service.spec.as_ref()?.ports.as_deref()?;
+        ports.iter().find(|p| port.names(p))
     }
 
     fn endpoints(

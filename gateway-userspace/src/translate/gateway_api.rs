@@ -3,6 +3,7 @@
 //! HTTPRoutes attached to them, in the precedence the Gateway API defines. Each object gets the
 //! conditions the specification defines (in `/routes`, and on the API server from the leader).
 
+mod backend_tls;
 mod streams;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -101,6 +102,7 @@ pub fn translate<'a>(
 ) -> GatewayTables {
     let grants = Grants::new(&store.reference_grants);
     let mut reports = Vec::new();
+    let mut tls_policies = backend_tls::BackendTlsPolicies::new(store, &mut reports);
     let classes: Vec<&str> = store
         .gateway_classes
         .iter()
@@ -286,14 +288,16 @@ pub fn translate<'a>(
             // A redirect answers by itself: the rule's backends are not used.
             let redirects = matches!(&filters, Ok(f) if f.redirect.is_some());
             let backends = (!redirects).then(|| {
-                backends(
+                let (mut split, h2c) = backends(
                     rule.backend_refs,
                     (route.kind, namespace),
                     &field,
                     &grants,
                     resolver,
                     &mut refs,
-                )
+                );
+                tls_policies.apply(&mut split, resolver, &field, &mut refs);
+                (split, h2c)
             });
             let h2c = backends.as_ref().is_some_and(|(_, h2c)| *h2c);
             let split = backends.map(|(split, _)| Arc::new(split));
