@@ -117,7 +117,7 @@ async fn an_access_rule_that_cannot_be_applied_closes_its_route_only() {
             "denylist-source-range",
             "127.0.0.1/33",
         ),
-        ("auth", "/billing", "auth-url", "http://auth.example/verify"),
+        ("auth", "/billing", "auth-url", "ftp://auth.example/verify"),
     ];
     let mut yaml =
         service("shop", &[web.addr]) + &ingress("shop", Some("shop.test"), "/", "Prefix", "shop");

@@ -297,6 +297,18 @@ pub fn server_config(resolver: Arc<SniResolver>, settings: &TlsSettings) -> Resu
     Ok(config)
 }
 
+/// A certificate (DER) as PEM.
+pub fn pem_of(der: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem + "-----END CERTIFICATE-----\n"
+}
+
 /// `base` with client certificates asked for by `verifier`; its own session cache and ticket
 /// keys where `base` resumes sessions, so that no session crosses between the two.
 pub fn with_client_verifier(

@@ -231,14 +231,7 @@ fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
 
 /// The certificate as PEM, percent-encoded for a header.
 fn escaped_pem(certificate: &CertificateDer<'_>) -> String {
-    use base64::Engine;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(certificate.as_ref());
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in encoded.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
+    let pem = super::pem_of(certificate);
     let mut escaped = String::with_capacity(pem.len() * 2);
     crate::policy::template::escape_into(&pem, &mut escaped);
     escaped

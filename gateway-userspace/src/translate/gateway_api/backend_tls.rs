@@ -211,22 +211,15 @@ fn settings(
 fn system_roots() -> Result<&'static [u8], String> {
     static ROOTS: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
     let roots = ROOTS.get_or_init(|| {
-        use base64::Engine;
         let found = rustls_native_certs::load_native_certs();
         if found.certs.is_empty() {
             return Err("no system CA certificates were found".into());
         }
-        let mut pem = Vec::new();
-        for certificate in found.certs {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(certificate.as_ref());
-            pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
-            for line in encoded.as_bytes().chunks(64) {
-                pem.extend_from_slice(line);
-                pem.push(b'\n');
-            }
-            pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
-        }
-        Ok(pem)
+        Ok(found
+            .certs
+            .iter()
+            .flat_map(|c| crate::tls::pem_of(c).into_bytes())
+            .collect())
     });
     roots.as_deref().map_err(Clone::clone)
 }
