@@ -33,7 +33,7 @@ use crate::snapshot::listener::{
     ValueMatch, WeightedBackend, WeightedBackends,
 };
 use crate::snapshot::{
-    Backend, ListenerKind, ListenerSpec, PathType, Route, RouteIdentity, VirtualHost,
+    Backend, ListenerKind, ListenerSpec, PathType, Route, RouteIdentity, Snapshot, VirtualHost,
 };
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::warning::Warning;
@@ -99,10 +99,11 @@ pub fn translate<'a>(
     options: &GatewayOptions,
     resolver: &mut BackendResolver<'_>,
     tls: &mut TlsBuilder<'a>,
+    previous: &Snapshot,
 ) -> GatewayTables {
     let grants = Grants::new(&store.reference_grants);
     let mut reports = Vec::new();
-    let mut tls_policies = backend_tls::BackendTlsPolicies::new(store, &mut reports);
+    let mut tls_policies = backend_tls::BackendTlsPolicies::new(store, previous, &mut reports);
     let classes: Vec<&str> = store
         .gateway_classes
         .iter()

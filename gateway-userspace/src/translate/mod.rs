@@ -120,8 +120,13 @@ pub fn translate(
         .map(|ingress| table.add_ingress(ingress, &store.ingress_classes, options))
         .collect();
 
-    let gateway =
-        gateway_api::translate(store, &options.gateway, &mut table.resolver, &mut table.tls);
+    let gateway = gateway_api::translate(
+        store,
+        &options.gateway,
+        &mut table.resolver,
+        &mut table.tls,
+        previous,
+    );
 
     let mut warnings = source_warnings;
     warnings.extend(reports.iter().flat_map(|r| r.warnings.iter().cloned()));

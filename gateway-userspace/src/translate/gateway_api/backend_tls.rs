@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use crate::gateway_api::BackendTLSPolicy;
-use crate::snapshot::Backend;
 use crate::snapshot::listener::{Condition, ObjectReport, WeightedBackends};
+use crate::snapshot::{Backend, Snapshot};
 use crate::store::{Sourced, Store, namespace_of};
 use crate::tls::backend::{BackendTls, BackendTlsSettings};
 use crate::translate::backend::{BackendResolver, PortRef};
@@ -32,8 +32,11 @@ pub(super) struct BackendTlsPolicies {
 }
 
 impl BackendTlsPolicies {
-    /// Reads every policy of `store`, with a report of each.
-    pub fn new(store: &Store, reports: &mut Vec<ObjectReport>) -> Self {
+    /// Reads every policy of `store`, with a report of each. A policy made into the same
+    /// settings as one in `previous` (the table served until now) keeps that configuration, and
+    /// with it the pooled connections to its backends.
+    pub fn new(store: &Store, previous: &Snapshot, reports: &mut Vec<ObjectReport>) -> Self {
+        let kept = configurations(previous);
         let mut policies: Vec<&Sourced<BackendTLSPolicy>> =
             store.backend_tls_policies.iter().collect();
         // The oldest policy for a target wins, as for routes.
@@ -47,8 +50,12 @@ impl BackendTlsPolicies {
             let policy = &sourced.object;
             let namespace = namespace_of(&policy.metadata).to_string();
             let name = policy.metadata.name.clone().unwrap_or_default();
-            let applied = settings(store, &namespace, policy)
-                .and_then(|settings| BackendTls::new(settings).map(Arc::new));
+            let applied = settings(store, &namespace, policy).and_then(|settings| {
+                match kept.iter().find(|tls| tls.is_from(&settings)) {
+                    Some(tls) => Ok(tls.clone()),
+                    None => BackendTls::new(settings).map(Arc::new),
+                }
+            });
             let mut conflicted = Vec::new();
             for target in &policy.spec.target_refs {
                 if !target.group.is_empty() || target.kind != "Service" {
@@ -126,6 +133,30 @@ impl BackendTlsPolicies {
             }
         }
     }
+}
+
+/// The policies' client configurations in `snapshot`'s Gateway API routes.
+fn configurations(snapshot: &Snapshot) -> Vec<Arc<BackendTls>> {
+    let mut found: Vec<Arc<BackendTls>> = Vec::new();
+    for table in snapshot.gateway_listeners.values() {
+        let hosts = (table.exact_hosts.values())
+            .chain(table.wildcard_hosts.iter().map(|(_, host)| host))
+            .chain(&table.any_host);
+        let splits = hosts
+            .flat_map(|host| &host.routes)
+            .filter_map(|r| r.split.as_ref());
+        for backend in splits
+            .flat_map(|s| &s.choices)
+            .filter_map(|c| c.backend.as_ref())
+        {
+            if let Some(tls) = &backend.tls
+                && !found.iter().any(|f| Arc::ptr_eq(f, tls))
+            {
+                found.push(tls.clone());
+            }
+        }
+    }
+    found
 }
 
 /// The client configuration a policy asks for.
@@ -260,4 +291,57 @@ fn conditions(
         _ => Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
     };
     vec![accepted, resolved]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::translate::tests::{options, service, store_of};
+
+    /// A Gateway, an HTTPRoute to `web`, a BackendTLSPolicy for `web` and its CA's ConfigMap.
+    fn manifests(hostname: &str) -> String {
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
+        let pem: String = ca
+            .cert
+            .pem()
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect();
+        service("web", 9001)
+            + "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: xdp}\nspec: {controllerName: xdp-gateway.io/gateway-controller}\n---\n\
+               apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: default}\nspec:\n  gatewayClassName: xdp\n  listeners: [{name: web, port: 18080, protocol: HTTP}]\n---\n\
+               apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: app, namespace: default}\nspec:\n  parentRefs: [{name: edge}]\n  rules: [{backendRefs: [{name: web, port: 80}]}]\n---\n"
+            + &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ca, namespace: default}}\ndata:\n  ca.crt: |\n{pem}---\n"
+            )
+            + &format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: web, namespace: default}}\n\
+                 spec:\n  targetRefs: [{{group: \"\", kind: Service, name: web}}]\n  validation:\n    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: ca}}]\n    hostname: {hostname}\n"
+            )
+    }
+
+    fn policy_tls(snapshot: &Snapshot) -> Arc<BackendTls> {
+        configurations(snapshot)
+            .pop()
+            .expect("the route's backend has the policy's TLS")
+    }
+
+    #[test]
+    fn an_unchanged_policy_keeps_its_configuration_across_tables() {
+        let translate = |yaml: &str, previous: &Snapshot| {
+            let store = store_of(yaml);
+            crate::translate::translate(&store, &options(), Vec::new(), previous, SystemTime::now())
+        };
+        let yaml = manifests("web.default.svc");
+        let first = translate(&yaml, &Snapshot::default());
+        let kept = translate(&yaml, &first);
+        assert!(Arc::ptr_eq(&policy_tls(&first), &policy_tls(&kept)));
+        let renamed = translate(
+            &yaml.replace("hostname: web.default.svc", "hostname: other.svc"),
+            &first,
+        );
+        assert!(!Arc::ptr_eq(&policy_tls(&first), &policy_tls(&renamed)));
+    }
 }
