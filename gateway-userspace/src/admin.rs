@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::explain::{self, Explanation, Place, Question};
 use crate::lifecycle::drain::{self, Drain, DrainState};
 use crate::observe::Metrics;
 use crate::publish::RouteTable;
@@ -26,6 +27,8 @@ pub struct Admin {
     pub drain: Arc<Drain>,
     /// The proxy's addresses, for the URLs in the report.
     pub listeners: status::Listeners,
+    /// The port of redirects to HTTPS, for `/explain`.
+    pub https_redirect_port: u16,
 }
 
 impl Admin {
@@ -101,10 +104,54 @@ impl Admin {
                     self.listeners,
                 ))
             }
+            "/explain" => match self.explain(request.uri().query().unwrap_or_default()) {
+                Ok(explanation) => json(&explanation),
+                Err(error) => text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
+            },
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /healthz, /readyz, /routes, /metrics, /bpf/stats\n",
+                "not found: try /healthz, /readyz, /routes, /metrics, /bpf/stats, \
+                 /explain?url=...\n",
             ),
+        }
+    }
+}
+
+impl Admin {
+    /// `/explain?url=URL[&method=M][&header=K:V]...[&from=IP]`: the explanation of one request
+    /// against the table served now.
+    fn explain(&self, query: &str) -> Result<Explanation, String> {
+        let (mut url, mut method, mut headers, mut from) = (None, None, Vec::new(), None);
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "url" => url = Some(value.into_owned()),
+                "method" => method = Some(value.into_owned()),
+                "header" => headers.push(value.into_owned()),
+                "from" if !value.is_empty() => from = Some(value.into_owned()),
+                "from" => {}
+                other => return Err(format!("unknown parameter {other:?}")),
+            }
+        }
+        let url = url.ok_or("the url parameter is required: /explain?url=http://host/path")?;
+        let method = method.unwrap_or_else(|| "GET".into());
+        let question = Question::new(&url, &method, &headers, from.as_deref())?;
+        Ok(explain::explain(
+            &self.table.current(),
+            &self.place(),
+            &question,
+        ))
+    }
+
+    /// Where this gateway serves, as `explain` needs it.
+    pub fn place(&self) -> Place {
+        Place {
+            listeners: self.listeners,
+            fast_path: self
+                .steering
+                .as_ref()
+                .map(|s| s.config().clone())
+                .unwrap_or_default(),
+            https_redirect_port: self.https_redirect_port,
         }
     }
 }

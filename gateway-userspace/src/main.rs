@@ -71,6 +71,9 @@ enum Command {
     /// Validate a manifests folder (or a live cluster) the way `run` would read it: print every
     /// problem with its object and field, and exit with status 1 if there is any.
     Check(CheckArgs),
+    /// Explain where one request would go and why: the listener, the XDP program's verdict on
+    /// its connection, every candidate rule, the policy steps and the endpoint.
+    Explain(ExplainArgs),
     /// Inspect or remove the kernel fast path (its pinned maps and links).
     #[command(subcommand)]
     Bpf(BpfCommand),
@@ -426,6 +429,29 @@ struct RoutesArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct ExplainArgs {
+    /// The request's URL (`http://shop.example.com/cart`, or `http://VIP:PORT/path` with
+    /// `--header Host:name`).
+    url: String,
+    #[arg(long, short = 'X', default_value = "GET")]
+    method: String,
+    /// A request header `Name: value` (repeatable).
+    #[arg(long, short = 'H', value_name = "NAME:VALUE")]
+    header: Vec<String>,
+    /// The client's address, for allow-lists (in the XDP program and the Ingresses).
+    #[arg(long, value_name = "IP")]
+    from: Option<String>,
+    /// Ask a running gateway (its admin address) instead of reading --manifests.
+    #[arg(long, value_name = "ADDR", conflicts_with = "manifests")]
+    admin: Option<SocketAddr>,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Print JSON (the same document as the admin /explain endpoint).
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -463,6 +489,7 @@ fn main() -> Result<ExitCode> {
         }
         Command::Routes(args) => routes(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check(args),
+        Command::Explain(args) => explain(args).map(|()| ExitCode::SUCCESS),
         Command::Bpf(command) => bpf(command).map(|()| ExitCode::SUCCESS),
     }
 }
@@ -558,13 +585,14 @@ async fn run(args: RunArgs) -> Result<()> {
     let access_log = AccessLog::start(&args.access_log, args.access_log_format)
         .with_context(|| format!("cannot open the access log {:?}", args.access_log))?;
     let observer = Arc::new(Observer::new(metrics.clone(), access_log));
+    let https_redirect_port = args.redirect_https_port.unwrap_or(https_address.port());
     let proxy = Arc::new(Proxy::new(
         table.clone(),
         ProxyConfig {
             connect_timeout: Duration::from_secs(args.proxy_connect_timeout),
             read_timeout: Duration::from_secs(args.proxy_read_timeout),
             hsts,
-            https_redirect_port: args.redirect_https_port.unwrap_or(https_address.port()),
+            https_redirect_port,
             client_limits: args.client.limits(),
             accept_proxy_protocol: args.proxy_protocol,
             stream: StreamConfig {
@@ -620,6 +648,7 @@ async fn run(args: RunArgs) -> Result<()> {
             http: http_address,
             https: https_address,
         },
+        https_redirect_port,
     });
     tokio::spawn(admin_server.serve(admin));
     // Accept loops are tasks of the runtime's workers, not of the thread that waits here.
@@ -862,6 +891,43 @@ fn routes(args: RoutesArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+fn explain(args: ExplainArgs) -> Result<()> {
+    let explanation = match args.admin {
+        Some(admin) => gateway::explain::ask_admin(
+            admin,
+            &args.url,
+            &args.method,
+            &args.header,
+            args.from.as_deref(),
+        )?,
+        None => {
+            let question = gateway::explain::Question::new(
+                &args.url,
+                &args.method,
+                &args.header,
+                args.from.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            let snapshot = translate_folder(&args.source, "explain")?;
+            let place = gateway::explain::Place {
+                listeners: Listeners {
+                    http: args.source.http_listen,
+                    https: args.source.https_listen,
+                },
+                fast_path: FastPathConfig::default(),
+                https_redirect_port: args.source.https_listen.port(),
+            };
+            gateway::explain::explain(&snapshot, &place, &question)
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&explanation)?);
+    } else {
+        println!("{explanation}");
     }
     Ok(())
 }

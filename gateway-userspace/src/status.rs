@@ -214,7 +214,8 @@ fn streams(snapshot: &Snapshot, https: SocketAddr) -> Vec<StreamView> {
 }
 
 /// A Gateway API path match type by its own name.
-fn gateway_path_type(route: &Route) -> &'static str {
+/// A Gateway API route's path match type, as the Gateway API names it.
+pub fn gateway_path_type(route: &Route) -> &'static str {
     match (route.path_type, &route.regex) {
         (PathType::Exact, _) => "Exact",
         (_, Some(_)) => "RegularExpression",

@@ -213,6 +213,11 @@ impl Steering {
     }
 
     /// The fast path's counters, when it is on.
+    /// The fast path's flags (`--vip`, `--allow-source`, `--syn-budget`).
+    pub fn config(&self) -> &FastPathConfig {
+        &self.config
+    }
+
     pub fn stats(&self) -> Option<Result<StatsReport>> {
         match &self.mode {
             Mode::Kernel(fast_path) => {

@@ -55,6 +55,71 @@ impl Balance {
     }
 }
 
+/// How an endpoint is chosen for one request, in words, and the endpoint where the request
+/// alone decides it (for `gateway explain`; nothing is counted or remembered).
+pub struct Choice {
+    pub endpoint: Option<SocketAddr>,
+    pub reason: String,
+}
+
+impl Balance {
+    /// Which endpoint of `backend` this request would get, and why.
+    pub fn explain(&self, backend: &Backend, request: &RequestView<'_>) -> Choice {
+        let endpoints = &backend.endpoints;
+        let count = endpoints.len();
+        let choice = |endpoint, reason: String| Choice { endpoint, reason };
+        if endpoints.is_empty() {
+            return choice(None, "no ready endpoint".into());
+        }
+        match self {
+            Self::RoundRobin => choice(
+                backend.peek_next_endpoint(),
+                format!("round robin over {count} endpoints: this is the next one"),
+            ),
+            Self::Ewma => choice(
+                None,
+                format!(
+                    "load-balance ewma: the faster of two of the {count} endpoints taken at \
+                     random, by moving average latency"
+                ),
+            ),
+            Self::Hash(key) => {
+                let value = key.render(request);
+                let index = backend.ring().lookup(fnv1a(value.as_bytes()));
+                choice(
+                    Some(endpoints[index]),
+                    format!("upstream-hash-by: the key {value:?} hashes to this endpoint"),
+                )
+            }
+            Self::Cookie(affinity) => {
+                let presented = cookie(request.headers, &affinity.cookie);
+                match affinity.pick_presented(backend, presented) {
+                    Some(endpoint) => choice(
+                        Some(endpoint),
+                        format!(
+                            "affinity: the cookie {}={} keeps the client on this endpoint",
+                            affinity.cookie,
+                            presented.unwrap_or_default()
+                        ),
+                    ),
+                    None => choice(
+                        None,
+                        format!(
+                            "affinity: no valid {} cookie: a new session is placed ({}) and \
+                             the cookie set",
+                            affinity.cookie,
+                            match affinity.mode {
+                                AffinityMode::Balanced => "at random on the hash ring",
+                                AffinityMode::Persistent => "by round robin",
+                            }
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+}
+
 /// 64-bit FNV-1a with a final avalanche (MurmurHash3's fmix64): stable across processes and
 /// versions, so hashing agrees after a restart, and keys that differ in one character (such
 /// as `/item/1` and `/item/2`) land far apart on the ring.
@@ -222,6 +287,11 @@ pub enum AffinityMode {
     Persistent,
 }
 
+/// The session id that names `endpoint` in persistent affinity cookies.
+fn endpoint_id(endpoint: SocketAddr) -> String {
+    format!("{:016x}", fnv1a(endpoint.to_string().as_bytes()))
+}
+
 /// A cookie name: an RFC 6265 token.
 pub fn is_cookie_name(name: &str) -> bool {
     !name.is_empty()
@@ -233,44 +303,46 @@ pub fn is_cookie_name(name: &str) -> bool {
 
 impl Affinity {
     fn pick(&self, backend: &Backend, request: &RequestView<'_>) -> Option<Pick> {
-        let endpoints = &backend.endpoints;
-        let presented = cookie(request.headers, &self.cookie)
-            .filter(|v| v.len() == 16 && v.bytes().all(|b| b.is_ascii_hexdigit()));
-        match self.mode {
+        let presented = cookie(request.headers, &self.cookie);
+        if let Some(endpoint) = self.pick_presented(backend, presented) {
+            return Some(Pick {
+                endpoint,
+                set_cookie: None,
+            });
+        }
+        let (endpoint, id) = match self.mode {
             AffinityMode::Persistent => {
-                let kept = presented.and_then(|id| {
-                    endpoints
-                        .iter()
-                        .find(|e| format!("{:016x}", fnv1a(e.to_string().as_bytes())) == id)
-                });
-                if let Some(endpoint) = kept {
-                    return Some(Pick {
-                        endpoint: *endpoint,
-                        set_cookie: None,
-                    });
-                }
                 let endpoint = backend.next_endpoint()?;
-                let id = format!("{:016x}", fnv1a(endpoint.to_string().as_bytes()));
-                Some(Pick {
-                    endpoint,
-                    set_cookie: self.set_cookie(&id),
-                })
+                (endpoint, endpoint_id(endpoint))
             }
             AffinityMode::Balanced => {
-                let (id, set_cookie) = match presented {
-                    Some(id) => (id.to_string(), None),
-                    None => {
-                        let id = format!("{:016x}", crate::random::next_u64());
-                        let set = self.set_cookie(&id);
-                        (id, set)
-                    }
-                };
-                let index = backend.ring().lookup(fnv1a(id.as_bytes()));
-                Some(Pick {
-                    endpoint: endpoints[index],
-                    set_cookie,
-                })
+                let id = format!("{:016x}", crate::random::next_u64());
+                let endpoint = *backend
+                    .endpoints
+                    .get(backend.ring().lookup(fnv1a(id.as_bytes())))?;
+                (endpoint, id)
             }
+        };
+        Some(Pick {
+            endpoint,
+            set_cookie: self.set_cookie(&id),
+        })
+    }
+
+    /// The endpoint a well-formed session cookie keeps the client on: in persistent mode, the
+    /// endpoint it names while it is still there; in balanced mode, its place on the ring.
+    fn pick_presented(&self, backend: &Backend, presented: Option<&str>) -> Option<SocketAddr> {
+        let id = presented.filter(|v| v.len() == 16 && v.bytes().all(|b| b.is_ascii_hexdigit()))?;
+        match self.mode {
+            AffinityMode::Persistent => backend
+                .endpoints
+                .iter()
+                .copied()
+                .find(|e| endpoint_id(*e) == id),
+            AffinityMode::Balanced => backend
+                .endpoints
+                .get(backend.ring().lookup(fnv1a(id.as_bytes())))
+                .copied(),
         }
     }
 

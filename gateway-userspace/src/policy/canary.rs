@@ -33,28 +33,60 @@ pub enum HeaderMatch {
     Pattern(Regex),
 }
 
+/// What decides whether a request goes to the canary, in ingress-nginx's precedence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CanaryDecision {
+    /// The canary header's value decided (`true`: to the canary).
+    Header(bool),
+    /// The canary cookie's value (`always` or `never`) decided.
+    Cookie(bool),
+    /// Neither did: `weight` requests out of `total` go to the canary, at random.
+    Weight { weight: u32, total: u32 },
+}
+
 impl Canary {
     /// Whether this request goes to the canary.
     pub fn chosen(&self, headers: &HeaderMap) -> bool {
+        match self.decide(headers) {
+            CanaryDecision::Header(chosen) | CanaryDecision::Cookie(chosen) => chosen,
+            CanaryDecision::Weight { weight, total } => {
+                weight > 0 && crate::random::below(u64::from(total)) < u64::from(weight)
+            }
+        }
+    }
+
+    /// What decides for a request with these headers.
+    pub fn decide(&self, headers: &HeaderMap) -> CanaryDecision {
         if let Some((name, matcher)) = &self.by_header
             && let Some(value) = headers.get(name).and_then(|v| v.to_str().ok())
         {
             match matcher {
-                HeaderMatch::AlwaysNever if value == "always" => return true,
-                HeaderMatch::AlwaysNever if value == "never" => return false,
-                HeaderMatch::Value(wanted) if value == wanted => return true,
-                HeaderMatch::Pattern(pattern) if pattern.is_match(value) => return true,
+                HeaderMatch::AlwaysNever if value == "always" => {
+                    return CanaryDecision::Header(true);
+                }
+                HeaderMatch::AlwaysNever if value == "never" => {
+                    return CanaryDecision::Header(false);
+                }
+                HeaderMatch::Value(wanted) if value == wanted => {
+                    return CanaryDecision::Header(true);
+                }
+                HeaderMatch::Pattern(pattern) if pattern.is_match(value) => {
+                    return CanaryDecision::Header(true);
+                }
                 _ => {}
             }
         }
         if let Some(name) = &self.by_cookie {
             match cookie(headers, name) {
-                Some("always") => return true,
-                Some("never") => return false,
+                Some("always") => return CanaryDecision::Cookie(true),
+                Some("never") => return CanaryDecision::Cookie(false),
                 _ => {}
             }
         }
-        self.weight > 0 && crate::random::below(u64::from(self.total)) < u64::from(self.weight)
+        CanaryDecision::Weight {
+            weight: self.weight,
+            total: self.total,
+        }
     }
 }
 

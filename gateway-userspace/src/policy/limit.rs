@@ -88,6 +88,33 @@ impl Limits {
             && self.exempt == other.exempt
     }
 
+    /// The limits in words, for `gateway explain` (`client` is exempt when listed).
+    pub fn describe(&self, client: Option<IpAddr>) -> String {
+        if let Some(client) = client
+            && let Some(exempt) = self.exempt.iter().find(|c| c.contains(client))
+        {
+            return format!("{client} is exempt (limit-whitelist {exempt})");
+        }
+        let mut parts = Vec::new();
+        if let Some(rate) = self.per_second {
+            parts.push(format!(
+                "{} requests/s, burst {}",
+                rate.per_second, rate.burst
+            ));
+        }
+        if let Some(rate) = self.per_minute {
+            let per_minute = rate.per_second * 60.0;
+            parts.push(format!(
+                "{per_minute:.0} requests/min, burst {}",
+                rate.burst
+            ));
+        }
+        if let Some(connections) = self.connections {
+            parts.push(format!("{connections} requests in progress"));
+        }
+        format!("per client address: {}; beyond them 503", parts.join(", "))
+    }
+
     fn shard(&self, client: IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Client>> {
         let index = self.hasher.hash_one(client) as usize % SHARDS;
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())

@@ -31,6 +31,19 @@ pub use limit::Limits;
 pub use mirror::{Mirror, MirrorTo};
 pub use rewrite::Rewrite;
 
+/// Where ACME HTTP-01 challenges are answered: never redirected, so certificates can be issued
+/// for hosts that already redirect (as in ingress-nginx).
+pub const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+/// Where a plain-HTTP request for `host` and `target` (path and query) is redirected on a TLS
+/// host: HTTPS on `port` (left out when it is 443).
+pub fn https_location(port: u16, host: &str, target: &str) -> String {
+    match port {
+        443 => format!("https://{host}{target}"),
+        port => format!("https://{host}:{port}{target}"),
+    }
+}
+
 /// The policy of one Ingress's routes. The default is plain proxying.
 #[derive(Debug, Default)]
 pub struct RoutePolicy {
@@ -85,6 +98,25 @@ pub struct RoutePolicy {
 }
 
 impl RoutePolicy {
+    /// The path and query the backend is sent, when `rewrite-target` (with the captures of
+    /// the route's `regex`) or a Gateway API `URLRewrite` changes them.
+    pub fn rewritten_target(
+        &self,
+        regex: Option<&regex::Regex>,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<String> {
+        if let Some(rewrite) = &self.rewrite {
+            let captures = regex.and_then(|r| r.captures(path));
+            return Some(rewrite.apply(captures.as_ref(), query));
+        }
+        let path = self.path_rewrite.as_ref()?.apply(path);
+        Some(match query {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        })
+    }
+
     /// The policy of routes no annotation shapes, shared by all of them.
     pub fn plain() -> Arc<RoutePolicy> {
         static PLAIN: std::sync::LazyLock<Arc<RoutePolicy>> =

@@ -19,13 +19,9 @@ use crate::lifecycle::DrainState;
 use crate::normalize::PathError;
 use crate::observe::{Exchange, ObservedBody, request_id};
 use crate::policy::template::RequestView;
-use crate::policy::{Cors, Protocol, RoutePolicy};
+use crate::policy::{ACME_CHALLENGE, Cors, Protocol, RoutePolicy, https_location};
 use crate::snapshot::{Backend, normalize_host};
 use crate::tls::client_auth::Refusal;
-
-/// Where ACME HTTP-01 challenges are answered: never redirected, so certificates can be issued
-/// for hosts that already redirect (as in ingress-nginx).
-const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
@@ -417,18 +413,8 @@ fn route(
     {
         backend = fallback.clone();
     }
-    let rewritten = policy.rewrite.as_ref().map(|rewrite| {
-        let regex = found.route.and_then(|r| r.regex.as_ref());
-        let captures = regex.and_then(|r| r.captures(path));
-        rewrite.apply(captures.as_ref(), uri.query())
-    });
-    let rewritten = rewritten.or_else(|| {
-        let path = policy.path_rewrite.as_ref()?.apply(path);
-        Some(match uri.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path,
-        })
-    });
+    let regex = found.route.and_then(|r| r.regex.as_ref());
+    let rewritten = policy.rewritten_target(regex, path, uri.query());
     Ok(Ok(Routed {
         backend,
         add_hsts: connection.scheme == "https" && found.tls_host,
@@ -527,14 +513,10 @@ fn redirect_to_https(
     host_name: &str,
     uri: &Uri,
 ) -> Response<ProxyBody> {
-    let port = match proxy.config.https_redirect_port {
-        443 => String::new(),
-        port => format!(":{port}"),
-    };
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let location = format!(
-        "https://{}{port}{target}",
-        host_or_address(connection, host_name)
+    let location = https_location(
+        proxy.config.https_redirect_port,
+        &host_or_address(connection, host_name),
+        uri.path_and_query().map_or("/", |p| p.as_str()),
     );
     match HeaderValue::from_str(&location) {
         Ok(location) => redirect_to(StatusCode::PERMANENT_REDIRECT, location),

@@ -13,7 +13,7 @@ use regex::Regex;
 
 use serde::Serialize;
 
-use super::{Backend, RouteMatch, VirtualHost};
+use super::{Backend, HostMatch, RouteMatch, VirtualHost};
 use crate::gateway_api::ParentReference;
 use crate::policy::RoutePolicy;
 
@@ -54,6 +54,28 @@ impl ValueMatch {
 }
 
 impl MatchConditions {
+    /// The conditions in words (`method GET, header x-env = canary`).
+    pub fn describe(&self) -> String {
+        let value = |wanted: &ValueMatch| match wanted {
+            ValueMatch::Exact(text) => format!("= {text:?}"),
+            ValueMatch::Regex(regex) => format!("~ /{}/", regex.as_str()),
+        };
+        let method = self.method.iter().map(|m| format!("method {m}"));
+        let headers = self
+            .headers
+            .iter()
+            .map(|(name, wanted)| format!("header {name} {}", value(wanted)));
+        let query = self
+            .query
+            .iter()
+            .map(|(name, wanted)| format!("query {name} {}", value(wanted)));
+        method
+            .chain(headers)
+            .chain(query)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Whether a request with this method, these headers and this query string satisfies
     /// every condition. Header names were lower-cased when the table was made; a header that
     /// appears more than once is matched on its values joined by `,`.
@@ -165,37 +187,40 @@ impl ListenerTable {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Option<RouteMatch<'_>> {
-        let exact = self.exact_hosts.get(host);
+        self.covering_hosts(host).find_map(|(_, vhost)| {
+            let route = vhost.routes.iter().find(|route| {
+                route.matches(path)
+                    && route
+                        .conditions
+                        .as_ref()
+                        .is_none_or(|c| c.hold(method, headers, query))
+            })?;
+            Some(RouteMatch {
+                backend: &route.backend,
+                route: Some(route),
+                https_redirect: false,
+                // HSTS on a Gateway's routes is theirs to ask for (a response header).
+                tls_host: false,
+                identity: &route.identity,
+            })
+        })
+    }
+
+    /// The virtual hosts whose names cover `host`, most specific first: the exact name, the
+    /// wildcards (longest suffix first), then the rules without a host.
+    pub fn covering_hosts(&self, host: &str) -> impl Iterator<Item = (HostMatch, &VirtualHost)> {
+        let exact = self.exact_hosts.get(host).map(|v| (HostMatch::Exact, v));
         let wildcards = self
             .wildcard_hosts
             .iter()
-            .filter(|(suffix, _)| {
+            .filter(move |(suffix, _)| {
                 host.len() > suffix.len() + 1
                     && host.ends_with(suffix.as_str())
                     && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
             })
-            .map(|(_, vhost)| vhost);
-        exact
-            .into_iter()
-            .chain(wildcards)
-            .chain(self.any_host.as_ref())
-            .find_map(|vhost| {
-                let route = vhost.routes.iter().find(|route| {
-                    route.matches(path)
-                        && route
-                            .conditions
-                            .as_ref()
-                            .is_none_or(|c| c.hold(method, headers, query))
-                })?;
-                Some(RouteMatch {
-                    backend: &route.backend,
-                    route: Some(route),
-                    https_redirect: false,
-                    // HSTS on a Gateway's routes is theirs to ask for (a response header).
-                    tls_host: false,
-                    identity: &route.identity,
-                })
-            })
+            .map(|(_, vhost)| (HostMatch::Wildcard, vhost));
+        let any = self.any_host.as_ref().map(|v| (HostMatch::AnyHost, v));
+        exact.into_iter().chain(wildcards).chain(any)
     }
 
     /// Every virtual host, most specific first (for reports).

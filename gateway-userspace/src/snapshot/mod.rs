@@ -336,6 +336,14 @@ impl Backend {
         Some(self.endpoints[turn % self.endpoints.len()])
     }
 
+    /// The endpoint round robin gives next, without taking the turn.
+    pub fn peek_next_endpoint(&self) -> Option<SocketAddr> {
+        let turn = self.next.load(Ordering::Relaxed);
+        self.endpoints
+            .get(turn % self.endpoints.len().max(1))
+            .copied()
+    }
+
     /// `namespace/service:port`, for logs and error pages.
     pub fn name(&self) -> String {
         format!("{}/{}:{}", self.namespace, self.service, self.port)
@@ -345,6 +353,14 @@ impl Backend {
     pub fn upstream_name(&self) -> String {
         format!("{}-{}-{}", self.namespace, self.service, self.port)
     }
+}
+
+/// How a virtual host's name covers a request's host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum HostMatch {
+    Exact,
+    Wildcard,
+    AnyHost,
 }
 
 /// The answer to "where does this request go".
@@ -403,8 +419,6 @@ impl Snapshot {
         self.exact_hosts.get(host)?.www_redirect.as_deref()
     }
 
-    /// The virtual host that serves `host` (already normalized): exact name first, then a
-    /// wildcard covering exactly one more label, then the rules without a host.
     /// The client certificate rules of `host`, if it has any.
     pub fn client_auth(&self, host: &str) -> Option<&Arc<ClientAuth>> {
         if !self.has_client_auth {
@@ -413,17 +427,23 @@ impl Snapshot {
         self.virtual_host(host)?.client_auth.as_ref()
     }
 
+    /// The virtual host that serves `host` (already normalized): the most specific that covers
+    /// it. Ingress rules of a less specific host are never tried.
     fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
-        if let Some(vhost) = self.exact_hosts.get(host) {
-            return Some(vhost);
-        }
-        if let Some((label, suffix)) = host.split_once('.')
-            && !label.is_empty()
-            && let Some(vhost) = self.wildcard_hosts.get(suffix)
-        {
-            return Some(vhost);
-        }
-        self.any_host.as_ref()
+        self.covering_hosts(host).next().map(|(_, vhost)| vhost)
+    }
+
+    /// The virtual hosts whose names cover `host`, most specific first: the exact name, a
+    /// wildcard covering exactly one more label, then the rules without a host.
+    pub fn covering_hosts(&self, host: &str) -> impl Iterator<Item = (HostMatch, &VirtualHost)> {
+        let exact = self.exact_hosts.get(host).map(|v| (HostMatch::Exact, v));
+        let wildcard = host
+            .split_once('.')
+            .filter(|(label, _)| !label.is_empty())
+            .and_then(|(_, suffix)| self.wildcard_hosts.get(suffix))
+            .map(|v| (HostMatch::Wildcard, v));
+        let any = self.any_host.as_ref().map(|v| (HostMatch::AnyHost, v));
+        exact.into_iter().chain(wildcard).chain(any)
     }
 
     /// Every virtual host, exact names first, in name order (for reports).

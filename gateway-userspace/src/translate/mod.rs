@@ -955,4 +955,4 @@ impl TableBuilder<'_> {
 #[cfg(test)]
 mod annotation_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -17,7 +17,7 @@ pub(super) fn options() -> TranslateOptions {
 }
 
 /// A Service `name` with port 80 named `http` and one ready endpoint 127.0.0.1:`target`.
-pub(super) fn service(name: &str, target: u16) -> String {
+pub(crate) fn service(name: &str, target: u16) -> String {
     format!(
         r#"
 apiVersion: v1
@@ -56,7 +56,7 @@ pub(super) fn store_of(yaml: &str) -> Store {
     store
 }
 
-pub(super) fn snapshot_of(yaml: &str) -> Snapshot {
+pub(crate) fn snapshot_of(yaml: &str) -> Snapshot {
     let (store, warnings) = parsed(yaml);
     translate(
         &store,
