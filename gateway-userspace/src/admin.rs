@@ -1,4 +1,5 @@
-//! The admin listener: liveness, readiness, the routes report and metrics.
+//! The admin listener: liveness, readiness, the routes report, metrics, `/explain` and the
+//! console.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::console::{self, Console};
 use crate::explain::{self, Explanation, Place, Question};
 use crate::lifecycle::drain::{self, Drain, DrainState};
 use crate::observe::Metrics;
@@ -25,10 +27,10 @@ pub struct Admin {
     pub table: Arc<RouteTable>,
     pub metrics: Arc<Metrics>,
     pub drain: Arc<Drain>,
-    /// The proxy's addresses, for the URLs in the report.
-    pub listeners: status::Listeners,
-    /// The port of redirects to HTTPS, for `/explain`.
-    pub https_redirect_port: u16,
+    /// Where the gateway serves (the URLs in the report, `/explain`).
+    pub place: Place,
+    /// The web console, unless `--console off`.
+    pub console: Option<Arc<Console>>,
 }
 
 impl Admin {
@@ -41,9 +43,17 @@ impl Admin {
             let admin = self.clone();
             let server = server.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| {
+                let service = service_fn(move |request: Request<Incoming>| {
                     let admin = admin.clone();
-                    async move { Ok::<_, std::convert::Infallible>(admin.answer(&request)) }
+                    async move {
+                        let response = match &admin.console {
+                            Some(console) if console::is_console_path(request.uri().path()) => {
+                                console.answer(request).await
+                            }
+                            _ => admin.answer(&request),
+                        };
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
                 });
                 let _ = server.serve_connection(TokioIo::new(stream), service).await;
             });
@@ -101,7 +111,7 @@ impl Admin {
                 json(&status::report(
                     &snapshot,
                     self.table.generation(),
-                    self.listeners,
+                    self.place.listeners,
                 ))
             }
             "/explain" => match self.explain(request.uri().query().unwrap_or_default()) {
@@ -137,22 +147,9 @@ impl Admin {
         let question = Question::new(&url, &method, &headers, from.as_deref())?;
         Ok(explain::explain(
             &self.table.current(),
-            &self.place(),
+            &self.place,
             &question,
         ))
-    }
-
-    /// Where this gateway serves, as `explain` needs it.
-    pub fn place(&self) -> Place {
-        Place {
-            listeners: self.listeners,
-            fast_path: self
-                .steering
-                .as_ref()
-                .map(|s| s.config().clone())
-                .unwrap_or_default(),
-            https_redirect_port: self.https_redirect_port,
-        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod bpf;
 
 pub mod cidr;
 pub mod cluster;
+pub mod console;
 pub mod explain;
 pub mod gateway_api;
 pub mod gateway_status;

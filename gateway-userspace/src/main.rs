@@ -17,6 +17,7 @@ use gateway::bpf::plan::{FastPathConfig, SynBudget};
 use gateway::bpf::{AttachMode, BpfSettings};
 use gateway::cidr::CidrList;
 use gateway::cluster::{ClusterWriter, PublishedAddress};
+use gateway::console::{Console, Writer};
 use gateway::lifecycle::{Drain, Sockets, handoff};
 use gateway::observe::metrics::Controller;
 use gateway::observe::{AccessLog, LogFormat, LogTarget, Metrics, Observer};
@@ -149,6 +150,12 @@ struct SourceArgs {
 
 fn parse_service_url(text: &str) -> Result<ServiceUrl, String> {
     ServiceUrl::parse(text).map_err(|e| format!("{text:?} {e}"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ConsoleChoice {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -307,9 +314,20 @@ struct RunArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "xdp-gateway-leader")]
     election_id: String,
-    /// Where /healthz, /readyz, /routes and /metrics are served.
+    /// Where /healthz, /readyz, /routes, /metrics, /explain and the console are served.
     #[arg(long, default_value = "127.0.0.1:9180")]
     admin_listen: SocketAddr,
+    /// The web console on the admin listener (`/`).
+    #[arg(long, value_enum, default_value_t = ConsoleChoice::On)]
+    console: ConsoleChoice,
+    /// The token that lets the console change routes (at least 16 characters); without it the
+    /// console is read-only.
+    #[arg(long, value_name = "FILE")]
+    console_token_file: Option<PathBuf>,
+    /// With --kubernetes: the console may create, change and delete Ingresses through the API
+    /// server (needs deploy/kubernetes/console-rbac.yaml).
+    #[arg(long)]
+    console_write: bool,
     /// Where access log lines go: `-` (standard output), `off`, or a file (appended).
     #[arg(long, default_value = "-", value_name = "-|off|FILE")]
     access_log: LogTarget,
@@ -518,7 +536,19 @@ async fn run(args: RunArgs) -> Result<()> {
         // The published Service then only gives Ingress status its addresses.
         options.publish_service = None;
     }
+    if args.cluster.kubernetes {
+        options.classes.serve_classless = args.cluster.watch_ingress_without_class;
+    }
+    let console_options = options.clone();
     let table = Arc::new(RouteTable::default());
+    if args.console == ConsoleChoice::On {
+        table.keep_sources();
+    }
+    let console_token = args
+        .console_token_file
+        .as_deref()
+        .map(gateway::console::Token::read)
+        .transpose()?;
 
     let default_files = args
         .default_cert
@@ -551,11 +581,11 @@ async fn run(args: RunArgs) -> Result<()> {
             let mut manifests = ManifestDir::new(folder);
             manifests.rescan();
             let (store, warnings) = manifests.store();
-            table.apply(&store, &options, warnings);
+            table.apply(Arc::new(store), &options, warnings);
             release_garbage();
             let watcher_table = table.clone();
             tokio::spawn(manifests.watch(move |store, warnings| {
-                watcher_table.apply(&store, &options, warnings);
+                watcher_table.apply(Arc::new(store), &options, warnings);
                 release_garbage();
             }));
         }
@@ -639,16 +669,33 @@ async fn run(args: RunArgs) -> Result<()> {
     steering.sync(&table.current());
     tokio::spawn(steering.clone().follow(table.clone()));
 
+    let listeners = Listeners {
+        http: http_address,
+        https: https_address,
+    };
+    let place = gateway::explain::Place {
+        listeners,
+        fast_path: steering.config().clone(),
+        https_redirect_port,
+    };
+    let console = match args.console {
+        ConsoleChoice::Off => None,
+        ConsoleChoice::On => Some(Arc::new(Console {
+            table: table.clone(),
+            steering: Some(steering.clone()),
+            place: place.clone(),
+            options: console_options,
+            writer: console_writer(&args).await?,
+            token: console_token,
+        })),
+    };
     let admin_server = Arc::new(Admin {
         steering: Some(steering),
         table,
         metrics,
         drain: drain.clone(),
-        listeners: Listeners {
-            http: http_address,
-            https: https_address,
-        },
-        https_redirect_port,
+        place,
+        console,
     });
     tokio::spawn(admin_server.serve(admin));
     // Accept loops are tasks of the runtime's workers, not of the thread that waits here.
@@ -730,9 +777,8 @@ async fn stop(args: &RunArgs, drain: &Drain, sockets: &Arc<Sockets>) -> Result<(
 async fn start_kubernetes(
     args: &RunArgs,
     table: Arc<RouteTable>,
-    mut options: TranslateOptions,
+    options: TranslateOptions,
 ) -> Result<()> {
-    options.classes.serve_classless = args.cluster.watch_ingress_without_class;
     let client = gateway::source::kube::client(args.cluster.kubeconfig.as_deref())
         .await
         .context("connecting to the Kubernetes API")?;
@@ -766,9 +812,10 @@ async fn start_kubernetes(
         .kube_source(args.cluster.watch_namespace.clone());
     let watched_table = table.clone();
     tokio::spawn(source.watch(client, move |store| {
-        watched_table.apply(&store, &options, Vec::new());
+        let store = Arc::new(store);
+        watched_table.apply(store.clone(), &options, Vec::new());
         release_garbage();
-        latest.send_replace(Some(Arc::new(store)));
+        latest.send_replace(Some(store));
     }));
     // Status follows every table, and catches up when this replica becomes the leader.
     tokio::spawn(async move {
@@ -781,6 +828,23 @@ async fn start_kubernetes(
         }
     });
     Ok(())
+}
+
+/// Where the console's changes go: the manifests folder, or the API server with
+/// --console-write.
+async fn console_writer(args: &RunArgs) -> Result<Writer> {
+    Ok(match (&args.source.manifests, args.console_write) {
+        (Some(folder), _) => Writer::Folder(folder.clone()),
+        (None, true) => Writer::Cluster(
+            gateway::source::kube::client(args.cluster.kubeconfig.as_deref())
+                .await
+                .context("connecting to the Kubernetes API for the console")?,
+        ),
+        (None, false) => Writer::ReadOnly(
+            "the console changes a cluster's Ingresses only with --console-write (and the RBAC \
+             of deploy/kubernetes/console-rbac.yaml)",
+        ),
+    })
 }
 
 fn listen(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::watch;
 
@@ -24,6 +24,9 @@ pub struct RouteTable {
     published: watch::Sender<u64>,
     /// How long each `apply` took (translate and publish), in seconds.
     pub apply_seconds: Histogram,
+    /// The objects of the last table applied, when the console asked to keep them.
+    sources: ArcSwapOption<Store>,
+    keep_sources: AtomicBool,
 }
 
 impl Default for RouteTable {
@@ -35,6 +38,8 @@ impl Default for RouteTable {
             published: watch::Sender::new(0),
             // 100 µs to 1.6 s: from a handful of routes to tens of thousands.
             apply_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
+            sources: ArcSwapOption::empty(),
+            keep_sources: AtomicBool::new(false),
         }
     }
 }
@@ -47,11 +52,16 @@ impl RouteTable {
 
     /// Translates `store` against the table served now (whose certificates it may keep) and
     /// publishes the result.
-    pub fn apply(&self, store: &Store, options: &TranslateOptions, source_warnings: Vec<Warning>) {
+    pub fn apply(
+        &self,
+        store: Arc<Store>,
+        options: &TranslateOptions,
+        source_warnings: Vec<Warning>,
+    ) {
         let started = std::time::Instant::now();
         let previous = self.current();
         let next = translate(
-            store,
+            &store,
             options,
             source_warnings,
             &previous,
@@ -60,6 +70,20 @@ impl RouteTable {
         drop(previous);
         self.publish(next);
         self.apply_seconds.observe(started.elapsed().as_secs_f64());
+        if self.keep_sources.load(Ordering::Relaxed) {
+            self.sources.store(Some(store));
+        }
+    }
+
+    /// Keeps the objects of every table applied from now on (the console reads them); without
+    /// it they are dropped once translated.
+    pub fn keep_sources(&self) {
+        self.keep_sources.store(true, Ordering::Relaxed);
+    }
+
+    /// The objects of the last table applied, if they are kept.
+    pub fn sources(&self) -> Option<Arc<Store>> {
+        self.sources.load_full()
     }
 
     /// Makes `snapshot` the table that new requests are routed with, logging the warnings that

@@ -41,7 +41,7 @@ pub struct IngressView<'a> {
 }
 
 /// One line of the effective table.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct RouteView {
     pub host: String,
     pub path: String,
@@ -81,7 +81,7 @@ pub struct StreamView {
 }
 
 /// A backend and its ready endpoints.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct BackendView {
     pub namespace: String,
     pub service: String,

@@ -218,6 +218,19 @@ impl Steering {
         &self.config
     }
 
+    /// The interfaces XDP is attached to and the mode each got (`native`, `generic`); empty
+    /// when listeners are bound directly.
+    pub fn attached(&self) -> Vec<(String, &'static str)> {
+        match &self.mode {
+            Mode::Kernel(fast_path) => fast_path
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .attached
+                .clone(),
+            Mode::Direct => Vec::new(),
+        }
+    }
+
     pub fn stats(&self) -> Option<Result<StatsReport>> {
         match &self.mode {
             Mode::Kernel(fast_path) => {
