@@ -69,11 +69,22 @@ impl Admin {
             "/readyz" if self.drain.state() != DrainState::Serving => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n")
             }
-            "/readyz" if self.table.is_ready() => text(StatusCode::OK, "ready\n"),
-            "/readyz" => text(
+            "/readyz" if !self.table.is_ready() => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: no route table yet\n",
             ),
+            "/readyz"
+                if self
+                    .steering
+                    .as_ref()
+                    .is_some_and(|s| s.synced_generation() == 0) =>
+            {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: the listeners of the first route table are not in place yet\n",
+                )
+            }
+            "/readyz" => text(StatusCode::OK, "ready\n"),
             "/bpf/stats" => match self.steering.as_ref().and_then(|s| s.stats()) {
                 Some(Ok(report)) => json(&report),
                 Some(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}\n")),

@@ -68,11 +68,12 @@ impl RouteTable {
             SystemTime::now(),
         );
         drop(previous);
-        self.publish(next);
-        self.apply_seconds.observe(started.elapsed().as_secs_f64());
+        // Before publishing: whoever is woken by the new generation reads its objects.
         if self.keep_sources.load(Ordering::Relaxed) {
             self.sources.store(Some(store));
         }
+        self.publish(next);
+        self.apply_seconds.observe(started.elapsed().as_secs_f64());
     }
 
     /// Keeps the objects of every table applied from now on (the console reads them); without

@@ -4,6 +4,7 @@
 //! address (no packet's destination) are bound directly either way.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -29,6 +30,7 @@ pub struct Steering {
     acceptor: TlsAcceptor,
     /// Listeners bound directly, each served by its own task.
     bound: Mutex<HashMap<ListenerSpec, JoinHandle<()>>>,
+    synced: AtomicU64,
 }
 
 enum Mode {
@@ -87,6 +89,7 @@ impl Steering {
             proxy,
             acceptor,
             bound: Mutex::default(),
+            synced: AtomicU64::new(0),
         };
         let Some(bpf) = bpf else {
             return direct(config, proxy, acceptor, sockets);
@@ -130,6 +133,7 @@ impl Steering {
             proxy,
             acceptor,
             bound: Mutex::default(),
+            synced: AtomicU64::new(0),
         }
     }
 
@@ -213,6 +217,12 @@ impl Steering {
     }
 
     /// The fast path's counters, when it is on.
+    /// The generation of the last table whose listeners are in place (bound, or in the maps):
+    /// until the source's first one is, the gateway is not ready.
+    pub fn synced_generation(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
     /// The fast path's flags (`--vip`, `--allow-source`, `--syn-budget`).
     pub fn config(&self) -> &FastPathConfig {
         &self.config
@@ -249,8 +259,11 @@ impl Steering {
     pub async fn follow(self: Arc<Self>, table: Arc<RouteTable>) {
         let mut published = table.subscribe();
         loop {
+            // Read before the table: what is recorded as synced is never newer than it.
+            let generation = table.generation();
             let snapshot = table.current();
             self.sync(&snapshot);
+            self.synced.store(generation, Ordering::Release);
             if published.changed().await.is_err() {
                 return;
             }

@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod gateway;
 pub mod go_literal;

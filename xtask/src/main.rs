@@ -87,7 +87,8 @@ fn main() -> Result<()> {
 
 fn test(args: &[String]) -> Result<()> {
     // What the end-to-end tests drive: network namespaces (ip, nsenter), clients (curl, ping,
-    // python3 for raw frames and UDP), the container image (podman with runc).
+    // python3 for raw frames and UDP), the container image (podman with runc), a headless
+    // browser for the console (chromium and its WebDriver).
     install_packages(&[
         "iproute2",
         "util-linux",
@@ -96,6 +97,8 @@ fn test(args: &[String]) -> Result<()> {
         "python3",
         "podman",
         "runc",
+        "chromium",
+        "chromium-driver",
     ])?;
     // kustomize renders the install's overlays: kubectl's own, from whichever package has it.
     if Command::new("kubectl")

@@ -206,6 +206,13 @@ impl Console {
                 let namespace = namespace_of(&ingress.metadata);
                 let name = ingress.metadata.name.as_deref().unwrap_or_default();
                 tracing::info!(ingress = %format!("{namespace}/{name}"), "console: {done}");
+                self.settled(|store| {
+                    find(store, namespace, name).is_some_and(|i| {
+                        i.object.spec == ingress.spec
+                            && i.object.metadata.annotations == ingress.metadata.annotations
+                    })
+                })
+                .await;
                 redirect(&format!("/console/routes/{namespace}/{name}?applied=1"))
             }
             Err(error) => pages::message(StatusCode::BAD_GATEWAY, "Not applied", &error),
@@ -228,10 +235,26 @@ impl Console {
         {
             Ok(done) => {
                 tracing::info!(ingress = %format!("{namespace}/{name}"), "console: {done}");
+                self.settled(|store| find(store, namespace, name).is_none())
+                    .await;
                 redirect("/?deleted=1")
             }
             Err(error) => pages::message(StatusCode::BAD_GATEWAY, "Not deleted", &error),
         }
+    }
+
+    /// Waits (a few seconds at most) until the table served has objects that `done` accepts:
+    /// the source applies a change asynchronously, and the page shown next should show it.
+    async fn settled(&self, done: impl Fn(&Store) -> bool) {
+        let mut published = self.table.subscribe();
+        let wait = async {
+            while !done(&self.store()) {
+                if published.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
     }
 
     /// The objects of the table served now.
