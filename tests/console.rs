@@ -332,3 +332,122 @@ fn encode(text: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_cluster_changes_go_through_the_api_server_only_with_console_write() {
+    use gateway_e2e::apiserver::FakeApiServer;
+    let api = FakeApiServer::start().await;
+    let web = Backend::start("web").await;
+    api.apply(&service("web", &[web.addr]).replace(
+        "metadata: {name: web",
+        "metadata: {namespace: shop, name: web",
+    ));
+    let token = std::env::temp_dir().join(format!("console-cluster-token-{}", std::process::id()));
+    std::fs::write(&token, TOKEN).unwrap();
+    let token = token.to_str().unwrap();
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let yaml = |path: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: hello, namespace: \
+             shop}}\nspec:\n  ingressClassName: xdp-gateway\n  rules:\n  - host: hello.test\n    \
+             http: {{paths: [{{path: {path}, pathType: Prefix, backend: {{service: {{name: web, \
+             port: {{number: 80}}}}}}}}]}}\n"
+        )
+    };
+
+    // Without --console-write the console reads the cluster and changes nothing.
+    let read_only = Gateway::start_kubernetes(api.kubeconfig(), &["--console-token-file", token]);
+    let (status, body) = post(
+        &read_only,
+        "/console/apply",
+        &[&bearer],
+        &form_body(&[("yaml", &yaml("/"))]),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("--console-write"));
+    drop(read_only);
+
+    let gw = Gateway::start_kubernetes(
+        api.kubeconfig(),
+        &["--console-token-file", token, "--console-write"],
+    );
+    let (status, body) = post(
+        &gw,
+        "/console/apply",
+        &[&bearer],
+        &form_body(&[("yaml", &yaml("/"))]),
+    );
+    assert_eq!(status, 303, "{body}");
+    assert!(api.get("Ingress", Some("shop"), "hello").is_some());
+    assert_eq!(
+        HttpClient::new()
+            .get(gw.http, "hello.test", "/")
+            .await
+            .service(),
+        "web"
+    );
+    // An edit replaces the object (with its resourceVersion).
+    let (status, body) = post(
+        &gw,
+        "/console/apply",
+        &[&bearer],
+        &form_body(&[("yaml", &yaml("/v2"))]),
+    );
+    assert_eq!(status, 303, "{body}");
+    let stored = api.get("Ingress", Some("shop"), "hello").unwrap();
+    assert_eq!(
+        stored["spec"]["rules"][0]["http"]["paths"][0]["path"],
+        "/v2"
+    );
+    assert_eq!(
+        HttpClient::new()
+            .get(gw.http, "hello.test", "/")
+            .await
+            .status,
+        404
+    );
+    let (status, _) = post(&gw, "/console/routes/shop/hello/delete", &[&bearer], "");
+    assert_eq!(status, 303);
+    assert!(api.get("Ingress", Some("shop"), "hello").is_none());
+}
+
+/// Whether the admin listener closes `stream` (or answers `status`) within `limit`.
+fn closed_within(stream: &mut std::net::TcpStream, limit: std::time::Duration) -> String {
+    use std::io::Read;
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => String::from_utf8_lossy(&answer).into_owned(),
+        Err(e) => panic!("still open after {limit:?}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_listener_drops_slow_and_oversized_clients() {
+    use std::io::Write;
+    use std::time::Duration;
+    let web = Backend::start("web").await;
+    let dir = ManifestsDir::new();
+    dir.write("web.yaml", &service("web", &[web.addr]));
+    let gw = Gateway::start(
+        dir.path(),
+        &["--client-header-timeout", "1", "--client-body-timeout", "1"],
+    );
+    // A head that never ends.
+    let mut slow = std::net::TcpStream::connect(gw.admin).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .unwrap();
+    let answer = closed_within(&mut slow, Duration::from_secs(5));
+    assert!(answer.is_empty() || answer.contains("408"), "{answer}");
+    // A form that never arrives.
+    let mut stalled = std::net::TcpStream::connect(gw.admin).unwrap();
+    stalled
+        .write_all(b"POST /console/login HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\ntoken=")
+        .unwrap();
+    let answer = closed_within(&mut stalled, Duration::from_secs(5));
+    assert!(answer.contains("408"), "{answer}");
+    // A form larger than 1 MiB (just larger: the whole of it fits in the socket buffers).
+    let big = "x".repeat((1 << 20) + 1000);
+    let (status, _) = post(&gw, "/console/login", &[], &format!("token={big}"));
+    assert_eq!(status, 413);
+}

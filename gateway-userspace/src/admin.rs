@@ -2,13 +2,14 @@
 //! console.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
@@ -31,12 +32,22 @@ pub struct Admin {
     pub place: Place,
     /// The web console, unless `--console off`.
     pub console: Option<Arc<Console>>,
+    /// The admin listener has clients too: one slower than this to send a request head is
+    /// dropped, ...
+    pub header_timeout: Duration,
+    /// ... and a console form must arrive within this.
+    pub body_timeout: Duration,
 }
 
 impl Admin {
     /// Serves the admin endpoints on `listener` until the drain stops accepting.
     pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>) {
-        let server = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        let server = Arc::new(builder);
         let stop = drain::not_accepting(self.drain.watch());
         tokio::pin!(stop);
         while let Some((stream, _)) = drain::next_connection(&listener, &mut stop).await {
@@ -48,7 +59,7 @@ impl Admin {
                     async move {
                         let response = match &admin.console {
                             Some(console) if console::is_console_path(request.uri().path()) => {
-                                console.answer(request).await
+                                console.answer(request, admin.body_timeout).await
                             }
                             _ => admin.answer(&request),
                         };

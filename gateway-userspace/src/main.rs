@@ -696,6 +696,8 @@ async fn run(args: RunArgs) -> Result<()> {
         drain: drain.clone(),
         place,
         console,
+        header_timeout: Duration::from_secs(args.client.client_header_timeout),
+        body_timeout: Duration::from_secs(args.client.client_body_timeout),
     });
     tokio::spawn(admin_server.serve(admin));
     // Accept loops are tasks of the runtime's workers, not of the thread that waits here.

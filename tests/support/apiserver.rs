@@ -175,12 +175,7 @@ impl FakeApiServer {
             namespace.unwrap_or("").to_string(),
             name.to_string(),
         );
-        if let Some(object) = state.objects.remove(&key) {
-            state.version += 1;
-            let mut object = object;
-            object["metadata"]["resourceVersion"] = json!(state.version.to_string());
-            broadcast(&mut state, plural, "DELETED", object);
-        }
+        remove(&mut state, plural, &key);
     }
 
     /// An object as the server holds it.
@@ -254,6 +249,15 @@ fn namespaced(plural: &str) -> bool {
 }
 
 /// Stores an object with a new resourceVersion (and a uid and creationTimestamp when new).
+/// Removes an object, telling the watches; the object as it was last.
+fn remove(state: &mut State, plural: &str, key: &(String, String, String)) -> Option<Value> {
+    let mut object = state.objects.remove(key)?;
+    state.version += 1;
+    object["metadata"]["resourceVersion"] = json!(state.version.to_string());
+    broadcast(state, plural, "DELETED", object.clone());
+    Some(object)
+}
+
 fn put(
     state: &mut State,
     plural: &str,
@@ -549,6 +553,10 @@ async fn handle(
                 }
             }
         }
+        (Method::DELETE, Some(name)) => match remove(&mut s, plural, &key(&name)) {
+            None => status(404, "NotFound", &format!("{plural} {name} not found")),
+            Some(object) => json_response(StatusCode::OK, &object),
+        },
         (method, _) => status(405, "MethodNotAllowed", &format!("{method} not served")),
     })
 }

@@ -15,6 +15,7 @@ mod token;
 mod write;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -57,8 +58,12 @@ pub fn is_console_path(path: &str) -> bool {
 type Form = Vec<(String, String)>;
 
 impl Console {
-    /// Answers one console request.
-    pub async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Answers one console request; a form must arrive within `body_timeout`.
+    pub async fn answer(
+        &self,
+        request: Request<Incoming>,
+        body_timeout: Duration,
+    ) -> Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_string();
         let query: Form = form(parts.uri.query().unwrap_or_default().as_bytes());
@@ -95,13 +100,22 @@ impl Console {
                 "only GET and POST",
             );
         }
-        let body = match Limited::new(body, MAX_FORM).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(_) => {
+        let body = match tokio::time::timeout(body_timeout, Limited::new(body, MAX_FORM).collect())
+            .await
+        {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(_)) => {
                 return pages::message(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "Refused",
                     "the form is larger than 1 MiB",
+                );
+            }
+            Err(_) => {
+                return pages::message(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "Refused",
+                    "the form did not arrive in time",
                 );
             }
         };
