@@ -126,8 +126,9 @@ pub fn run(wait: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "\nThe gateway serves http://{HTTP} (admin: http://{ADMIN}/routes). Edit the files in \
-         deploy/examples/ and the routes change live. Ctrl-C stops everything."
+        "\nThe gateway serves http://{HTTP}. The console: http://{ADMIN}/ (and \
+         http://{ADMIN}/routes as JSON). Edit the files in deploy/examples/ and the routes change \
+         live. Ctrl-C stops everything."
     );
     for child in &mut processes.0 {
         child.wait()?;

@@ -72,6 +72,10 @@ impl Balance {
             return choice(None, "no ready endpoint".into());
         }
         match self {
+            Self::RoundRobin if count == 1 => choice(
+                backend.peek_next_endpoint(),
+                "round robin: the only ready endpoint".into(),
+            ),
             Self::RoundRobin => choice(
                 backend.peek_next_endpoint(),
                 format!("round robin over {count} endpoints: this is the next one"),
