@@ -142,3 +142,20 @@ async fn a_running_gateway_names_the_endpoint_that_then_serves() {
     assert_eq!(status, 400);
     assert!(body.contains("url parameter is required"), "{body}");
 }
+
+#[test]
+fn the_readme_example_is_what_the_binary_prints() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = Command::new(binary("gateway"))
+        .args(["explain", "--manifests"])
+        .arg(root.join("deploy/examples"))
+        .arg("https://shop.example.com:8443/api/orders")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(printed.trim()),
+        "update the README's explain example to:\n{printed}"
+    );
+}
