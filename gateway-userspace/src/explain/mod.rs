@@ -254,7 +254,7 @@ impl Trace {
             (place.listeners.http, ListenerKind::Http),
             (place.listeners.https, ListenerKind::Https),
         ];
-        if let Some(spec) = vips(snapshot, place).find(|spec| reaches(&spec.addr)) {
+        let kind = if let Some(spec) = vips(snapshot, place).find(|spec| reaches(&spec.addr)) {
             self.push(
                 Stage::Listener,
                 format!("{} {}", spec.kind, spec.addr),
@@ -262,6 +262,7 @@ impl Trace {
                 "an address of the gateway's Service (LoadBalancer IP, external IP or \
                  NodePort): its connections are served by the Ingress rules",
             );
+            Some(spec.kind)
         } else if let Some((addr, kind)) = own.iter().find(|(addr, _)| reaches(addr)) {
             self.push(
                 Stage::Listener,
@@ -269,7 +270,20 @@ impl Trace {
                 Verdict::Chosen,
                 "the gateway's own listener: the Ingress rules serve it",
             );
+            Some(*kind)
         } else {
+            None
+        };
+        if let Some(kind) = kind.filter(|kind| kind.as_str() != question.scheme) {
+            self.push(
+                Stage::Listener,
+                format!("{} on a {kind} listener", question.scheme),
+                Verdict::Note,
+                "the scheme does not fit the listener: a TLS handshake and plain HTTP meet, \
+                 and the connection fails (explained as if it fit)",
+            );
+        }
+        if kind.is_none() {
             self.push(
                 Stage::Listener,
                 format!("port {}", question.port),

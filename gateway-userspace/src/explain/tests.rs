@@ -133,6 +133,13 @@ fn the_longest_path_wins_and_the_others_say_why_they_lost() {
         "{text}"
     );
 
+    let mismatched = ask(&snapshot, "http://shop.test:8443/api", &[], None);
+    assert_eq!(
+        steps(&mismatched, Stage::Listener)[1],
+        (Verdict::Note, "http on a https listener".into()),
+        "{mismatched}"
+    );
+
     let exact = ask(&snapshot, "http://shop.test:8080/api/v2", &[], None);
     assert_eq!(exact.outcome.backend.as_deref(), Some("default/v2:80"));
     assert!(
