@@ -179,6 +179,40 @@ fn steers_vip_traffic_and_drops_denied_sources_in_xdp() {
         .unwrap_or_else(|| panic!("no XDP drop counter:\n{metrics}"));
     let value: u64 = dropped.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(value > dropped_before, "{dropped}");
+
+    // explain says the same of a client on each side of the allow-list.
+    let explain = |from: &str| -> serde_json::Value {
+        let path = format!(
+            "/explain?url=http%3A%2F%2F{VIP}%2Fhello&header=Host%3A%20shop.example.com&from={from}"
+        );
+        let (status, body) = gw.admin_get(&path).unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let denied = explain(OTHER_CLIENT_ADDR);
+    assert_eq!(denied["steps"][1]["stage"], "fast-path", "{denied:#}");
+    assert_eq!(denied["steps"][1]["verdict"], "drops", "{denied:#}");
+    let allowed = explain(CLIENT_ADDR);
+    assert!(
+        allowed["steps"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("allow-list entry 198.18.0.0/24"),
+        "{allowed:#}"
+    );
+    assert_eq!(
+        allowed["outcome"]["backend"], "default/web:80",
+        "{allowed:#}"
+    );
+    // The console's gateway page shows the listener, its allow-list and its counters.
+    let (status, page) = gw.admin_get("/console/gateway").unwrap();
+    assert_eq!(status, 200);
+    for shown in ["http 198.18.1.1:80", "198.18.0.0/24", GATEWAY_IFACE] {
+        assert!(
+            page.contains(shown),
+            "{shown} not on the gateway page:\n{page}"
+        );
+    }
 }
 
 #[test]

@@ -435,15 +435,26 @@ impl Snapshot {
 
     /// The virtual hosts whose names cover `host`, most specific first: the exact name, a
     /// wildcard covering exactly one more label, then the rules without a host.
-    pub fn covering_hosts(&self, host: &str) -> impl Iterator<Item = (HostMatch, &VirtualHost)> {
-        let exact = self.exact_hosts.get(host).map(|v| (HostMatch::Exact, v));
-        let wildcard = host
-            .split_once('.')
-            .filter(|(label, _)| !label.is_empty())
-            .and_then(|(_, suffix)| self.wildcard_hosts.get(suffix))
-            .map(|v| (HostMatch::Wildcard, v));
-        let any = self.any_host.as_ref().map(|v| (HostMatch::AnyHost, v));
-        exact.into_iter().chain(wildcard).chain(any)
+    /// Lazy: the proxy takes the first, and a less specific host is only looked up when a
+    /// more specific one is missing.
+    pub fn covering_hosts<'s, 'h>(
+        &'s self,
+        host: &'h str,
+    ) -> impl Iterator<Item = (HostMatch, &'s VirtualHost)> + use<'s, 'h> {
+        let exact = std::iter::once_with(move || self.exact_hosts.get(host))
+            .flatten()
+            .map(|v| (HostMatch::Exact, v));
+        let wildcard = std::iter::once_with(move || {
+            let (label, suffix) = host.split_once('.')?;
+            if label.is_empty() {
+                return None;
+            }
+            self.wildcard_hosts.get(suffix)
+        })
+        .flatten()
+        .map(|v| (HostMatch::Wildcard, v));
+        let any = self.any_host.iter().map(|v| (HostMatch::AnyHost, v));
+        exact.chain(wildcard).chain(any)
     }
 
     /// Every virtual host, exact names first, in name order (for reports).
