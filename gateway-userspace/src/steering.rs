@@ -154,12 +154,12 @@ impl Steering {
                     ),
                 }
                 drop(fast_path);
-                let specs = self.config.vips.iter().chain(&snapshot.listeners);
+                let specs = self.config.listeners(snapshot);
                 let unsteerable = specs.filter(|spec| !plan::steerable(spec));
                 self.bind(&unsteerable.copied().collect::<Vec<_>>());
             }
             Mode::Direct => {
-                let specs = self.config.vips.iter().chain(&snapshot.listeners);
+                let specs = self.config.listeners(snapshot);
                 self.bind(&specs.copied().collect::<Vec<_>>());
             }
         }

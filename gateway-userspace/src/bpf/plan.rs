@@ -50,6 +50,17 @@ pub struct FastPathConfig {
     pub syn_budget: Option<SynBudget>,
 }
 
+impl FastPathConfig {
+    /// Every VIP:port listener: the `--vip` flags, then the published Service's addresses of
+    /// `snapshot`.
+    pub fn listeners<'a>(
+        &'a self,
+        snapshot: &'a Snapshot,
+    ) -> impl Iterator<Item = &'a ListenerSpec> {
+        self.vips.iter().chain(&snapshot.listeners)
+    }
+}
+
 /// What one listener should be.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WantedListener {
@@ -77,9 +88,7 @@ pub fn wanted(
         .or_else(|| snapshot.source_allow.clone())
         .unwrap_or_default();
     config
-        .vips
-        .iter()
-        .chain(&snapshot.listeners)
+        .listeners(snapshot)
         .filter(|spec| steerable(spec))
         .map(|spec| {
             let socket = match spec.kind {

@@ -15,7 +15,7 @@ use super::access::{self, Entry, Visit};
 use super::edit::{self, DryRun, RouteForm};
 use super::{Console, Form, field, find};
 use crate::bpf::plan;
-use crate::explain::{self, Explanation, Question};
+use crate::explain::{self, Explanation, Question, join};
 use crate::snapshot::IngressReport;
 use crate::status::{self, RouteView};
 use crate::store::{Store, namespace_of};
@@ -426,9 +426,7 @@ impl Context<'_> {
         let fast_path = console
             .place
             .fast_path
-            .vips
-            .iter()
-            .chain(&snapshot.listeners)
+            .listeners(&snapshot)
             .filter(|spec| plan::steerable(spec))
             .filter_map(|spec| {
                 let listener = wanted.get(&plan::listener_key(spec))?;
@@ -718,14 +716,6 @@ fn alias(object: Option<&Ingress>) -> String {
 
 fn dedup(items: impl Iterator<Item = String>) -> Vec<String> {
     items.collect::<BTreeSet<_>>().into_iter().collect()
-}
-
-fn join(items: &[impl std::fmt::Display]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A Unix time as a UTC date and time.

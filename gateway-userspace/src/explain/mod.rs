@@ -776,12 +776,7 @@ impl Trace {
 
 /// The VIP:port listeners: the `--vip` flags and the published Service's addresses.
 fn vips<'a>(snapshot: &'a Snapshot, place: &'a Place) -> impl Iterator<Item = ListenerSpec> + 'a {
-    place
-        .fast_path
-        .vips
-        .iter()
-        .chain(&snapshot.listeners)
-        .copied()
+    place.fast_path.listeners(snapshot).copied()
 }
 
 /// The request's host, or the address it reached when it has none.
@@ -793,7 +788,8 @@ fn host_or(question: &Question) -> &str {
     }
 }
 
-fn join(items: &[impl std::fmt::Display]) -> String {
+/// Items written out, comma-separated (address and range lists in explanations and pages).
+pub(crate) fn join(items: &[impl std::fmt::Display]) -> String {
     items
         .iter()
         .map(|item| item.to_string())
