@@ -183,3 +183,88 @@ async fn large_uploads_arrive_whole_and_a_vanished_client_reaches_no_backend() {
         "a cut body is never a complete request"
     );
 }
+
+/// The value of a gauge or counter on the gateway's /metrics.
+fn metric(gw: &gateway_e2e::gateway::Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (_, metrics) = gw.admin_get("/metrics").unwrap();
+    gateway_e2e::gateway::sample(&metrics, name, labels).unwrap_or(0.0)
+}
+
+const PARKED: &str = "xdp_gateway_connections_parked";
+const ACTIVE: &str = "xdp_gateway_connections_active";
+
+/// Idle keep-alive connections leave their tasks for the parking lot a second after their last
+/// response; a request wakes one up on the same connection (pipelined ones too), a client that
+/// closes is let go, the keep-alive timeout closes what is left, and so does the drain's stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_are_parked_woken_and_closed() {
+    let backend = Recorder::start(recorder::OK).await;
+    let flags = ["--keepalive-timeout", "4", "--drain-delay", "0"];
+    let (_dir, mut gw) = shop_gateway(backend.addr, &flags);
+    let request = b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(gw.http).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        assert_eq!(read_response(&mut stream).await, 200);
+        idle.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(metric(&gw, PARKED, &[]), 20.0);
+    assert_eq!(metric(&gw, ACTIVE, &[("scheme", "http")]), 20.0);
+
+    // Woken by a request (two of them pipelined on one connection): answered where they came.
+    let pipelined = [&request[..], &request[..]].concat();
+    idle[0].write_all(&pipelined).await.unwrap();
+    assert_eq!(read_response(&mut idle[0]).await, 200);
+    assert_eq!(read_response(&mut idle[0]).await, 200);
+    idle[1].write_all(request).await.unwrap();
+    assert_eq!(read_response(&mut idle[1]).await, 200);
+    // A client that closes while parked is let go at once.
+    drop(idle.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metric(&gw, PARKED, &[]), 17.0);
+    assert_eq!(metric(&gw, ACTIVE, &[("scheme", "http")]), 19.0);
+
+    // Parked again after their second response; the keep-alive timeout closes every one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(metric(&gw, PARKED, &[]), 19.0);
+    for stream in &mut idle {
+        assert!(raw::closed_within(stream, Duration::from_secs(6)).await);
+    }
+    let closed = [("reason", "keepalive_timeout")];
+    assert_eq!(
+        metric(&gw, "xdp_gateway_connections_closed_total", &closed),
+        19.0
+    );
+    assert_eq!(metric(&gw, PARKED, &[]), 0.0);
+    assert_eq!(metric(&gw, ACTIVE, &[("scheme", "http")]), 0.0);
+
+    // The drain's stop closes parked connections too.
+    let mut last = TcpStream::connect(gw.http).await.unwrap();
+    last.write_all(request).await.unwrap();
+    assert_eq!(read_response(&mut last).await, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(metric(&gw, PARKED, &[]), 1.0);
+    gw.terminate();
+    assert!(raw::closed_within(&mut last, Duration::from_secs(5)).await);
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+/// Reads one response (head and the OK body) and returns its status.
+async fn read_response(stream: &mut TcpStream) -> u16 {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.unwrap();
+    text[9..12].parse().unwrap()
+}

@@ -43,9 +43,23 @@ use gateway::translate::{
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc backs its arena with transparent huge pages: 6 MB of a gateway at rest were huge
+/// pages mostly unused. The arena was reserved (and advised for them) before main; the
+/// process-wide switch keeps its pages small from here on (`MIMALLOC_ALLOW_THP=1` keeps them).
+/// Measured on the T1 keep-alive load: no change in requests per CPU-second.
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    }
+}
+
 /// Translating a large table leaves megabytes of parse garbage that mimalloc returns to the
 /// system only lazily (with 10k routes: 127 MB two seconds after loading, 52 MB once returned);
-/// after a table is applied, it is asked to return it now.
+/// after a table is applied, it is asked to return it now. So are the tasks of connections that
+/// were just parked (9,000 connections parked after a burst: 2.7 KB Pss each before, 0.3 KB
+/// after); purging every free at once instead cost a third of the keep-alive requests per
+/// CPU-second.
 fn release_garbage() {
     // SAFETY: mi_collect only walks mimalloc's own heaps; it is safe to call at any time.
     unsafe { libmimalloc_sys::mi_collect(true) }
@@ -471,6 +485,7 @@ struct ExplainArgs {
 }
 
 fn main() -> Result<ExitCode> {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -625,6 +640,7 @@ async fn run(args: RunArgs) -> Result<()> {
             https_redirect_port,
             client_limits: args.client.limits(),
             accept_proxy_protocol: args.proxy_protocol,
+            release_memory: release_garbage,
             stream: StreamConfig {
                 connect_timeout: Duration::from_secs(args.proxy_connect_timeout),
                 idle_timeout: Duration::from_secs(args.stream_idle_timeout),

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub connections_active: Family<Label, Gauge>,
     /// Accepted client connections by scheme.
     pub connections: Family<Label, Counter>,
+    /// Idle HTTP/1 connections parked (held as their sockets until the client sends again).
+    pub connections_parked: Gauge,
     /// Completed TLS handshakes by version and resumption.
     pub tls_handshakes: Family<[(&'static str, &'static str); 2], Counter>,
     pub tls_handshake_failures: Counter,
@@ -93,6 +95,7 @@ impl Metrics {
         let upstream_requests = Family::default();
         let connections_active = Family::default();
         let connections = Family::default();
+        let connections_parked = Gauge::default();
         let tls_handshakes = Family::default();
         let tls_handshake_failures = Counter::default();
         let access_log_dropped = Counter::default();
@@ -148,6 +151,11 @@ impl Metrics {
             connections.clone(),
         );
         registry.register(
+            "xdp_gateway_connections_parked",
+            "Idle HTTP/1 client connections parked: held as their sockets until the client sends again",
+            connections_parked.clone(),
+        );
+        registry.register(
             "xdp_gateway_tls_handshakes",
             "Completed TLS handshakes by protocol version and resumption",
             tls_handshakes.clone(),
@@ -168,6 +176,7 @@ impl Metrics {
             upstream_requests,
             connections_active,
             connections,
+            connections_parked,
             tls_handshakes,
             tls_handshake_failures,
             connections_refused,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::observe::metrics::Metrics;
 
@@ -94,6 +95,30 @@ impl Refusal {
 pub struct Admitted {
     admission: Arc<Admission>,
     source: Option<IpAddr>,
+}
+
+/// An accepted client connection's places, under the connection limits and in the
+/// open-connections gauge, given back when it closes: in its task, or in the parking lot.
+#[derive(Debug)]
+pub struct OpenConnection {
+    _admitted: Admitted,
+    active: Gauge,
+}
+
+impl OpenConnection {
+    pub fn new(admitted: Admitted, active: Gauge) -> Self {
+        active.inc();
+        Self {
+            _admitted: admitted,
+            active,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
 }
 
 impl Admission {

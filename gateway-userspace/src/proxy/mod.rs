@@ -22,7 +22,8 @@ mod strict;
 mod upstream;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::pin;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,8 +43,8 @@ pub use limits::ClientLimits;
 pub use request_body::BodyProgress;
 
 use client_clock::{Expiry, Watched};
-use h1_server::{ClientStream, Http2Preface, Replayed};
-use limits::Admission;
+use h1_server::{ClientStream, Http2Preface, Parked, ParkingLot, Replayed, Served};
+use limits::{Admission, OpenConnection};
 use request_body::ClientBody;
 
 use crate::lifecycle::drain::{self, Drain};
@@ -78,6 +79,9 @@ pub struct ProxyConfig {
     pub accept_proxy_protocol: bool,
     /// Layer 4 sessions (TCP, UDP, TLS passed through).
     pub stream: StreamConfig,
+    /// Gives memory freed in bulk back to the system (the allocator is the binary's choice);
+    /// called after connections were parked.
+    pub release_memory: fn(),
 }
 
 /// Everything a request needs: the route table, the upstream client, and where finished
@@ -97,6 +101,9 @@ pub struct Proxy {
     streams: Arc<StreamProxy>,
     handshakes: Arc<Semaphore>,
     http2: http2::Builder<TokioExecutor>,
+    /// Idle HTTP/1 connections, held as their sockets; tended from the first listener's start.
+    parking: Option<Arc<ParkingLot>>,
+    tending: Once,
 }
 
 /// The facts about one client connection that forwarding needs.
@@ -179,6 +186,11 @@ impl Proxy {
             streams,
             handshakes: Arc::new(Semaphore::new(limits.max_tls_handshakes.max(1))),
             http2: http2_server(limits),
+            parking: ParkingLot::new(metrics.connections_parked.clone())
+                .inspect_err(|error| tracing::warn!(%error, "idle connections cannot be parked"))
+                .ok()
+                .map(Arc::new),
+            tending: Once::new(),
             table,
             config,
             observer,
@@ -194,6 +206,10 @@ impl Proxy {
     /// Serves `listener` until the drain stops accepting: plain HTTP (HTTP/1.1, and HTTP/2
     /// with prior knowledge), or HTTPS when `tls` is given (HTTP/2 or HTTP/1.1 by ALPN).
     pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>, tls: Option<TlsAcceptor>) {
+        if let Some(lot) = &self.parking {
+            self.tending
+                .call_once(|| drop(tokio::spawn(self.clone().tend_parked(lot.clone()))));
+        }
         let stop = drain::not_accepting(self.drain.watch());
         tokio::pin!(stop);
         while let Some((stream, client)) = drain::next_connection(&listener, &mut stop).await {
@@ -206,17 +222,14 @@ impl Proxy {
             let Ok(local) = stream.local_addr() else {
                 continue;
             };
-            let proxy = self.clone();
-            let tls = tls.clone();
             let scheme = if tls.is_some() { "https" } else { "http" };
             Metrics::labelled(&metrics.connections, "scheme", scheme).inc();
             let active = Metrics::labelled(&metrics.connections_active, "scheme", scheme);
-            active.inc();
-            self.drain.spawn(async move {
-                proxy.accept(stream, client, local, tls).await;
-                active.dec();
-                drop(admitted);
-            });
+            let open = OpenConnection::new(admitted, active);
+            let accepted = self
+                .clone()
+                .accept(stream, (client, local), tls.clone(), open);
+            self.drain.spawn(accepted);
         }
     }
 
@@ -226,9 +239,9 @@ impl Proxy {
     async fn accept(
         self: Arc<Self>,
         mut stream: tokio::net::TcpStream,
-        mut client: SocketAddr,
-        local: SocketAddr,
+        (mut client, local): (SocketAddr, SocketAddr),
         tls: Option<TlsAcceptor>,
+        open: OpenConnection,
     ) {
         if self.config.accept_proxy_protocol {
             match self.streams.proxy_header(&mut stream, client).await {
@@ -240,7 +253,7 @@ impl Proxy {
         match tls {
             None => {
                 let connection = Connection::new(client, local, "http", None, None);
-                self.serve_http1(connection, ClientStream::Plain(stream), true)
+                self.serve_http1(connection, ClientStream::Plain(stream), true, open)
                     .await;
             }
             // Boxed: a plain connection's task does not carry the room for TLS state.
@@ -262,7 +275,7 @@ impl Proxy {
                         }
                     }
                 }
-                let accepted = Box::pin(self.accept_tls(stream, client, local, tls));
+                let accepted = Box::pin(self.accept_tls(stream, client, local, tls, open));
                 accepted.await;
             }
         }
@@ -324,6 +337,7 @@ impl Proxy {
         client: SocketAddr,
         local: SocketAddr,
         tls: TlsAcceptor,
+        open: OpenConnection,
     ) {
         let metrics = &self.observer.metrics;
         let limits = &self.config.client_limits;
@@ -381,26 +395,83 @@ impl Proxy {
             // Without ALPN, a client may still speak HTTP/2 with prior knowledge.
             alpn => {
                 let stream = ClientStream::Tls(stream);
-                self.serve_http1(connection, stream, alpn.is_none()).await;
+                self.serve_http1(connection, stream, alpn.is_none(), open)
+                    .await;
             }
         }
     }
 
     /// Serves HTTP/1.1, or HTTP/2 when the connection opens with its preface and
-    /// `detect_http2` allows that.
+    /// `detect_http2` allows that; parks it when it stays idle.
     async fn serve_http1(
         self: Arc<Self>,
         connection: Connection,
         stream: ClientStream,
         detect_http2: bool,
+        open: OpenConnection,
     ) {
         let connection = Arc::new(connection);
-        if let Err(Http2Preface(stream, read)) =
-            h1_server::serve(&self, &connection, stream, detect_http2).await
-        {
-            let served = Box::pin(self.serve_http2(connection, Replayed::new(read, stream)));
-            served.await;
+        match h1_server::serve(&self, &connection, stream, detect_http2).await {
+            Served::Closed => {}
+            Served::Http2(Http2Preface(stream, read)) => {
+                let served = Box::pin(self.serve_http2(connection, Replayed::new(read, stream)));
+                served.await;
+            }
+            Served::Idle(stream, deadline) => {
+                let Some(lot) = &self.parking else {
+                    return;
+                };
+                let (client, listener) = (connection.client, connection.listener);
+                if let Err(error) = lot.park(stream, client, listener, open, deadline) {
+                    tracing::debug!(%client, %error, "cannot park an idle connection; closed");
+                }
+            }
         }
+    }
+
+    /// Tends the parked connections until the drain stops: wakes those whose clients send
+    /// into tasks of their own, closes those whose keep-alive timeout passes, and closes every
+    /// one at the stop.
+    async fn tend_parked(self: Arc<Self>, lot: Arc<ParkingLot>) {
+        let mut stopped = pin!(drain::stopped(self.drain.watch()));
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let mut parked_before = 0;
+        loop {
+            tokio::select! {
+                () = stopped.as_mut() => break,
+                woken = lot.woken() => {
+                    let woken = match woken {
+                        Ok(woken) => woken,
+                        Err(error) => {
+                            tracing::error!(%error, "waiting on parked connections failed; closing them");
+                            break;
+                        }
+                    };
+                    for parked in woken {
+                        let Parked { stream, client, listener, open, .. } = parked;
+                        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                            continue;
+                        };
+                        let connection = Connection::new(client, listener, "http", None, None);
+                        let resumed = self.clone().serve_http1(connection, ClientStream::Plain(stream), false, open);
+                        self.drain.spawn(resumed);
+                    }
+                }
+                _ = sweep.tick() => {
+                    // The tasks of connections parked since the last sweep have ended.
+                    let parked = lot.parked_in_all();
+                    if parked != parked_before {
+                        parked_before = parked;
+                        (self.config.release_memory)();
+                    }
+                    let expired = lot.expired(tokio::time::Instant::now());
+                    let metrics = &self.observer.metrics;
+                    let closed = Metrics::labelled(&metrics.connections_closed, "reason", Expiry::Idle.as_str());
+                    closed.inc_by(expired.len() as u64);
+                }
+            }
+        }
+        drop(lot.take_all());
     }
 
     async fn serve_http2<S>(self: Arc<Self>, connection: Arc<Connection>, stream: S)

@@ -4,11 +4,13 @@
 //! The connection's phases have their own timeouts: a head must arrive whole within the
 //! header timeout from its first byte (or from the connection's start), and an idle
 //! connection closes after the keep-alive timeout. A plain connection that opens with the
-//! HTTP/2 preface is handed back for HTTP/2.
+//! HTTP/2 preface is handed back for HTTP/2, and one that stays idle is handed back to be
+//! parked ([`parking`]).
 
 mod body;
 pub mod head;
 mod io;
+mod parking;
 mod tunnel;
 mod write;
 
@@ -25,6 +27,7 @@ use tokio::time::{Instant, Sleep};
 
 pub use body::H1RequestBody;
 pub use io::{ClientStream, Replayed};
+pub use parking::{Parked, ParkingLot};
 pub use tunnel::TunnelIdle;
 
 use super::chunked::{Chunked, Delimited};
@@ -34,6 +37,7 @@ use super::{Connection, Proxy, ProxyError, forward};
 use crate::lifecycle::drain;
 use crate::observe::ObservedBody;
 use crate::observe::metrics::Metrics;
+use crate::proxy::stream::Stream;
 use head::{BodyFraming, Head};
 use io::{ClientReader, SharedStream};
 
@@ -47,6 +51,16 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// A plain connection that turned out to speak HTTP/2: its stream and the bytes read from it.
 pub struct Http2Preface(pub ClientStream, pub Bytes);
 
+/// How a connection left the HTTP/1 server.
+pub enum Served {
+    Closed,
+    /// It opened with the HTTP/2 preface.
+    Http2(Http2Preface),
+    /// A plain connection idle for [`parking::PARK_AFTER`], to be parked until its keep-alive
+    /// deadline.
+    Idle(tokio::net::TcpStream, Instant),
+}
+
 /// Why no head came.
 enum Ended {
     /// The client closed, or its connection failed.
@@ -56,16 +70,19 @@ enum Ended {
     Expired(Expiry),
     Refused(ProxyError),
     Http2,
+    /// Idle long enough to be parked, until this keep-alive deadline.
+    Parkable(Instant),
 }
 
 /// Serves `connection`'s requests until it closes; hands it back when it opens with the HTTP/2
-/// preface and `detect_http2` allows that.
+/// preface and `detect_http2` allows that, or when it is plain and stays idle.
 pub async fn serve(
     proxy: &Arc<Proxy>,
     connection: &Arc<Connection>,
     stream: ClientStream,
     detect_http2: bool,
-) -> Result<(), Http2Preface> {
+) -> Served {
+    let parkable = matches!(stream, Stream::Plain(_));
     let mut writer = SharedStream::new(stream);
     let mut reader = ClientReader::new(writer.clone());
     let mut stopped = pin!(drain::stopped(proxy.drain.watch()));
@@ -77,6 +94,7 @@ pub async fn serve(
             proxy,
             first && detect_http2,
             first,
+            parkable,
             stopped.as_mut(),
             timer.as_mut(),
         )
@@ -95,33 +113,40 @@ pub async fn serve(
             After::Close(last) => {
                 let closed = Box::pin(close(&mut writer, last));
                 closed.await;
-                return Ok(());
+                return Served::Closed;
             }
             After::Upgrade(last, response, asked) => {
                 let switched = Box::pin(switch_protocols(writer, last, *response, asked));
                 switched.await;
-                return Ok(());
+                return Served::Closed;
             }
         }
     }
 }
 
-/// The connection ends without a request: handed over to HTTP/2, timed out, refused (answered
-/// and closed), or gone.
+/// The connection ends without a request: handed over to HTTP/2 or to be parked, timed out,
+/// refused (answered and closed), or gone.
 async fn end(
     proxy: &Proxy,
     connection: &Connection,
     mut writer: SharedStream,
     mut reader: ClientReader,
     ended: Ended,
-) -> Result<(), Http2Preface> {
+) -> Served {
     match ended {
         Ended::Http2 => {
             let read = std::mem::take(&mut reader.buffer).freeze();
             drop(reader);
             match writer.into_inner() {
-                Some(stream) => Err(Http2Preface(stream, read)),
-                None => Ok(()),
+                Some(stream) => Served::Http2(Http2Preface(stream, read)),
+                None => Served::Closed,
+            }
+        }
+        Ended::Parkable(deadline) => {
+            drop(reader);
+            match writer.into_inner() {
+                Some(Stream::Plain(stream)) => Served::Idle(stream, deadline),
+                _ => Served::Closed,
             }
         }
         Ended::Expired(expiry) => {
@@ -129,14 +154,14 @@ async fn end(
             Metrics::labelled(&metrics.connections_closed, "reason", expiry.as_str()).inc();
             tracing::debug!(client = %connection.client, reason = expiry.as_str(),
                 "closing the connection");
-            Ok(())
+            Served::Closed
         }
         Ended::Refused(error) => {
             tracing::debug!(client = %connection.client, %error, "request head refused");
             refuse(&mut writer, reader, error).await;
-            Ok(())
+            Served::Closed
         }
-        Ended::Gone | Ended::Stopped => Ok(()),
+        Ended::Gone | Ended::Stopped => Served::Closed,
     }
 }
 
@@ -243,23 +268,30 @@ async fn refuse(writer: &mut SharedStream, reader: ClientReader, error: ProxyErr
 }
 
 /// Waits for the next complete head: from the connection's start on its `first` request,
-/// else after an idle wait (only then may the drain close it, or the keep-alive timeout).
+/// else after an idle wait (only then may the drain close it, the keep-alive timeout, or,
+/// when `parkable`, the parking lot take it).
 async fn next_head(
     reader: &mut ClientReader,
     proxy: &Proxy,
     detect_http2: bool,
     first: bool,
+    parkable: bool,
     mut stopped: Pin<&mut impl Future<Output = ()>>,
     mut timer: Pin<&mut Sleep>,
 ) -> Result<Head, Ended> {
     let limits = &proxy.config.client_limits;
     let mut reading = first || !reader.buffer.is_empty();
+    let now = Instant::now();
+    let idle_deadline = now + limits.keepalive_timeout;
+    let park_at = (parkable && !reading)
+        .then_some(now + parking::PARK_AFTER)
+        .filter(|park_at| *park_at < idle_deadline);
     let timeout = if reading {
-        limits.header_timeout
+        now + limits.header_timeout
     } else {
-        limits.keepalive_timeout
+        park_at.unwrap_or(idle_deadline)
     };
-    timer.as_mut().reset(Instant::now() + timeout);
+    timer.as_mut().reset(timeout);
     loop {
         if !reader.buffer.is_empty() {
             if detect_http2 && head::is_http2_preface(&reader.buffer) {
@@ -277,7 +309,11 @@ async fn next_head(
             biased;
             () = stopped.as_mut(), if nothing_yet => return Err(Ended::Stopped),
             () = timer.as_mut() => {
-                return Err(Ended::Expired(if reading { Expiry::Header } else { Expiry::Idle }));
+                return Err(match (reading, park_at) {
+                    (true, _) => Ended::Expired(Expiry::Header),
+                    (false, Some(_)) => Ended::Parkable(idle_deadline),
+                    (false, None) => Ended::Expired(Expiry::Idle),
+                });
             }
             filled = reader.fill() => match filled {
                 Ok(0) | Err(_) => return Err(Ended::Gone),
