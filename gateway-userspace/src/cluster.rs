@@ -83,7 +83,7 @@ fn gateway_object<'a>(
     fn of<T: serde::Serialize + kube::Resource<DynamicType = ()>>(
         found: Option<&crate::store::Sourced<T>>,
     ) -> Option<(serde_json::Result<serde_json::Value>, &ObjectMeta)> {
-        found.map(|o| (serde_json::to_value(&o.object), o.object.meta()))
+        found.map(|o| (serde_json::to_value(&*o.object), o.object.meta()))
     }
     match kind {
         "GatewayClass" => of(find(&store.gateway_classes, namespace, name)),

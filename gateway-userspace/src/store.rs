@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::Metadata;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
@@ -20,15 +21,17 @@ use crate::gateway_api::{
 pub struct Sourced<T> {
     /// The manifest file it was read from; `None` for objects from the API server.
     pub source: Option<String>,
-    pub object: T,
+    /// Shared with the source's own cache (the folder's files, the API server's reflectors):
+    /// one copy of each object.
+    pub object: Arc<T>,
 }
 
 impl<T> Sourced<T> {
     /// An object that has no file behind it (e.g. from the API server).
-    pub fn unsourced(object: T) -> Self {
+    pub fn unsourced(object: impl Into<Arc<T>>) -> Self {
         Self {
             source: None,
-            object,
+            object: object.into(),
         }
     }
 }
@@ -60,22 +63,22 @@ pub struct Store {
 /// One object of any kind the store holds.
 #[derive(Clone, Debug)]
 pub enum Object {
-    Ingress(Box<Ingress>),
-    IngressClass(Box<IngressClass>),
-    Service(Box<Service>),
-    EndpointSlice(Box<EndpointSlice>),
-    Secret(Box<Secret>),
-    GatewayClass(Box<GatewayClass>),
-    Gateway(Box<Gateway>),
-    HTTPRoute(Box<HTTPRoute>),
-    GRPCRoute(Box<GRPCRoute>),
-    TLSRoute(Box<TLSRoute>),
-    TCPRoute(Box<TCPRoute>),
-    UDPRoute(Box<UDPRoute>),
-    ReferenceGrant(Box<ReferenceGrant>),
-    BackendTLSPolicy(Box<BackendTLSPolicy>),
-    Namespace(Box<Namespace>),
-    ConfigMap(Box<ConfigMap>),
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Secret(Arc<Secret>),
+    GatewayClass(Arc<GatewayClass>),
+    Gateway(Arc<Gateway>),
+    HTTPRoute(Arc<HTTPRoute>),
+    GRPCRoute(Arc<GRPCRoute>),
+    TLSRoute(Arc<TLSRoute>),
+    TCPRoute(Arc<TCPRoute>),
+    UDPRoute(Arc<UDPRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
+    BackendTLSPolicy(Arc<BackendTLSPolicy>),
+    Namespace(Arc<Namespace>),
+    ConfigMap(Arc<ConfigMap>),
 }
 
 impl Object {
@@ -171,7 +174,7 @@ pub fn index<T: Metadata<Ty = ObjectMeta>>(objects: &[Sourced<T>]) -> HashMap<(&
             let meta = object.metadata();
             (
                 (namespace_of(meta), meta.name.as_deref().unwrap_or("")),
-                object,
+                &**object,
             )
         })
         .collect()
@@ -193,24 +196,24 @@ impl Store {
     /// Adds one object, keeping its source.
     pub fn insert(&mut self, source: Option<String>, object: Object) {
         match object {
-            Object::Ingress(o) => self.ingresses.push(Sourced { source, object: *o }),
-            Object::IngressClass(o) => self.ingress_classes.push(Sourced { source, object: *o }),
-            Object::Service(o) => self.services.push(Sourced { source, object: *o }),
-            Object::EndpointSlice(o) => self.endpoint_slices.push(Sourced { source, object: *o }),
-            Object::Secret(o) => self.secrets.push(Sourced { source, object: *o }),
-            Object::GatewayClass(o) => self.gateway_classes.push(Sourced { source, object: *o }),
-            Object::Gateway(o) => self.gateways.push(Sourced { source, object: *o }),
-            Object::HTTPRoute(o) => self.http_routes.push(Sourced { source, object: *o }),
-            Object::GRPCRoute(o) => self.grpc_routes.push(Sourced { source, object: *o }),
-            Object::TLSRoute(o) => self.tls_routes.push(Sourced { source, object: *o }),
-            Object::TCPRoute(o) => self.tcp_routes.push(Sourced { source, object: *o }),
-            Object::UDPRoute(o) => self.udp_routes.push(Sourced { source, object: *o }),
-            Object::ReferenceGrant(o) => self.reference_grants.push(Sourced { source, object: *o }),
+            Object::Ingress(o) => self.ingresses.push(Sourced { source, object: o }),
+            Object::IngressClass(o) => self.ingress_classes.push(Sourced { source, object: o }),
+            Object::Service(o) => self.services.push(Sourced { source, object: o }),
+            Object::EndpointSlice(o) => self.endpoint_slices.push(Sourced { source, object: o }),
+            Object::Secret(o) => self.secrets.push(Sourced { source, object: o }),
+            Object::GatewayClass(o) => self.gateway_classes.push(Sourced { source, object: o }),
+            Object::Gateway(o) => self.gateways.push(Sourced { source, object: o }),
+            Object::HTTPRoute(o) => self.http_routes.push(Sourced { source, object: o }),
+            Object::GRPCRoute(o) => self.grpc_routes.push(Sourced { source, object: o }),
+            Object::TLSRoute(o) => self.tls_routes.push(Sourced { source, object: o }),
+            Object::TCPRoute(o) => self.tcp_routes.push(Sourced { source, object: o }),
+            Object::UDPRoute(o) => self.udp_routes.push(Sourced { source, object: o }),
+            Object::ReferenceGrant(o) => self.reference_grants.push(Sourced { source, object: o }),
             Object::BackendTLSPolicy(o) => self
                 .backend_tls_policies
-                .push(Sourced { source, object: *o }),
-            Object::Namespace(o) => self.namespaces.push(Sourced { source, object: *o }),
-            Object::ConfigMap(o) => self.config_maps.push(Sourced { source, object: *o }),
+                .push(Sourced { source, object: o }),
+            Object::Namespace(o) => self.namespaces.push(Sourced { source, object: o }),
+            Object::ConfigMap(o) => self.config_maps.push(Sourced { source, object: o }),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! the change together with every other object (the code `gateway check` runs).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use k8s_openapi::api::networking::v1::Ingress;
@@ -250,7 +251,7 @@ pub fn parse_yaml(yaml: &str) -> Result<Ingress, String> {
         return Err(warning.to_string());
     }
     let mut ingresses = objects.into_iter().filter_map(|object| match object {
-        Object::Ingress(ingress) => Some(*ingress),
+        Object::Ingress(ingress) => Some(Arc::unwrap_or_clone(ingress)),
         _ => None,
     });
     let ingress = ingresses
@@ -320,7 +321,7 @@ pub fn dry_run(
     });
     store.ingresses.push(Sourced {
         source,
-        object: ingress.clone(),
+        object: Arc::new(ingress.clone()),
     });
     let snapshot = translate(
         &store,

@@ -85,7 +85,7 @@ impl Readers {
             reader
                 .state()
                 .iter()
-                .map(|o| Sourced::unsourced(K::clone(o)))
+                .map(|o| Sourced::unsourced(o.clone()))
                 .collect()
         }
         fn some<K: Clone + kube::Resource<DynamicType = ()> + 'static>(

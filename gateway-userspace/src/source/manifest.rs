@@ -1,6 +1,8 @@
 //! Kubernetes YAML documents to typed objects, with a warning naming the document, the object
 //! and the field for everything that cannot be used.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
@@ -127,9 +129,9 @@ fn parse_value(
 }
 
 /// Deserializes into a k8s-openapi type; on failure, the path of the field at fault and why.
-fn typed<T: DeserializeOwned>(value: Value) -> Result<Box<T>, (String, String)> {
+fn typed<T: DeserializeOwned>(value: Value) -> Result<Arc<T>, (String, String)> {
     serde_path_to_error::deserialize(value)
-        .map(Box::new)
+        .map(Arc::new)
         .map_err(|e| {
             let field = e.path().to_string();
             let field = if field == "." { String::new() } else { field };

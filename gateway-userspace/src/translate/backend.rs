@@ -55,7 +55,7 @@ impl<'a> BackendResolver<'a> {
                 slices
                     .entry((namespace_of(&object.metadata), service.as_str()))
                     .or_default()
-                    .push(object);
+                    .push(&**object);
             }
         }
         Self {
