@@ -418,6 +418,7 @@ impl Proxy {
                 served.await;
             }
             Served::Idle(stream, deadline) => {
+                // Only offered when there is a lot.
                 let Some(lot) = &self.parking else {
                     return;
                 };

@@ -82,7 +82,7 @@ pub async fn serve(
     stream: ClientStream,
     detect_http2: bool,
 ) -> Served {
-    let parkable = matches!(stream, Stream::Plain(_));
+    let parkable = proxy.parking.is_some() && matches!(stream, Stream::Plain(_));
     let mut writer = SharedStream::new(stream);
     let mut reader = ClientReader::new(writer.clone());
     let mut stopped = pin!(drain::stopped(proxy.drain.watch()));
