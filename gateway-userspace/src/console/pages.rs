@@ -307,7 +307,7 @@ impl Context<'_> {
             );
         };
         let store = self.console.store();
-        let object = find(&store, namespace, name).map(|s| &s.object);
+        let object = find(&store, namespace, name).map(|s| &*s.object);
         let entries = self.entries();
         let owner = format!("{namespace}/{name}");
         let routes = status::report(&snapshot, 0, self.console.place.listeners).routes;
@@ -380,7 +380,7 @@ impl Context<'_> {
             base: self.base(format!("Route {namespace}/{name}")),
             namespace: namespace.into(),
             name: name.into(),
-            alias: alias(object.map(|o| &**o)),
+            alias: alias(object),
             served: report.served,
             reason: report.reason.clone().unwrap_or_default(),
             source: report.source.clone().unwrap_or_default(),
@@ -682,7 +682,7 @@ impl Context<'_> {
 }
 
 fn ingress_row(report: &IngressReport, store: &Store, entries: &[Entry]) -> RouteRow {
-    let object = find(store, &report.namespace, &report.name).map(|s| &s.object);
+    let object = find(store, &report.namespace, &report.name).map(|s| &*s.object);
     let urls = report
         .hosts
         .iter()
@@ -698,7 +698,7 @@ fn ingress_row(report: &IngressReport, store: &Store, entries: &[Entry]) -> Rout
         kind: "Ingress",
         namespace: report.namespace.clone(),
         name: report.name.clone(),
-        alias: alias(object.map(|o| &**o)),
+        alias: alias(object),
         hosts: report.hosts.clone(),
         urls,
         served: report.served,

@@ -102,7 +102,7 @@ pub struct Proxy {
     handshakes: Arc<Semaphore>,
     http2: http2::Builder<TokioExecutor>,
     /// Idle HTTP/1 connections, held as their sockets; tended from the first listener's start.
-    parking: Option<Arc<ParkingLot>>,
+    parking: Option<ParkingLot>,
     tending: Once,
 }
 
@@ -188,8 +188,7 @@ impl Proxy {
             http2: http2_server(limits),
             parking: ParkingLot::new(metrics.connections_parked.clone())
                 .inspect_err(|error| tracing::warn!(%error, "idle connections cannot be parked"))
-                .ok()
-                .map(Arc::new),
+                .ok(),
             tending: Once::new(),
             table,
             config,
@@ -206,9 +205,9 @@ impl Proxy {
     /// Serves `listener` until the drain stops accepting: plain HTTP (HTTP/1.1, and HTTP/2
     /// with prior knowledge), or HTTPS when `tls` is given (HTTP/2 or HTTP/1.1 by ALPN).
     pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>, tls: Option<TlsAcceptor>) {
-        if let Some(lot) = &self.parking {
+        if self.parking.is_some() {
             self.tending
-                .call_once(|| drop(tokio::spawn(self.clone().tend_parked(lot.clone()))));
+                .call_once(|| drop(tokio::spawn(self.clone().tend_parked())));
         }
         let stop = drain::not_accepting(self.drain.watch());
         tokio::pin!(stop);
@@ -433,7 +432,10 @@ impl Proxy {
     /// Tends the parked connections until the drain stops: wakes those whose clients send
     /// into tasks of their own, closes those whose keep-alive timeout passes, and closes every
     /// one at the stop.
-    async fn tend_parked(self: Arc<Self>, lot: Arc<ParkingLot>) {
+    async fn tend_parked(self: Arc<Self>) {
+        let Some(lot) = &self.parking else {
+            return;
+        };
         let mut stopped = pin!(drain::stopped(self.drain.watch()));
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         let mut parked_before = 0;
@@ -449,7 +451,7 @@ impl Proxy {
                         }
                     };
                     for parked in woken {
-                        let Parked { stream, client, listener, open, .. } = parked;
+                        let Parked { stream, client, listener, open } = parked;
                         let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                             continue;
                         };
