@@ -404,13 +404,14 @@ fn markdown(environment: &Environment, records: &[Record], ran: &[String]) -> St
             _ => "-".to_string(),
         };
         // T9 and T10 compare kernel paths: XDP with iptables raw, sk_lookup with DNAT (shown in
-        // the nginx column).
-        let (gateway_cell, peer_cells) = if test.starts_with("T9") {
+        // the nginx column). T9-cost measures the gateway's own program and keeps its column.
+        let kernel_path = cells["gateway"].is_none();
+        let (gateway_cell, peer_cells) = if kernel_path && test.starts_with("T9") {
             (
                 show(&cells["xdp-native"]),
                 (show(&cells["iptables-raw"]), "-".to_string()),
             )
-        } else if test.starts_with("T10") {
+        } else if kernel_path && test.starts_with("T10") {
             (
                 show(&cells["sk_lookup"]),
                 (show(&cells["dnat"]), "-".to_string()),
