@@ -27,7 +27,7 @@ use gateway::source::kube::KubeSource;
 use gateway::snapshot::{ListenerKind, ListenerSpec};
 use gateway::steering::Steering;
 
-use gateway::proxy::{ClientLimits, Proxy, ProxyConfig};
+use gateway::proxy::{ClientLimits, Proxy, ProxyConfig, h3_server};
 use gateway::publish::RouteTable;
 use gateway::snapshot::Snapshot;
 use gateway::source::files::ManifestDir;
@@ -389,6 +389,10 @@ struct RunArgs {
     /// Turn off TLS session resumption (tickets and the session cache).
     #[arg(long)]
     no_tls_resumption: bool,
+    /// Serve HTTP/3 (QUIC) on the UDP port of --https-listen, offered to HTTPS clients of TLS
+    /// hosts with `Alt-Svc` (on the --redirect-https-port).
+    #[arg(long)]
+    http3: bool,
     /// Only these TLS cipher suites, in order (comma-separated rustls names, e.g.
     /// TLS13_AES_128_GCM_SHA256).
     #[arg(long, value_delimiter = ',')]
@@ -589,6 +593,16 @@ async fn run(args: RunArgs) -> Result<()> {
     let admin = listen(&sockets, "admin", args.admin_listen, "--admin-listen")?;
     let http_address = http.local_addr()?;
     let https_address = https.local_addr()?;
+    let quic = match args.http3 {
+        true => {
+            let socket = sockets
+                .quic_socket("https-quic", https_address)
+                .with_context(|| format!("cannot listen on UDP {https_address} (--http3)"))?;
+            let limits = args.client.limits();
+            Some(h3_server::endpoint(socket, acceptor.config(), &limits)?)
+        }
+        false => None,
+    };
     tracing::info!(http = %http_address, https = %https_address, admin = %admin.local_addr()?, "listening");
 
     match (&args.source.manifests, args.cluster.kubernetes) {
@@ -637,6 +651,7 @@ async fn run(args: RunArgs) -> Result<()> {
             connect_timeout: Duration::from_secs(args.proxy_connect_timeout),
             read_timeout: Duration::from_secs(args.proxy_read_timeout),
             hsts,
+            alt_svc: args.http3.then(|| h3_server::alt_svc(https_redirect_port)),
             https_redirect_port,
             client_limits: args.client.limits(),
             accept_proxy_protocol: args.proxy_protocol,
@@ -718,6 +733,9 @@ async fn run(args: RunArgs) -> Result<()> {
     tokio::spawn(admin_server.serve(admin));
     // Accept loops are tasks of the runtime's workers, not of the thread that waits here.
     tokio::spawn(proxy.clone().serve(http, None));
+    if let Some(quic) = quic {
+        tokio::spawn(proxy.clone().serve_http3(quic));
+    }
     tokio::spawn(proxy.serve(https, Some(acceptor)));
     if let Some(predecessor) = predecessor {
         predecessor

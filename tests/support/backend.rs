@@ -228,6 +228,18 @@ async fn answer(
         return Ok(grpc(name, request).await);
     }
     let path = request.uri().path().to_string();
+    // `/bytes/N`: N bytes counting 0..=250 over and over, for large downloads.
+    if let Some(length) = path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let body: Vec<u8> = (0..length).map(|i| (i % 251) as u8).collect();
+        let mut response = Response::new(full(body));
+        response
+            .headers_mut()
+            .insert("x-backend", HeaderValue::from_str(&name).unwrap());
+        return Ok(response);
+    }
     if let Some(ms) = path.strip_prefix("/sleep/").and_then(|ms| ms.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod client;
 pub mod gateway;
 pub mod go_literal;
+pub mod h3;
 pub mod manifests;
 pub mod netns;
 pub mod pki;

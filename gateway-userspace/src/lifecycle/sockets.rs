@@ -58,6 +58,21 @@ impl Sockets {
         Ok(socket)
     }
 
+    /// The UDP socket `name` for a QUIC endpoint, inherited or new, as [`Sockets::listen`]: a
+    /// plain socket, which the endpoint reads itself (a duplicate is kept for handing on).
+    pub fn quic_socket(
+        &self,
+        name: &str,
+        address: SocketAddr,
+    ) -> std::io::Result<std::net::UdpSocket> {
+        let socket = match self.inherited(name).map(std::net::UdpSocket::from) {
+            Some(socket) if same_address(socket.local_addr()?, address) => socket,
+            _ => std::net::UdpSocket::bind(address)?,
+        };
+        self.keep(name, Live::Quic(socket.as_fd().try_clone_to_owned()?));
+        Ok(socket)
+    }
+
     fn inherited(&self, name: &str) -> Option<OwnedFd> {
         let mut inherited = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
         inherited.remove(name)
@@ -89,6 +104,7 @@ impl Sockets {
                 let fd = match socket {
                     Live::Tcp(listener) => listener.as_fd(),
                     Live::Udp(socket) => socket.as_fd(),
+                    Live::Quic(socket) => socket.as_fd(),
                 };
                 Ok((name.clone(), fd.try_clone_to_owned()?))
             })
@@ -118,6 +134,7 @@ impl Sockets {
 enum Live {
     Tcp(Arc<TcpListener>),
     Udp(Arc<UdpSocket>),
+    Quic(OwnedFd),
 }
 
 fn same_address(bound: SocketAddr, wanted: SocketAddr) -> bool {

@@ -59,6 +59,8 @@ pub struct Metrics {
     /// Completed TLS handshakes by version and resumption.
     pub tls_handshakes: Family<[(&'static str, &'static str); 2], Counter>,
     pub tls_handshake_failures: Counter,
+    /// QUIC handshakes asked to prove their source address first (Retry), as handshakes piled up.
+    pub http3_retries: Counter,
     /// Connections refused at accept, by the limit they were over.
     pub connections_refused: Family<Label, Counter>,
     /// Connections the gateway closed on a client: timeouts and floods, by reason.
@@ -98,6 +100,7 @@ impl Metrics {
         let connections_parked = Gauge::default();
         let tls_handshakes = Family::default();
         let tls_handshake_failures = Counter::default();
+        let http3_retries = Counter::default();
         let access_log_dropped = Counter::default();
         let connections_refused = Family::default();
         let connections_closed = Family::default();
@@ -166,6 +169,11 @@ impl Metrics {
             tls_handshake_failures.clone(),
         );
         registry.register(
+            "xdp_gateway_http3_retries",
+            "QUIC handshakes asked to prove their source address first (Retry) while handshakes piled up",
+            http3_retries.clone(),
+        );
+        registry.register(
             "xdp_gateway_access_log_dropped",
             "Access log lines dropped because the log writer fell behind",
             access_log_dropped.clone(),
@@ -179,6 +187,7 @@ impl Metrics {
             connections_parked,
             tls_handshakes,
             tls_handshake_failures,
+            http3_retries,
             connections_refused,
             connections_closed,
             access_log_dropped,

@@ -68,6 +68,9 @@ struct Routed {
     backend: Arc<Backend>,
     policy: Arc<RoutePolicy>,
     add_hsts: bool,
+    /// The same, unless the host asks for client certificates (which HTTP/3 does not ask for:
+    /// such a host answers it 421).
+    offer_http3: bool,
     /// The path and query for the backend, when `rewrite-target` changed them.
     rewritten: Option<String>,
     /// The snapshot's default backend, for `custom-http-errors` without `default-backend`.
@@ -245,6 +248,14 @@ async fn forward(
             .entry(header::STRICT_TRANSPORT_SECURITY)
             .or_insert_with(|| hsts.clone());
     }
+    if routed.offer_http3
+        && let Some(alt_svc) = &proxy.config.alt_svc
+    {
+        response
+            .headers_mut()
+            .entry(header::ALT_SVC)
+            .or_insert_with(|| alt_svc.clone());
+    }
     Ok(response)
 }
 
@@ -415,9 +426,11 @@ fn route(
     }
     let regex = found.route.and_then(|r| r.regex.as_ref());
     let rewritten = policy.rewritten_target(regex, path, uri.query());
+    let add_hsts = connection.scheme == "https" && found.tls_host;
     Ok(Ok(Routed {
         backend,
-        add_hsts: connection.scheme == "https" && found.tls_host,
+        add_hsts,
+        offer_http3: add_hsts && snapshot.client_auth(host_name).is_none(),
         policy,
         rewritten,
         default_backend: snapshot.default_backend.as_ref().map(|d| d.backend.clone()),

@@ -11,6 +11,7 @@ mod error_page;
 mod forward;
 pub mod h1_server;
 pub mod h2_flood;
+pub mod h3_server;
 mod headers;
 pub mod limits;
 mod mirror;
@@ -70,6 +71,8 @@ pub struct ProxyConfig {
     pub read_timeout: Duration,
     /// `Strict-Transport-Security` for HTTPS responses of TLS hosts.
     pub hsts: Option<HeaderValue>,
+    /// `Alt-Svc` offering HTTP/3, on the same responses as HSTS (`--http3`).
+    pub alt_svc: Option<HeaderValue>,
     /// The port that HTTP-to-HTTPS redirects name (omitted from the URL when 443).
     pub https_redirect_port: u16,
     /// What clients may take: timeouts, head sizes, connection counts.

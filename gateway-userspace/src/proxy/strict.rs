@@ -28,6 +28,10 @@ pub fn check_request<B>(request: &Request<B>, limits: &ClientLimits) -> Result<(
         return Err(ProxyError::UriTooLong);
     }
     let headers = request.headers();
+    // HTTP/1 heads are counted as they are parsed; HTTP/2 and HTTP/3 ones here.
+    if headers.len() > limits.max_headers {
+        return Err(ProxyError::HeadTooLarge);
+    }
     if headers
         .iter()
         .any(|(name, value)| name.as_str().len() + value.len() + 2 > limits.max_line)
@@ -50,7 +54,33 @@ pub fn check_request<B>(request: &Request<B>, limits: &ClientLimits) -> Result<(
         }
         _ => {}
     }
+    if request.version() >= Version::HTTP_2 {
+        check_connection_fields(headers).map_err(ProxyError::Malformed)?;
+    }
     check_framing(headers).map_err(ProxyError::Malformed)
+}
+
+/// HTTP/2 and HTTP/3 have no connection-specific fields: a message with one is malformed (RFC
+/// 9113 8.2.2, RFC 9114 4.2), and `Transfer-Encoding` would frame a body the stream already
+/// frames. hyper's h2 refuses them itself; the h3 crate does not.
+fn check_connection_fields(headers: &HeaderMap) -> Result<(), &'static str> {
+    const CONNECTION_SPECIFIC: [&str; 5] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    if CONNECTION_SPECIFIC
+        .iter()
+        .any(|name| headers.contains_key(*name))
+    {
+        return Err("a connection-specific header field in an HTTP/2 or HTTP/3 request");
+    }
+    match headers.get(header::TE) {
+        Some(te) if te.as_bytes() != b"trailers" => Err("a TE other than \"trailers\""),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses a backend response whose framing is ambiguous (the client would get 502).
@@ -133,6 +163,33 @@ mod tests {
         check_request(request, &ClientLimits::default())
             .err()
             .map(|e| e.to_string())
+    }
+
+    #[test]
+    fn connection_fields_are_refused_over_http2_and_http3() {
+        for version in [Version::HTTP_2, Version::HTTP_3] {
+            let target = "https://a.test/";
+            assert_eq!(
+                refusal(&request(version, target, &[("te", "trailers")])),
+                None
+            );
+            for (name, value) in [
+                ("connection", "close"),
+                ("keep-alive", "5"),
+                ("transfer-encoding", "chunked"),
+                ("upgrade", "websocket"),
+                ("te", "gzip"),
+            ] {
+                let refused = refusal(&request(version, target, &[(name, value)]));
+                assert!(refused.is_some(), "{version:?} {name}");
+            }
+        }
+        let h11 = request(
+            Version::HTTP_11,
+            "/",
+            &[("host", "a"), ("connection", "close")],
+        );
+        assert_eq!(refusal(&h11), None);
     }
 
     #[test]

@@ -1,0 +1,245 @@
+//! HTTP/3 on the UDP side of the HTTPS listener (`--http3`): QUIC by quinn, HTTP/3 framing by
+//! the h3 crate, and every request through the same forwarding as HTTP/1.1 and HTTP/2 (routing,
+//! the 421 rule, policies, metrics, access log).
+//!
+//! The hostile-client rules hold here too: a handshake timeout and a bounded number of
+//! handshakes at once (beyond it, clients first prove their address with a Retry), the
+//! connection limits per source and in all, streams per connection, the header size and count
+//! limits, the header timeout, the idle timeout, and no 0-RTT (replayable requests).
+
+mod body;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use hyper::Request;
+use hyper::header::{self, HeaderValue};
+use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+use tokio::task::JoinSet;
+
+pub use body::H3RequestBody;
+
+use super::limits::OpenConnection;
+use super::request_body::ClientBody;
+use super::{ClientLimits, Connection, Proxy, forward};
+use crate::lifecycle::drain;
+use crate::observe::metrics::Metrics;
+use crate::snapshot::normalize_host;
+
+/// Unidirectional streams a client may open: HTTP/3's control stream and QPACK's two, and a
+/// few for extensions a client may announce (grease).
+const MAX_UNI_STREAMS: u32 = 8;
+/// Flow control per stream and per connection: enough for a fast upload, small enough that
+/// thousands of connections cannot make the gateway buffer gigabytes.
+const STREAM_WINDOW: u32 = 256 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+
+/// The QUIC endpoint of an HTTPS listener: its certificates and SNI resolver, ALPN `h3`, TLS 1.3
+/// only (QUIC has no other), no 0-RTT, and the client limits as transport limits.
+pub fn endpoint(
+    socket: std::net::UdpSocket,
+    https: &rustls::ServerConfig,
+    limits: &ClientLimits,
+) -> Result<quinn::Endpoint> {
+    let mut tls = https.clone();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    tls.max_early_data_size = 0;
+    let crypto = QuicServerConfig::try_from(tls).context("TLS settings for QUIC")?;
+    let mut transport = TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(limits.http2_max_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
+        .max_idle_timeout(Some(
+            IdleTimeout::try_from(limits.keepalive_timeout).context("the keep-alive timeout")?,
+        ))
+        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
+        .send_window(u64::from(CONNECTION_WINDOW) * 4)
+        .datagram_receive_buffer_size(None);
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport));
+    // Connections waiting for their handshake's turn, beyond which new ones are refused.
+    server.max_incoming(limits.max_tls_handshakes.max(1) * 4);
+    socket.set_nonblocking(true)?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    Ok(endpoint)
+}
+
+/// The `Alt-Svc` value that offers HTTP/3 on `port` (for a day, as Envoy and nginx do).
+pub fn alt_svc(port: u16) -> HeaderValue {
+    HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).expect("a valid header value")
+}
+
+impl Proxy {
+    /// Serves HTTP/3 on `endpoint` until the drain stops accepting; its connections finish
+    /// their requests after GOAWAY.
+    pub async fn serve_http3(self: Arc<Self>, endpoint: quinn::Endpoint) {
+        let Ok(bound) = endpoint.local_addr() else {
+            return;
+        };
+        let mut stop = std::pin::pin!(drain::not_accepting(self.drain.watch()));
+        let metrics = &self.observer.metrics;
+        loop {
+            let incoming = tokio::select! {
+                biased;
+                () = stop.as_mut() => break,
+                incoming = endpoint.accept() => incoming,
+            };
+            let Some(incoming) = incoming else { break };
+            let client = incoming.remote_address();
+            // Handshakes pile up: a client must first show it receives at its address (a Retry
+            // costs one packet and no state), which spoofed floods cannot.
+            if self.handshakes.available_permits() == 0 && incoming.may_retry() {
+                metrics.http3_retries.inc();
+                let _ = incoming.retry();
+                continue;
+            }
+            let Some(admitted) = self
+                .admission
+                .admit_counted(client, &metrics.connections_refused)
+            else {
+                incoming.refuse();
+                continue;
+            };
+            Metrics::labelled(&metrics.connections, "scheme", "https").inc();
+            let active = Metrics::labelled(&metrics.connections_active, "scheme", "https");
+            let open = OpenConnection::new(admitted, active);
+            let local = SocketAddr::new(incoming.local_ip().unwrap_or(bound.ip()), bound.port());
+            let served = self.clone().serve_quic(incoming, local, open);
+            self.drain.spawn(served);
+        }
+        // New connections are refused from now on; open ones go on.
+        endpoint.set_server_config(None);
+    }
+
+    /// One QUIC connection: its handshake (in turn with TLS handshakes), then its requests,
+    /// each in a task of its own, until the client closes it, it idles out, or the drain sends
+    /// GOAWAY and its requests are done.
+    async fn serve_quic(
+        self: Arc<Self>,
+        incoming: quinn::Incoming,
+        local: SocketAddr,
+        _open: OpenConnection,
+    ) {
+        let limits = &self.config.client_limits;
+        let metrics = &self.observer.metrics;
+        let client = incoming.remote_address();
+        let handshake = async {
+            let _turn = self.handshakes.acquire().await;
+            incoming.await
+        };
+        let quic = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+            Ok(Ok(quic)) => quic,
+            Ok(Err(error)) => {
+                metrics.tls_handshake_failures.inc();
+                tracing::debug!(%client, %error, "QUIC handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics.tls_handshake_failures.inc();
+                tracing::debug!(%client, "QUIC handshake timed out");
+                return;
+            }
+        };
+        let sni = quic
+            .handshake_data()
+            .and_then(|data| data.downcast::<HandshakeData>().ok())
+            .and_then(|data| data.server_name)
+            .map(|name| normalize_host(&name));
+        let built = h3::server::builder()
+            .max_field_section_size(limits.max_head as u64)
+            .build::<_, Bytes>(h3_quinn::Connection::new(quic.clone()))
+            .await;
+        let mut http3 = match built {
+            Ok(http3) => http3,
+            Err(error) => {
+                tracing::debug!(%client, %error, "HTTP/3 connection setup failed");
+                return;
+            }
+        };
+        let mut stopped = std::pin::pin!(drain::stopped(self.drain.watch()));
+        let mut requests = JoinSet::new();
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = stopped.as_mut() => break,
+                // Finished request tasks are collected as they end.
+                Some(_) = requests.join_next(), if !requests.is_empty() => continue,
+                accepted = http3.accept() => accepted,
+            };
+            let resolver = match accepted {
+                Ok(Some(resolver)) => resolver,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::debug!(%client, %error, "HTTP/3 connection ended");
+                    break;
+                }
+            };
+            // Each request sees the client's address of now: a connection may migrate.
+            let connection = Connection::new(
+                quic.remote_address(),
+                local,
+                "https",
+                sni.clone(),
+                Some("TLSv1.3"),
+            );
+            requests.spawn(self.clone().serve_request(resolver, connection));
+        }
+        // GOAWAY: no new requests; those in flight finish, then the connection closes.
+        let _ = http3.shutdown(0).await;
+        while requests.join_next().await.is_some() {}
+        quic.close(VarInt::from_u32(0x100), b"");
+    }
+
+    /// One request: its head within the header timeout, then forwarding, then the response.
+    async fn serve_request(
+        self: Arc<Self>,
+        resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
+        connection: Connection,
+    ) {
+        let limits = &self.config.client_limits;
+        let client = connection.client;
+        let (request, stream) =
+            match tokio::time::timeout(limits.header_timeout, resolver.resolve_request()).await {
+                Ok(Ok(resolved)) => resolved,
+                Ok(Err(error)) => {
+                    tracing::debug!(%client, %error, "HTTP/3 request refused");
+                    return;
+                }
+                Err(_) => {
+                    let metrics = &self.observer.metrics;
+                    Metrics::labelled(&metrics.connections_closed, "reason", "header_timeout")
+                        .inc();
+                    return;
+                }
+            };
+        let (mut send, receive) = stream.split();
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|length| length.to_str().ok()?.parse().ok());
+        // Looks once at what arrived with the head: a request already ended goes on without a
+        // body, instead of with an empty chunked one.
+        let mut receive = Some(receive);
+        let body = std::future::poll_fn(|cx| {
+            let receive = receive.take().expect("polled once");
+            Poll::Ready(H3RequestBody::new(receive, declared, cx))
+        })
+        .await;
+        let (head, ()) = request.into_parts();
+        let request = Request::from_parts(head, ClientBody::Http3(Box::new(body)));
+        let Ok(response) = forward::handle(self.clone(), Arc::new(connection), request).await;
+        if let Err(error) = body::send_response(&mut send, response).await {
+            tracing::debug!(%client, %error, "HTTP/3 response not sent whole");
+        }
+    }
+}

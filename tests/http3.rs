@@ -1,0 +1,349 @@
+//! HTTP/3 end to end: the real gateway with `--http3`, certificates made in the test, and a
+//! QUIC client of the tests' own (quinn + h3).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway_e2e::backend::Backend;
+use gateway_e2e::gateway::{Gateway, log_lines, sample};
+use gateway_e2e::h3::H3Client;
+use gateway_e2e::manifests::{ManifestsDir, service};
+use gateway_e2e::pki::{Ca, Leaf, TlsHttp, connect};
+use hyper::{Request, StatusCode};
+use tokio::net::TcpStream;
+
+/// Hosts `shop.test` and `api.test` with certificates of their own, a plain host `plain.test`,
+/// all to one echo backend.
+struct Setup {
+    dir: ManifestsDir,
+    _web: Backend,
+    ca: Ca,
+    shop: Leaf,
+    api: Leaf,
+}
+
+async fn setup() -> Setup {
+    let dir = ManifestsDir::new();
+    let web = Backend::start("web").await;
+    let ca = Ca::new();
+    let rule = |host: &str| {
+        format!(
+            "  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}\n"
+        )
+    };
+    let ingress = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: shop\n  \
+         annotations: {{nginx.ingress.kubernetes.io/proxy-body-size: 16m}}\nspec:\n  tls:\n  \
+         - hosts: [shop.test]\n    secretName: shop-tls\n  - hosts: [api.test]\n    \
+         secretName: api-tls\n  rules:\n{}{}{}---\n",
+        rule("shop.test"),
+        rule("api.test"),
+        rule("plain.test")
+    );
+    let (shop, api) = (ca.leaf(&["shop.test"]), ca.leaf(&["api.test"]));
+    dir.write(
+        "shop.yaml",
+        &(service("web", &[web.addr])
+            + &shop.secret("default", "shop-tls")
+            + &api.secret("default", "api-tls")
+            + &ingress),
+    );
+    Setup {
+        dir,
+        _web: web,
+        ca,
+        shop,
+        api,
+    }
+}
+
+fn metrics(gw: &Gateway) -> String {
+    gw.admin_get("/metrics").expect("GET /metrics").1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_each_host_over_its_certificate_and_is_offered_by_alt_svc() {
+    let s = setup().await;
+    let log = s.dir.path().join("access.log");
+    let gw = Gateway::start(
+        s.dir.path(),
+        &["--http3", "--access-log", log.to_str().unwrap()],
+    );
+    let alt_svc = format!("h3=\":{}\"; ma=86400", gw.https.port());
+
+    // HTTPS over TCP offers HTTP/3 on the same port; plain HTTP does not.
+    let tls = connect(s.ca.client_config(&["h2"]), gw.https, "shop.test").await;
+    let (status, headers, _) = TlsHttp::over(tls.unwrap())
+        .await
+        .get("shop.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["alt-svc"], alt_svc.as_str());
+    let plain = gateway_e2e::client::HttpClient::new()
+        .get(gw.http, "plain.test", "/")
+        .await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert!(!plain.headers.contains_key("alt-svc"));
+
+    for (host, leaf) in [("shop.test", &s.shop), ("api.test", &s.api)] {
+        let mut client = H3Client::connect(gw.https, host, &s.ca).await.unwrap();
+        let presented = client.connection.peer_identity().unwrap();
+        let chain = presented
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .unwrap();
+        assert_eq!(chain[0], leaf.der, "the certificate of {host}");
+        let answer = client.get(host, "/a/./b/../c?q=1").await.unwrap();
+        assert_eq!(answer.response.status(), StatusCode::OK);
+        assert_eq!(answer.header("x-backend"), Some("web"));
+        assert_eq!(answer.header("alt-svc"), Some(alt_svc.as_str()));
+        assert!(answer.header("strict-transport-security").is_some());
+        let seen = answer.json();
+        // Normalised once, before routing; forwarded as HTTP/1.1 with the usual headers.
+        assert_eq!(seen["path"], "/a/c?q=1");
+        assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+        assert_eq!(seen["headers"]["host"], host);
+        assert_eq!(seen["version"], "HTTP/1.1");
+
+        // A connection for one name may not be used for another (421, as over TCP).
+        let other = if host == "shop.test" {
+            "api.test"
+        } else {
+            "shop.test"
+        };
+        let misdirected = client.get(other, "/").await.unwrap();
+        assert_eq!(
+            misdirected.response.status(),
+            StatusCode::MISDIRECTED_REQUEST
+        );
+    }
+
+    let lines = log_lines(&log, 5);
+    assert!(
+        lines.iter().filter(|l| l.contains("HTTP/3.0")).count() >= 4,
+        "{lines:#?}"
+    );
+    let text = metrics(&gw);
+    let https = [("scheme", "https")];
+    assert!(sample(&text, "xdp_gateway_connections_total", &https).unwrap() >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn carries_a_large_upload_and_a_large_download() {
+    let s = setup().await;
+    let gw = Gateway::start(s.dir.path(), &["--http3", "--access-log", "off"]);
+    let mut client = H3Client::connect(gw.https, "shop.test", &s.ca)
+        .await
+        .unwrap();
+
+    let upload = Bytes::from(vec![b'u'; 12 << 20]);
+    let request = Request::post("https://shop.test/upload")
+        .header("content-length", upload.len())
+        .body(())
+        .unwrap();
+    let answer = client.send(request, upload.clone()).await.unwrap();
+    assert_eq!(answer.response.status(), StatusCode::OK);
+    assert_eq!(answer.json()["body_bytes"], upload.len());
+    // Without a length, the body streams to the backend chunked.
+    let request = Request::put("https://shop.test/upload").body(()).unwrap();
+    let answer = client.send(request, upload.slice(..1 << 20)).await.unwrap();
+    assert_eq!(answer.json()["body_bytes"], 1 << 20);
+    assert_eq!(answer.json()["headers"]["transfer-encoding"], "chunked");
+    // A GET ends with its head: no body goes to the backend, chunked or not.
+    let answer = client.get("shop.test", "/").await.unwrap();
+    assert!(answer.json()["headers"].get("transfer-encoding").is_none());
+
+    let length = 24 << 20;
+    let answer = client
+        .get("shop.test", &format!("/bytes/{length}"))
+        .await
+        .unwrap();
+    assert_eq!(answer.response.status(), StatusCode::OK);
+    assert_eq!(answer.body.len(), length);
+    assert!(
+        answer
+            .body
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i % 251) as u8)
+    );
+
+    // Over the route's proxy-body-size (16m): 413, and the connection serves on.
+    let request = Request::post("https://shop.test/upload").body(()).unwrap();
+    let answer = client
+        .send(request, Bytes::from(vec![b'x'; 17 << 20]))
+        .await
+        .unwrap();
+    assert_eq!(answer.response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let answer = client.get("shop.test", "/").await.unwrap();
+    assert_eq!(answer.response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_http3_requests_are_refused_and_the_connection_serves_on() {
+    let s = setup().await;
+    let gw = Gateway::start(
+        s.dir.path(),
+        &[
+            "--http3",
+            "--access-log",
+            "off",
+            "--max-request-headers",
+            "50",
+        ],
+    );
+    let mut client = H3Client::connect(gw.https, "shop.test", &s.ca)
+        .await
+        .unwrap();
+    let get = || Request::get("https://shop.test/");
+
+    // HTTP/1's connection fields have no place in HTTP/3 (RFC 9114 4.2).
+    for (name, value) in [
+        ("connection", "close"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("te", "gzip"),
+    ] {
+        let request = get().header(name, value).body(()).unwrap();
+        let answer = client.send(request, Bytes::new()).await.unwrap();
+        assert_eq!(answer.response.status(), StatusCode::BAD_REQUEST, "{name}");
+    }
+    // More fields than allowed, and a head larger than allowed.
+    let mut many = get();
+    for i in 0..60 {
+        many = many.header(format!("x-field-{i}"), "1");
+    }
+    let answer = client.send(many.body(()).unwrap(), Bytes::new()).await;
+    let status = answer.unwrap().response.status();
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let huge = get()
+        .header("x-huge", "h".repeat(40 * 1024))
+        .body(())
+        .unwrap();
+    let status = match client.send(huge, Bytes::new()).await {
+        Ok(answer) => Some(answer.response.status()),
+        Err(_) => None,
+    };
+    assert!(
+        matches!(
+            status,
+            None | Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        ),
+        "{status:?}"
+    );
+    // A body shorter or longer than its Content-Length is malformed.
+    for (declared, sent) in [(10, 5), (5, 10)] {
+        let request = Request::post("https://shop.test/upload")
+            .header("content-length", declared)
+            .body(())
+            .unwrap();
+        let answer = client.send(request, Bytes::from(vec![b'b'; sent])).await;
+        let status = answer.map(|a| a.response.status()).ok();
+        assert!(
+            matches!(status, None | Some(StatusCode::BAD_REQUEST)),
+            "{declared} declared, {sent} sent: {status:?}"
+        );
+    }
+    // Paths that climb out of the root are refused, not resolved.
+    let answer = client.get("shop.test", "/%2e%2e/etc/passwd").await.unwrap();
+    assert_eq!(answer.response.status(), StatusCode::BAD_REQUEST);
+
+    // After all of that, the same connection still serves.
+    let answer = client.get("shop.test", "/").await.unwrap();
+    assert_eq!(answer.response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handshakes_piling_up_are_answered_with_retry() {
+    let s = setup().await;
+    let gw = Gateway::start(
+        s.dir.path(),
+        &[
+            "--http3",
+            "--access-log",
+            "off",
+            "--max-tls-handshakes",
+            "1",
+            "--tls-handshake-timeout",
+            "3",
+        ],
+    );
+    // A TCP client that never sends its ClientHello holds the only turn.
+    let stalled = TcpStream::connect(gw.https).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let connecting = async {
+        let mut client = H3Client::connect(gw.https, "shop.test", &s.ca).await?;
+        client.get("shop.test", "/").await
+    };
+    let mut connecting = std::pin::pin!(connecting);
+    let early = tokio::time::timeout(Duration::from_millis(1000), connecting.as_mut()).await;
+    assert!(early.is_err(), "no handshake while the only turn is held");
+    let text = metrics(&gw);
+    assert_eq!(
+        sample(&text, "xdp_gateway_http3_retries_total", &[]),
+        Some(1.0)
+    );
+    // The client came back with its token and waits for the turn, which the stalled handshake
+    // gives back when it times out.
+    let answer = tokio::time::timeout(Duration::from_secs(8), connecting)
+        .await
+        .expect("served once the turn came")
+        .unwrap();
+    assert_eq!(answer.response.status(), StatusCode::OK);
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_lets_requests_in_flight_finish_then_closes() {
+    let s = setup().await;
+    let mut gw = Gateway::start(
+        s.dir.path(),
+        &[
+            "--http3",
+            "--access-log",
+            "off",
+            "--drain-delay",
+            "1",
+            "--drain-timeout",
+            "10",
+        ],
+    );
+    let mut client = H3Client::connect(gw.https, "shop.test", &s.ca)
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .get("shop.test", "/")
+            .await
+            .unwrap()
+            .response
+            .status(),
+        StatusCode::OK
+    );
+    let mut slow = H3Client::connect(gw.https, "shop.test", &s.ca)
+        .await
+        .unwrap();
+    let in_flight = tokio::spawn(async move { slow.get("shop.test", "/sleep/2500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.terminate();
+    // The request in flight is answered whole after the listeners closed.
+    let answer = tokio::time::timeout(Duration::from_secs(8), in_flight)
+        .await
+        .expect("answered within the drain")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.response.status(), StatusCode::OK);
+    // The idle connection was told to go away and closed; new ones are refused.
+    let closed = tokio::time::timeout(Duration::from_secs(5), client.connection.closed()).await;
+    assert!(closed.is_ok(), "the idle HTTP/3 connection was closed");
+    let late = tokio::time::timeout(
+        Duration::from_secs(3),
+        H3Client::connect(gw.https, "shop.test", &s.ca),
+    )
+    .await;
+    assert!(
+        !matches!(late, Ok(Ok(_))),
+        "a new connection after the drain"
+    );
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+}
