@@ -1,19 +1,41 @@
 //! HTTP/3 end to end: the real gateway with `--http3`, certificates made in the test, and a
 //! QUIC client of the tests' own (quinn + h3).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use gateway_e2e::backend::Backend;
-use gateway_e2e::gateway::{Gateway, log_lines, sample};
-use gateway_e2e::h3::H3Client;
+use gateway_e2e::gateway::{Gateway, binary, log_lines, sample};
+use gateway_e2e::h3::{H3Answer, H3Client};
 use gateway_e2e::manifests::{ManifestsDir, service};
+use gateway_e2e::netns::{
+    CLIENT_ADDR, GATEWAY_IFACE, OTHER_CLIENT_ADDR, Topology, VIP, run, within,
+};
 use gateway_e2e::pki::{Ca, Leaf, TlsHttp, connect};
 use hyper::{Request, StatusCode};
 use tokio::net::TcpStream;
 
 /// Hosts `shop.test` and `api.test` with certificates of their own, a plain host `plain.test`,
 /// all to one echo backend.
+/// An Ingress `shop` with TLS for `shop.test` (Secret `shop-tls`), to service `web`.
+fn tls_ingress(hosts: &[&str]) -> String {
+    let rules: String = hosts
+        .iter()
+        .map(|host| {
+            format!(
+                "  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}\n"
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: shop\n  \
+         annotations: {{nginx.ingress.kubernetes.io/proxy-body-size: 16m}}\nspec:\n  tls:\n  \
+         - hosts: [shop.test]\n    secretName: shop-tls\n  - hosts: [api.test]\n    \
+         secretName: api-tls\n  rules:\n{rules}---\n"
+    )
+}
+
 struct Setup {
     dir: ManifestsDir,
     _web: Backend,
@@ -26,20 +48,7 @@ async fn setup() -> Setup {
     let dir = ManifestsDir::new();
     let web = Backend::start("web").await;
     let ca = Ca::new();
-    let rule = |host: &str| {
-        format!(
-            "  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}\n"
-        )
-    };
-    let ingress = format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: shop\n  \
-         annotations: {{nginx.ingress.kubernetes.io/proxy-body-size: 16m}}\nspec:\n  tls:\n  \
-         - hosts: [shop.test]\n    secretName: shop-tls\n  - hosts: [api.test]\n    \
-         secretName: api-tls\n  rules:\n{}{}{}---\n",
-        rule("shop.test"),
-        rule("api.test"),
-        rule("plain.test")
-    );
+    let ingress = tls_ingress(&["shop.test", "api.test", "plain.test"]);
     let (shop, api) = (ca.leaf(&["shop.test"]), ca.leaf(&["api.test"]));
     dir.write(
         "shop.yaml",
@@ -346,4 +355,88 @@ async fn drain_lets_requests_in_flight_finish_then_closes() {
         "a new connection after the drain"
     );
     assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+/// A request from the client namespace to `vip`, on a runtime of the namespace's thread.
+fn request_in(t: &Topology, source: &str, vip: SocketAddr, ca: &Ca) -> anyhow::Result<H3Answer> {
+    within(&t.client_ns, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let bind = SocketAddr::new(source.parse()?, 0);
+            let attempt = async {
+                let mut client = H3Client::connect_from(bind, vip, "shop.test", ca).await?;
+                client.get("shop.test", "/").await
+            };
+            tokio::time::timeout(Duration::from_secs(3), attempt).await?
+        })
+    })
+}
+
+#[test]
+fn reaches_an_https_vip_filtered_and_counted_by_xdp() {
+    let Some(t) = Topology::new() else { return };
+    let dir = ManifestsDir::new();
+    let ca = Ca::new();
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{name: http, port: 80}]}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: web-1, labels: {kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\nports: [{name: http, port: 9001}]\nendpoints: [{addresses: [127.0.0.1]}]\n---\n";
+    dir.write(
+        "shop.yaml",
+        &(service.to_string()
+            + &ca.leaf(&["shop.test"]).secret("default", "shop-tls")
+            + &tls_ingress(&["shop.test"])),
+    );
+    let _backend = t.spawn_in_gateway(binary("echo-backend"), &["web=127.0.0.1:9001"]);
+    let gw = Gateway::start_in(
+        &t,
+        dir.path(),
+        &[
+            "--http3",
+            "--vip",
+            &format!("{VIP}:443=https"),
+            "--xdp-iface",
+            GATEWAY_IFACE,
+            "--allow-source",
+            "198.18.0.0/24",
+        ],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !gw.log().iter().any(|l| l.contains("kernel fast path on")) {
+        assert!(std::time::Instant::now() < deadline, "{:#?}", gw.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // TCP is steered by sk_lookup to a socket of the gateway's own; HTTP/3's UDP side is bound
+    // to the VIP:port (QUIC replies must come from it), and XDP filters and counts it all.
+    let vip: SocketAddr = format!("{VIP}:443").parse().unwrap();
+    let bound = |flags: &str| {
+        let listening = run(t.in_gateway("ss").arg(flags));
+        String::from_utf8_lossy(&listening.stdout).contains(&vip.to_string())
+    };
+    assert!(!bound("-Htln"));
+    assert!(bound("-Huln"));
+    let answer = request_in(&t, CLIENT_ADDR, vip, &ca).expect("an answer through the VIP");
+    assert_eq!(answer.response.status(), StatusCode::OK);
+    assert_eq!(answer.header("x-backend"), Some("web"));
+    // Replies come from the VIP: the client's connection is to it.
+    assert_eq!(answer.json()["headers"]["x-forwarded-for"], CLIENT_ADDR);
+
+    let quic_counter = |reason: &str| {
+        let (_, body) = gw.admin_get("/bpf/stats").unwrap();
+        let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let listeners = stats["listeners"].as_array().unwrap().clone();
+        let quic = listeners
+            .iter()
+            .find(|l| l["address"] == vip.to_string() && l["protocol"] == "quic")
+            .unwrap_or_else(|| panic!("no quic listener: {stats}"));
+        quic["counters"][reason]["packets"].as_u64().unwrap()
+    };
+    assert!(quic_counter("passed") > 0);
+    // A source outside the allow-list is dropped in XDP, as over TCP.
+    let dropped = quic_counter("dropped_acl");
+    assert!(request_in(&t, OTHER_CLIENT_ADDR, vip, &ca).is_err());
+    assert!(quic_counter("dropped_acl") > dropped);
 }

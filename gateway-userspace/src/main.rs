@@ -593,16 +593,11 @@ async fn run(args: RunArgs) -> Result<()> {
     let admin = listen(&sockets, "admin", args.admin_listen, "--admin-listen")?;
     let http_address = http.local_addr()?;
     let https_address = https.local_addr()?;
-    let quic = match args.http3 {
-        true => {
-            let socket = sockets
-                .quic_socket("https-quic", https_address)
-                .with_context(|| format!("cannot listen on UDP {https_address} (--http3)"))?;
-            let limits = args.client.limits();
-            Some(h3_server::endpoint(socket, acceptor.config(), &limits)?)
-        }
-        false => None,
-    };
+    let quic = args
+        .http3
+        .then(|| sockets.quic_socket("https-quic", https_address))
+        .transpose()
+        .with_context(|| format!("cannot listen on UDP {https_address} (--http3)"))?;
     tracing::info!(http = %http_address, https = %https_address, admin = %admin.local_addr()?, "listening");
 
     match (&args.source.manifests, args.cluster.kubernetes) {
@@ -682,6 +677,7 @@ async fn run(args: RunArgs) -> Result<()> {
             vips: args.vip.clone(),
             allow_source: args.allow_source.clone().map(|list| list.0),
             syn_budget: args.syn_budget,
+            http3: args.http3,
         };
         let settings = BpfSettings {
             pin_dir: args.bpf_pin_dir.clone(),
@@ -734,7 +730,8 @@ async fn run(args: RunArgs) -> Result<()> {
     // Accept loops are tasks of the runtime's workers, not of the thread that waits here.
     tokio::spawn(proxy.clone().serve(http, None));
     if let Some(quic) = quic {
-        tokio::spawn(proxy.clone().serve_http3(quic));
+        let endpoint = proxy.quic_endpoint(quic, &acceptor)?;
+        tokio::spawn(proxy.clone().serve_http3(endpoint));
     }
     tokio::spawn(proxy.serve(https, Some(acceptor)));
     if let Some(predecessor) = predecessor {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::Result;
 use tokio::net::TcpListener;
@@ -30,6 +30,9 @@ pub struct Steering {
     acceptor: TlsAcceptor,
     /// Listeners bound directly, each served by its own task.
     bound: Mutex<HashMap<ListenerSpec, JoinHandle<()>>>,
+    /// HTTP/3 on the UDP side of HTTPS VIP:ports (`--http3`), bound directly in either mode:
+    /// QUIC's replies must leave from the VIP's own port, which a steered socket does not have.
+    quic: Mutex<HashMap<SocketAddr, JoinHandle<()>>>,
     synced: AtomicU64,
 }
 
@@ -71,6 +74,11 @@ fn socket_name(spec: &ListenerSpec) -> String {
     }
 }
 
+/// The name under which the UDP socket of an HTTPS listener's HTTP/3 is handed on.
+fn quic_socket_name(address: SocketAddr) -> String {
+    format!("quic {address}")
+}
+
 impl Steering {
     /// Starts the fast path; where it cannot start, says why once and falls back to binding.
     /// Steered connections go to two sockets of their own (HTTP and HTTPS), dual-stack so
@@ -89,6 +97,7 @@ impl Steering {
             proxy,
             acceptor,
             bound: Mutex::default(),
+            quic: Mutex::default(),
             synced: AtomicU64::new(0),
         };
         let Some(bpf) = bpf else {
@@ -133,12 +142,14 @@ impl Steering {
             proxy,
             acceptor,
             bound: Mutex::default(),
+            quic: Mutex::default(),
             synced: AtomicU64::new(0),
         }
     }
 
     /// Applies `snapshot`'s listeners and allow-lists.
     pub fn sync(&self, snapshot: &Snapshot) {
+        self.bind_quic(snapshot);
         match &self.mode {
             Mode::Kernel(fast_path) => {
                 let wanted = plan::wanted(&self.config, snapshot);
@@ -187,6 +198,43 @@ impl Steering {
                 Err(error) => {
                     tracing::warn!(address = %spec.addr, kind = %spec.kind, %error, "cannot bind listener address")
                 }
+            }
+        }
+    }
+
+    /// Binds and serves the UDP side of exactly the HTTPS listeners of `snapshot`, with
+    /// `--http3` (others bound before are closed; their connections finish).
+    fn bind_quic(&self, snapshot: &Snapshot) {
+        let wanted: Vec<SocketAddr> = match self.config.http3 {
+            true => (self.config.listeners(snapshot))
+                .filter(|spec| spec.kind == ListenerKind::Https)
+                .map(|spec| spec.addr)
+                .collect(),
+            false => Vec::new(),
+        };
+        let mut bound = self.quic.lock().unwrap_or_else(|e| e.into_inner());
+        bound.retain(|address, task| {
+            let keep = wanted.contains(address);
+            if !keep {
+                task.abort();
+                self.sockets.forget(&quic_socket_name(*address));
+            }
+            keep
+        });
+        for address in wanted {
+            if bound.contains_key(&address) {
+                continue;
+            }
+            let name = quic_socket_name(address);
+            let endpoint = (self.sockets.quic_socket(&name, address).map_err(Into::into))
+                .and_then(|socket| self.proxy.quic_endpoint(socket, &self.acceptor));
+            match endpoint {
+                Ok(endpoint) => {
+                    let served = self.proxy.clone().serve_http3(endpoint);
+                    bound.insert(address, tokio::spawn(served));
+                }
+                Err(error) => tracing::warn!(%address, error = format!("{error:#}"),
+                    "cannot bind the UDP side of an HTTPS listener for HTTP/3"),
             }
         }
     }

@@ -42,12 +42,22 @@ impl H3Client {
         server_name: &str,
         ca: &Ca,
     ) -> anyhow::Result<H3Client> {
-        let tls = (*ca.client_config(&["h3"])).clone();
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
         let bind: SocketAddr = match address {
             SocketAddr::V4(_) => "0.0.0.0:0".parse()?,
             SocketAddr::V6(_) => "[::]:0".parse()?,
         };
+        Self::connect_from(bind, address, server_name, ca).await
+    }
+
+    /// The same from the local address `bind`.
+    pub async fn connect_from(
+        bind: SocketAddr,
+        address: SocketAddr,
+        server_name: &str,
+        ca: &Ca,
+    ) -> anyhow::Result<H3Client> {
+        let tls = (*ca.client_config(&["h3"])).clone();
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
         let mut endpoint = quinn::Endpoint::client(bind)?;
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
         let connection = endpoint.connect(address, server_name)?.await?;

@@ -480,6 +480,8 @@ pub fn read_stats(pin_dir: &Path) -> Result<StatsReport> {
                 sockets::HTTPS => "https",
                 sockets::STREAM => "tcp",
                 sockets::UDP => "udp",
+                // Only HTTP/3 is served by sockets bound to their listener's address.
+                sockets::BOUND => "quic",
                 _ => "http",
             },
             id: listener.id,

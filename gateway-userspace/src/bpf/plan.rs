@@ -48,6 +48,8 @@ pub struct FastPathConfig {
     /// `whitelist-source-range`.
     pub allow_source: Option<Vec<Cidr>>,
     pub syn_budget: Option<SynBudget>,
+    /// HTTPS listeners take HTTP/3 on their UDP port too (`--http3`).
+    pub http3: bool,
 }
 
 impl FastPathConfig {
@@ -90,21 +92,32 @@ pub fn wanted(
     config
         .listeners(snapshot)
         .filter(|spec| steerable(spec))
-        .map(|spec| {
+        .flat_map(|spec| {
             let socket = match spec.kind {
                 ListenerKind::Http => sockets::HTTP,
                 ListenerKind::Https => sockets::HTTPS,
                 ListenerKind::Tcp | ListenerKind::Tls => sockets::STREAM,
                 ListenerKind::Udp => sockets::UDP,
             };
-            let wanted = WantedListener {
+            let wanted = |socket| WantedListener {
                 socket,
                 allow: allow.clone(),
                 syn_budget: config.syn_budget,
             };
-            (listener_key(spec), wanted)
+            // HTTP/3 comes to the same address and port over UDP, under the same allow-list.
+            let quic = (config.http3 && spec.kind == ListenerKind::Https)
+                .then(|| (quic_key(spec), wanted(sockets::BOUND)));
+            std::iter::once((listener_key(spec), wanted(socket))).chain(quic)
         })
         .collect()
+}
+
+/// The map key of an HTTPS listener's UDP side, where HTTP/3 comes.
+pub fn quic_key(spec: &ListenerSpec) -> ListenerKey {
+    ListenerKey {
+        protocol: protocol::UDP,
+        ..listener_key(spec)
+    }
 }
 
 /// The map key of a listener.
@@ -238,7 +251,23 @@ mod tests {
             vips: vips.iter().map(|v| spec(v)).collect(),
             allow_source: allow.map(|a| Cidr::parse_list(a).unwrap()),
             syn_budget: None,
+            http3: false,
         }
+    }
+
+    #[test]
+    fn https_listeners_take_http3_on_their_udp_port_with_http3_on() {
+        let vips = ["198.51.100.10:443=https", "198.51.100.10:80=http"];
+        let mut config = config(&vips, Some("10.0.0.0/8"));
+        let without = wanted(&config, &Snapshot::default());
+        assert_eq!(without.len(), 2);
+        config.http3 = true;
+        let with = wanted(&config, &Snapshot::default());
+        assert_eq!(with.len(), 3);
+        let quic = &with[&quic_key(&spec(vips[0]))];
+        assert_eq!(quic.socket, sockets::BOUND);
+        assert_eq!(quic.allow, with[&listener_key(&spec(vips[0]))].allow);
+        assert!(!with.contains_key(&quic_key(&spec(vips[1]))));
     }
 
     #[test]

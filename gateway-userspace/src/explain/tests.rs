@@ -340,6 +340,7 @@ fn the_fast_path_step_says_which_allow_list_entry_admits_or_drops() {
             rate: 100,
             burst: 200,
         }),
+        http3: false,
     };
     let url = "http://192.0.2.10/";
     let dropped = ask_at(

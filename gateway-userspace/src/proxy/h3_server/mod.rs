@@ -20,6 +20,7 @@ use hyper::header::{self, HeaderValue};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 pub use body::H3RequestBody;
 
@@ -40,7 +41,7 @@ const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 /// The QUIC endpoint of an HTTPS listener: its certificates and SNI resolver, ALPN `h3`, TLS 1.3
 /// only (QUIC has no other), no 0-RTT, and the client limits as transport limits.
-pub fn endpoint(
+fn endpoint(
     socket: std::net::UdpSocket,
     https: &rustls::ServerConfig,
     limits: &ClientLimits,
@@ -80,6 +81,15 @@ pub fn alt_svc(port: u16) -> HeaderValue {
 }
 
 impl Proxy {
+    /// A QUIC endpoint on `socket` for the HTTPS listener of `tls`, under this proxy's limits.
+    pub fn quic_endpoint(
+        &self,
+        socket: std::net::UdpSocket,
+        tls: &TlsAcceptor,
+    ) -> Result<quinn::Endpoint> {
+        endpoint(socket, tls.config(), &self.config.client_limits)
+    }
+
     /// Serves HTTP/3 on `endpoint` until the drain stops accepting; its connections finish
     /// their requests after GOAWAY.
     pub async fn serve_http3(self: Arc<Self>, endpoint: quinn::Endpoint) {
