@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gateway_e2e::backend::Backend;
 use gateway_e2e::gateway::{Gateway, binary, log_lines, sample};
-use gateway_e2e::h3::{H3Answer, H3Client};
+use gateway_e2e::h3::{H3Answer, H3Client, H3Endpoint};
 use gateway_e2e::manifests::{ManifestsDir, service};
 use gateway_e2e::netns::{
     CLIENT_ADDR, GATEWAY_IFACE, OTHER_CLIENT_ADDR, Topology, VIP, run, within,
@@ -260,6 +260,45 @@ async fn hostile_http3_requests_are_refused_and_the_connection_serves_on() {
     // After all of that, the same connection still serves.
     let answer = client.get("shop.test", "/").await.unwrap();
     assert_eq!(answer.response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_rtt_is_refused_by_default_and_taken_with_the_flag() {
+    let s = setup().await;
+    for early_data in [false, true] {
+        let mut flags = vec!["--http3", "--access-log", "off"];
+        if early_data {
+            flags.push("--http3-0rtt");
+        }
+        let gw = Gateway::start(s.dir.path(), &flags);
+        let endpoint = H3Endpoint::new("127.0.0.1:0".parse().unwrap(), &s.ca).unwrap();
+        // A first connection leaves a session ticket behind.
+        let mut first = endpoint.connect(gw.https, "shop.test").await.unwrap();
+        let answer = first.get("shop.test", "/").await.unwrap();
+        assert_eq!(answer.response.status(), StatusCode::OK);
+        let attempt = endpoint.connect_0rtt(gw.https, "shop.test").await.unwrap();
+        match (early_data, attempt) {
+            // The ticket allows no early data: the client waits for the full handshake.
+            (false, None) => {}
+            (true, Some((mut client, accepted))) => {
+                let answer = client.get("shop.test", "/").await.unwrap();
+                assert_eq!(answer.response.status(), StatusCode::OK);
+                // An unsafe method is forwarded once the handshake has ended.
+                let request = Request::post("https://shop.test/order").body(()).unwrap();
+                let answer = client
+                    .send(request, Bytes::from_static(b"one"))
+                    .await
+                    .unwrap();
+                assert_eq!(answer.response.status(), StatusCode::OK);
+                assert!(answer.json()["headers"].get("early-data").is_none());
+                assert!(accepted.await, "the early data was taken");
+            }
+            (early_data, attempt) => panic!(
+                "--http3-0rtt {early_data}: 0-RTT attempted: {}",
+                attempt.is_some()
+            ),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

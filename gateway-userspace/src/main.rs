@@ -393,6 +393,11 @@ struct RunArgs {
     /// hosts with `Alt-Svc` (on the --redirect-https-port).
     #[arg(long)]
     http3: bool,
+    /// Let HTTP/3 clients resuming a session send requests in 0-RTT, saving a round trip. Only
+    /// safe methods are forwarded before the handshake ends (with `Early-Data: 1`): early data
+    /// can be replayed by an attacker.
+    #[arg(long = "http3-0rtt", requires = "http3")]
+    http3_early_data: bool,
     /// Only these TLS cipher suites, in order (comma-separated rustls names, e.g.
     /// TLS13_AES_128_GCM_SHA256).
     #[arg(long, value_delimiter = ',')]
@@ -647,6 +652,7 @@ async fn run(args: RunArgs) -> Result<()> {
             read_timeout: Duration::from_secs(args.proxy_read_timeout),
             hsts,
             alt_svc: args.http3.then(|| h3_server::alt_svc(https_redirect_port)),
+            http3_early_data: args.http3_early_data,
             https_redirect_port,
             client_limits: args.client.limits(),
             accept_proxy_protocol: args.proxy_protocol,

@@ -56,13 +56,17 @@ impl H3Client {
         server_name: &str,
         ca: &Ca,
     ) -> anyhow::Result<H3Client> {
-        let tls = (*ca.client_config(&["h3"])).clone();
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-        let mut endpoint = quinn::Endpoint::client(bind)?;
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-        let connection = endpoint.connect(address, server_name)?.await?;
-        let (mut driver, send) =
-            h3::client::new(h3_quinn::Connection::new(connection.clone())).await?;
+        H3Endpoint::new(bind, ca)?
+            .connect(address, server_name)
+            .await
+    }
+
+    async fn over(
+        endpoint: quinn::Endpoint,
+        connection: quinn::Connection,
+    ) -> anyhow::Result<Self> {
+        let quic = h3_quinn::Connection::new(connection.clone());
+        let (mut driver, send) = h3::client::new(quic).await?;
         let driver =
             tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
         Ok(H3Client {
@@ -101,6 +105,48 @@ impl H3Client {
     pub async fn get(&mut self, host: &str, path: &str) -> anyhow::Result<H3Answer> {
         let request = Request::get(format!("https://{host}{path}")).body(())?;
         self.send(request, Bytes::new()).await
+    }
+}
+
+/// A client endpoint whose TLS sessions are kept across its connections: resumption, 0-RTT.
+pub struct H3Endpoint {
+    endpoint: quinn::Endpoint,
+}
+
+impl H3Endpoint {
+    /// An endpoint on `bind` trusting `ca`, ready to send early data where a ticket allows it.
+    pub fn new(bind: SocketAddr, ca: &Ca) -> anyhow::Result<Self> {
+        let mut tls = (*ca.client_config(&["h3"])).clone();
+        tls.enable_early_data = true;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+        let mut endpoint = quinn::Endpoint::client(bind)?;
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        Ok(Self { endpoint })
+    }
+
+    /// A connection after a full handshake (resumed where a session is kept).
+    pub async fn connect(
+        &self,
+        address: SocketAddr,
+        server_name: &str,
+    ) -> anyhow::Result<H3Client> {
+        let connection = self.endpoint.connect(address, server_name)?.await?;
+        H3Client::over(self.endpoint.clone(), connection).await
+    }
+
+    /// A connection whose requests go in 0-RTT, with the future of the handshake's end (true:
+    /// the early data was accepted); `None` when no ticket allows early data.
+    pub async fn connect_0rtt(
+        &self,
+        address: SocketAddr,
+        server_name: &str,
+    ) -> anyhow::Result<Option<(H3Client, quinn::ZeroRttAccepted)>> {
+        let connecting = self.endpoint.connect(address, server_name)?;
+        let Ok((connection, accepted)) = connecting.into_0rtt() else {
+            return Ok(None);
+        };
+        let client = H3Client::over(self.endpoint.clone(), connection).await?;
+        Ok(Some((client, accepted)))
     }
 }
 

@@ -73,6 +73,8 @@ pub struct ProxyConfig {
     pub hsts: Option<HeaderValue>,
     /// `Alt-Svc` offering HTTP/3, on the same responses as HSTS (`--http3`).
     pub alt_svc: Option<HeaderValue>,
+    /// HTTP/3 clients may send safe requests in 0-RTT (`--http3-0rtt`).
+    pub http3_early_data: bool,
     /// The port that HTTP-to-HTTPS redirects name (omitted from the URL when 443).
     pub https_redirect_port: u16,
     /// What clients may take: timeouts, head sizes, connection counts.

@@ -5,7 +5,8 @@
 //! The hostile-client rules hold here too: a handshake timeout and a bounded number of
 //! handshakes at once (beyond it, clients first prove their address with a Retry), the
 //! connection limits per source and in all, streams per connection, the header size and count
-//! limits, the header timeout, the idle timeout, and no 0-RTT (replayable requests).
+//! limits, the header timeout, the idle timeout, and no 0-RTT (replayable requests) unless
+//! `--http3-0rtt` allows it, for safe methods only.
 
 mod body;
 
@@ -15,8 +16,10 @@ use std::task::Poll;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use hyper::Request;
+use futures_util::FutureExt;
+use futures_util::future::Shared;
 use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use tokio::task::JoinSet;
@@ -40,15 +43,23 @@ const STREAM_WINDOW: u32 = 256 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 /// The QUIC endpoint of an HTTPS listener: its certificates and SNI resolver, ALPN `h3`, TLS 1.3
-/// only (QUIC has no other), no 0-RTT, and the client limits as transport limits.
+/// only (QUIC has no other), 0-RTT only with `early_data`, and the client limits as transport
+/// limits.
 fn endpoint(
     socket: std::net::UdpSocket,
     https: &rustls::ServerConfig,
     limits: &ClientLimits,
+    early_data: bool,
 ) -> Result<quinn::Endpoint> {
     let mut tls = https.clone();
     tls.alpn_protocols = vec![b"h3".to_vec()];
-    tls.max_early_data_size = 0;
+    if early_data {
+        // QUIC takes all of it or none (RFC 9001 4.6.1). rustls takes early data only in
+        // sessions resumed from its cache, each once, never from a ticket (which a replay
+        // could present again): no tickets here.
+        tls.max_early_data_size = u32::MAX;
+        tls.ticketer = Arc::new(NoTickets);
+    }
     let crypto = QuicServerConfig::try_from(tls).context("TLS settings for QUIC")?;
     let mut transport = TransportConfig::default();
     transport
@@ -75,6 +86,28 @@ fn endpoint(
     Ok(endpoint)
 }
 
+/// A ticketer that makes none: sessions are resumed from the server's cache only.
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
 /// The `Alt-Svc` value that offers HTTP/3 on `port` (for a day, as Envoy and nginx do).
 pub fn alt_svc(port: u16) -> HeaderValue {
     HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).expect("a valid header value")
@@ -87,7 +120,8 @@ impl Proxy {
         socket: std::net::UdpSocket,
         tls: &TlsAcceptor,
     ) -> Result<quinn::Endpoint> {
-        endpoint(socket, tls.config(), &self.config.client_limits)
+        let early_data = self.config.http3_early_data;
+        endpoint(socket, tls.config(), &self.config.client_limits, early_data)
     }
 
     /// Serves HTTP/3 on `endpoint` until the drain stops accepting; its connections finish
@@ -145,21 +179,32 @@ impl Proxy {
         let client = incoming.remote_address();
         let handshake = async {
             let _turn = self.handshakes.acquire().await;
-            incoming.await
-        };
-        let quic = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
-            Ok(Ok(quic)) => quic,
-            Ok(Err(error)) => {
-                metrics.tls_handshake_failures.inc();
-                tracing::debug!(%client, %error, "QUIC handshake failed");
-                return;
+            let connecting = incoming.accept()?;
+            if !self.config.http3_early_data {
+                return Ok((connecting.await?, None));
             }
-            Err(_) => {
-                metrics.tls_handshake_failures.inc();
-                tracing::debug!(%client, "QUIC handshake timed out");
-                return;
+            // Requests may come in 0-RTT, before the handshake ends; the turn is given back
+            // here, with only the client's Finished left to come.
+            match connecting.into_0rtt() {
+                Ok((quic, ended)) => Ok((quic, Some(ended.shared()))),
+                Err(connecting) => Ok((connecting.await?, None)),
             }
         };
+        let (quic, handshake) =
+            match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+                Ok(Ok(connected)) => connected,
+                Ok(Err(error)) => {
+                    metrics.tls_handshake_failures.inc();
+                    let error: quinn::ConnectionError = error;
+                    tracing::debug!(%client, %error, "QUIC handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    metrics.tls_handshake_failures.inc();
+                    tracing::debug!(%client, "QUIC handshake timed out");
+                    return;
+                }
+            };
         let sni = quic
             .handshake_data()
             .and_then(|data| data.downcast::<HandshakeData>().ok())
@@ -202,7 +247,10 @@ impl Proxy {
                 sni.clone(),
                 Some("TLSv1.3"),
             );
-            requests.spawn(self.clone().serve_request(resolver, connection));
+            requests.spawn(
+                self.clone()
+                    .serve_request(resolver, connection, handshake.clone()),
+            );
         }
         // GOAWAY: no new requests; those in flight finish, then the connection closes.
         let _ = http3.shutdown(0).await;
@@ -211,10 +259,14 @@ impl Proxy {
     }
 
     /// One request: its head within the header timeout, then forwarding, then the response.
+    /// On a connection that took 0-RTT (`handshake` is its end), an unsafe method waits for
+    /// the handshake to end (a replay never gets there; 425 Too Early if it does not), and a
+    /// safe one forwarded before it carries `Early-Data: 1` (RFC 8470).
     async fn serve_request(
         self: Arc<Self>,
         resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
         connection: Connection,
+        handshake: Option<Shared<quinn::ZeroRttAccepted>>,
     ) {
         let limits = &self.config.client_limits;
         let client = connection.client;
@@ -245,7 +297,25 @@ impl Proxy {
             Poll::Ready(H3RequestBody::new(receive, declared, cx))
         })
         .await;
-        let (head, ()) = request.into_parts();
+        let (mut head, ()) = request.into_parts();
+        if let Some(handshake) = handshake
+            && handshake.peek().is_none()
+        {
+            if !head.method.is_safe() {
+                let ended = tokio::time::timeout(limits.handshake_timeout, handshake).await;
+                if ended.is_err() {
+                    let too_early = Response::builder().status(StatusCode::TOO_EARLY);
+                    let _ = send
+                        .send_response(too_early.body(()).expect("a response"))
+                        .await;
+                    let _ = send.finish().await;
+                    return;
+                }
+            } else {
+                head.headers
+                    .insert("early-data", HeaderValue::from_static("1"));
+            }
+        }
         let request = Request::from_parts(head, ClientBody::Http3(Box::new(body)));
         let Ok(response) = forward::handle(self.clone(), Arc::new(connection), request).await;
         if let Err(error) = body::send_response(&mut send, response).await {
