@@ -479,3 +479,61 @@ fn reaches_an_https_vip_filtered_and_counted_by_xdp() {
     assert!(request_in(&t, OTHER_CLIENT_ADDR, vip, &ca).is_err());
     assert!(quic_counter("dropped_acl") > dropped);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_hands_the_udp_socket_over() {
+    let s = setup().await;
+    let handoff = s.dir.path().join("handoff.sock");
+    let flags: Vec<String> = [
+        "--http3",
+        "--access-log",
+        "off",
+        "--drain-delay",
+        "1",
+        "--handoff-socket",
+        handoff.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let start = move |dir: &std::path::Path| {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Gateway::start(dir, &flags)
+    };
+    let mut old = start(s.dir.path());
+    let mut before = H3Client::connect(old.https, "shop.test", &s.ca)
+        .await
+        .unwrap();
+    assert_eq!(
+        before
+            .get("shop.test", "/")
+            .await
+            .unwrap()
+            .response
+            .status(),
+        StatusCode::OK
+    );
+    let new = {
+        let dir = s.dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || start(&dir))
+            .await
+            .unwrap()
+    };
+    assert_eq!(new.https, old.https, "the same sockets, taken over");
+    assert!(old.wait_exit(Duration::from_secs(10)).is_some());
+    // The old process's connection was closed; new ones are served by the new process, on the
+    // UDP socket it took over.
+    let closed = tokio::time::timeout(Duration::from_secs(3), before.connection.closed()).await;
+    assert!(closed.is_ok(), "the old process closed its QUIC connection");
+    let mut after = H3Client::connect(new.https, "shop.test", &s.ca)
+        .await
+        .unwrap();
+    let answer = after.get("shop.test", "/").await.unwrap();
+    assert_eq!(answer.response.status(), StatusCode::OK);
+    let text = metrics(&new);
+    let served = sample(
+        &text,
+        "nginx_ingress_controller_requests",
+        &[("status", "200")],
+    );
+    assert!(served.is_some_and(|served| served >= 1.0), "{served:?}");
+}

@@ -430,7 +430,9 @@ fn route(
     Ok(Ok(Routed {
         backend,
         add_hsts,
-        offer_http3: add_hsts && snapshot.client_auth(host_name).is_none(),
+        offer_http3: add_hsts
+            && proxy.config.alt_svc.is_some()
+            && !(snapshot.has_client_auth && snapshot.client_auth(host_name).is_some()),
         policy,
         rewritten,
         default_backend: snapshot.default_backend.as_ref().map(|d| d.backend.clone()),

@@ -132,16 +132,6 @@ impl Body for H3RequestBody {
     }
 }
 
-impl Drop for H3RequestBody {
-    fn drop(&mut self) {
-        // Answered before the whole body came (413, an error): the client is told to stop
-        // sending with "no error", and reads the response (RFC 9114 4.1.1).
-        if self.part == Part::Data {
-            self.stream.stop_sending(h3::error::Code::H3_NO_ERROR);
-        }
-    }
-}
-
 /// Why an HTTP/3 request body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {

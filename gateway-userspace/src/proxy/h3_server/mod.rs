@@ -30,10 +30,12 @@ pub use body::H3RequestBody;
 use super::limits::OpenConnection;
 use super::request_body::ClientBody;
 use super::{ClientLimits, Connection, Proxy, forward};
-use crate::lifecycle::drain;
+use crate::lifecycle::drain::{self, DrainState};
 use crate::observe::metrics::Metrics;
 use crate::snapshot::normalize_host;
 
+/// The application error code of a connection closed in good order (RFC 9114 8.1).
+const H3_NO_ERROR: u32 = 0x100;
 /// Unidirectional streams a client may open: HTTP/3's control stream and QPACK's two, and a
 /// few for extensions a client may announce (grease).
 const MAX_UNI_STREAMS: u32 = 8;
@@ -161,8 +163,17 @@ impl Proxy {
             let served = self.clone().serve_quic(incoming, local, open);
             self.drain.spawn(served);
         }
-        // New connections are refused from now on; open ones go on.
+        // New connections are refused from now on; open ones go on, unless the socket was
+        // handed to a new process (the only way to stop accepting before the drain stops):
+        // their packets now reach either process, so they close at once, and the endpoint
+        // stops reading once they have.
         endpoint.set_server_config(None);
+        if !self.drain.state().accepting() && self.drain.state() != DrainState::Stopped {
+            endpoint.close(
+                VarInt::from_u32(H3_NO_ERROR),
+                b"handed over to a new process",
+            );
+        }
     }
 
     /// One QUIC connection: its handshake (in turn with TLS handshakes), then its requests,
@@ -255,7 +266,7 @@ impl Proxy {
         // GOAWAY: no new requests; those in flight finish, then the connection closes.
         let _ = http3.shutdown(0).await;
         while requests.join_next().await.is_some() {}
-        quic.close(VarInt::from_u32(0x100), b"");
+        quic.close(VarInt::from_u32(H3_NO_ERROR), b"");
     }
 
     /// One request: its head within the header timeout, then forwarding, then the response.
