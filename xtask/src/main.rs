@@ -50,6 +50,15 @@ enum Task {
         #[arg(long)]
         resume: bool,
     },
+    /// The HTTP/3 load client (started by `bench`).
+    #[command(hide = true)]
+    H3Load {
+        port: u16,
+        seconds: u64,
+        connections: usize,
+        streams: usize,
+        path: String,
+    },
     /// Build the release binary and its OCI image archive (for `podman load -i` or `skopeo copy
     /// oci-archive:PATH docker://REGISTRY/NAME:TAG`).
     Image {
@@ -82,6 +91,13 @@ fn main() -> Result<()> {
             connections,
             resume,
         } => bench::tls_client::run(port, seconds, connections, resume),
+        Task::H3Load {
+            port,
+            seconds,
+            connections,
+            streams,
+            path,
+        } => bench::h3_client::run(port, seconds, (connections, streams), &path),
     }
 }
 

@@ -281,6 +281,40 @@ pub fn h2load(
     })
 }
 
+/// HTTP/3 requests from this tool's own QUIC client (Debian's h2load has no QUIC), pinned to
+/// the load CPU: `connections` connections with `streams` requests in flight on each.
+pub fn h3(
+    port: u16,
+    path: &str,
+    duration: Duration,
+    connections: u32,
+    streams: u32,
+) -> Result<Measured> {
+    let mut command = Command::new("taskset");
+    command
+        .args(["-c", LOAD_CPU])
+        .arg(super::release_tool())
+        .args([
+            "h3-load",
+            &port.to_string(),
+            &duration.as_secs().to_string(),
+            &connections.to_string(),
+            &streams.to_string(),
+            path,
+        ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&output(&mut command)?).context("h3-load JSON")?;
+    let requests = json["requests"].as_f64().unwrap_or(0.0);
+    let seconds = json["seconds"].as_f64().unwrap_or(1.0);
+    Ok(Measured {
+        requests,
+        ok: None,
+        rps: requests / seconds,
+        errors: json["errors"].as_f64().unwrap_or(0.0),
+        ..Measured::default()
+    })
+}
+
 /// Resumed TLS handshakes, one request per connection, from this tool's own rustls client
 /// (oha never resumes a session), pinned to the load CPU.
 pub fn resumed_handshakes(port: u16, duration: Duration, connections: u32) -> Result<Measured> {

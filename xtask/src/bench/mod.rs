@@ -6,6 +6,7 @@ mod attack;
 pub mod backend;
 mod churn;
 mod fixtures;
+pub mod h3_client;
 mod load;
 mod netns;
 mod profile;
@@ -359,6 +360,55 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
                         records.push(r);
                     }
                     Err(e) => println!("  {test} {:8}: h2load failed: {e:#}", kind.name()),
+                }
+            }
+        }
+        Ok(())
+    });
+    section(&plan, "T12", false, || {
+        println!(
+            "== T12 HTTP/3 (this tool's QUIC client) beside the gateway's own HTTP/2 + TLS (h2load) in the same \
+             process; no peer here speaks HTTP/3 (nginx 1.22 has no http_v3_module, HAProxy 2.6 is built without QUIC)"
+        );
+        let runs = (0..plan.rounds).flat_map(|round| {
+            [("T12", "/", 16, 10), ("T12-bulk", "/bytes/1m", 4, 1)]
+                .into_iter()
+                .map(move |run| (round, run))
+        });
+        for (round, (test, path, clients, streams)) in runs {
+            let options = Options {
+                resumption: true,
+                http3: true,
+                ..Options::default()
+            };
+            let sut = Sut::start(Kind::Gateway, &fixtures, &gateway, options)?;
+            for protocol in ["h3", "h2"] {
+                let cpu = sut.cpu_seconds();
+                let port = Kind::Gateway.ports().1;
+                let measured = match protocol {
+                    "h3" => load::h3(port, path, plan.run, clients, streams),
+                    _ => load::h2load(port, path, plan.run, clients, streams),
+                };
+                match measured {
+                    Ok(m) => {
+                        let used = sut.cpu_seconds() - cpu;
+                        let name = match protocol {
+                            "h3" => test.to_string(),
+                            _ => format!("{test}-h2"),
+                        };
+                        let mut r = Record::new(Kind::Gateway.name(), &name, round);
+                        r.measured(&m)
+                            .set("sut_cpu_s", used)
+                            .set("per_cpu_s", m.requests / used.max(1e-9));
+                        println!(
+                            "  {name} round {round}: {:>8.0} req/s, {:>8.0} per SUT CPU-s, errors {}",
+                            m.rps,
+                            m.requests / used.max(1e-9),
+                            m.errors
+                        );
+                        records.push(r);
+                    }
+                    Err(e) => println!("  {test} {protocol}: the load failed: {e:#}"),
                 }
             }
         }

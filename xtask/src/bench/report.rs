@@ -13,7 +13,7 @@ use super::attack::SCENARIOS;
 use super::{Environment, Record};
 
 /// The figures the table shows, per test: (test, value, label, higher is better).
-const ROWS: [(&str, &str, &str, bool); 38] = [
+const ROWS: [(&str, &str, &str, bool); 42] = [
     ("T1", "rps", "T1 HTTP/1.1 keep-alive, requests/s", true),
     ("T1", "per_cpu_s", "T1 requests per SUT CPU-second", true),
     (
@@ -64,6 +64,30 @@ const ROWS: [(&str, &str, &str, bool); 38] = [
         "T4-bulk",
         "per_cpu_s",
         "T4 bulk TLS MiB per SUT CPU-second",
+        true,
+    ),
+    (
+        "T12",
+        "per_cpu_s",
+        "T12 HTTP/3 requests per SUT CPU-second (no peer here speaks HTTP/3)",
+        true,
+    ),
+    (
+        "T12-h2",
+        "per_cpu_s",
+        "T12 the same over HTTP/2 + TLS, same process and run",
+        true,
+    ),
+    (
+        "T12-bulk",
+        "per_cpu_s",
+        "T12 bulk HTTP/3 MiB per SUT CPU-second",
+        true,
+    ),
+    (
+        "T12-bulk-h2",
+        "per_cpu_s",
+        "T12 bulk over HTTP/2 + TLS, same process and run",
         true,
     ),
     (

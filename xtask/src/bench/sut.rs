@@ -67,6 +67,8 @@ pub struct Options {
     pub vip: Option<Vec<String>>,
     /// The gateway's worker threads (0: one); with more than one it may use every CPU.
     pub workers: usize,
+    /// The gateway serves HTTP/3 too (`--http3`).
+    pub http3: bool,
 }
 
 /// A running system under test; stopped when dropped.
@@ -107,6 +109,9 @@ impl Sut {
                     .env("RUST_LOG", "warn");
                 if !options.resumption {
                     command.arg("--no-tls-resumption");
+                }
+                if options.http3 {
+                    command.arg("--http3");
                 }
                 command.args(options.vip.iter().flatten());
             }

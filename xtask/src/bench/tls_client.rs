@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 
 /// The benchmark certificate is self-signed: every peer is accepted, as `oha --insecure` does.
 #[derive(Debug)]
-struct AcceptAny;
+pub(super) struct AcceptAny;
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
