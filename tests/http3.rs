@@ -66,6 +66,14 @@ async fn setup() -> Setup {
     }
 }
 
+/// A connection to `address` for `shop.test` that has served one `GET /` with 200.
+async fn served(address: SocketAddr, ca: &Ca) -> H3Client {
+    let mut client = H3Client::connect(address, "shop.test", ca).await.unwrap();
+    let answer = client.get("shop.test", "/").await.unwrap();
+    assert_eq!(answer.response.status(), StatusCode::OK);
+    client
+}
+
 fn metrics(gw: &Gateway) -> String {
     gw.admin_get("/metrics").expect("GET /metrics").1
 }
@@ -356,18 +364,7 @@ async fn drain_lets_requests_in_flight_finish_then_closes() {
             "10",
         ],
     );
-    let mut client = H3Client::connect(gw.https, "shop.test", &s.ca)
-        .await
-        .unwrap();
-    assert_eq!(
-        client
-            .get("shop.test", "/")
-            .await
-            .unwrap()
-            .response
-            .status(),
-        StatusCode::OK
-    );
+    let client = served(gw.https, &s.ca).await;
     let mut slow = H3Client::connect(gw.https, "shop.test", &s.ca)
         .await
         .unwrap();
@@ -500,18 +497,7 @@ async fn a_restart_hands_the_udp_socket_over() {
         Gateway::start(dir, &flags)
     };
     let mut old = start(s.dir.path());
-    let mut before = H3Client::connect(old.https, "shop.test", &s.ca)
-        .await
-        .unwrap();
-    assert_eq!(
-        before
-            .get("shop.test", "/")
-            .await
-            .unwrap()
-            .response
-            .status(),
-        StatusCode::OK
-    );
+    let before = served(old.https, &s.ca).await;
     let new = {
         let dir = s.dir.path().to_path_buf();
         tokio::task::spawn_blocking(move || start(&dir))
@@ -524,16 +510,12 @@ async fn a_restart_hands_the_udp_socket_over() {
     // UDP socket it took over.
     let closed = tokio::time::timeout(Duration::from_secs(3), before.connection.closed()).await;
     assert!(closed.is_ok(), "the old process closed its QUIC connection");
-    let mut after = H3Client::connect(new.https, "shop.test", &s.ca)
-        .await
-        .unwrap();
-    let answer = after.get("shop.test", "/").await.unwrap();
-    assert_eq!(answer.response.status(), StatusCode::OK);
+    served(new.https, &s.ca).await;
     let text = metrics(&new);
-    let served = sample(
+    let by_new = sample(
         &text,
         "nginx_ingress_controller_requests",
         &[("status", "200")],
     );
-    assert!(served.is_some_and(|served| served >= 1.0), "{served:?}");
+    assert!(by_new.is_some_and(|count| count >= 1.0), "{by_new:?}");
 }

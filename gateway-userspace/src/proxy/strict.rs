@@ -60,17 +60,19 @@ pub fn check_request<B>(request: &Request<B>, limits: &ClientLimits) -> Result<(
     check_framing(headers).map_err(ProxyError::Malformed)
 }
 
+/// Fields that exist only in HTTP/1, for one connection.
+pub const CONNECTION_SPECIFIC: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// HTTP/2 and HTTP/3 have no connection-specific fields: a message with one is malformed (RFC
 /// 9113 8.2.2, RFC 9114 4.2), and `Transfer-Encoding` would frame a body the stream already
 /// frames. hyper's h2 refuses them itself; the h3 crate does not.
 fn check_connection_fields(headers: &HeaderMap) -> Result<(), &'static str> {
-    const CONNECTION_SPECIFIC: [&str; 5] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-    ];
     if CONNECTION_SPECIFIC
         .iter()
         .any(|name| headers.contains_key(*name))

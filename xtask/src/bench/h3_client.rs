@@ -6,11 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::tls_client::client_config;
 use anyhow::{Result, bail};
 use bytes::{Buf, Bytes};
-use rustls::crypto::aws_lc_rs as provider;
-
-use super::tls_client::AcceptAny;
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
@@ -25,14 +23,7 @@ pub fn run(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mut crypto = provider::default_provider();
-        crypto.kx_groups = vec![provider::kx_group::X25519];
-        crypto.cipher_suites = vec![provider::cipher_suite::TLS13_AES_128_GCM_SHA256];
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(crypto))
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny))
-            .with_no_client_auth();
+        let mut tls = client_config()?;
         tls.alpn_protocols = vec![b"h3".to_vec()];
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;

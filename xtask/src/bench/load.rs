@@ -290,57 +290,51 @@ pub fn h3(
     connections: u32,
     streams: u32,
 ) -> Result<Measured> {
-    let mut command = Command::new("taskset");
-    command
-        .args(["-c", LOAD_CPU])
-        .arg(super::release_tool())
-        .args([
-            "h3-load",
-            &port.to_string(),
-            &duration.as_secs().to_string(),
-            &connections.to_string(),
-            &streams.to_string(),
-            path,
-        ]);
-    let json: serde_json::Value =
-        serde_json::from_str(&output(&mut command)?).context("h3-load JSON")?;
-    let requests = json["requests"].as_f64().unwrap_or(0.0);
-    let seconds = json["seconds"].as_f64().unwrap_or(1.0);
-    Ok(Measured {
-        requests,
-        ok: None,
-        rps: requests / seconds,
-        errors: json["errors"].as_f64().unwrap_or(0.0),
-        ..Measured::default()
-    })
+    let (connections, streams) = (connections.to_string(), streams.to_string());
+    let args = [connections.as_str(), streams.as_str(), path];
+    own_client("h3-load", port, duration, &args).map(|(measured, _)| measured)
 }
 
 /// Resumed TLS handshakes, one request per connection, from this tool's own rustls client
 /// (oha never resumes a session), pinned to the load CPU.
 pub fn resumed_handshakes(port: u16, duration: Duration, connections: u32) -> Result<Measured> {
+    let connections = connections.to_string();
+    let (measured, json) = own_client(
+        "tls-load",
+        port,
+        duration,
+        &[connections.as_str(), "--resume"],
+    )?;
+    if json["resumed"].as_f64().unwrap_or(0.0) == 0.0 {
+        bail!("the server resumed no session: {json}");
+    }
+    Ok(measured)
+}
+
+/// Runs one of this tool's load clients (`xtask TASK PORT SECONDS ARGS...`) pinned to the load
+/// CPU: its figures, and the JSON it printed.
+fn own_client(
+    task: &str,
+    port: u16,
+    duration: Duration,
+    args: &[&str],
+) -> Result<(Measured, serde_json::Value)> {
     let mut command = Command::new("taskset");
     command
         .args(["-c", LOAD_CPU])
         .arg(super::release_tool())
-        .args([
-            "tls-load",
-            &port.to_string(),
-            &duration.as_secs().to_string(),
-            &connections.to_string(),
-        ]);
-    command.arg("--resume");
+        .args([task, &port.to_string(), &duration.as_secs().to_string()])
+        .args(args);
     let json: serde_json::Value =
-        serde_json::from_str(&output(&mut command)?).context("tls-load JSON")?;
+        serde_json::from_str(&output(&mut command)?).with_context(|| format!("{task} JSON"))?;
     let requests = json["requests"].as_f64().unwrap_or(0.0);
     let seconds = json["seconds"].as_f64().unwrap_or(1.0);
-    if json["resumed"].as_f64().unwrap_or(0.0) == 0.0 {
-        bail!("the server resumed no session: {json}");
-    }
-    Ok(Measured {
+    let measured = Measured {
         requests,
         ok: None,
         rps: requests / seconds,
         errors: json["errors"].as_f64().unwrap_or(0.0),
         ..Measured::default()
-    })
+    };
+    Ok((measured, json))
 }

@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 
 /// The benchmark certificate is self-signed: every peer is accepted, as `oha --insecure` does.
 #[derive(Debug)]
-pub(super) struct AcceptAny;
+struct AcceptAny;
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
@@ -56,20 +56,28 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
+/// The load clients' TLS: 1.3 with the suite and group the systems are configured with, any
+/// certificate accepted.
+pub(super) fn client_config() -> Result<rustls::ClientConfig> {
+    let mut crypto = provider::default_provider();
+    crypto.kx_groups = vec![provider::kx_group::X25519];
+    crypto.cipher_suites = vec![provider::cipher_suite::TLS13_AES_128_GCM_SHA256];
+    Ok(
+        rustls::ClientConfig::builder_with_provider(Arc::new(crypto))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny))
+            .with_no_client_auth(),
+    )
+}
+
 /// Runs the load and prints `{"requests": .., "errors": .., "resumed": .., "seconds": ..}`.
 pub fn run(port: u16, seconds: u64, connections: usize, resume: bool) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mut crypto = provider::default_provider();
-        crypto.kx_groups = vec![provider::kx_group::X25519];
-        crypto.cipher_suites = vec![provider::cipher_suite::TLS13_AES_128_GCM_SHA256];
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(crypto))
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny))
-            .with_no_client_auth();
+        let mut config = client_config()?;
         if !resume {
             config.resumption = rustls::client::Resumption::disabled();
         }

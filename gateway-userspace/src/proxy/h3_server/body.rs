@@ -11,18 +11,10 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::{HeaderMap, Response};
 
 use crate::observe::ObservedBody;
+use crate::proxy::strict::CONNECTION_SPECIFIC;
 
 type RecvStream = RequestStream<h3_quinn::RecvStream, Bytes>;
 type SendStream = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
-
-/// Fields that exist only in HTTP/1 and must not appear in an HTTP/3 message (RFC 9114 4.2).
-const CONNECTION_SPECIFIC: [&str; 5] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// The request body as its DATA frames arrive, held to its declared `Content-Length` (a body
 /// of another length is malformed, RFC 9114 4.1.2), then its trailers.
@@ -171,6 +163,7 @@ pub async fn send_response(
     stream.finish().await
 }
 
+/// An HTTP/3 message must not carry them (RFC 9114 4.2).
 fn strip_connection_fields(headers: &mut HeaderMap) {
     for name in CONNECTION_SPECIFIC {
         headers.remove(name);
