@@ -288,10 +288,9 @@ impl Proxy {
                     tracing::debug!(%client, %error, "HTTP/3 request refused");
                     return;
                 }
+                // The stream is reset; the connection and its other streams go on.
                 Err(_) => {
-                    let metrics = &self.observer.metrics;
-                    Metrics::labelled(&metrics.connections_closed, "reason", "header_timeout")
-                        .inc();
+                    tracing::debug!(%client, "HTTP/3 request head not received in time");
                     return;
                 }
             };
