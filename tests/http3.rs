@@ -519,3 +519,41 @@ async fn a_restart_hands_the_udp_socket_over() {
     );
     assert!(by_new.is_some_and(|count| count >= 1.0), "{by_new:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_https_listeners_serve_http3_too() {
+    use gateway_e2e::manifests::{free_port, gateway, gateway_class, loopback};
+    let web = Backend::start("web").await;
+    let ca = Ca::new();
+    let port = free_port();
+    let dir = ManifestsDir::new();
+    dir.write(
+        "edge.yaml",
+        &(service("web", &[web.addr])
+            + &ca.leaf(&["*.example.com"]).secret("infra", "wildcard")
+            + gateway_class()
+            + &gateway(
+                "infra",
+                "edge",
+                &[format!(
+                    "{{name: https, port: {port}, protocol: HTTPS, hostname: \"*.example.com\", \
+                     tls: {{certificateRefs: [{{name: wildcard}}]}}, \
+                     allowedRoutes: {{namespaces: {{from: All}}}}}}"
+                )],
+            )
+            + "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+               metadata: {name: shop, namespace: default}\n\
+               spec:\n  parentRefs: [{name: edge, namespace: infra, sectionName: https}]\n  \
+               hostnames: [shop.example.com]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n"),
+    );
+    let _gw = Gateway::start(dir.path(), &["--http3", "--access-log", "off"]);
+    let mut client = H3Client::connect(loopback(port), "shop.example.com", &ca)
+        .await
+        .expect("HTTP/3 on the Gateway's HTTPS listener, with its certificate");
+    let answer = client.get("shop.example.com", "/").await.unwrap();
+    assert_eq!(answer.response.status(), StatusCode::OK);
+    assert_eq!(answer.header("x-backend"), Some("web"));
+    // Covered by the certificate, routed by no HTTPRoute of the listener.
+    let unrouted = client.get("other.example.com", "/").await.unwrap();
+    assert_eq!(unrouted.response.status(), StatusCode::NOT_FOUND);
+}
