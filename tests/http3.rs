@@ -324,9 +324,11 @@ async fn handshakes_piling_up_are_answered_with_retry() {
             "3",
         ],
     );
-    // A TCP client that never sends its ClientHello holds the only turn.
+    // A TCP client that never sends its ClientHello holds the only turn. The QUIC handshake
+    // starts a second later, so that its own timeout (counted from its start, the wait for
+    // the turn included) leaves it a second after the turn comes back.
     let stalled = TcpStream::connect(gw.https).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let connecting = async {
         let mut client = H3Client::connect(gw.https, "shop.test", &s.ca).await?;
         client.get("shop.test", "/").await
