@@ -74,6 +74,14 @@ async fn served(address: SocketAddr, ca: &Ca) -> H3Client {
     client
 }
 
+impl Setup {
+    /// The gateway on this setup's folder with `--http3`, no access log, and `extra` flags.
+    fn gateway(&self, extra: &[&str]) -> Gateway {
+        let flags = [&["--http3", "--access-log", "off"], extra].concat();
+        Gateway::start(self.dir.path(), &flags)
+    }
+}
+
 fn metrics(gw: &Gateway) -> String {
     gw.admin_get("/metrics").expect("GET /metrics").1
 }
@@ -148,7 +156,7 @@ async fn routes_each_host_over_its_certificate_and_is_offered_by_alt_svc() {
 #[tokio::test(flavor = "multi_thread")]
 async fn carries_a_large_upload_and_a_large_download() {
     let s = setup().await;
-    let gw = Gateway::start(s.dir.path(), &["--http3", "--access-log", "off"]);
+    let gw = s.gateway(&[]);
     let mut client = H3Client::connect(gw.https, "shop.test", &s.ca)
         .await
         .unwrap();
@@ -199,16 +207,7 @@ async fn carries_a_large_upload_and_a_large_download() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_http3_requests_are_refused_and_the_connection_serves_on() {
     let s = setup().await;
-    let gw = Gateway::start(
-        s.dir.path(),
-        &[
-            "--http3",
-            "--access-log",
-            "off",
-            "--max-request-headers",
-            "50",
-        ],
-    );
+    let gw = s.gateway(&["--max-request-headers", "50"]);
     let mut client = H3Client::connect(gw.https, "shop.test", &s.ca)
         .await
         .unwrap();
@@ -274,11 +273,7 @@ async fn hostile_http3_requests_are_refused_and_the_connection_serves_on() {
 async fn zero_rtt_is_refused_by_default_and_taken_with_the_flag() {
     let s = setup().await;
     for early_data in [false, true] {
-        let mut flags = vec!["--http3", "--access-log", "off"];
-        if early_data {
-            flags.push("--http3-0rtt");
-        }
-        let gw = Gateway::start(s.dir.path(), &flags);
+        let gw = s.gateway(if early_data { &["--http3-0rtt"] } else { &[] });
         let endpoint = H3Endpoint::new("127.0.0.1:0".parse().unwrap(), &s.ca).unwrap();
         // A first connection leaves a session ticket behind.
         let mut first = endpoint.connect(gw.https, "shop.test").await.unwrap();
@@ -312,18 +307,7 @@ async fn zero_rtt_is_refused_by_default_and_taken_with_the_flag() {
 #[tokio::test(flavor = "multi_thread")]
 async fn handshakes_piling_up_are_answered_with_retry() {
     let s = setup().await;
-    let gw = Gateway::start(
-        s.dir.path(),
-        &[
-            "--http3",
-            "--access-log",
-            "off",
-            "--max-tls-handshakes",
-            "1",
-            "--tls-handshake-timeout",
-            "3",
-        ],
-    );
+    let gw = s.gateway(&["--max-tls-handshakes", "1", "--tls-handshake-timeout", "3"]);
     // A TCP client that never sends its ClientHello holds the only turn. The QUIC handshake
     // starts a second later, so that its own timeout (counted from its start, the wait for
     // the turn included) leaves it a second after the turn comes back.
@@ -354,18 +338,7 @@ async fn handshakes_piling_up_are_answered_with_retry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn drain_lets_requests_in_flight_finish_then_closes() {
     let s = setup().await;
-    let mut gw = Gateway::start(
-        s.dir.path(),
-        &[
-            "--http3",
-            "--access-log",
-            "off",
-            "--drain-delay",
-            "1",
-            "--drain-timeout",
-            "10",
-        ],
-    );
+    let mut gw = s.gateway(&["--drain-delay", "1", "--drain-timeout", "10"]);
     let client = served(gw.https, &s.ca).await;
     let mut slow = H3Client::connect(gw.https, "shop.test", &s.ca)
         .await

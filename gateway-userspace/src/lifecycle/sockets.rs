@@ -40,20 +40,9 @@ impl Sockets {
 
     /// The UDP socket `name` for `address`, inherited or new, as [`Sockets::listen`].
     pub fn listen_udp(&self, name: &str, address: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
-        let adopt = |fd: OwnedFd| {
-            let socket = std::net::UdpSocket::from(fd);
-            socket.set_nonblocking(true)?;
-            UdpSocket::from_std(socket)
-        };
-        let socket = match self.inherited(name).map(adopt).transpose()? {
-            Some(socket) if same_address(socket.local_addr()?, address) => socket,
-            _ => {
-                let socket = std::net::UdpSocket::bind(address)?;
-                socket.set_nonblocking(true)?;
-                UdpSocket::from_std(socket)?
-            }
-        };
-        let socket = Arc::new(socket);
+        let socket = self.udp_socket(name, address)?;
+        socket.set_nonblocking(true)?;
+        let socket = Arc::new(UdpSocket::from_std(socket)?);
         self.keep(name, Live::Udp(socket.clone()));
         Ok(socket)
     }
@@ -65,12 +54,17 @@ impl Sockets {
         name: &str,
         address: SocketAddr,
     ) -> std::io::Result<std::net::UdpSocket> {
-        let socket = match self.inherited(name).map(std::net::UdpSocket::from) {
-            Some(socket) if same_address(socket.local_addr()?, address) => socket,
-            _ => std::net::UdpSocket::bind(address)?,
-        };
+        let socket = self.udp_socket(name, address)?;
         self.keep(name, Live::Quic(socket.as_fd().try_clone_to_owned()?));
         Ok(socket)
+    }
+
+    /// The inherited UDP socket `name` when it is on `address`, else a new one.
+    fn udp_socket(&self, name: &str, address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+        match self.inherited(name).map(std::net::UdpSocket::from) {
+            Some(socket) if same_address(socket.local_addr()?, address) => Ok(socket),
+            _ => std::net::UdpSocket::bind(address),
+        }
     }
 
     fn inherited(&self, name: &str) -> Option<OwnedFd> {

@@ -462,7 +462,7 @@ fn normalize_path(uri: &mut Uri) -> Result<(), ProxyError> {
 }
 
 /// The request's declared body length, when it declares one.
-fn request_length(request: &Request<ClientBody>) -> Option<u64> {
+pub(super) fn request_length<B>(request: &Request<B>) -> Option<u64> {
     request
         .headers()
         .get(header::CONTENT_LENGTH)?

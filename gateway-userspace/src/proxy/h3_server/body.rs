@@ -36,19 +36,22 @@ enum Part {
 }
 
 impl H3RequestBody {
-    /// The body of a request that declared `declared` bytes, looking once at what has arrived.
-    pub fn new(stream: RecvStream, declared: Option<u64>, cx: &mut Context<'_>) -> Self {
-        let mut body = Self {
+    /// The body of a request that declared `declared` bytes.
+    pub fn new(stream: RecvStream, declared: Option<u64>) -> Self {
+        Self {
             stream,
             declared,
             received: 0,
             first: None,
             part: Part::Data,
-        };
-        if let Poll::Ready(first) = Pin::new(&mut body).poll_frame(cx) {
-            body.first = first;
         }
-        body
+    }
+
+    /// Reads what has arrived already, without waiting, and keeps it for the reader.
+    pub fn look_ahead(&mut self, cx: &mut Context<'_>) {
+        if let Poll::Ready(first) = Pin::new(&mut *self).poll_frame(cx) {
+            self.first = first;
+        }
     }
 
     fn data(&mut self, mut data: impl Buf) -> Result<Bytes, BodyError> {

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::Shared;
-use hyper::header::{self, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
@@ -295,16 +295,12 @@ impl Proxy {
                 }
             };
         let (mut send, receive) = stream.split();
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|length| length.to_str().ok()?.parse().ok());
+        let mut body = H3RequestBody::new(receive, forward::request_length(&request));
         // Looks once at what arrived with the head: a request already ended goes on without a
         // body, instead of with an empty chunked one.
-        let mut receive = Some(receive);
-        let body = std::future::poll_fn(|cx| {
-            let receive = receive.take().expect("polled once");
-            Poll::Ready(H3RequestBody::new(receive, declared, cx))
+        std::future::poll_fn(|cx| {
+            body.look_ahead(cx);
+            Poll::Ready(())
         })
         .await;
         let (mut head, ()) = request.into_parts();
