@@ -10,7 +10,8 @@ use gateway_e2e::gateway::{Gateway, binary, log_lines, sample};
 use gateway_e2e::h3::{H3Answer, H3Client, H3Endpoint};
 use gateway_e2e::manifests::{ManifestsDir, service};
 use gateway_e2e::netns::{
-    CLIENT_ADDR, GATEWAY_IFACE, OTHER_CLIENT_ADDR, Topology, VIP, run, within,
+    CLIENT_ADDR, CLIENT_ADDR6, GATEWAY_IFACE, OTHER_CLIENT_ADDR, OTHER_CLIENT_ADDR6, Topology, VIP,
+    VIP6, run, within,
 };
 use gateway_e2e::pki::{Ca, Leaf, TlsHttp, connect};
 use hyper::{Request, StatusCode};
@@ -409,10 +410,14 @@ fn reaches_an_https_vip_filtered_and_counted_by_xdp() {
             "--http3",
             "--vip",
             &format!("{VIP}:443=https"),
+            "--vip",
+            &format!("{VIP}:8443=https"),
+            "--vip",
+            &format!("[{VIP6}]:443=https"),
             "--xdp-iface",
             GATEWAY_IFACE,
             "--allow-source",
-            "198.18.0.0/24",
+            &format!("198.18.0.0/24,{CLIENT_ADDR6}/128"),
         ],
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -420,22 +425,36 @@ fn reaches_an_https_vip_filtered_and_counted_by_xdp() {
         assert!(std::time::Instant::now() < deadline, "{:#?}", gw.log());
         std::thread::sleep(Duration::from_millis(20));
     }
-    // TCP is steered by sk_lookup to a socket of the gateway's own; HTTP/3's UDP side is bound
-    // to the VIP:port (QUIC replies must come from it), and XDP filters and counts it all.
-    let vip: SocketAddr = format!("{VIP}:443").parse().unwrap();
+    // Nothing is bound to the VIPs: sk_lookup hands TCP to a socket of the gateway's own and
+    // each port's QUIC datagrams to that port's QUIC socket on loopback, whose replies leave
+    // from the VIP; XDP filters and counts it all.
     let bound = |flags: &str| {
         let listening = run(t.in_gateway("ss").arg(flags));
-        String::from_utf8_lossy(&listening.stdout).contains(&vip.to_string())
+        String::from_utf8_lossy(&listening.stdout).to_string()
     };
-    assert!(!bound("-Htln"));
-    assert!(bound("-Huln"));
-    let answer = request_in(&t, CLIENT_ADDR, vip, &ca).expect("an answer through the VIP");
-    assert_eq!(answer.response.status(), StatusCode::OK);
-    assert_eq!(answer.header("x-backend"), Some("web"));
-    // Replies come from the VIP: the client's connection is to it.
-    assert_eq!(answer.json()["headers"]["x-forwarded-for"], CLIENT_ADDR);
+    let (tcp, udp) = (bound("-Htln"), bound("-Huln"));
+    assert!(!tcp.contains(VIP) && !udp.contains(VIP), "{tcp}{udp}");
+    assert!(!tcp.contains(VIP6) && !udp.contains(VIP6), "{tcp}{udp}");
+    for socket in ["127.0.0.1:443", "127.0.0.1:8443", "[::1]:443"] {
+        assert!(udp.contains(socket), "{socket} in {udp}");
+    }
+    let v4: SocketAddr = format!("{VIP}:443").parse().unwrap();
+    let second_port: SocketAddr = format!("{VIP}:8443").parse().unwrap();
+    let v6: SocketAddr = format!("[{VIP6}]:443").parse().unwrap();
+    for (source, vip) in [
+        (CLIENT_ADDR, v4),
+        (CLIENT_ADDR, second_port),
+        (CLIENT_ADDR6, v6),
+    ] {
+        let answer = request_in(&t, source, vip, &ca)
+            .unwrap_or_else(|e| panic!("no answer through {vip}: {e:#}"));
+        assert_eq!(answer.response.status(), StatusCode::OK);
+        assert_eq!(answer.header("x-backend"), Some("web"));
+        // The connection is to the VIP (replies came from it) and the client is seen as itself.
+        assert_eq!(answer.json()["headers"]["x-forwarded-for"], source);
+    }
 
-    let quic_counter = |reason: &str| {
+    let quic_counter = |vip: SocketAddr, reason: &str| {
         let (_, body) = gw.admin_get("/bpf/stats").unwrap();
         let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
         let listeners = stats["listeners"].as_array().unwrap().clone();
@@ -445,11 +464,15 @@ fn reaches_an_https_vip_filtered_and_counted_by_xdp() {
             .unwrap_or_else(|| panic!("no quic listener: {stats}"));
         quic["counters"][reason]["packets"].as_u64().unwrap()
     };
-    assert!(quic_counter("passed") > 0);
+    for vip in [v4, second_port, v6] {
+        assert!(quic_counter(vip, "passed") > 0);
+    }
     // A source outside the allow-list is dropped in XDP, as over TCP.
-    let dropped = quic_counter("dropped_acl");
-    assert!(request_in(&t, OTHER_CLIENT_ADDR, vip, &ca).is_err());
-    assert!(quic_counter("dropped_acl") > dropped);
+    for (source, vip) in [(OTHER_CLIENT_ADDR, v4), (OTHER_CLIENT_ADDR6, v6)] {
+        let dropped = quic_counter(vip, "dropped_acl");
+        assert!(request_in(&t, source, vip, &ca).is_err());
+        assert!(quic_counter(vip, "dropped_acl") > dropped);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

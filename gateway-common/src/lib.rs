@@ -13,7 +13,7 @@ pub const MAX_ALLOW_ENTRIES: u32 = 65536;
 /// The layout of the maps (their keys, values and slots): a daemon finding pins of another
 /// layout (an older gateway's) replaces them whole instead of sharing them. Raise it with any
 /// change to a map's meaning.
-pub const LAYOUT: u32 = 3;
+pub const LAYOUT: u32 = 4;
 
 /// Map names, as the programs define them and the daemon pins them.
 pub mod maps {
@@ -82,13 +82,13 @@ pub mod sockets {
     pub const STREAM: u32 = 2;
     /// Layer 4 UDP: every UDP listener's datagrams, told apart by their original destination.
     pub const UDP: u32 = 3;
-    /// Listeners served by a socket bound to their own address: HTTP/3 on HTTPS VIPs, whose
-    /// QUIC replies must leave from the VIP's own port (a steered socket has its own). The
-    /// slot stays empty, so sk_lookup leaves their packets to the kernel's socket lookup; XDP
-    /// still classifies, filters and counts them.
-    pub const BOUND: u32 = 4;
-    pub const IPV6: u32 = 5;
-    pub const COUNT: u32 = 10;
+    /// HTTP/3: one QUIC socket per port of the HTTPS listeners, slots `QUIC..QUIC + QUIC_PORTS`.
+    /// A QUIC reply must leave from the very port its client sent to (the socket's own), while
+    /// IP_PKTINFO gives it the VIP as its source address.
+    pub const QUIC: u32 = 4;
+    pub const QUIC_PORTS: u32 = 16;
+    pub const IPV6: u32 = QUIC + QUIC_PORTS;
+    pub const COUNT: u32 = 2 * IPV6;
 }
 
 /// A source address seen on a listener: the key of ALLOW (an LPM trie, whose prefix covers all

@@ -3,7 +3,8 @@
 //! or, where BPF is unavailable, by binding each VIP:port itself. Listeners on a wildcard
 //! address (no packet's destination) are bound directly either way.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +21,7 @@ use crate::lifecycle::Sockets;
 use crate::proxy::Proxy;
 use crate::publish::RouteTable;
 use crate::snapshot::{ListenerKind, ListenerSpec, Snapshot};
+use gateway_common::sockets;
 
 /// The steering in force.
 pub struct Steering {
@@ -30,10 +32,20 @@ pub struct Steering {
     acceptor: TlsAcceptor,
     /// Listeners bound directly, each served by its own task.
     bound: Mutex<HashMap<ListenerSpec, JoinHandle<()>>>,
-    /// HTTP/3 on the UDP side of HTTPS VIP:ports (`--http3`), bound directly in either mode:
-    /// QUIC's replies must leave from the VIP's own port, which a steered socket does not have.
-    quic: Mutex<HashMap<SocketAddr, JoinHandle<()>>>,
+    /// HTTP/3 on the UDP side of HTTPS listeners (`--http3`), by the address its socket is
+    /// bound to: see [`Steering::sync`].
+    quic: Mutex<HashMap<SocketAddr, QuicSocket>>,
+    /// The QUIC sockets last put into the SOCKETS slots, by slot (unknown before the first sync:
+    /// a previous process may have left other sockets there).
+    quic_slots: Mutex<Option<BTreeMap<u32, SocketAddr>>>,
     synced: AtomicU64,
+}
+
+/// A QUIC socket and the task serving its endpoint.
+struct QuicSocket {
+    served: JoinHandle<()>,
+    /// A duplicate, for the SOCKETS map.
+    fd: OwnedFd,
 }
 
 enum Mode {
@@ -98,6 +110,7 @@ impl Steering {
             acceptor,
             bound: Mutex::default(),
             quic: Mutex::default(),
+            quic_slots: Mutex::default(),
             synced: AtomicU64::new(0),
         };
         let Some(bpf) = bpf else {
@@ -143,17 +156,58 @@ impl Steering {
             acceptor,
             bound: Mutex::default(),
             quic: Mutex::default(),
+            quic_slots: Mutex::default(),
             synced: AtomicU64::new(0),
         }
     }
 
     /// Applies `snapshot`'s listeners and allow-lists.
+    ///
+    /// With `--http3`, the UDP side of an HTTPS listener is served by a QUIC socket: in the
+    /// kernel mode one per port, bound to loopback and handed the datagrams of every VIP on that
+    /// port by sk_lookup (a QUIC reply must leave from the port its client sent to, the socket's
+    /// own, while IP_PKTINFO gives it the VIP as source); otherwise, and for wildcard
+    /// listeners, one bound to the listener's own address.
     pub fn sync(&self, snapshot: &Snapshot) {
-        self.bind_quic(snapshot);
+        let specs: Vec<ListenerSpec> = self.config.listeners(snapshot).copied().collect();
+        let https = |spec: &&ListenerSpec| self.config.http3 && spec.kind == ListenerKind::Https;
         match &self.mode {
             Mode::Kernel(fast_path) => {
-                let wanted = plan::wanted(&self.config, snapshot);
+                let direct: Vec<ListenerSpec> = (specs.iter())
+                    .filter(|spec| !plan::steerable(spec))
+                    .copied()
+                    .collect();
+                let quic_slots = plan::quic_slots(&self.config, snapshot);
+                let steered: BTreeMap<u32, SocketAddr> = (specs.iter().filter(https))
+                    .filter_map(|spec| {
+                        let slot = quic_slots.get(&spec.addr.port())?;
+                        Some(match spec.addr {
+                            SocketAddr::V4(_) => {
+                                (*slot, (Ipv4Addr::LOCALHOST, spec.addr.port()).into())
+                            }
+                            SocketAddr::V6(_) => (
+                                sockets::IPV6 + slot,
+                                (Ipv6Addr::LOCALHOST, spec.addr.port()).into(),
+                            ),
+                        })
+                    })
+                    .collect();
+                let unplaced = (specs.iter().filter(https)).filter(|spec| {
+                    plan::steerable(spec) && !quic_slots.contains_key(&spec.addr.port())
+                });
+                for spec in unplaced {
+                    tracing::warn!(address = %spec.addr, slots = sockets::QUIC_PORTS,
+                        "no HTTP/3 for this HTTPS listener: its port is beyond the ports the fast path has QUIC slots for");
+                }
+                let quic: Vec<SocketAddr> = (direct.iter().filter(https))
+                    .map(|spec| spec.addr)
+                    .chain(steered.values().copied())
+                    .collect();
+                self.bind_quic(&quic);
                 let mut fast_path = fast_path.lock().unwrap_or_else(|e| e.into_inner());
+                // Sockets are in their slots before listeners point at them.
+                self.fill_quic_slots(&mut fast_path, steered);
+                let wanted = plan::wanted(&self.config, snapshot);
                 match fast_path.sync(&wanted) {
                     Ok(0) => {}
                     Ok(changes) => {
@@ -165,13 +219,12 @@ impl Steering {
                     ),
                 }
                 drop(fast_path);
-                let specs = self.config.listeners(snapshot);
-                let unsteerable = specs.filter(|spec| !plan::steerable(spec));
-                self.bind(&unsteerable.copied().collect::<Vec<_>>());
+                self.bind(&direct);
             }
             Mode::Direct => {
-                let specs = self.config.listeners(snapshot);
-                self.bind(&specs.copied().collect::<Vec<_>>());
+                let quic: Vec<SocketAddr> = specs.iter().filter(https).map(|s| s.addr).collect();
+                self.bind_quic(&quic);
+                self.bind(&specs);
             }
         }
     }
@@ -202,41 +255,65 @@ impl Steering {
         }
     }
 
-    /// Binds and serves the UDP side of exactly the HTTPS listeners of `snapshot`, with
-    /// `--http3` (others bound before are closed; their connections finish).
-    fn bind_quic(&self, snapshot: &Snapshot) {
-        let wanted: Vec<SocketAddr> = match self.config.http3 {
-            true => (self.config.listeners(snapshot))
-                .filter(|spec| spec.kind == ListenerKind::Https)
-                .map(|spec| spec.addr)
-                .collect(),
-            false => Vec::new(),
-        };
+    /// Binds and serves a QUIC endpoint on exactly the UDP addresses `wanted` (others bound
+    /// before are closed; their connections finish).
+    fn bind_quic(&self, wanted: &[SocketAddr]) {
         let mut bound = self.quic.lock().unwrap_or_else(|e| e.into_inner());
-        bound.retain(|address, task| {
+        bound.retain(|address, socket| {
             let keep = wanted.contains(address);
             if !keep {
-                task.abort();
+                socket.served.abort();
                 self.sockets.forget(&quic_socket_name(*address));
             }
             keep
         });
-        for address in wanted {
+        for &address in wanted {
             if bound.contains_key(&address) {
                 continue;
             }
             let name = quic_socket_name(address);
-            let endpoint = (self.sockets.quic_socket(&name, address).map_err(Into::into))
-                .and_then(|socket| self.proxy.quic_endpoint(socket, &self.acceptor));
-            match endpoint {
-                Ok(endpoint) => {
-                    let served = self.proxy.clone().serve_http3(endpoint);
-                    bound.insert(address, tokio::spawn(served));
+            let served = self.sockets.quic_socket(&name, address).and_then(|socket| {
+                let fd = socket.as_fd().try_clone_to_owned()?;
+                Ok((socket, fd))
+            });
+            let served = (served.map_err(anyhow::Error::from)).and_then(|(socket, fd)| {
+                let endpoint = self.proxy.quic_endpoint(socket, &self.acceptor)?;
+                let served = tokio::spawn(self.proxy.clone().serve_http3(endpoint));
+                Ok(QuicSocket { served, fd })
+            });
+            match served {
+                Ok(socket) => {
+                    bound.insert(address, socket);
                 }
                 Err(error) => tracing::warn!(%address, error = format!("{error:#}"),
                     "cannot bind the UDP side of an HTTPS listener for HTTP/3"),
             }
         }
+    }
+
+    /// Puts the bound QUIC sockets of `steered` into their SOCKETS slots and empties the other
+    /// QUIC slots, when that differs from what the slots last got.
+    fn fill_quic_slots(&self, fast_path: &mut FastPath, mut steered: BTreeMap<u32, SocketAddr>) {
+        let bound = self.quic.lock().unwrap_or_else(|e| e.into_inner());
+        steered.retain(|_, address| bound.contains_key(address));
+        let mut filled = self.quic_slots.lock().unwrap_or_else(|e| e.into_inner());
+        if filled.as_ref() == Some(&steered) {
+            return;
+        }
+        let quic = sockets::QUIC..sockets::QUIC + sockets::QUIC_PORTS;
+        for slot in quic.flat_map(|slot| [slot, sockets::IPV6 + slot]) {
+            let result = match steered.get(&slot).map(|address| &bound[address]) {
+                Some(socket) => fast_path.put_socket(slot, socket.fd.as_fd()),
+                None => fast_path.clear_socket(slot),
+            };
+            if let Err(error) = result {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "updating the QUIC sockets of the fast path failed"
+                );
+            }
+        }
+        *filled = Some(steered);
     }
 
     /// A socket bound for `spec`, served by the right proxy.

@@ -158,39 +158,54 @@ impl FastPath {
             attached.push((interface.clone(), mode));
         }
 
-        let mut socket_map = SockMap::try_from(map_mut(&mut ebpf, maps::SOCKETS)?)?;
-        let mut put = |slot: u32,
-                       family: (
-            std::os::fd::BorrowedFd<'_>,
-            Option<std::os::fd::BorrowedFd<'_>>,
-        )| {
-            let (v4, v6) = family;
-            for (slot, fd) in [(slot, Some(v4)), (sockets::IPV6 + slot, v6)] {
-                if let Some(fd) = fd {
-                    socket_map
-                        .set(slot, &fd, 0)
-                        .with_context(|| format!("adding a proxy socket to SOCKETS[{slot}]"))?;
-                }
-            }
-            anyhow::Ok(())
-        };
-        put(sockets::HTTP, sockets.http.fds())?;
-        put(sockets::HTTPS, sockets.https.fds())?;
-        put(sockets::STREAM, sockets.stream.fds())?;
-        put(sockets::UDP, sockets.udp.fds())?;
-
         let mut layout: Array<_, u32> = Array::try_from(map_mut(&mut ebpf, maps::LAYOUT)?)?;
         layout
             .set(0, LAYOUT, 0)
             .context("recording the maps' layout")?;
 
         let applied = read_applied(&mut ebpf)?;
-        Ok(Self {
+        let mut fast_path = Self {
             ebpf,
             pin_dir,
             applied,
             attached,
-        })
+        };
+        for (slot, family) in [
+            (sockets::HTTP, sockets.http.fds()),
+            (sockets::HTTPS, sockets.https.fds()),
+            (sockets::STREAM, sockets.stream.fds()),
+            (sockets::UDP, sockets.udp.fds()),
+        ] {
+            let (v4, v6) = family;
+            fast_path.put_socket(slot, v4)?;
+            if let Some(v6) = v6 {
+                fast_path.put_socket(sockets::IPV6 + slot, v6)?;
+            }
+        }
+        Ok(fast_path)
+    }
+
+    /// Puts a proxy socket into SOCKETS[`slot`] (a slot of its address family).
+    pub fn put_socket(&mut self, slot: u32, fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+        let mut socket_map = SockMap::try_from(map_mut(&mut self.ebpf, maps::SOCKETS)?)?;
+        socket_map
+            .set(slot, &fd, 0)
+            .with_context(|| format!("adding a proxy socket to SOCKETS[{slot}]"))
+    }
+
+    /// Empties SOCKETS[`slot`] (the map holds a reference to its socket until then).
+    pub fn clear_socket(&mut self, slot: u32) -> Result<()> {
+        let mut socket_map = SockMap::try_from(map_mut(&mut self.ebpf, maps::SOCKETS)?)?;
+        match socket_map.clear_index(&slot) {
+            Ok(()) => Ok(()),
+            // Already empty.
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e).with_context(|| format!("emptying SOCKETS[{slot}]")),
+        }
     }
 
     /// Brings the maps to `wanted` by diff; returns the number of changes made.
@@ -476,13 +491,12 @@ pub fn read_stats(pin_dir: &Path) -> Result<StatsReport> {
         }
         report.listeners.push(ListenerStats {
             address: std::net::SocketAddr::new(ip, key.port),
-            protocol: match listener.socket % sockets::IPV6 {
+            protocol: match listener.socket {
                 sockets::HTTPS => "https",
                 sockets::STREAM => "tcp",
                 sockets::UDP => "udp",
-                // Only HTTP/3 is served by sockets bound to their listener's address.
-                sockets::BOUND => "quic",
-                _ => "http",
+                sockets::HTTP => "http",
+                _ => "quic",
             },
             id: listener.id,
             allow_list: listener.flags & gateway_common::flags::ALLOW_LIST != 0,

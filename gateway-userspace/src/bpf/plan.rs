@@ -89,6 +89,7 @@ pub fn wanted(
         .clone()
         .or_else(|| snapshot.source_allow.clone())
         .unwrap_or_default();
+    let quic_slots = quic_slots(config, snapshot);
     config
         .listeners(snapshot)
         .filter(|spec| steerable(spec))
@@ -105,10 +106,29 @@ pub fn wanted(
                 syn_budget: config.syn_budget,
             };
             // HTTP/3 comes to the same address and port over UDP, under the same allow-list.
-            let quic = (config.http3 && spec.kind == ListenerKind::Https)
-                .then(|| (quic_key(spec), wanted(sockets::BOUND)));
+            let quic = (spec.kind == ListenerKind::Https)
+                .then(|| quic_slots.get(&spec.addr.port()))
+                .flatten()
+                .map(|slot| (quic_key(spec), wanted(*slot)));
             std::iter::once((listener_key(spec), wanted(socket))).chain(quic)
         })
+        .collect()
+}
+
+/// With `--http3`, the SOCKETS slot of each port of the steerable HTTPS listeners: one QUIC
+/// socket per port (its replies must leave from that port), in the order of the ports. Ports
+/// beyond the [`sockets::QUIC_PORTS`] slots get none.
+pub fn quic_slots(config: &FastPathConfig, snapshot: &Snapshot) -> BTreeMap<u16, u32> {
+    let ports: BTreeSet<u16> = match config.http3 {
+        true => (config.listeners(snapshot))
+            .filter(|spec| spec.kind == ListenerKind::Https && steerable(spec))
+            .map(|spec| spec.addr.port())
+            .collect(),
+        false => BTreeSet::new(),
+    };
+    ports
+        .into_iter()
+        .zip(sockets::QUIC..sockets::QUIC + sockets::QUIC_PORTS)
         .collect()
 }
 
@@ -265,9 +285,35 @@ mod tests {
         let with = wanted(&config, &Snapshot::default());
         assert_eq!(with.len(), 3);
         let quic = &with[&quic_key(&spec(vips[0]))];
-        assert_eq!(quic.socket, sockets::BOUND);
+        assert_eq!(quic.socket, sockets::QUIC);
         assert_eq!(quic.allow, with[&listener_key(&spec(vips[0]))].allow);
         assert!(!with.contains_key(&quic_key(&spec(vips[1]))));
+    }
+
+    #[test]
+    fn each_https_port_gets_one_quic_slot_while_slots_last() {
+        let mut vips: Vec<String> = (0..sockets::QUIC_PORTS + 2)
+            .map(|i| format!("198.51.100.10:{}=https", 9000 + i))
+            .collect();
+        // Another VIP on the first port shares its socket; a wildcard is bound directly.
+        vips.push("198.51.100.11:9000=https".into());
+        vips.push("[fd00::10]:9000=https".into());
+        vips.push("0.0.0.0:8443=https".into());
+        let vips: Vec<&str> = vips.iter().map(String::as_str).collect();
+        let mut config = config(&vips, None);
+        config.http3 = true;
+        let slots = quic_slots(&config, &Snapshot::default());
+        assert_eq!(slots.len(), sockets::QUIC_PORTS as usize);
+        assert_eq!(slots[&9000], sockets::QUIC);
+        assert_eq!(slots[&9001], sockets::QUIC + 1);
+        assert!(!slots.contains_key(&8443));
+        let with = wanted(&config, &Snapshot::default());
+        let quic_socket = |vip: &str| with.get(&quic_key(&spec(vip))).map(|l| l.socket);
+        assert_eq!(quic_socket("198.51.100.11:9000=https"), Some(sockets::QUIC));
+        assert_eq!(quic_socket("[fd00::10]:9000=https"), Some(sockets::QUIC));
+        let last = format!("198.51.100.10:{}=https", 9000 + sockets::QUIC_PORTS);
+        assert_eq!(quic_socket(&last), None, "no slot left: no UDP twin");
+        assert!(with.contains_key(&listener_key(&spec(&last))));
     }
 
     #[test]
