@@ -6,8 +6,8 @@
 //! rest passes on to the kernel stack. Everything is counted per listener and reason.
 //!
 //! `gateway_sk_lookup` hands the connections of every listener to the proxy's one HTTP, HTTPS,
-//! layer 4 TCP or UDP socket, so that any number of VIP:port pairs need no socket each and no
-//! NAT.
+//! layer 4 TCP or UDP socket (HTTP/3: the QUIC socket of the listener's port), so that any
+//! number of VIP:port pairs need no socket each and no NAT.
 #![no_std]
 #![no_main]
 
