@@ -476,7 +476,7 @@ fn reaches_an_https_vip_filtered_and_counted_by_xdp() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_restart_hands_the_udp_socket_over() {
+async fn a_restart_hands_the_udp_socket_over_and_old_connections_finish() {
     let s = setup().await;
     let handoff = s.dir.path().join("handoff.sock");
     let flags: Vec<String> = [
@@ -484,7 +484,7 @@ async fn a_restart_hands_the_udp_socket_over() {
         "--access-log",
         "off",
         "--drain-delay",
-        "1",
+        "4",
         "--handoff-socket",
         handoff.to_str().unwrap(),
     ]
@@ -495,7 +495,9 @@ async fn a_restart_hands_the_udp_socket_over() {
         Gateway::start(dir, &flags)
     };
     let mut old = start(s.dir.path());
-    let before = served(old.https, &s.ca).await;
+    let mut before = served(old.https, &s.ca).await;
+    let mut slow = served(old.https, &s.ca).await;
+    let in_flight = tokio::spawn(async move { slow.get("shop.test", "/sleep/1500").await });
     let new = {
         let dir = s.dir.path().to_path_buf();
         tokio::task::spawn_blocking(move || start(&dir))
@@ -503,19 +505,38 @@ async fn a_restart_hands_the_udp_socket_over() {
             .unwrap()
     };
     assert_eq!(new.https, old.https, "the same sockets, taken over");
-    assert!(old.wait_exit(Duration::from_secs(10)).is_some());
-    // The old process's connection was closed; new ones are served by the new process, on the
-    // UDP socket it took over.
-    let closed = tokio::time::timeout(Duration::from_secs(3), before.connection.closed()).await;
-    assert!(closed.is_ok(), "the old process closed its QUIC connection");
-    served(new.https, &s.ca).await;
-    let text = metrics(&new);
-    let by_new = sample(
-        &text,
-        "nginx_ingress_controller_requests",
-        &[("status", "200")],
+    let served_by_new = || {
+        let text = metrics(&new);
+        sample(
+            &text,
+            "nginx_ingress_controller_requests",
+            &[("status", "200")],
+        )
+        .unwrap_or(0.0)
+    };
+    // The new process reads the shared socket now; datagrams of the old process's connections
+    // are relayed to it, which answers the request in flight and new requests on them (a
+    // download needs the client's acknowledgements and flow control to reach it).
+    let answer = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight answered");
+    assert_eq!(answer.response.status(), StatusCode::OK);
+    let download = before.get("shop.test", "/bytes/4000000").await.unwrap();
+    assert_eq!(download.response.status(), StatusCode::OK);
+    assert_eq!(download.body.len(), 4_000_000);
+    assert_eq!(
+        served_by_new(),
+        0.0,
+        "the old process served its connections"
     );
-    assert!(by_new.is_some_and(|count| count >= 1.0), "{by_new:?}");
+    // After the drain delay the old process sends GOAWAY and closes them, then exits.
+    let closed = tokio::time::timeout(Duration::from_secs(10), before.connection.closed()).await;
+    assert!(closed.is_ok(), "the old process closed its QUIC connection");
+    assert!(old.wait_exit(Duration::from_secs(10)).is_some());
+    // New connections are the new process's, on the UDP socket it took over.
+    served(new.https, &s.ca).await;
+    assert_eq!(served_by_new(), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

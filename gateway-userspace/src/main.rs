@@ -735,8 +735,8 @@ async fn run(args: RunArgs) -> Result<()> {
     tokio::spawn(admin_server.serve(admin));
     // Accept loops are tasks of the runtime's workers, not of the thread that waits here.
     tokio::spawn(proxy.clone().serve(http, None));
-    if let Some(quic) = quic {
-        let endpoint = proxy.quic_endpoint(quic, &acceptor)?;
+    if let Some((quic, relay)) = quic {
+        let endpoint = proxy.quic_endpoint(quic, relay, &acceptor)?;
         tokio::spawn(proxy.clone().serve_http3(endpoint));
     }
     tokio::spawn(proxy.serve(https, Some(acceptor)));
@@ -778,6 +778,7 @@ async fn stop(args: &RunArgs, drain: &Drain, sockets: &Arc<Sockets>) -> Result<(
     if handed_off {
         // The new process accepts from the same sockets now: stop at once, closing nothing.
         tracing::info!("a new process took over the listening sockets; draining");
+        sockets.hand_over();
         sockets.release_all();
         drain.start(false);
     } else {

@@ -272,12 +272,15 @@ impl Steering {
                 continue;
             }
             let name = quic_socket_name(address);
-            let served = self.sockets.quic_socket(&name, address).and_then(|socket| {
-                let fd = socket.as_fd().try_clone_to_owned()?;
-                Ok((socket, fd))
-            });
-            let served = (served.map_err(anyhow::Error::from)).and_then(|(socket, fd)| {
-                let endpoint = self.proxy.quic_endpoint(socket, &self.acceptor)?;
+            let served = self
+                .sockets
+                .quic_socket(&name, address)
+                .and_then(|(socket, relay)| {
+                    let fd = socket.as_fd().try_clone_to_owned()?;
+                    Ok((socket, relay, fd))
+                });
+            let served = (served.map_err(anyhow::Error::from)).and_then(|(socket, relay, fd)| {
+                let endpoint = self.proxy.quic_endpoint(socket, relay, &self.acceptor)?;
                 let served = tokio::spawn(self.proxy.clone().serve_http3(endpoint));
                 Ok(QuicSocket { served, fd })
             });

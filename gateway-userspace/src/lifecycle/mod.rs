@@ -3,6 +3,7 @@
 
 pub mod drain;
 pub mod handoff;
+pub mod quic_relay;
 pub mod sockets;
 
 pub use drain::{Drain, DrainState};

@@ -9,20 +9,39 @@ use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, UdpSocket};
 
-#[derive(Default)]
+use super::quic_relay::{self, Relay};
+
 pub struct Sockets {
     /// Sockets in use, kept so that they can be handed on.
     live: Mutex<BTreeMap<String, Live>>,
     /// Sockets received from the previous process and not claimed yet.
     inherited: Mutex<HashMap<String, OwnedFd>>,
+    /// The tag of the QUIC connection IDs this process issues.
+    quic_tag: u8,
+}
+
+impl Default for Sockets {
+    fn default() -> Self {
+        Self::inheriting(HashMap::new())
+    }
+}
+
+/// The name under which the relay channel of QUIC socket `name` is handed on.
+fn relay_name(name: &str) -> String {
+    format!("relay {name}")
 }
 
 impl Sockets {
     /// A registry that first hands out these inherited sockets.
     pub fn inheriting(inherited: HashMap<String, OwnedFd>) -> Self {
+        let predecessor_tag = (inherited.iter())
+            .filter(|(name, _)| name.starts_with("relay "))
+            .filter_map(|(_, fd)| quic_relay::read_tag(fd))
+            .last();
         Self {
             live: Mutex::default(),
             inherited: Mutex::new(inherited),
+            quic_tag: quic_relay::process_tag(predecessor_tag),
         }
     }
 
@@ -48,15 +67,19 @@ impl Sockets {
     }
 
     /// The UDP socket `name` for a QUIC endpoint, inherited or new, as [`Sockets::listen`]: a
-    /// plain socket, which the endpoint reads itself (a duplicate is kept for handing on).
+    /// plain socket, which the endpoint reads itself (a duplicate is kept for handing on), and
+    /// its relay to the previous process's connections on it (see [`quic_relay`]).
     pub fn quic_socket(
         &self,
         name: &str,
         address: SocketAddr,
-    ) -> std::io::Result<std::net::UdpSocket> {
+    ) -> std::io::Result<(std::net::UdpSocket, Arc<Relay>)> {
         let socket = self.udp_socket(name, address)?;
-        self.keep(name, Live::Quic(socket.as_fd().try_clone_to_owned()?));
-        Ok(socket)
+        let predecessor = self.inherited(&relay_name(name));
+        let relay = Relay::new(self.quic_tag, predecessor)?;
+        let fd = socket.as_fd().try_clone_to_owned()?;
+        self.keep(name, Live::Quic(fd, relay.clone()));
+        Ok((socket, relay))
     }
 
     /// The inherited UDP socket `name` when it is on `address`, else a new one.
@@ -88,21 +111,32 @@ impl Sockets {
     }
 
     /// The sockets to hand on: names and duplicated descriptors, valid whatever the accept
-    /// loops do meanwhile.
+    /// loops do meanwhile; each QUIC socket with a new relay channel to the next process.
     pub fn live(&self) -> std::io::Result<Vec<(String, OwnedFd)>> {
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(name, socket)| {
-                let fd = match socket {
-                    Live::Tcp(listener) => listener.as_fd(),
-                    Live::Udp(socket) => socket.as_fd(),
-                    Live::Quic(socket) => socket.as_fd(),
-                };
-                Ok((name.clone(), fd.try_clone_to_owned()?))
-            })
-            .collect()
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut handed = Vec::with_capacity(live.len());
+        for (name, socket) in live.iter() {
+            let fd = match socket {
+                Live::Tcp(listener) => listener.as_fd(),
+                Live::Udp(socket) => socket.as_fd(),
+                Live::Quic(socket, relay) => {
+                    handed.push((relay_name(name), relay.successor_channel()?));
+                    socket.as_fd()
+                }
+            };
+            handed.push((name.clone(), fd.try_clone_to_owned()?));
+        }
+        Ok(handed)
+    }
+
+    /// The next process took the sockets over: QUIC endpoints read only what it relays to
+    /// them from now on.
+    pub fn hand_over(&self) {
+        for socket in self.live.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            if let Live::Quic(_, relay) = socket {
+                relay.hand_over();
+            }
+        }
     }
 
     /// Lets go of every socket: each closes once its accept loop has ended too (after a
@@ -128,7 +162,7 @@ impl Sockets {
 enum Live {
     Tcp(Arc<TcpListener>),
     Udp(Arc<UdpSocket>),
-    Quic(OwnedFd),
+    Quic(OwnedFd, Arc<Relay>),
 }
 
 fn same_address(bound: SocketAddr, wanted: SocketAddr) -> bool {

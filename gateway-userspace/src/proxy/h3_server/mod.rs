@@ -21,7 +21,7 @@ use futures_util::future::Shared;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
-use quinn::{IdleTimeout, TransportConfig, VarInt};
+use quinn::{IdleTimeout, Runtime, TransportConfig, VarInt};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -30,7 +30,8 @@ pub use body::H3RequestBody;
 use super::limits::OpenConnection;
 use super::request_body::ClientBody;
 use super::{ClientLimits, Connection, Proxy, forward};
-use crate::lifecycle::drain::{self, DrainState};
+use crate::lifecycle::drain;
+use crate::lifecycle::quic_relay::{Relay, RelayedSocket};
 use crate::observe::metrics::Metrics;
 use crate::snapshot::normalize_host;
 
@@ -49,6 +50,7 @@ const CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// limits.
 fn endpoint(
     socket: std::net::UdpSocket,
+    relay: Arc<Relay>,
     https: &rustls::ServerConfig,
     limits: &ClientLimits,
     early_data: bool,
@@ -79,12 +81,14 @@ fn endpoint(
     // Connections waiting for their handshake's turn, beyond which new ones are refused.
     server.max_incoming(limits.max_tls_handshakes.max(1) * 4);
     socket.set_nonblocking(true)?;
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )?;
+    // Connection IDs say which process a connection belongs to, so that its datagrams reach it
+    // across a hand-off.
+    let mut config = quinn::EndpointConfig::default();
+    config.cid_generator(relay.cid_generator());
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let socket = Arc::new(RelayedSocket::new(runtime.wrap_udp_socket(socket)?, relay));
+    let endpoint =
+        quinn::Endpoint::new_with_abstract_socket(config, Some(server), socket, runtime)?;
     Ok(endpoint)
 }
 
@@ -120,10 +124,17 @@ impl Proxy {
     pub fn quic_endpoint(
         &self,
         socket: std::net::UdpSocket,
+        relay: Arc<Relay>,
         tls: &TlsAcceptor,
     ) -> Result<quinn::Endpoint> {
         let early_data = self.config.http3_early_data;
-        endpoint(socket, tls.config(), &self.config.client_limits, early_data)
+        endpoint(
+            socket,
+            relay,
+            tls.config(),
+            &self.config.client_limits,
+            early_data,
+        )
     }
 
     /// Serves HTTP/3 on `endpoint` until the drain stops accepting; its connections finish
@@ -163,17 +174,9 @@ impl Proxy {
             let served = self.clone().serve_quic(incoming, local, open);
             self.drain.spawn(served);
         }
-        // New connections are refused from now on; open ones go on, unless the socket was
-        // handed to a new process (the only way to stop accepting before the drain stops):
-        // their packets now reach either process, so they close at once, and the endpoint
-        // stops reading once they have.
+        // New connections are refused from now on; open ones go on until the drain stops them
+        // (also after a hand-off: their datagrams are relayed to this process).
         endpoint.set_server_config(None);
-        if !self.drain.state().accepting() && self.drain.state() != DrainState::Stopped {
-            endpoint.close(
-                VarInt::from_u32(H3_NO_ERROR),
-                b"handed over to a new process",
-            );
-        }
     }
 
     /// One QUIC connection: its handshake (in turn with TLS handshakes), then its requests,
