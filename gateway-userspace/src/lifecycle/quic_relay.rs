@@ -41,7 +41,8 @@ pub struct Relay {
     successor: Mutex<Option<Arc<Channel>>>,
     /// Handed over: the shared socket is the next process's to read.
     handed_over: AtomicBool,
-    /// Where a relayed message is read before its datagram goes to the endpoint's buffer.
+    /// Where a relayed message is read before its datagram goes to the endpoint's buffer
+    /// (allocated on the first one).
     scratch: Mutex<Vec<u8>>,
 }
 
@@ -79,7 +80,7 @@ impl Relay {
             predecessor: Mutex::new(predecessor),
             successor: Mutex::default(),
             handed_over: AtomicBool::new(false),
-            scratch: Mutex::new(vec![0; MAX_MESSAGE]),
+            scratch: Mutex::default(),
         }))
     }
 
@@ -149,24 +150,30 @@ impl Relay {
         meta: &mut RecvMeta,
     ) -> Poll<()> {
         let neighbours = [&self.predecessor, &self.successor].map(|slot| lock(slot).clone());
+        let mut scratch = lock(&self.scratch);
+        scratch.resize(MAX_MESSAGE, 0);
         for neighbour in neighbours.iter().flatten() {
-            let mut scratch = lock(&self.scratch);
-            let mut read = ReadBuf::new(&mut scratch);
-            match neighbour.receive.poll_recv(cx, &mut read) {
-                Poll::Pending => continue,
-                Poll::Ready(Err(_)) => self.forget(neighbour),
-                Poll::Ready(Ok(())) => {
-                    let message = read.filled();
-                    if let Some((header, packet)) = decode_header(message)
-                        && packet.len() <= buf.len()
-                    {
-                        buf[..packet.len()].copy_from_slice(packet);
-                        *meta = RecvMeta {
-                            len: packet.len(),
-                            stride: packet.len(),
-                            ..header
-                        };
-                        return Poll::Ready(());
+            // Until the channel is empty (which registers the waker) or a datagram fits.
+            loop {
+                let mut read = ReadBuf::new(&mut scratch);
+                match neighbour.receive.poll_recv(cx, &mut read) {
+                    Poll::Pending => break,
+                    Poll::Ready(Err(_)) => {
+                        self.forget(neighbour);
+                        break;
+                    }
+                    Poll::Ready(Ok(())) => {
+                        if let Some((header, packet)) = decode_header(read.filled())
+                            && packet.len() <= buf.len()
+                        {
+                            buf[..packet.len()].copy_from_slice(packet);
+                            *meta = RecvMeta {
+                                len: packet.len(),
+                                stride: packet.len(),
+                                ..header
+                            };
+                            return Poll::Ready(());
+                        }
                     }
                 }
             }
