@@ -177,28 +177,14 @@ impl Steering {
                     .filter(|spec| !plan::steerable(spec))
                     .copied()
                     .collect();
-                let quic_slots = plan::quic_slots(&self.config, snapshot);
-                let steered: BTreeMap<u32, SocketAddr> = (specs.iter().filter(https))
-                    .filter_map(|spec| {
-                        let slot = quic_slots.get(&spec.addr.port())?;
-                        Some(match spec.addr {
-                            SocketAddr::V4(_) => {
-                                (*slot, (Ipv4Addr::LOCALHOST, spec.addr.port()).into())
-                            }
-                            SocketAddr::V6(_) => (
-                                sockets::IPV6 + slot,
-                                (Ipv6Addr::LOCALHOST, spec.addr.port()).into(),
-                            ),
-                        })
+                let steered = plan::quic_sockets(&self.config, snapshot);
+                let unplaced: Vec<SocketAddr> = (specs.iter().filter(https))
+                    .filter(|spec| {
+                        plan::steerable(spec)
+                            && !steered.values().any(|a| a.port() == spec.addr.port())
                     })
+                    .map(|spec| spec.addr)
                     .collect();
-                let unplaced = (specs.iter().filter(https)).filter(|spec| {
-                    plan::steerable(spec) && !quic_slots.contains_key(&spec.addr.port())
-                });
-                for spec in unplaced {
-                    tracing::warn!(address = %spec.addr, slots = sockets::QUIC_PORTS,
-                        "no HTTP/3 for this HTTPS listener: its port is beyond the ports the fast path has QUIC slots for");
-                }
                 let quic: Vec<SocketAddr> = (direct.iter().filter(https))
                     .map(|spec| spec.addr)
                     .chain(steered.values().copied())
@@ -206,7 +192,7 @@ impl Steering {
                 self.bind_quic(&quic);
                 let mut fast_path = fast_path.lock().unwrap_or_else(|e| e.into_inner());
                 // Sockets are in their slots before listeners point at them.
-                self.fill_quic_slots(&mut fast_path, steered);
+                self.fill_quic_slots(&mut fast_path, steered, &unplaced);
                 let wanted = plan::wanted(&self.config, snapshot);
                 match fast_path.sync(&wanted) {
                     Ok(0) => {}
@@ -295,13 +281,23 @@ impl Steering {
     }
 
     /// Puts the bound QUIC sockets of `steered` into their SOCKETS slots and empties the other
-    /// QUIC slots, when that differs from what the slots last got.
-    fn fill_quic_slots(&self, fast_path: &mut FastPath, mut steered: BTreeMap<u32, SocketAddr>) {
+    /// QUIC slots, when that differs from what the slots last got (and then says which HTTPS
+    /// listeners found no slot).
+    fn fill_quic_slots(
+        &self,
+        fast_path: &mut FastPath,
+        mut steered: BTreeMap<u32, SocketAddr>,
+        unplaced: &[SocketAddr],
+    ) {
         let bound = self.quic.lock().unwrap_or_else(|e| e.into_inner());
         steered.retain(|_, address| bound.contains_key(address));
         let mut filled = self.quic_slots.lock().unwrap_or_else(|e| e.into_inner());
         if filled.as_ref() == Some(&steered) {
             return;
+        }
+        for address in unplaced {
+            tracing::warn!(%address, slots = sockets::QUIC_PORTS,
+                "no HTTP/3 for this HTTPS listener: its port is beyond the ports the fast path has QUIC slots for");
         }
         let quic = sockets::QUIC..sockets::QUIC + sockets::QUIC_PORTS;
         for slot in quic.flat_map(|slot| [slot, sockets::IPV6 + slot]) {

@@ -2,7 +2,7 @@
 //! unit-tested without a kernel; `FastPath::sync` applies the changes in the order given.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use gateway_common::{
@@ -129,6 +129,23 @@ pub fn quic_slots(config: &FastPathConfig, snapshot: &Snapshot) -> BTreeMap<u16,
     ports
         .into_iter()
         .zip(sockets::QUIC..sockets::QUIC + sockets::QUIC_PORTS)
+        .collect()
+}
+
+/// Where the QUIC socket of each slot of [`quic_slots`] is bound: loopback on its port, in the
+/// address family of the listeners that use it (an IPv6 one in the slot [`sockets::IPV6`]
+/// further). sk_lookup hands it the datagrams of every VIP on that port.
+pub fn quic_sockets(config: &FastPathConfig, snapshot: &Snapshot) -> BTreeMap<u32, SocketAddr> {
+    let slots = quic_slots(config, snapshot);
+    (config.listeners(snapshot))
+        .filter(|spec| spec.kind == ListenerKind::Https && steerable(spec))
+        .filter_map(|spec| {
+            let (slot, port) = (*slots.get(&spec.addr.port())?, spec.addr.port());
+            Some(match spec.addr {
+                SocketAddr::V4(_) => (slot, (Ipv4Addr::LOCALHOST, port).into()),
+                SocketAddr::V6(_) => (sockets::IPV6 + slot, (Ipv6Addr::LOCALHOST, port).into()),
+            })
+        })
         .collect()
 }
 
@@ -311,6 +328,13 @@ mod tests {
         let quic_socket = |vip: &str| with.get(&quic_key(&spec(vip))).map(|l| l.socket);
         assert_eq!(quic_socket("198.51.100.11:9000=https"), Some(sockets::QUIC));
         assert_eq!(quic_socket("[fd00::10]:9000=https"), Some(sockets::QUIC));
+        let bound = quic_sockets(&config, &Snapshot::default());
+        assert_eq!(bound.len(), sockets::QUIC_PORTS as usize + 1);
+        assert_eq!(bound[&sockets::QUIC], "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            bound[&(sockets::IPV6 + sockets::QUIC)],
+            "[::1]:9000".parse().unwrap()
+        );
         let last = format!("198.51.100.10:{}=https", 9000 + sockets::QUIC_PORTS);
         assert_eq!(quic_socket(&last), None, "no slot left: no UDP twin");
         assert!(with.contains_key(&listener_key(&spec(&last))));
