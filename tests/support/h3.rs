@@ -77,33 +77,10 @@ impl H3Client {
         })
     }
 
-    /// Sends `request` with `body` (none when empty) and reads the whole answer (see
-    /// [`exchange`]).
+    /// Sends `request` with `body` (none when empty) and reads the whole answer, also when
+    /// the server answers before the body is sent and asks to stop sending it.
     pub async fn send(&mut self, request: Request<()>, body: Bytes) -> anyhow::Result<H3Answer> {
-        exchange(self.send.clone(), request, body).await
-    }
-
-    /// A sender of requests on this connection, for requests at once.
-    pub fn requests(&self) -> h3::client::SendRequest<h3_quinn::OpenStreams, Bytes> {
-        self.send.clone()
-    }
-
-    /// `GET https://host{path}`.
-    pub async fn get(&mut self, host: &str, path: &str) -> anyhow::Result<H3Answer> {
-        let request = Request::get(format!("https://{host}{path}")).body(())?;
-        self.send(request, Bytes::new()).await
-    }
-}
-
-/// Sends `request` with `body` (none when empty) on `send`'s connection and reads the whole
-/// answer, also when the server answers before the body is sent and asks to stop sending it.
-pub async fn exchange(
-    mut send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
-    request: Request<()>,
-    body: Bytes,
-) -> anyhow::Result<H3Answer> {
-    {
-        let mut stream = send.send_request(request).await?;
+        let mut stream = self.send.send_request(request).await?;
         let sent = match body.is_empty() {
             true => Ok(()),
             false => stream.send_data(body).await,
@@ -122,6 +99,12 @@ pub async fn exchange(
             body: received.freeze(),
             trailers,
         })
+    }
+
+    /// `GET https://host{path}`.
+    pub async fn get(&mut self, host: &str, path: &str) -> anyhow::Result<H3Answer> {
+        let request = Request::get(format!("https://{host}{path}")).body(())?;
+        self.send(request, Bytes::new()).await
     }
 }
 
@@ -171,99 +154,4 @@ impl Drop for H3Client {
     fn drop(&mut self) {
         self.driver.abort();
     }
-}
-
-/// A UDP relay between a client and a QUIC server that holds the client's datagrams carrying a
-/// Handshake packet (its Finished travels in one) for `delay`: the server's handshake ends that
-/// much later, while the client's Initial and 0-RTT packets pass at once.
-pub struct HandshakeDelay {
-    pub address: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl HandshakeDelay {
-    pub async fn start(server: SocketAddr, delay: std::time::Duration) -> Self {
-        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        back.connect(server).await.unwrap();
-        let address = front.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let mut client = None;
-            let (mut up, mut down) = (vec![0u8; 65_535], vec![0u8; 65_535]);
-            loop {
-                tokio::select! {
-                    Ok((n, from)) = front.recv_from(&mut up) => {
-                        client = Some(from);
-                        let datagram = up[..n].to_vec();
-                        if !carries_handshake(&datagram) {
-                            let _ = back.send(&datagram).await;
-                            continue;
-                        }
-                        let back = back.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(delay).await;
-                            let _ = back.send(&datagram).await;
-                        });
-                    }
-                    Ok(n) = back.recv(&mut down) => {
-                        if let Some(client) = client {
-                            let _ = front.send_to(&down[..n], client).await;
-                        }
-                    }
-                }
-            }
-        });
-        Self { address, task }
-    }
-}
-
-impl Drop for HandshakeDelay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Whether a datagram's coalesced long header packets include a Handshake packet (QUIC v1).
-fn carries_handshake(datagram: &[u8]) -> bool {
-    let mut rest = datagram;
-    while let Some(&first) = rest.first() {
-        // A short header packet takes the rest of the datagram.
-        if first & 0x80 == 0 {
-            return false;
-        }
-        let packet_type = (first >> 4) & 0b11;
-        if packet_type == 2 {
-            return true;
-        }
-        match long_packet_length(rest, packet_type) {
-            Some(length) => rest = &rest[length..],
-            None => return false,
-        }
-    }
-    false
-}
-
-/// The length of the long header packet at the start of `packet`: flags, version, both
-/// connection IDs, an Initial's token, then the Length field and what it counts.
-fn long_packet_length(packet: &[u8], packet_type: u8) -> Option<usize> {
-    let mut at = 5;
-    at += 1 + usize::from(*packet.get(at)?);
-    at += 1 + usize::from(*packet.get(at)?);
-    if packet_type == 0 {
-        let (token, size) = varint(packet.get(at..)?)?;
-        at += size + token;
-    }
-    let (length, size) = varint(packet.get(at..)?)?;
-    at += size + length;
-    (at <= packet.len()).then_some(at)
-}
-
-/// A QUIC variable-length integer and its size.
-fn varint(bytes: &[u8]) -> Option<(usize, usize)> {
-    let first = *bytes.first()?;
-    let size = 1 << (first >> 6);
-    let value = (bytes.get(1..size)?.iter()).fold(u64::from(first & 0x3f), |value, byte| {
-        value << 8 | u64::from(*byte)
-    });
-    Some((usize::try_from(value).ok()?, size))
 }
