@@ -3,6 +3,7 @@
 //! source (files) -> store -> translate -> snapshot -> publish -> proxy, stream (layer 4) / admin
 
 pub mod admin;
+pub mod alloc;
 pub mod bpf;
 
 pub mod cidr;

@@ -1,0 +1,152 @@
+//! The global allocator's large blocks. Blocks from [`LARGE`] bytes on are mapped from the
+//! system on their own and grow in place with mremap(2), as the C library's malloc does; the
+//! rest goes to the allocator given. A buffer that grows by doubling (a YAML document's
+//! events while a large manifest is read: 30 MB for one Ingress of 10,000 rules) is then never
+//! copied into fresh memory at each step, and its pages are faulted in once; a large block is
+//! given back to the system as soon as it is freed.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::ptr;
+
+/// The size from which a block is mapped on its own: far above anything a request allocates.
+pub const LARGE: usize = 4 << 20;
+/// Mapped blocks are page-aligned: larger alignments go to the allocator given.
+const PAGE: usize = 4096;
+
+/// `A` for small blocks, mappings of their own for large ones.
+pub struct LargeBlocksMapped<A>(pub A);
+
+fn mapped(layout: Layout) -> bool {
+    layout.size() >= LARGE && layout.align() <= PAGE
+}
+
+fn map(size: usize) -> *mut u8 {
+    // SAFETY: a new private anonymous mapping touches no existing memory.
+    let block = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if block == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        block.cast()
+    }
+}
+
+// SAFETY: every block is either the inner allocator's (its layout says so, at allocation and
+// at release alike) or a mapping of at least its size, page-aligned, released with its size.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for LargeBlocksMapped<A> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match mapped(layout) {
+            true => map(layout.size()),
+            // SAFETY: the caller's guarantees, passed on.
+            false => unsafe { self.0.alloc(layout) },
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match mapped(layout) {
+            // A new mapping's pages are zero.
+            true => map(layout.size()),
+            // SAFETY: the caller's guarantees, passed on.
+            false => unsafe { self.0.alloc_zeroed(layout) },
+        }
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        match mapped(layout) {
+            // SAFETY: `block` is a mapping of `layout.size()` bytes made by `map` or `remap`.
+            true => unsafe {
+                libc::munmap(block.cast(), layout.size());
+            },
+            // SAFETY: the caller's guarantees, passed on.
+            false => unsafe { self.0.dealloc(block, layout) },
+        }
+    }
+
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller guarantees `new_size`, rounded up to the alignment, fits an isize.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        match (mapped(layout), mapped(new_layout)) {
+            // SAFETY: the caller's guarantees, passed on.
+            (false, false) => unsafe { self.0.realloc(block, layout, new_size) },
+            (true, true) => {
+                // SAFETY: `block` is a mapping of `layout.size()` bytes; the kernel moves its
+                // pages to the new place if it cannot grow where it is.
+                let moved = unsafe {
+                    libc::mremap(block.cast(), layout.size(), new_size, libc::MREMAP_MAYMOVE)
+                };
+                if moved == libc::MAP_FAILED {
+                    ptr::null_mut()
+                } else {
+                    moved.cast()
+                }
+            }
+            // Across the threshold: a new block of the other kind, and a copy.
+            _ => {
+                // SAFETY: `new_layout` has a non-zero size (the caller's guarantee).
+                let moved = unsafe { self.alloc(new_layout) };
+                if !moved.is_null() {
+                    // SAFETY: both blocks hold at least the smaller size and do not overlap.
+                    unsafe {
+                        ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size));
+                        self.dealloc(block, layout);
+                    }
+                }
+                moved
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static LARGE_BLOCKS: LargeBlocksMapped<std::alloc::System> =
+        LargeBlocksMapped(std::alloc::System);
+
+    #[test]
+    fn blocks_keep_their_bytes_across_the_threshold_both_ways_and_when_remapped() {
+        let layout = Layout::from_size_align(1000, 8).unwrap();
+        // SAFETY: each block is used within its size and released with its layout.
+        unsafe {
+            let mut block = LARGE_BLOCKS.alloc(layout);
+            let mut size = layout.size();
+            for (i, byte) in std::slice::from_raw_parts_mut(block, size)
+                .iter_mut()
+                .enumerate()
+            {
+                *byte = i as u8;
+            }
+            // Small to large, large to larger (remapped), then back under the threshold.
+            for new_size in [LARGE + 10, 3 * LARGE + 1, 2000] {
+                block = LARGE_BLOCKS.realloc(
+                    block,
+                    Layout::from_size_align(size, 8).unwrap(),
+                    new_size,
+                );
+                assert!(!block.is_null());
+                let bytes = std::slice::from_raw_parts(block, 1000);
+                assert!(bytes.iter().enumerate().all(|(i, b)| *b == i as u8));
+                size = new_size;
+            }
+            LARGE_BLOCKS.dealloc(block, Layout::from_size_align(size, 8).unwrap());
+
+            let zeroed = Layout::from_size_align(LARGE, 16).unwrap();
+            let block = LARGE_BLOCKS.alloc_zeroed(zeroed);
+            assert!(
+                std::slice::from_raw_parts(block, LARGE)
+                    .iter()
+                    .all(|b| *b == 0)
+            );
+            LARGE_BLOCKS.dealloc(block, zeroed);
+        }
+    }
+}
