@@ -197,8 +197,10 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
     });
 
     section(&plan, "profile", false, || {
-        println!("== Profile: the gateway under T1's load (perf, flame graph)");
-        profile::t1(&fixtures, &gateway, &root().join("bench/results"))?;
+        println!("== Profile: the gateway under T1's and T4's loads (perf, flame graphs)");
+        for load in [profile::Load::Http1, profile::Load::Http2Tls] {
+            profile::gateway(load, &fixtures, &gateway, &root().join("bench/results"))?;
+        }
         Ok(())
     });
 
