@@ -10,10 +10,11 @@ use std::pin::Pin;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::coarse_clock;
 use super::h2_flood::{FloodMeter, Verdict};
 use super::limits::ClientLimits;
 
@@ -46,7 +47,8 @@ impl Expiry {
 /// Phases and in-flight requests of one client connection.
 #[derive(Debug)]
 pub struct ClientClock {
-    origin: Instant,
+    /// The connection's start on the coarse clock: its timeouts are seconds.
+    origin: Duration,
     phase: AtomicU64,
     in_flight: AtomicU32,
     flood: OnceLock<&'static str>,
@@ -55,7 +57,7 @@ pub struct ClientClock {
 impl Default for ClientClock {
     fn default() -> Self {
         Self {
-            origin: Instant::now(),
+            origin: coarse_clock::now(),
             phase: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             flood: OnceLock::new(),
@@ -65,7 +67,11 @@ impl Default for ClientClock {
 
 impl ClientClock {
     fn now(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
+        self.elapsed().as_millis() as u64
+    }
+
+    fn elapsed(&self) -> Duration {
+        coarse_clock::now().saturating_sub(self.origin)
     }
 
     /// A request has arrived.
@@ -114,7 +120,7 @@ impl ClientClock {
             (Expiry::Header, limits.header_timeout)
         };
         let since = Duration::from_millis(phase >> 1);
-        let elapsed = self.origin.elapsed().saturating_sub(since);
+        let elapsed = self.elapsed().saturating_sub(since);
         timeout
             .checked_sub(elapsed)
             .filter(|left| !left.is_zero())

@@ -6,6 +6,7 @@ mod auth;
 mod backend_tls;
 mod chunked;
 mod client_clock;
+mod coarse_clock;
 mod error;
 mod error_page;
 mod forward;

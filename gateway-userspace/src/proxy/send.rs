@@ -141,7 +141,9 @@ pub async fn send(
                 .and_then(|index| backend.load.start(index)),
             _ => None,
         };
-        let exchanged = tokio::time::timeout(read_timeout, proxy.upstream.send(&target, this));
+        // The deadline from `started`: one clock read per attempt, not two.
+        let deadline = tokio::time::Instant::from_std(started) + read_timeout;
+        let exchanged = tokio::time::timeout_at(deadline, proxy.upstream.send(&target, this));
         let outcome = match policy.send_timeout {
             Some(send_timeout) => tokio::select! {
                 outcome = exchanged => outcome,

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -25,6 +25,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::coarse_clock;
 use super::request_body::RequestBody;
 use crate::policy::Protocol;
 use crate::tls::backend::BackendTls;
@@ -89,7 +90,8 @@ pub struct UpstreamPool {
 }
 
 struct PoolInner {
-    idle: Mutex<HashMap<Key, Vec<(H1Connection, Instant)>>>,
+    /// Idle connections, with when they came back (coarse clock).
+    idle: Mutex<HashMap<Key, Vec<(H1Connection, Duration)>>>,
     multiplexed: Mutex<HashMap<Key, Multiplexed>>,
     counters: ReuseCounters,
     default_tls: BackendTls,
@@ -121,8 +123,9 @@ impl UpstreamPool {
                 let Some(inner) = weak.upgrade() else { return };
                 let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
                 idle.retain(|_, connections| {
+                    let now = coarse_clock::now();
                     connections.retain_mut(|(connection, since)| {
-                        since.elapsed() < IDLE_TIMEOUT && !connection.is_stale()
+                        now.saturating_sub(*since) < IDLE_TIMEOUT && !connection.is_stale()
                     });
                     !connections.is_empty()
                 });
@@ -247,8 +250,9 @@ impl UpstreamPool {
     fn checkout(&self, key: Key) -> Option<H1Connection> {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         let connections = idle.get_mut(&key)?;
+        let now = coarse_clock::now();
         while let Some((mut connection, since)) = connections.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && !connection.is_stale() {
+            if now.saturating_sub(since) < IDLE_TIMEOUT && !connection.is_stale() {
                 return Some(connection);
             }
         }
@@ -313,7 +317,7 @@ impl Checkin {
         let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
         let connections = idle.entry(self.key).or_default();
         if connections.len() < MAX_IDLE_PER_ENDPOINT {
-            connections.push((connection, Instant::now()));
+            connections.push((connection, coarse_clock::now()));
         }
     }
 }
