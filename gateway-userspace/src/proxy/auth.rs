@@ -227,7 +227,7 @@ async fn ask(
         .map_err(failed)?;
     let timeout = proxy.config.read_timeout;
     let exchange = async {
-        let response = (proxy.upstream.send(&target, subrequest).await)
+        let response = (proxy.upstream.send(&target, Box::new(subrequest)).await)
             .map_err(|(error, _)| format!("{error:?}"))?;
         let (parts, mut body) = response.into_parts();
         // Read to its end (the connection goes back to its pool); the body itself is not used.

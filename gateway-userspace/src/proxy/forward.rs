@@ -39,7 +39,14 @@ pub async fn handle(
     let mut exchange = Exchange::begin(connection.clone(), &request, id);
     // Boxed: the state of forwarding is large (routing, policy, retries, the upstream exchange),
     // and an HTTP/2 stream's future is moved whole into its task; a box moves as a pointer.
-    let forwarded = Box::pin(forward(&proxy, &connection, request, &mut exchange)).await;
+    // The request is boxed too: a future keeps its parameters twice over.
+    let forwarded = Box::pin(forward(
+        &proxy,
+        &connection,
+        Box::new(request),
+        &mut exchange,
+    ))
+    .await;
     let mut close = false;
     let mut response = match forwarded {
         Ok(response) => response,
@@ -80,7 +87,7 @@ struct Routed {
 async fn forward(
     proxy: &Proxy,
     connection: &Connection,
-    mut request: Request<ClientBody>,
+    mut request: Box<Request<ClientBody>>,
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     strict::check_request(&request, &proxy.config.client_limits)?;
@@ -119,7 +126,16 @@ async fn forward(
         return Ok(answer);
     }
     let auth_cookies = if policy.basic_auth.is_some() || policy.external_auth.is_some() {
-        match auth::authenticate(proxy, connection, &policy, &mut request, &host_name).await? {
+        // Boxed: only routes with authentication pay for its state.
+        match Box::pin(auth::authenticate(
+            proxy,
+            connection,
+            &policy,
+            &mut request,
+            &host_name,
+        ))
+        .await?
+        {
             Ok(cookies) => Some(cookies),
             Err(refusal) => return Ok(refusal),
         }
@@ -129,62 +145,66 @@ async fn forward(
 
     let upgrade = headers::requested_upgrade(request.headers());
     let asked_upgrade = upgrade.is_some();
-    let (mut parts, body) = request.into_parts();
-    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-    headers::set_forwarding(&mut parts.headers, connection, host.as_ref());
-    if let Some(prefix) = &policy.forwarded_prefix {
-        parts
-            .headers
-            .insert(X_FORWARDED_PREFIX.clone(), prefix.clone());
-    }
-    if let Some(vhost) = &policy.upstream_vhost {
-        parts.headers.insert(header::HOST, vhost.clone());
-    }
-    if let Some(edits) = &policy.request_headers {
-        edits.apply(&mut parts.headers);
-    }
-    if policy.protocol.is_http2() {
-        // gRPC servers expect it; it is hop-by-hop, so the client's was removed.
-        parts
-            .headers
-            .insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    let target = upstream_uri(
-        &parts.uri,
-        routed.rewritten.as_deref(),
-        routed.backend.protocol(policy.protocol),
-        &parts.headers,
-    );
-    let feeds = if policy.mirrors.is_empty() {
-        Vec::new()
-    } else {
-        let sending = mirror::Sending {
-            pool: &proxy.upstream,
-            resolver: &proxy.resolver,
-            connect_timeout: proxy.config.connect_timeout,
-            timeout: proxy.config.read_timeout,
+    // In a block: the request's parts are not kept in the future while the backend answers.
+    let upstream_request = {
+        let (mut parts, body) = (*request).into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+        headers::set_forwarding(&mut parts.headers, connection, host.as_ref());
+        if let Some(prefix) = &policy.forwarded_prefix {
+            parts
+                .headers
+                .insert(X_FORWARDED_PREFIX.clone(), prefix.clone());
+        }
+        if let Some(vhost) = &policy.upstream_vhost {
+            parts.headers.insert(header::HOST, vhost.clone());
+        }
+        if let Some(edits) = &policy.request_headers {
+            edits.apply(&mut parts.headers);
+        }
+        if policy.protocol.is_http2() {
+            // gRPC servers expect it; it is hop-by-hop, so the client's was removed.
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        let target = upstream_uri(
+            &parts.uri,
+            routed.rewritten.as_deref(),
+            routed.backend.protocol(policy.protocol),
+            &parts.headers,
+        );
+        let feeds = if policy.mirrors.is_empty() {
+            Vec::new()
+        } else {
+            let sending = mirror::Sending {
+                pool: &proxy.upstream,
+                resolver: &proxy.resolver,
+                connect_timeout: proxy.config.connect_timeout,
+                timeout: proxy.config.read_timeout,
+            };
+            let has_body = !hyper::body::Body::is_end_stream(&body);
+            let view = RequestView {
+                method: &parts.method,
+                uri: &parts.uri,
+                host: &host_name,
+                client,
+                scheme: connection.scheme,
+                headers: &parts.headers,
+            };
+            (proxy.mirrors).start(sending, &policy.mirrors, &view, &target, has_body)
         };
-        let has_body = !hyper::body::Body::is_end_stream(&body);
-        let view = RequestView {
-            method: &parts.method,
-            uri: &parts.uri,
-            host: &host_name,
-            client,
-            scheme: connection.scheme,
-            headers: &parts.headers,
-        };
-        (proxy.mirrors).start(sending, &policy.mirrors, &view, &target, has_body)
+        let body = RequestBody::new(
+            body,
+            exchange.request_body.clone(),
+            policy.body_limit,
+            proxy.config.client_limits.body_timeout,
+            feeds,
+        );
+        let mut upstream_request = Box::new(Request::from_parts(parts, body));
+        *upstream_request.uri_mut() = target;
+        *upstream_request.version_mut() = Version::HTTP_11;
+        upstream_request
     };
-    let body = RequestBody::new(
-        body,
-        exchange.request_body.clone(),
-        policy.body_limit,
-        proxy.config.client_limits.body_timeout,
-        feeds,
-    );
-    let mut upstream_request = Request::from_parts(parts, body);
-    *upstream_request.uri_mut() = target;
-    *upstream_request.version_mut() = Version::HTTP_11;
 
     let outgoing = Outgoing {
         backend: &routed.backend,

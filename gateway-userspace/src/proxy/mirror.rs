@@ -125,7 +125,10 @@ impl Mirrors {
                         .target(&resolver, connect_timeout)
                         .await
                         .map_err(super::upstream::UpstreamError::Connect)?;
-                    let response = pool.send(&target, copy).await.map_err(|(e, _)| e)?;
+                    let response = pool
+                        .send(&target, Box::new(copy))
+                        .await
+                        .map_err(|(e, _)| e)?;
                     // Read to its end, so that the connection goes back to its pool.
                     let mut body = response.into_body();
                     while let Some(frame) = body.frame().await {

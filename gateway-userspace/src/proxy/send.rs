@@ -13,7 +13,7 @@ use rustls_pki_types::ServerName;
 
 use super::error::ProxyError;
 use super::request_body::RequestBody;
-use super::upstream::{PooledBody, Target, UpstreamError};
+use super::upstream::{Outbound, PooledBody, Target, UpstreamError};
 use super::{Proxy, strict};
 use crate::observe::{Exchange, Upstream};
 use crate::policy::balance::RequestView;
@@ -44,8 +44,8 @@ struct Replay {
 }
 
 impl Replay {
-    fn request(&self) -> Request<RequestBody> {
-        let mut request = Request::new(RequestBody::Empty);
+    fn request(&self) -> Outbound {
+        let mut request = Box::new(Request::new(RequestBody::Empty));
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = self.headers.clone();
@@ -57,7 +57,7 @@ impl Replay {
 pub async fn send(
     proxy: &Proxy,
     outgoing: Outgoing<'_>,
-    request: Request<RequestBody>,
+    request: Outbound,
     exchange: &mut Exchange,
 ) -> Result<Sent, ProxyError> {
     let Outgoing {

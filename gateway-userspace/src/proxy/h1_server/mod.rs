@@ -212,11 +212,10 @@ async fn exchange(
     };
     let request = request.map(|()| ClientBody::Http1(body));
     let handled = forward::handle(proxy.clone(), connection.clone(), request);
-    let response = match wants_continue {
+    let Ok(response) = match wants_continue {
         None => handled.await,
         Some(wants_continue) => answering_continue(handled, &wants_continue, writer).await,
     };
-    let Ok(response) = response;
     if let Some(waiting) = returned.as_mut() {
         match waiting.try_recv() {
             Ok(back) => {

@@ -20,7 +20,7 @@ use tokio_rustls::client::TlsStream;
 use super::super::chunked::{Chunked, Malformed};
 use super::super::headers::connection_lists;
 use super::super::request_body::RequestBody;
-use super::Checkin;
+use super::{Checkin, Outbound};
 use crate::proxy::stream::Stream;
 
 /// Most header fields a response head may have (hyper's client allows as many).
@@ -59,7 +59,7 @@ pub enum ExchangeError {
 /// on another connection).
 pub struct Failed {
     pub error: ExchangeError,
-    pub unsent: Option<Request<RequestBody>>,
+    pub unsent: Option<Outbound>,
 }
 
 impl H1Connection {
@@ -91,20 +91,19 @@ impl H1Connection {
     /// from then on; `checkin` gets it back when the body ended cleanly and it can be reused.
     pub async fn send(
         mut self,
-        request: Request<RequestBody>,
+        mut request: Outbound,
         checkin: Checkin,
     ) -> Result<Response<H1Body>, Failed> {
-        let (parts, mut body) = request.into_parts();
-        let chunked = self.encode_head(&parts, &body);
+        let chunked = self.encode_head(&request);
         if let Err(error) = self.io.write_all(&self.write).await {
             return Err(Failed {
                 error: error.into(),
-                unsent: Some(Request::from_parts(parts, body)),
+                unsent: Some(request),
             });
         }
         // A backend may answer before it has read the whole body (a 413, say) and close:
         // its answer is still read.
-        let sent = self.write_request(&mut body, chunked).await;
+        let sent = self.write_request(request.body_mut(), chunked).await;
         if let Err(ExchangeError::RequestBody(error)) = sent {
             return Err(Failed {
                 error: ExchangeError::RequestBody(error),
@@ -115,7 +114,7 @@ impl H1Connection {
             error,
             unsent: None,
         };
-        let (response, framing) = self.read_head(&parts.method).await.map_err(fail)?;
+        let (response, framing) = self.read_head(request.method()).await.map_err(fail)?;
         let reusable = sent.is_ok()
             && framing.is_reusable()
             && response.version() == Version::HTTP_11
@@ -131,23 +130,24 @@ impl H1Connection {
     }
 
     /// The request line and headers into `self.write`; whether the body goes chunked.
-    fn encode_head(&mut self, parts: &hyper::http::request::Parts, body: &RequestBody) -> bool {
+    fn encode_head(&mut self, request: &Request<RequestBody>) -> bool {
         let out = &mut self.write;
         out.clear();
-        out.reserve(256 + parts.headers.len() * 48);
-        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.reserve(256 + request.headers().len() * 48);
+        out.extend_from_slice(request.method().as_str().as_bytes());
         out.push(b' ');
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
+        for (name, value) in request.headers() {
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         // A body of unknown length goes chunked; one with a Content-Length as it is.
-        let chunked = !body.is_end_stream() && !parts.headers.contains_key(header::CONTENT_LENGTH);
+        let chunked = !request.body().is_end_stream()
+            && !request.headers().contains_key(header::CONTENT_LENGTH);
         if chunked {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }

@@ -41,6 +41,10 @@ pub use h1::BackendIo;
 use h1::{H1Body, H1Connection};
 
 type Multiplexed = http2::SendRequest<RequestBody>;
+
+/// A request on its way to a backend. Boxed: it passes through the retry loop, the pool and
+/// the connection, whose futures would each hold (and move) a copy of its 384 bytes.
+pub type Outbound = Box<Request<RequestBody>>;
 /// The endpoint, the protocol, and the route's backend TLS configuration (by address; 0 for the
 /// default): a connection is only reused for what it was made and verified for.
 type Key = (SocketAddr, Protocol, usize);
@@ -142,8 +146,8 @@ impl UpstreamPool {
     pub async fn send(
         &self,
         target: &Target,
-        request: Request<RequestBody>,
-    ) -> Result<Response<PooledBody>, (UpstreamError, Option<Request<RequestBody>>)> {
+        request: Outbound,
+    ) -> Result<Response<PooledBody>, (UpstreamError, Option<Outbound>)> {
         // The rare paths (HTTP/2, a new connection with its TLS handshake) are boxed: their
         // state would otherwise make every request's future kilobytes larger, and futures are
         // moved by copying.
@@ -198,8 +202,8 @@ impl UpstreamPool {
     async fn send_multiplexed(
         &self,
         target: &Target,
-        mut request: Request<RequestBody>,
-    ) -> Result<Response<PooledBody>, (UpstreamError, Option<Request<RequestBody>>)> {
+        mut request: Outbound,
+    ) -> Result<Response<PooledBody>, (UpstreamError, Option<Outbound>)> {
         let key = target.key();
         let existing = {
             let multiplexed = self
@@ -234,10 +238,10 @@ impl UpstreamPool {
             ));
         }
         *request.version_mut() = hyper::Version::HTTP_2;
-        match sender.try_send_request(request).await {
+        match sender.try_send_request(*request).await {
             Ok(response) => Ok(response.map(PooledBody::Http2)),
             Err(mut error) => {
-                let unsent = error.take_message();
+                let unsent = error.take_message().map(Box::new);
                 Err((
                     UpstreamError::Exchange(Box::new(error.into_error())),
                     unsent,
