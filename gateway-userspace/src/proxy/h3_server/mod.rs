@@ -13,6 +13,7 @@ mod body;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -37,6 +38,9 @@ use crate::snapshot::normalize_host;
 
 /// The application error code of a connection closed in good order (RFC 9114 8.1).
 const H3_NO_ERROR: u32 = 0x100;
+/// How long a drained connection whose requests are answered waits for the client to close
+/// it, before closing it itself.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Unidirectional streams a client may open: HTTP/3's control stream and QPACK's two, and a
 /// few for extensions a client may announce (grease).
 const MAX_UNI_STREAMS: u32 = 8;
@@ -269,6 +273,9 @@ impl Proxy {
         // GOAWAY: no new requests; those in flight finish, then the connection closes.
         let _ = http3.shutdown(0).await;
         while requests.join_next().await.is_some() {}
+        // Closing drops what the client has not acknowledged yet, a last response's end
+        // included: a client told to go away closes once it has read everything.
+        let _ = tokio::time::timeout(CLOSE_GRACE, quic.closed()).await;
         quic.close(VarInt::from_u32(H3_NO_ERROR), b"");
     }
 
