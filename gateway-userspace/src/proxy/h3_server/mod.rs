@@ -181,6 +181,9 @@ impl Proxy {
         // New connections are refused from now on; open ones go on until the drain stops them
         // (also after a hand-off: their datagrams are relayed to this process).
         endpoint.set_server_config(None);
+        // A connection's close is sent by the endpoint's driver: the process must not exit
+        // before the last one has gone out.
+        self.drain.spawn(async move { endpoint.wait_idle().await });
     }
 
     /// One QUIC connection: its handshake (in turn with TLS handshakes), then its requests,
