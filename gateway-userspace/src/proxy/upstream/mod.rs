@@ -126,11 +126,9 @@ impl UpstreamPool {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let now = coarse_clock::now();
                 idle.retain(|_, connections| {
-                    let now = coarse_clock::now();
-                    connections.retain_mut(|(connection, since)| {
-                        now.saturating_sub(*since) < IDLE_TIMEOUT && !connection.is_stale()
-                    });
+                    connections.retain_mut(|(connection, since)| reusable(connection, *since, now));
                     !connections.is_empty()
                 });
                 drop(idle);
@@ -256,7 +254,7 @@ impl UpstreamPool {
         let connections = idle.get_mut(&key)?;
         let now = coarse_clock::now();
         while let Some((mut connection, since)) = connections.pop() {
-            if now.saturating_sub(since) < IDLE_TIMEOUT && !connection.is_stale() {
+            if reusable(&mut connection, since, now) {
                 return Some(connection);
             }
         }
@@ -311,6 +309,12 @@ where
 }
 
 /// Gives a connection whose exchange ended cleanly back to its pool.
+/// Whether an idle connection, back in the pool since `since`, may carry a request `now`: not
+/// idle for too long, and not closed by the backend meanwhile.
+fn reusable(connection: &mut H1Connection, since: Duration, now: Duration) -> bool {
+    now.saturating_sub(since) < IDLE_TIMEOUT && !connection.is_stale()
+}
+
 pub struct Checkin {
     pool: Arc<PoolInner>,
     key: Key,
