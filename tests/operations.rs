@@ -778,3 +778,31 @@ async fn fast_path_off_takes_the_published_service_for_status_only() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_are_dealt_to_every_worker_thread() {
+    let (_web, dir) = web_behind("web.test").await;
+    let gw = Gateway::start(
+        dir.path(),
+        &["--worker-threads", "3", "--access-log", "off"],
+    );
+    let before = gw.cpu_time_of_threads("worker-");
+    let names: Vec<_> = before.keys().map(String::as_str).collect();
+    assert_eq!(names, ["worker-1", "worker-2", "worker-3"]);
+    // Six keep-alive connections (a client each), opened one after another.
+    for _ in 0..6 {
+        let client = HttpClient::new();
+        for i in 0..10 {
+            let answer = client.get(gw.http, "web.test", &format!("/{i}")).await;
+            assert_eq!(answer.status, StatusCode::OK);
+        }
+    }
+    // An idle worker sleeps in its poller: every one has run since.
+    let after = gw.cpu_time_of_threads("worker-");
+    for (name, time) in &after {
+        assert!(
+            *time > before[name],
+            "{name} served nothing: {before:?} {after:?}"
+        );
+    }
+}

@@ -140,7 +140,9 @@ async fn every_framing_arrives_whole_and_connections_are_reused_when_they_may_be
         (MANY_FIELDS, false),
     ])
     .await;
-    let (_dir, gw) = shop_gateway(backend.addr, &[]);
+    // One worker: keep-alive pools are per worker, and the client may use a second
+    // connection, which another worker would serve.
+    let (_dir, gw) = shop_gateway(backend.addr, &["--worker-threads", "1"]);
     let client = HttpClient::new();
     let expected = [
         (200, "hello world"),

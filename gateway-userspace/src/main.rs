@@ -18,7 +18,7 @@ use gateway::bpf::{AttachMode, BpfSettings};
 use gateway::cidr::CidrList;
 use gateway::cluster::{ClusterWriter, PublishedAddress};
 use gateway::console::{Console, Writer};
-use gateway::lifecycle::{Drain, Sockets, handoff};
+use gateway::lifecycle::{Drain, Sockets, Workers, handoff};
 use gateway::observe::metrics::Controller;
 use gateway::observe::{AccessLog, LogFormat, LogTarget, Metrics, Observer};
 use gateway::policy::service_url::ServiceUrl;
@@ -372,7 +372,9 @@ struct RunArgs {
     /// directly, per address family for all steered VIPs; new flows beyond it are dropped.
     #[arg(long, default_value_t = 4096)]
     udp_max_sessions: usize,
-    /// Worker threads of the proxy (default: one per CPU).
+    /// Threads that serve connections, each with its own single-threaded runtime; connections
+    /// are dealt to them in turn and stay on one (default: one per CPU; with 1, the main
+    /// thread serves everything).
     #[arg(long, env = "GATEWAY_WORKER_THREADS")]
     worker_threads: Option<usize>,
     /// Certificate chain (PEM) for handshakes no Secret answers; self-signed if not given.
@@ -515,18 +517,16 @@ fn main() -> Result<ExitCode> {
     }
     match command {
         Command::Run(args) => {
-            // One worker is one thread: no work stealing, no cross-thread wake-ups.
-            let mut runtime = match args.worker_threads {
-                Some(1) => tokio::runtime::Builder::new_current_thread(),
-                Some(threads) => {
-                    let mut builder = tokio::runtime::Builder::new_multi_thread();
-                    builder.worker_threads(threads.max(1));
-                    builder
-                }
-                None => tokio::runtime::Builder::new_multi_thread(),
-            };
-            let runtime = runtime.enable_all().build()?;
-            let result = runtime.block_on(run(*args));
+            // Every runtime is single-threaded: the main one, and one per worker when there
+            // are several (see lifecycle::workers).
+            let threads = args.worker_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            });
+            let workers = Workers::start(threads)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let result = runtime.block_on(run(*args, workers));
             // Drained: whatever is left (watchers, idle pools) is not waited for.
             runtime.shutdown_timeout(Duration::from_secs(1));
             result.map(|()| ExitCode::SUCCESS)
@@ -538,7 +538,7 @@ fn main() -> Result<ExitCode> {
     }
 }
 
-async fn run(args: RunArgs) -> Result<()> {
+async fn run(args: RunArgs, workers: Workers) -> Result<()> {
     // A gateway already running on this node hands its listening sockets over; without one,
     // they are bound here.
     let mut predecessor = match &args.handoff_socket {
@@ -556,7 +556,7 @@ async fn run(args: RunArgs) -> Result<()> {
         );
     }
     let sockets = Arc::new(Sockets::inheriting(inherited));
-    let drain = Arc::new(Drain::default());
+    let drain = Arc::new(Drain::new(workers));
     let mut options = args.source.translate_options();
     if args.fast_path == FastPathChoice::Off {
         // The published Service then only gives Ingress status its addresses.
@@ -735,7 +735,6 @@ async fn run(args: RunArgs) -> Result<()> {
         body_timeout: Duration::from_secs(args.client.client_body_timeout),
     });
     tokio::spawn(admin_server.serve(admin));
-    // Accept loops are tasks of the runtime's workers, not of the thread that waits here.
     tokio::spawn(proxy.clone().serve(http, None));
     if let Some((quic, relay)) = quic {
         let endpoint = proxy.quic_endpoint(quic, relay, &acceptor)?;

@@ -1,5 +1,6 @@
 //! The real `gateway` binary in a child process, killed when dropped.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -234,6 +235,28 @@ impl Gateway {
     }
 
     /// Stops the process at once (SIGKILL), as a crash or an OOM kill would.
+    /// Time each of the process's threads named `name…` has spent on a CPU so far (ns, from
+    /// /proc schedstat), by thread name; for a gateway started as a process here.
+    pub fn cpu_time_of_threads(&self, name: &str) -> BTreeMap<String, u64> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let mut times = BTreeMap::new();
+        for task in std::fs::read_dir(&tasks)
+            .expect("the gateway's threads")
+            .flatten()
+        {
+            let read = |file: &str| std::fs::read_to_string(task.path().join(file));
+            let (Ok(comm), Ok(schedstat)) = (read("comm"), read("schedstat")) else {
+                continue;
+            };
+            let comm = comm.trim();
+            if comm.starts_with(name) {
+                let on_cpu = schedstat.split(' ').next().and_then(|n| n.parse().ok());
+                times.insert(comm.to_string(), on_cpu.expect("schedstat's first field"));
+            }
+        }
+        times
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

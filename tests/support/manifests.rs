@@ -137,13 +137,26 @@ pub fn shop_gateway(backend: SocketAddr, args: &[&str]) -> (ManifestsDir, crate:
     (dir, gateway)
 }
 
-/// A loopback port nothing listens on (for a Gateway listener).
+/// A loopback port nothing listens on (for a Gateway listener), both for TCP and UDP. It is
+/// taken below the kernel's ephemeral range (32768 and up by default), where the ports that
+/// other tests' processes bind as `:0` come from: a port handed out here and bound a moment
+/// later by the gateway cannot have been given to another one meanwhile.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    // Each test process starts at its own place, and walks on from there.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let turn = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (std::process::id() + turn) % COUNT) as u16;
+        let address = loopback(port);
+        if std::net::TcpListener::bind(address).is_ok()
+            && std::net::UdpSocket::bind(address).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// The loopback address at `port`.

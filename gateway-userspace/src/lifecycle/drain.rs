@@ -12,8 +12,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
+
+use super::workers::Workers;
 
 /// Where the process is in its drain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,22 +33,35 @@ impl DrainState {
     }
 }
 
-/// The drain state and the tasks that must end before the process does.
+/// The drain state and the tasks that must end before the process does, and the workers
+/// that run connections.
 pub struct Drain {
     state: watch::Sender<DrainState>,
     tasks: TaskTracker,
+    workers: Workers,
 }
 
 impl Default for Drain {
+    /// A drain whose connections run on the caller's runtime.
     fn default() -> Self {
-        Self {
-            state: watch::Sender::new(DrainState::Serving),
-            tasks: TaskTracker::new(),
-        }
+        Self::new(Workers::default())
     }
 }
 
 impl Drain {
+    /// A drain whose connections run on `workers`.
+    pub fn new(workers: Workers) -> Self {
+        Self {
+            state: watch::Sender::new(DrainState::Serving),
+            tasks: TaskTracker::new(),
+            workers,
+        }
+    }
+
+    pub fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
     pub fn state(&self) -> DrainState {
         *self.state.borrow()
     }
@@ -61,6 +77,27 @@ impl Drain {
         F: Future<Output = ()> + Send + 'static,
     {
         self.tasks.spawn(task);
+    }
+
+    /// Runs `serve` on an accepted connection as a task the drain waits for, on the worker
+    /// whose turn it is: the socket leaves this runtime's poller for the worker's.
+    pub fn spawn_connection<S, F>(&self, stream: TcpStream, serve: S)
+    where
+        S: FnOnce(TcpStream) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Some(worker) = self.workers.next() else {
+            return self.spawn(serve(stream));
+        };
+        let Ok(stream) = stream.into_std() else {
+            return;
+        };
+        let task = async move {
+            if let Ok(stream) = TcpStream::from_std(stream) {
+                serve(stream).await;
+            }
+        };
+        self.tasks.spawn_on(task, worker);
     }
 
     /// Enters phase 1.

@@ -5,6 +5,8 @@ pub mod drain;
 pub mod handoff;
 pub mod quic_relay;
 pub mod sockets;
+pub mod workers;
 
 pub use drain::{Drain, DrainState};
 pub use sockets::Sockets;
+pub use workers::Workers;

@@ -184,7 +184,7 @@ impl Proxy {
             admission.clone(),
         ));
         Self {
-            upstream: upstream::UpstreamPool::new(counters),
+            upstream: upstream::UpstreamPool::new(counters, drain.workers().slots()),
             mirrors,
             resolver: Arc::default(),
             hashing: auth::Hashing::default(),
@@ -231,10 +231,10 @@ impl Proxy {
             Metrics::labelled(&metrics.connections, "scheme", scheme).inc();
             let active = Metrics::labelled(&metrics.connections_active, "scheme", scheme);
             let open = OpenConnection::new(admitted, active);
-            let accepted = self
-                .clone()
-                .accept(stream, (client, local), tls.clone(), open);
-            self.drain.spawn(accepted);
+            let (proxy, tls) = (self.clone(), tls.clone());
+            self.drain.spawn_connection(stream, move |stream| {
+                proxy.accept(stream, (client, local), tls, open)
+            });
         }
     }
 
@@ -461,9 +461,11 @@ impl Proxy {
                         let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                             continue;
                         };
-                        let connection = Connection::new(client, listener, "http", None, None);
-                        let resumed = self.clone().serve_http1(connection, ClientStream::Plain(stream), false, open);
-                        self.drain.spawn(resumed);
+                        let proxy = self.clone();
+                        self.drain.spawn_connection(stream, move |stream| {
+                            let connection = Connection::new(client, listener, "http", None, None);
+                            proxy.serve_http1(connection, ClientStream::Plain(stream), false, open)
+                        });
                     }
                 }
                 _ = sweep.tick() => {

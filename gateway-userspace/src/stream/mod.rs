@@ -100,10 +100,11 @@ impl StreamProxy {
             };
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
-            self.drain.spawn(async move {
-                let _admitted = admitted;
-                proxy.route_and_relay(stream, (client, address)).await;
-            });
+            self.drain
+                .spawn_connection(stream, move |stream| async move {
+                    let _admitted = admitted;
+                    proxy.route_and_relay(stream, (client, address)).await;
+                });
         }
     }
 

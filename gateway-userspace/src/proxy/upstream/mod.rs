@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 
 use super::coarse_clock;
 use super::request_body::RequestBody;
+use crate::lifecycle::workers;
 use crate::policy::Protocol;
 use crate::tls::backend::BackendTls;
 
@@ -94,12 +95,16 @@ pub struct UpstreamPool {
 }
 
 struct PoolInner {
-    /// Idle connections, with when they came back (coarse clock).
-    idle: Mutex<HashMap<Key, Vec<(H1Connection, Duration)>>>,
+    /// Idle connections, with when they came back (coarse clock), one pool per thread that
+    /// serves requests: a connection is only taken up again on the worker whose poller it is
+    /// registered with, and no worker waits on another's lock.
+    idle: Box<[Mutex<IdleConnections>]>,
     multiplexed: Mutex<HashMap<Key, Multiplexed>>,
     counters: ReuseCounters,
     default_tls: BackendTls,
 }
+
+type IdleConnections = HashMap<Key, Vec<(H1Connection, Duration)>>;
 
 /// Requests sent on a pooled connection, and on a new one.
 #[derive(Clone, Debug, Default)]
@@ -109,11 +114,12 @@ pub struct ReuseCounters {
 }
 
 impl UpstreamPool {
-    /// An empty pool; a background task closes connections idle for too long.
-    pub fn new(counters: ReuseCounters) -> Self {
+    /// An empty pool for each of `threads` (see [`workers::current`]); a background task
+    /// closes connections idle for too long.
+    pub fn new(counters: ReuseCounters, threads: usize) -> Self {
         let pool = Self {
             inner: Arc::new(PoolInner {
-                idle: Mutex::new(HashMap::new()),
+                idle: (0..threads.max(1)).map(|_| Mutex::default()).collect(),
                 multiplexed: Mutex::new(HashMap::new()),
                 counters,
                 default_tls: BackendTls::unverified(),
@@ -125,13 +131,15 @@ impl UpstreamPool {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
                 let now = coarse_clock::now();
-                idle.retain(|_, connections| {
-                    connections.retain_mut(|(connection, since)| reusable(connection, *since, now));
-                    !connections.is_empty()
-                });
-                drop(idle);
+                for idle in &inner.idle {
+                    let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+                    idle.retain(|_, connections| {
+                        connections
+                            .retain_mut(|(connection, since)| reusable(connection, *since, now));
+                        !connections.is_empty()
+                    });
+                }
                 let mut multiplexed = inner.multiplexed.lock().unwrap_or_else(|e| e.into_inner());
                 multiplexed.retain(|_, sender| !sender.is_closed());
             }
@@ -250,7 +258,7 @@ impl UpstreamPool {
 
     /// An idle connection for `key` that the backend has not closed, if there is one.
     fn checkout(&self, key: Key) -> Option<H1Connection> {
-        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.inner.own_idle();
         let connections = idle.get_mut(&key)?;
         let now = coarse_clock::now();
         while let Some((mut connection, since)) = connections.pop() {
@@ -308,13 +316,21 @@ where
     Ok(sender)
 }
 
-/// Gives a connection whose exchange ended cleanly back to its pool.
+impl PoolInner {
+    /// The idle connections of the calling thread.
+    fn own_idle(&self) -> std::sync::MutexGuard<'_, IdleConnections> {
+        let idle = &self.idle[workers::current() % self.idle.len()];
+        idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Whether an idle connection, back in the pool since `since`, may carry a request `now`: not
 /// idle for too long, and not closed by the backend meanwhile.
 fn reusable(connection: &mut H1Connection, since: Duration, now: Duration) -> bool {
     now.saturating_sub(since) < IDLE_TIMEOUT && !connection.is_stale()
 }
 
+/// Gives a connection whose exchange ended cleanly back to its pool.
 pub struct Checkin {
     pool: Arc<PoolInner>,
     key: Key,
@@ -322,7 +338,7 @@ pub struct Checkin {
 
 impl Checkin {
     fn put(self, connection: H1Connection) {
-        let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.pool.own_idle();
         let connections = idle.entry(self.key).or_default();
         if connections.len() < MAX_IDLE_PER_ENDPOINT {
             connections.push((connection, coarse_clock::now()));
