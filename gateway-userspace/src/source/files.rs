@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
+use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::manifest;
@@ -27,7 +28,9 @@ pub struct ManifestDir {
 }
 
 struct LoadedFile {
-    content: Vec<u8>,
+    /// The SHA-256 of what was read (or of the read error): a file whose content is the same
+    /// is not parsed again, and its text is not kept (1.3 MB for 10,000 rules).
+    digest: Digest,
     objects: Vec<Object>,
     warnings: Vec<Warning>,
 }
@@ -84,14 +87,15 @@ impl ManifestDir {
                 );
             }
         };
-        if self.files.get(&path).is_some_and(|f| f.content == content) {
+        let digest = digest(&content);
+        if self.files.get(&path).is_some_and(|f| f.digest == digest) {
             return false;
         }
         let text = match std::str::from_utf8(&content) {
             Ok(text) => text,
             Err(e) => {
                 let warning = Warning::file(&name, format!("not UTF-8 text: {e}"));
-                return self.keep_last_good(path, content, warning);
+                return self.keep_last_good(path, digest, warning);
             }
         };
         match manifest::parse(&name, text) {
@@ -99,20 +103,20 @@ impl ManifestDir {
                 self.files.insert(
                     path,
                     LoadedFile {
-                        content,
+                        digest,
                         objects,
                         warnings,
                     },
                 );
             }
-            Err(warning) => return self.keep_last_good(path, content, warning),
+            Err(warning) => return self.keep_last_good(path, digest, warning),
         }
         true
     }
 
     /// Records a problem with a file while keeping the objects it had before, if any.
-    fn keep_last_good(&mut self, path: PathBuf, content: Vec<u8>, warning: Warning) -> bool {
-        if self.files.get(&path).is_some_and(|f| f.content == content) {
+    fn keep_last_good(&mut self, path: PathBuf, digest: Digest, warning: Warning) -> bool {
+        if self.files.get(&path).is_some_and(|f| f.digest == digest) {
             return false;
         }
         let previous = self.files.remove(&path);
@@ -127,7 +131,7 @@ impl ManifestDir {
         self.files.insert(
             path,
             LoadedFile {
-                content,
+                digest,
                 objects,
                 warnings: vec![warning],
             },
@@ -203,10 +207,16 @@ impl ManifestDir {
     }
 }
 
-/// A stand-in content for a file that could not be read, so that the same error is not
+type Digest = [u8; 32];
+
+fn digest(content: &[u8]) -> Digest {
+    Sha256::digest(content).into()
+}
+
+/// A stand-in digest for a file that could not be read, so that the same error is not
 /// reported as a change on every scan.
-fn content_marker(error: &std::io::Error) -> Vec<u8> {
-    format!("\0unreadable: {error}").into_bytes()
+fn content_marker(error: &std::io::Error) -> Digest {
+    digest(format!("\0unreadable: {error}").as_bytes())
 }
 
 /// Every `*.yaml`/`*.yml` file below `root`, skipping hidden names (which also skips the

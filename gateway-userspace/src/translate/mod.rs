@@ -338,33 +338,32 @@ enum Redirect {
 impl HostBuilder {
     fn build(self, pattern: &HostPattern, tls: bool) -> VirtualHost {
         let name = pattern.display();
-        let mut routes: Vec<Route> = self
-            .routes
-            .into_values()
-            .map(|(mut route, redirect)| {
-                route.https_redirect = match redirect {
-                    Redirect::Always => true,
-                    Redirect::Never => false,
-                    Redirect::IfTls => tls,
-                };
-                route.identity = Arc::new(RouteIdentity::new(
-                    &name,
-                    &route.path,
-                    &route.ingress,
-                    &route.backend,
-                ));
-                if self.regex {
-                    // Paths of the host's other Ingresses were not written as expressions: one
-                    // that does not compile is matched literally.
-                    let exact = !route.path_type.is_prefix();
-                    route.regex = path_regex(&route.path, exact)
-                        .or_else(|_| path_regex(&regex::escape(&route.path), exact))
-                        .ok();
-                }
-                route
-            })
-            .collect();
-        routes.sort_by(|a, b| {
+        // Collected into the exact size: a map's values are not a `TrustedLen` iterator, and
+        // collecting them keeps room for four routes at least (most hosts have one).
+        let mut routes = Vec::with_capacity(self.routes.len());
+        routes.extend(self.routes.into_values().map(|(mut route, redirect)| {
+            route.https_redirect = match redirect {
+                Redirect::Always => true,
+                Redirect::Never => false,
+                Redirect::IfTls => tls,
+            };
+            route.identity = Arc::new(RouteIdentity::new(
+                &name,
+                &route.path,
+                &route.ingress,
+                &route.backend,
+            ));
+            if self.regex {
+                // Paths of the host's other Ingresses were not written as expressions: one
+                // that does not compile is matched literally.
+                let exact = !route.path_type.is_prefix();
+                route.regex = path_regex(&route.path, exact)
+                    .or_else(|_| path_regex(&regex::escape(&route.path), exact))
+                    .ok();
+            }
+            route
+        }));
+        routes.sort_by(|a: &Route, b: &Route| {
             b.match_path
                 .len()
                 .cmp(&a.match_path.len())
