@@ -200,8 +200,9 @@ pub struct Route {
     /// The path as a case-insensitive regular expression, when its host uses regex paths
     /// (`use-regex` or `rewrite-target` on any of the host's Ingresses).
     pub regex: Option<Regex>,
-    /// A canary Ingress for the same host and path.
-    pub canary: Option<Canary>,
+    /// A canary Ingress for the same host and path (boxed: few routes have one, and every
+    /// route would carry its 136 bytes).
+    pub canary: Option<Box<Canary>>,
     /// Gateway API matches on the method, headers and query.
     pub conditions: Option<Box<MatchConditions>>,
     /// Gateway API backends sharing the requests by weight (`backend` names the route).

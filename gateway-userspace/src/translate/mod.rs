@@ -859,14 +859,14 @@ impl TableBuilder<'_> {
             );
             return;
         }
-        main.canary = Some(Canary {
+        main.canary = Some(Box::new(Canary {
             backend: route.backend,
             ingress: route.ingress,
             by_header: spec.by_header.clone(),
             by_cookie: spec.by_cookie.clone(),
             weight: spec.weight,
             total: spec.total,
-        });
+        }));
     }
 
     fn add_route(
