@@ -80,24 +80,31 @@ impl Drain {
     }
 
     /// Runs `serve` on an accepted connection as a task the drain waits for, on the worker
-    /// whose turn it is: the socket leaves this runtime's poller for the worker's.
-    pub fn spawn_connection<S, F>(&self, stream: TcpStream, serve: S)
+    /// whose turn it is: the socket moves to the worker's poller (or, without workers, is
+    /// registered with this runtime's where it is not yet).
+    pub fn spawn_connection<S, F>(&self, stream: impl Into<Accepted>, serve: S)
     where
         S: FnOnce(TcpStream) -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
-        let Some(worker) = self.workers.next() else {
-            return self.spawn(serve(stream));
-        };
-        let Ok(stream) = stream.into_std() else {
-            return;
+        let worker = self.workers.next();
+        let stream = match (stream.into(), worker) {
+            (Accepted::Polled(stream), None) => return self.spawn(serve(stream)),
+            (Accepted::Polled(stream), Some(_)) => match stream.into_std() {
+                Ok(stream) => stream,
+                Err(_) => return,
+            },
+            (Accepted::Unpolled(stream), _) => stream,
         };
         let task = async move {
             if let Ok(stream) = TcpStream::from_std(stream) {
                 serve(stream).await;
             }
         };
-        self.tasks.spawn_on(task, worker);
+        match worker {
+            Some(worker) => drop(self.tasks.spawn_on(task, worker)),
+            None => self.spawn(task),
+        }
     }
 
     /// Enters phase 1.
@@ -117,6 +124,25 @@ impl Drain {
             Ok(()) => 0,
             Err(_) => self.tasks.len(),
         }
+    }
+}
+
+/// A connection's socket as it is handed to [`Drain::spawn_connection`]: registered with the
+/// calling runtime's poller (from an accept loop), or with none (a parked connection that woke).
+pub enum Accepted {
+    Polled(TcpStream),
+    Unpolled(std::net::TcpStream),
+}
+
+impl From<TcpStream> for Accepted {
+    fn from(stream: TcpStream) -> Self {
+        Self::Polled(stream)
+    }
+}
+
+impl From<std::net::TcpStream> for Accepted {
+    fn from(stream: std::net::TcpStream) -> Self {
+        Self::Unpolled(stream)
     }
 }
 

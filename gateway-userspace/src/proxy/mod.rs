@@ -458,9 +458,6 @@ impl Proxy {
                     };
                     for parked in woken {
                         let Parked { stream, client, listener, open } = parked;
-                        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
-                            continue;
-                        };
                         let proxy = self.clone();
                         self.drain.spawn_connection(stream, move |stream| {
                             let connection = Connection::new(client, listener, "http", None, None);
