@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer};
 use serde_yaml::Value;
 
+use super::yaml;
 use crate::store::{Object, ObjectKey};
 use crate::warning::Warning;
 
@@ -41,20 +42,33 @@ fn parse_through_values(source: &str, text: &str) -> Result<(Vec<Object>, Vec<Wa
 }
 
 /// The common case, read without building a YAML value tree first (building it and reading the
-/// objects from it took 40% longer than reading them straight from the YAML): block-style documents whose top-level `apiVersion` and
-/// `kind` lines name a kind the gateway reads are deserialized straight into their types.
-/// `None` when any document is not like that (a List, another kind, an object that does not
-/// deserialize, YAML directives, flow style at the top): the whole file is then read through
-/// values, which name what is wrong.
+/// objects from it took 40% longer than reading them straight from the YAML): block-style
+/// documents whose top-level `apiVersion` and `kind` lines name a kind the gateway reads are
+/// deserialized straight into their types, by the manifest reader (`yaml`), or by serde_yaml
+/// where that one does not read the document. `None` when any document is not like that (a
+/// List, another kind, an object that does not deserialize, YAML directives, flow style at the
+/// top): the whole file is then read through values, which name what is wrong.
 fn parse_directly(text: &str) -> Option<Vec<Object>> {
     let mut objects = Vec::new();
     for document in block_documents(text)? {
         let (api_version, kind) = head(document)?;
-        let document = serde_yaml::Deserializer::from_str(document);
-        let object = deserialize_object(api_version, kind, document)?.ok()?;
+        let object = match read_directly(api_version, kind, document) {
+            Some(object) => object,
+            None => {
+                let document = serde_yaml::Deserializer::from_str(document);
+                deserialize_object(api_version, kind, document)?.ok()?
+            }
+        };
         objects.push(trimmed(object));
     }
     Some(objects)
+}
+
+/// One document through the manifest reader; `None` where it does not read it.
+fn read_directly(api_version: &str, kind: &str, document: &str) -> Option<Object> {
+    let mut reader = yaml::Reader::new(document).ok()?;
+    let object = deserialize_object(api_version, kind, reader.root())?.ok()?;
+    reader.at_end().then_some(object)
 }
 
 /// Deserialized straight from YAML events, lists get no length hint and grow by doubling: a
@@ -333,6 +347,78 @@ mod tests {
             .and_then(|s| s.rules.as_ref())
             .unwrap();
         assert_eq!(rules[0].http.as_ref().unwrap().paths.capacity(), 1);
+    }
+
+    /// serde_yaml's reading of one document straight into its type.
+    fn through_serde_yaml(api_version: &str, kind: &str, document: &str) -> Option<Object> {
+        let document = serde_yaml::Deserializer::from_str(document);
+        deserialize_object(api_version, kind, document)?.ok()
+    }
+
+    /// Where the manifest reader reads a document, serde_yaml reads the same object.
+    fn assert_read_as_serde_yaml_reads(api_version: &str, kind: &str, document: &str) -> bool {
+        let Some(ours) = read_directly(api_version, kind, document) else {
+            return false;
+        };
+        let theirs = through_serde_yaml(api_version, kind, document);
+        assert_eq!(
+            Some(format!("{ours:?}")),
+            theirs.map(|o| format!("{o:?}")),
+            "{document}"
+        );
+        true
+    }
+
+    #[test]
+    fn the_manifest_reader_reads_every_manifest_of_the_repository_as_serde_yaml_does() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        let mut folders = vec![root.join("deploy"), root.join("tests")];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else if path.extension().is_some_and(|e| e == "yaml") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut read = 0;
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            for document in block_documents(&text).unwrap_or_default() {
+                let Some((api_version, kind)) = head(document) else {
+                    continue;
+                };
+                if through_serde_yaml(api_version, kind, document).is_none() {
+                    continue;
+                }
+                // Every object serde_yaml reads straight into its type is read here too.
+                assert!(
+                    assert_read_as_serde_yaml_reads(api_version, kind, document),
+                    "{}: not read: {document}",
+                    file.display()
+                );
+                read += 1;
+            }
+        }
+        assert!(
+            files.len() > 50 && read > 100,
+            "{} files, {read} objects",
+            files.len()
+        );
+    }
+
+    #[test]
+    fn edited_objects_read_as_serde_yaml_reads_them_or_not_at_all() {
+        for sample in yaml::tests::SAMPLES {
+            let (api_version, kind) = head(sample).unwrap();
+            let read = yaml::tests::mutations(sample, 2000)
+                .filter(|text| assert_read_as_serde_yaml_reads(api_version, kind, text))
+                .count();
+            assert!(read > 200, "{kind}: {read} of 2000 read");
+        }
     }
 
     #[test]
