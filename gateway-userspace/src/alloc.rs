@@ -1,7 +1,8 @@
 //! The global allocator's large blocks. Blocks from [`LARGE`] bytes on are mapped from the
 //! system on their own and grow in place with mremap(2), as the C library's malloc does; the
 //! rest goes to the allocator given. A buffer that grows by doubling (a YAML document's
-//! events while a large manifest is read: 30 MB for one Ingress of 10,000 rules) is then never
+//! events while serde_yaml reads a large manifest that the manifest reader leaves to it: 30 MB
+//! for one Ingress of 10,000 rules) is then never
 //! copied into fresh memory at each step, and its pages are faulted in once; a large block is
 //! given back to the system as soon as it is freed.
 

@@ -44,22 +44,15 @@ fn parse_through_values(source: &str, text: &str) -> Result<(Vec<Object>, Vec<Wa
 /// The common case, read without building a YAML value tree first (building it and reading the
 /// objects from it took 40% longer than reading them straight from the YAML): block-style
 /// documents whose top-level `apiVersion` and `kind` lines name a kind the gateway reads are
-/// deserialized straight into their types, by the manifest reader (`yaml`), or by serde_yaml
-/// where that one does not read the document. `None` when any document is not like that (a
-/// List, another kind, an object that does not deserialize, YAML directives, flow style at the
-/// top): the whole file is then read through values, which name what is wrong.
+/// deserialized straight into their types by the manifest reader (`yaml`). `None` when any
+/// document is not like that (a List, another kind, an object that does not deserialize, YAML
+/// the manifest reader leaves to serde_yaml): the whole file is then read through values, which
+/// name what is wrong.
 fn parse_directly(text: &str) -> Option<Vec<Object>> {
     let mut objects = Vec::new();
     for document in block_documents(text)? {
         let (api_version, kind) = head(document)?;
-        let object = match read_directly(api_version, kind, document) {
-            Some(object) => object,
-            None => {
-                let document = serde_yaml::Deserializer::from_str(document);
-                deserialize_object(api_version, kind, document)?.ok()?
-            }
-        };
-        objects.push(trimmed(object));
+        objects.push(trimmed(read_directly(api_version, kind, document)?));
     }
     Some(objects)
 }
@@ -71,7 +64,7 @@ fn read_directly(api_version: &str, kind: &str, document: &str) -> Option<Object
     reader.at_end().then_some(object)
 }
 
-/// Deserialized straight from YAML events, lists get no length hint and grow by doubling: a
+/// Deserialized straight from the YAML, lists get no length hint and grow by doubling: a
 /// rule with one path would keep room for four. An Ingress's lists, the ones that reach
 /// thousands of entries, are trimmed to their lengths.
 fn trimmed(mut object: Object) -> Object {
