@@ -180,6 +180,13 @@ impl<'a> Reader<'a> {
     /// The key of a block mapping entry at the reader and the position after its `:`; `None`
     /// when the line is not `key: ...`.
     fn scan_key(&self) -> Result<Option<(Scalar<'a>, usize)>> {
+        // `---` and `...` at the start of a line end the document.
+        if self.column() == 0
+            && (self.rest().starts_with("---") || self.rest().starts_with("..."))
+            && is_blank_or_end(self.byte_at(self.pos + 3))
+        {
+            return Ok(None);
+        }
         let (key, mut end) = match self.peek() {
             Some(quote @ (b'"' | b'\'')) => self.quoted(quote)?,
             _ if !self.plain_may_start(self.pos) => return Ok(None),
@@ -1329,6 +1336,9 @@ spec:
             "a: x\ry\n",
             "a: \u{7f}\n",
             "--- {a: 1}\n",
+            "a: 1\n---\nb: 2\n",
+            "a: 1\n--- : 2\n",
+            "a: 1\n... : 2\n",
         ] {
             assert!(read(unusual).is_err(), "{unusual:?}: {:?}", read(unusual));
         }
