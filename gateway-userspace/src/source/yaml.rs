@@ -473,9 +473,62 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// At the next entry of a block collection at `column` (a key, or a `-` in a sequence);
+    /// false at its end.
+    fn block_entry(&mut self, column: usize, sequence: bool) -> Result<bool> {
+        match self.next_content()? {
+            Some(at) if at > column => unsupported("more indentation than the entries above"),
+            // A line at a mapping's column must be a key (`block_key` says if it is not).
+            Some(at) if at == column => Ok(!sequence || self.at_dash()),
+            _ => Ok(false),
+        }
+    }
+
+    /// A block mapping's key and its `:`.
+    fn block_key(&mut self) -> Result<Scalar<'a>> {
+        let Some((key, after)) = self.scan_key()? else {
+            return unsupported("a line that is not `key: value` in a mapping");
+        };
+        self.pos = after;
+        Ok(key)
+    }
+
+    /// A flow mapping's key and its `:` (a plain key ends at `: `; a quoted one may be
+    /// followed by `:` right away).
+    fn flow_key(&mut self) -> Result<Scalar<'a>> {
+        let Node::Scalar(key) = self.flow_node()? else {
+            return unsupported("a collection as a key");
+        };
+        self.skip_spaces();
+        if self.peek() != Some(b':') {
+            return unsupported("a flow mapping entry without `: `");
+        }
+        self.pos += 1;
+        Ok(key)
+    }
+
+    fn flow_value(&mut self) -> Result<Node<'a>> {
+        self.skip_spaces();
+        if matches!(self.peek(), None | Some(b',' | b'}' | b'\r' | b'\n')) {
+            return unsupported("an empty value in a flow mapping");
+        }
+        self.flow_node()
+    }
+
+    fn flow_item(&mut self) -> Result<Node<'a>> {
+        let node = self.flow_node()?;
+        if let Node::Scalar(_) = node {
+            self.skip_spaces();
+            if self.peek() == Some(b':') {
+                return unsupported("a mapping inside a flow sequence");
+            }
+        }
+        Ok(node)
+    }
+
     /// Past the `,` between entries of a flow collection, or at its end (`closing`) and past
     /// it; whether there is another entry.
-    fn flow_next(&mut self, first: bool, closing: u8, outermost: bool) -> Result<bool> {
+    fn flow_entry(&mut self, first: bool, closing: u8, outermost: bool) -> Result<bool> {
         self.skip_spaces();
         if self.peek() == Some(closing) {
             self.pos += 1;
@@ -666,47 +719,31 @@ impl<'r, 'a> NodeDeserializer<'r, 'a> {
 
     /// Visits a collection; `None` for a scalar.
     fn visit_collection<V: Visitor<'a>>(self, visitor: V) -> Option<Result<V::Value>> {
-        if let Node::Scalar(_) = self.node {
-            return None;
-        }
+        let mapping = match self.node {
+            Node::Scalar(_) => return None,
+            Node::BlockMapping { .. } | Node::FlowMapping { .. } => true,
+            Node::BlockSequence { .. } | Node::FlowSequence { .. } => false,
+        };
         let reader = self.reader;
         if let Err(e) = reader.enter() {
             return Some(Err(e));
         }
-        let result = match self.node {
-            Node::Scalar(_) => unreachable!("scalars are returned above"),
-            Node::BlockMapping { column } => visit_to_end(
-                BlockMapping {
-                    reader: &mut *reader,
-                    column,
-                    state: Progress::First,
-                },
-                |access| visitor.visit_map(access),
-            ),
-            Node::BlockSequence { column } => visit_to_end(
-                BlockSequence {
-                    reader: &mut *reader,
-                    column,
-                    done: false,
-                },
-                |access| visitor.visit_seq(access),
-            ),
-            Node::FlowMapping { outermost } => visit_to_end(
-                FlowMapping {
-                    reader: &mut *reader,
-                    outermost,
-                    state: Progress::First,
-                },
-                |access| visitor.visit_map(access),
-            ),
-            Node::FlowSequence { outermost } => visit_to_end(
-                FlowSequence {
-                    reader: &mut *reader,
-                    outermost,
-                    state: Progress::First,
-                },
-                |access| visitor.visit_seq(access),
-            ),
+        let mut entries = Entries {
+            reader: &mut *reader,
+            collection: self.node,
+            state: Progress::First,
+        };
+        let result = if mapping {
+            visitor.visit_map(&mut entries)
+        } else {
+            visitor.visit_seq(&mut entries)
+        };
+        // The reader must stand after the collection.
+        let result = match result {
+            Ok(_) if entries.state != Progress::Done => {
+                unsupported("a visitor that left entries unread")
+            }
+            result => result,
         };
         reader.depth -= 1;
         Some(result)
@@ -724,23 +761,6 @@ impl<'r, 'a> NodeDeserializer<'r, 'a> {
     }
 }
 
-/// Runs a visitor over a collection's entries and makes sure it read all of them (the reader
-/// must stand after the collection).
-fn visit_to_end<A: Finished, T>(
-    mut access: A,
-    visit: impl FnOnce(&mut A) -> Result<T>,
-) -> Result<T> {
-    let value = visit(&mut access)?;
-    if !access.finished() {
-        return unsupported("a visitor that left entries unread");
-    }
-    Ok(value)
-}
-
-trait Finished {
-    fn finished(&self) -> bool;
-}
-
 #[derive(PartialEq)]
 enum Progress {
     First,
@@ -748,130 +768,44 @@ enum Progress {
     Done,
 }
 
-struct BlockMapping<'r, 'a> {
+/// The entries of a collection, read as the visitor asks for them.
+struct Entries<'r, 'a> {
     reader: &'r mut Reader<'a>,
-    column: usize,
+    collection: Node<'a>,
     state: Progress,
 }
 
-impl Finished for BlockMapping<'_, '_> {
-    fn finished(&self) -> bool {
-        self.state == Progress::Done
+impl Entries<'_, '_> {
+    /// Moves to the next entry; false at the end of the collection.
+    fn next_entry(&mut self) -> Result<bool> {
+        if self.state == Progress::Done {
+            return Ok(false);
+        }
+        let first = self.state == Progress::First;
+        let more = match self.collection {
+            Node::BlockMapping { column } => self.reader.block_entry(column, false)?,
+            Node::BlockSequence { column } => self.reader.block_entry(column, true)?,
+            Node::FlowMapping { outermost } => self.reader.flow_entry(first, b'}', outermost)?,
+            Node::FlowSequence { outermost } => self.reader.flow_entry(first, b']', outermost)?,
+            Node::Scalar(_) => false,
+        };
+        self.state = if more { Progress::Next } else { Progress::Done };
+        Ok(more)
     }
 }
 
-impl<'a> de::MapAccess<'a> for BlockMapping<'_, 'a> {
+impl<'a> de::MapAccess<'a> for Entries<'_, 'a> {
     type Error = Unsupported;
 
     fn next_key_seed<K: DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>> {
-        let reader = &mut *self.reader;
-        if self.state == Progress::Next {
-            match reader.next_content()? {
-                Some(column) if column == self.column => {}
-                Some(column) if column > self.column => {
-                    return unsupported("more indentation than the mapping's keys");
-                }
-                _ => {
-                    self.state = Progress::Done;
-                    return Ok(None);
-                }
-            }
-        }
-        if self.state == Progress::Done {
+        if !self.next_entry()? {
             return Ok(None);
         }
-        self.state = Progress::Next;
-        let Some((key, after)) = reader.scan_key()? else {
-            return unsupported("a line that is not `key: value` in a mapping");
+        let reader = &mut *self.reader;
+        let key = match self.collection {
+            Node::FlowMapping { .. } => reader.flow_key()?,
+            _ => reader.block_key()?,
         };
-        reader.pos = after;
-        seed.deserialize(NodeDeserializer {
-            reader,
-            node: Node::Scalar(key),
-        })
-        .map(Some)
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value> {
-        let node = self.reader.block_node(self.column, false)?;
-        seed.deserialize(NodeDeserializer {
-            reader: self.reader,
-            node,
-        })
-    }
-}
-
-struct BlockSequence<'r, 'a> {
-    reader: &'r mut Reader<'a>,
-    column: usize,
-    done: bool,
-}
-
-impl Finished for BlockSequence<'_, '_> {
-    fn finished(&self) -> bool {
-        self.done
-    }
-}
-
-impl<'a> de::SeqAccess<'a> for BlockSequence<'_, 'a> {
-    type Error = Unsupported;
-
-    fn next_element_seed<T: DeserializeSeed<'a>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        if self.done {
-            return Ok(None);
-        }
-        let reader = &mut *self.reader;
-        match reader.next_content()? {
-            Some(column) if column == self.column && reader.at_dash() => {}
-            Some(column) if column > self.column => {
-                return unsupported("more indentation than the sequence's `-`");
-            }
-            _ => {
-                self.done = true;
-                return Ok(None);
-            }
-        }
-        reader.pos += 1;
-        let node = reader.block_node(self.column, true)?;
-        seed.deserialize(NodeDeserializer { reader, node })
-            .map(Some)
-    }
-}
-
-struct FlowMapping<'r, 'a> {
-    reader: &'r mut Reader<'a>,
-    outermost: bool,
-    state: Progress,
-}
-
-impl Finished for FlowMapping<'_, '_> {
-    fn finished(&self) -> bool {
-        self.state == Progress::Done
-    }
-}
-
-impl<'a> de::MapAccess<'a> for FlowMapping<'_, 'a> {
-    type Error = Unsupported;
-
-    fn next_key_seed<K: DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>> {
-        if self.state == Progress::Done {
-            return Ok(None);
-        }
-        let reader = &mut *self.reader;
-        if !reader.flow_next(self.state == Progress::First, b'}', self.outermost)? {
-            self.state = Progress::Done;
-            return Ok(None);
-        }
-        self.state = Progress::Next;
-        let Node::Scalar(key) = reader.flow_node()? else {
-            return unsupported("a collection as a key");
-        };
-        // A plain key ends at `: `; a quoted one may be followed by `:` right away.
-        reader.skip_spaces();
-        if reader.peek() != Some(b':') {
-            return unsupported("a flow mapping entry without `: `");
-        }
-        reader.pos += 1;
         seed.deserialize(NodeDeserializer {
             reader,
             node: Node::Scalar(key),
@@ -881,47 +815,29 @@ impl<'a> de::MapAccess<'a> for FlowMapping<'_, 'a> {
 
     fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value> {
         let reader = &mut *self.reader;
-        reader.skip_spaces();
-        if matches!(reader.peek(), None | Some(b',' | b'}' | b'\r' | b'\n')) {
-            return unsupported("an empty value in a flow mapping");
-        }
-        let node = reader.flow_node()?;
+        let node = match self.collection {
+            Node::BlockMapping { column } => reader.block_node(column, false)?,
+            _ => reader.flow_value()?,
+        };
         seed.deserialize(NodeDeserializer { reader, node })
     }
 }
 
-struct FlowSequence<'r, 'a> {
-    reader: &'r mut Reader<'a>,
-    outermost: bool,
-    state: Progress,
-}
-
-impl Finished for FlowSequence<'_, '_> {
-    fn finished(&self) -> bool {
-        self.state == Progress::Done
-    }
-}
-
-impl<'a> de::SeqAccess<'a> for FlowSequence<'_, 'a> {
+impl<'a> de::SeqAccess<'a> for Entries<'_, 'a> {
     type Error = Unsupported;
 
     fn next_element_seed<T: DeserializeSeed<'a>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        if self.state == Progress::Done {
+        if !self.next_entry()? {
             return Ok(None);
         }
         let reader = &mut *self.reader;
-        if !reader.flow_next(self.state == Progress::First, b']', self.outermost)? {
-            self.state = Progress::Done;
-            return Ok(None);
-        }
-        self.state = Progress::Next;
-        let node = reader.flow_node()?;
-        if let Node::Scalar(_) = node {
-            reader.skip_spaces();
-            if reader.peek() == Some(b':') {
-                return unsupported("a mapping inside a flow sequence");
+        let node = match self.collection {
+            Node::BlockSequence { column } => {
+                reader.pos += 1; // the `-`
+                reader.block_node(column, true)?
             }
-        }
+            _ => reader.flow_item()?,
+        };
         seed.deserialize(NodeDeserializer { reader, node })
             .map(Some)
     }
