@@ -23,7 +23,7 @@ use crate::gateway_api::{GROUP, RouteStatus};
 use crate::gateway_status::wanted;
 use crate::snapshot::listener::ObjectReport;
 use crate::snapshot::{IngressReport, Snapshot};
-use crate::store::{Store, find, namespace_of};
+use crate::store::{Store, by_name, find, namespace_of};
 use crate::translate::GatewayOptions;
 use crate::warning::Warning;
 
@@ -295,10 +295,11 @@ impl ClusterWriter {
             return;
         }
         let wanted = self.address.entries(store);
+        // Looked up by name: walking the list for each of 10,000 Ingresses took a second.
+        let ingresses = by_name(&store.ingresses);
         for report in snapshot.ingresses.iter().filter(|r| r.served) {
-            let Some(ingress) =
-                find(&store.ingresses, &report.namespace, &report.name).map(|i| &i.object)
-            else {
+            let key = (report.namespace.as_str(), report.name.as_str());
+            let Some(ingress) = ingresses.get(&key).map(|i| &i.object) else {
                 continue;
             };
             let mut have = ingress
@@ -408,10 +409,13 @@ impl ClusterWriter {
                 .map(|(r, w)| (r, w.clone()))
                 .collect()
         };
+        if fresh.is_empty() {
+            return;
+        }
+        let ingresses = by_name(&store.ingresses);
         for (report, warning) in fresh {
-            let Some(ingress) =
-                find(&store.ingresses, &report.namespace, &report.name).map(|i| &i.object)
-            else {
+            let key = (report.namespace.as_str(), report.name.as_str());
+            let Some(ingress) = ingresses.get(&key).map(|i| &i.object) else {
                 continue;
             };
             let reference = ObjectReference {

@@ -181,6 +181,19 @@ pub fn index<T: Metadata<Ty = ObjectMeta>>(objects: &[Sourced<T>]) -> HashMap<(&
 }
 
 /// The object `namespace/name` among `objects`.
+/// The objects by namespace and name, for looking many of them up (`find` walks the list); the
+/// first of two with the same name is the one found, as with `find`.
+pub fn by_name<T: kube::Resource>(objects: &[Sourced<T>]) -> HashMap<(&str, &str), &Sourced<T>> {
+    let mut index = HashMap::with_capacity(objects.len());
+    for sourced in objects {
+        let meta = sourced.object.meta();
+        if let Some(name) = meta.name.as_deref() {
+            index.entry((namespace_of(meta), name)).or_insert(sourced);
+        }
+    }
+    index
+}
+
 pub fn find<'a, T: kube::Resource>(
     objects: &'a [Sourced<T>],
     namespace: &str,
