@@ -217,6 +217,19 @@ fn auth_manifests() -> String {
     )
 }
 
+/// The same routes as `routes` Ingresses of one rule each (`r{i}` for `r{i}.bench.test`), for
+/// an API server to list (T8 from Kubernetes); written to `api-ingresses.yaml` in `dir`.
+pub fn api_ingresses(dir: &Path, routes: usize) -> Result<PathBuf> {
+    let mut text = String::new();
+    for i in 0..routes {
+        text += &extra_route(&format!("r{i}"), i % 4);
+        text += "---\n";
+    }
+    let path = dir.join("api-ingresses.yaml");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// The manifest of one extra route, `name.bench.test` to backend `backend` (route churn).
 pub fn extra_route(name: &str, backend: usize) -> String {
     format!(

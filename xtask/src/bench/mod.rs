@@ -513,6 +513,35 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
             );
             records.push(r);
         }
+        // The same routes as 10,000 Ingresses listed from an API server (the tests' fake, which
+        // speaks the real list/watch protocol to the gateway's kube-rs client); neither peer
+        // reads Kubernetes objects.
+        cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "gateway-e2e",
+            "--bin",
+            "fake-apiserver",
+        ])?;
+        let ingresses = fixtures::api_ingresses(&work, 10_000)?;
+        let api = ApiServer::start(&[big.manifests().join("services.yaml"), ingresses])?;
+        let begin = Instant::now();
+        let options = Options {
+            kubeconfig: Some(api.kubeconfig.clone()),
+            ..Options::default()
+        };
+        let sut = Sut::start(Kind::Gateway, &big, &gateway, options)?;
+        let ready = begin.elapsed().as_secs_f64() * 1000.0;
+        std::thread::sleep(Duration::from_secs(2));
+        let mut r = Record::new("gateway", "T8-kube", 0);
+        r.set("ready_ms", ready)
+            .set("pss_bytes", sut.pss_bytes() as f64);
+        println!(
+            "  gateway from the API server: ready in {ready:.0} ms, Pss {:.1} MB",
+            sut.pss_bytes() as f64 / 1e6
+        );
+        records.push(r);
         fixtures::generate(&work, 100)?;
         Ok(())
     });
@@ -678,6 +707,46 @@ impl Drop for BulkServer {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The tests' fake Kubernetes API server serving the objects of some YAML files (on the load's
+/// CPU); stopped when dropped.
+struct ApiServer {
+    child: Child,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl ApiServer {
+    fn start(files: &[std::path::PathBuf]) -> Result<Self> {
+        let mut child = Command::new("taskset")
+            .args(["-c", sut::LOAD_CPU])
+            .arg(root().join("target/release/fake-apiserver"))
+            .args(files)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting fake-apiserver")?;
+        // It prints its kubeconfig once every object is in.
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("fake-apiserver's stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let server = Self {
+            child,
+            kubeconfig: line.trim().into(),
+        };
+        if server.kubeconfig.as_os_str().is_empty() {
+            bail!("fake-apiserver exited without serving");
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.kubeconfig);
     }
 }
 

@@ -13,7 +13,7 @@ use super::attack::SCENARIOS;
 use super::{Environment, Record};
 
 /// The figures the table shows, per test: (test, value, label, higher is better).
-const ROWS: [(&str, &str, &str, bool); 42] = [
+const ROWS: [(&str, &str, &str, bool); 44] = [
     ("T1", "rps", "T1 HTTP/1.1 keep-alive, requests/s", true),
     ("T1", "per_cpu_s", "T1 requests per SUT CPU-second", true),
     (
@@ -122,6 +122,18 @@ const ROWS: [(&str, &str, &str, bool); 42] = [
         "T8",
         "pss_bytes",
         "T8 memory with 10k routes (Pss bytes)",
+        false,
+    ),
+    (
+        "T8-kube",
+        "ready_ms",
+        "T8 start to ready with 10k Ingresses from the API server (ms)",
+        false,
+    ),
+    (
+        "T8-kube",
+        "pss_bytes",
+        "T8 memory with 10k Ingresses from the API server (Pss bytes)",
         false,
     ),
     (

@@ -69,6 +69,9 @@ pub struct Options {
     pub workers: usize,
     /// The gateway serves HTTP/3 too (`--http3`).
     pub http3: bool,
+    /// The gateway reads its objects from this API server (`--kubernetes`) instead of the
+    /// manifests folder.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// A running system under test; stopped when dropped.
@@ -87,11 +90,18 @@ impl Sut {
         match kind {
             Kind::Gateway => {
                 let (http, https) = kind.ports();
+                command.arg(gateway).arg("run");
+                match &options.kubeconfig {
+                    Some(kubeconfig) => command
+                        .args([
+                            "--kubernetes",
+                            "--watch-ingress-without-class",
+                            "--kubeconfig",
+                        ])
+                        .arg(kubeconfig),
+                    None => command.arg("--manifests").arg(fixtures.manifests()),
+                };
                 command
-                    .arg(gateway)
-                    .arg("run")
-                    .arg("--manifests")
-                    .arg(fixtures.manifests())
                     .args(["--http-listen", &format!("127.0.0.1:{http}")])
                     .args(["--https-listen", &format!("127.0.0.1:{https}")])
                     .args(["--admin-listen", "127.0.0.1:9180"])
