@@ -298,8 +298,8 @@ impl ClusterWriter {
         // Looked up by name: walking the list for each of 10,000 Ingresses took a second.
         let ingresses = by_name(&store.ingresses);
         for report in snapshot.ingresses.iter().filter(|r| r.served) {
-            let key = (report.namespace.as_str(), report.name.as_str());
-            let Some(ingress) = ingresses.get(&key).map(|i| &i.object) else {
+            let name = (report.namespace.as_str(), report.name.as_str());
+            let Some(ingress) = ingresses.get(&name).map(|i| &i.object) else {
                 continue;
             };
             let mut have = ingress
@@ -414,8 +414,8 @@ impl ClusterWriter {
         }
         let ingresses = by_name(&store.ingresses);
         for (report, warning) in fresh {
-            let key = (report.namespace.as_str(), report.name.as_str());
-            let Some(ingress) = ingresses.get(&key).map(|i| &i.object) else {
+            let name = (report.namespace.as_str(), report.name.as_str());
+            let Some(ingress) = ingresses.get(&name).map(|i| &i.object) else {
                 continue;
             };
             let reference = ObjectReference {

@@ -516,16 +516,12 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         // The same routes as 10,000 Ingresses listed from an API server (the tests' fake, which
         // speaks the real list/watch protocol to the gateway's kube-rs client); neither peer
         // reads Kubernetes objects.
-        cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "gateway-e2e",
-            "--bin",
-            "fake-apiserver",
-        ])?;
+        let program = test_program("fake-apiserver")?;
         let ingresses = fixtures::api_ingresses(&work, 10_000)?;
-        let api = ApiServer::start(&[big.manifests().join("services.yaml"), ingresses])?;
+        let api = ApiServer::start(
+            &program,
+            &[big.manifests().join("services.yaml"), ingresses],
+        )?;
         let begin = Instant::now();
         let options = Options {
             kubeconfig: Some(api.kubeconfig.clone()),
@@ -556,15 +552,8 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
 
     section(&plan, "T9-cost", false, || {
         println!("== T9-cost the XDP program's own cost per packet, by path (BPF_PROG_TEST_RUN)");
-        cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "gateway-e2e",
-            "--bin",
-            "xdp-cost",
-        ])?;
-        let text = crate::output(&mut Command::new(root().join("target/release/xdp-cost")))?;
+        let program = test_program("xdp-cost")?;
+        let text = crate::output(&mut Command::new(program))?;
         let mut r = Record::new("gateway", "T9-cost", 0);
         for line in text.lines() {
             let value: serde_json::Value = serde_json::from_str(line)?;
@@ -710,6 +699,12 @@ impl Drop for BulkServer {
     }
 }
 
+/// A program of the test crate (`xdp-cost`, `fake-apiserver`), built for release; its path.
+fn test_program(name: &str) -> Result<std::path::PathBuf> {
+    cargo(&["build", "--release", "-p", "gateway-e2e", "--bin", name])?;
+    Ok(root().join("target/release").join(name))
+}
+
 /// The tests' fake Kubernetes API server serving the objects of some YAML files (on the load's
 /// CPU); stopped when dropped.
 struct ApiServer {
@@ -718,10 +713,10 @@ struct ApiServer {
 }
 
 impl ApiServer {
-    fn start(files: &[std::path::PathBuf]) -> Result<Self> {
+    fn start(program: &std::path::Path, files: &[std::path::PathBuf]) -> Result<Self> {
         let mut child = Command::new("taskset")
             .args(["-c", sut::LOAD_CPU])
-            .arg(root().join("target/release/fake-apiserver"))
+            .arg(program)
             .args(files)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
