@@ -56,6 +56,26 @@ fn tune_allocator() {
     }
 }
 
+/// mimalloc commits its arena eagerly where the system overcommits, and a purge of eagerly
+/// committed memory only resets it: reset pages count as resident until the kernel needs them
+/// (with 10k routes, 15.9 MB anonymous memory at rest instead of 13.0 MB). The option is read
+/// when the arena is reserved, at the first allocation, which comes before main: so it is set
+/// by a constructor (`MIMALLOC_ARENA_EAGER_COMMIT` still decides when set). Measured on the
+/// T1 keep-alive load: no change in requests per CPU-second.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static COMMIT_ARENA_LAZILY: extern "C" fn() = commit_arena_lazily;
+
+extern "C" fn commit_arena_lazily() {
+    /// `mi_option_arena_eager_commit` in mimalloc 3's option list (mimalloc.h), which
+    /// libmimalloc-sys does not name.
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
+        // SAFETY: setting an option writes mimalloc's option table, valid from load time.
+        unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) };
+    }
+}
+
 /// Translating a large table leaves megabytes of parse garbage that mimalloc returns to the
 /// system only lazily (with 10k routes: 127 MB two seconds after loading, 52 MB once returned);
 /// after a table is applied, it is asked to return it now. So are the tasks of connections that
