@@ -316,9 +316,17 @@ where
 {
     let (reader, writer) = reflector::store();
     let kind = K::kind(&()).to_string();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let watched = watcher(api, config).modify(forget_field_managers);
+    let stream = reflector::reflector(writer, watched).default_backoff();
     tokio::spawn(drive(stream, kind, changed));
     reader
+}
+
+/// `metadata.managedFields`, which the API server sends with every object and no part of the
+/// gateway reads, is not kept: it is often as large as the rest of an Ingress. (A console edit
+/// replaces an object without it; the API server then keeps the object's own.)
+fn forget_field_managers<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 async fn drive<K>(
