@@ -222,13 +222,21 @@ fn auth_manifests() -> String {
 pub fn api_ingresses(dir: &Path, routes: usize) -> Result<PathBuf> {
     let mut text = String::new();
     for i in 0..routes {
-        text += &extra_route(&format!("r{i}"), i % 4);
+        let route = extra_route(&format!("r{i}"), i % 4);
+        text += &route.replacen("namespace: bench}", FIELD_MANAGERS, 1);
         text += "---\n";
     }
     let path = dir.join("api-ingresses.yaml");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
+
+/// The end of an Ingress's `metadata` as a real API server lists it: the writers of its fields,
+/// here `kubectl apply` and the controller writing its status (`managedFields` is as large as
+/// the rest of a small Ingress).
+const FIELD_MANAGERS: &str = r#"namespace: bench,
+  managedFields: [{apiVersion: networking.k8s.io/v1, fieldsType: FieldsV1, fieldsV1: {"f:metadata": {"f:annotations": {".": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {}}}, "f:spec": {"f:rules": {}}}, manager: kubectl-client-side-apply, operation: Update, time: "2026-12-01T10:00:00Z"},
+    {apiVersion: networking.k8s.io/v1, fieldsType: FieldsV1, fieldsV1: {"f:status": {"f:loadBalancer": {"f:ingress": {}}}}, manager: xdp-gateway, operation: Update, subresource: status, time: "2026-12-01T10:00:01Z"}]}"#;
 
 /// The manifest of one extra route, `name.bench.test` to backend `backend` (route churn).
 pub fn extra_route(name: &str, backend: usize) -> String {
