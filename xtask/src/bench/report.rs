@@ -333,6 +333,12 @@ fn markdown(environment: &Environment, records: &[Record], ran: &[String]) -> St
         environment.steal_ticks,
         ran.join(", ")
     );
+    if let Some(binary) = &environment.other_gateway {
+        let _ = writeln!(
+            out,
+            "The gateway benchmarked is {binary}, not this checkout's release build.\n"
+        );
+    }
     let _ = writeln!(
         out,
         "Medians (min-max over rounds). SUT pinned to CPU 1, load and backend on CPU 0.\n"

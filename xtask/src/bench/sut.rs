@@ -72,6 +72,8 @@ pub struct Options {
     /// The gateway reads its objects from this API server (`--kubernetes`) instead of the
     /// manifests folder.
     pub kubeconfig: Option<PathBuf>,
+    /// A program the gateway runs under, with its arguments (callgrind for `link-order`).
+    pub under: Vec<String>,
 }
 
 /// A running system under test; stopped when dropped.
@@ -90,7 +92,7 @@ impl Sut {
         match kind {
             Kind::Gateway => {
                 let (http, https) = kind.ports();
-                command.arg(gateway).arg("run");
+                command.args(&options.under).arg(gateway).arg("run");
                 match &options.kubeconfig {
                     Some(kubeconfig) => command
                         .args([
@@ -231,6 +233,28 @@ impl Sut {
                 "nginx -s reload failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+        }
+        Ok(())
+    }
+}
+
+impl Sut {
+    /// Stops it as an orchestrator would (SIGTERM), waiting up to a minute for it to drain and
+    /// exit, so that a tool it runs under writes its results.
+    pub fn terminate(mut self) -> Result<()> {
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not exit within a minute of SIGTERM",
+                    self.kind.name()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
         Ok(())
     }
