@@ -33,7 +33,8 @@ use crate::snapshot::listener::{
     ValueMatch, WeightedBackend, WeightedBackends,
 };
 use crate::snapshot::{
-    Backend, ListenerKind, ListenerSpec, PathType, Route, RouteIdentity, Snapshot, VirtualHost,
+    Backend, ListenerKind, ListenerSpec, Names, PathType, Route, RouteIdentity, Snapshot,
+    VirtualHost,
 };
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::warning::Warning;
@@ -212,6 +213,7 @@ pub fn translate<'a>(
     }
 
     let mut hosts: BTreeMap<Bind, BTreeMap<String, Vec<(RuleKey, Route)>>> = BTreeMap::new();
+    let mut names = Names::default();
     let mut routes: Vec<RouteView<'_>> = store
         .http_routes
         .iter()
@@ -363,8 +365,15 @@ pub fn translate<'a>(
                     .or_default()
                     .entry(host.clone())
                     .or_default();
+                let host_name: Arc<str> = Arc::from(host.as_str());
                 for (key, compiled, policy, split) in &rules {
-                    let route = compiled.route(&owner, host, policy.clone(), split.clone());
+                    let route = compiled.route(
+                        &owner,
+                        host_name.clone(),
+                        policy.clone(),
+                        split.clone(),
+                        &mut names,
+                    );
                     rules_of_host.push((key.clone(), route));
                 }
             }
@@ -1203,9 +1212,10 @@ impl CompiledMatch {
     fn route(
         &self,
         owner: &str,
-        host: &str,
+        host: Arc<str>,
         policy: Arc<RoutePolicy>,
         split: Option<Arc<WeightedBackends>>,
+        names: &mut Names,
     ) -> Route {
         // The first resolved backend names the route in metrics and logs.
         let first = split
@@ -1216,7 +1226,7 @@ impl CompiledMatch {
             path: self.path.clone(),
             match_path: self.match_path.clone(),
             path_type: self.path_type,
-            identity: Arc::new(RouteIdentity::new(host, &self.path, owner, &first)),
+            identity: Arc::new(RouteIdentity::new(host, &self.path, owner, &first, names)),
             backend: first,
             ingress: owner.to_string(),
             https_redirect: false,

@@ -33,7 +33,8 @@ use crate::policy::rewrite::path_regex;
 use crate::policy::service_url::ServiceUrl;
 use crate::snapshot::stream::{ServerNames, StreamTables};
 use crate::snapshot::{
-    Backend, DefaultBackend, IngressReport, PathType, Route, RouteIdentity, Snapshot, VirtualHost,
+    Backend, DefaultBackend, IngressReport, Names, PathType, Route, RouteIdentity, Snapshot,
+    VirtualHost,
 };
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::tls::client_auth::ClientAuth;
@@ -161,10 +162,11 @@ pub fn translate(
     warnings.extend(gateway.warnings);
     let source_allow = consensus(&table.allow_lists);
     let (certificates, tls_hosts) = table.tls.finish();
+    let mut names = Names::default();
     let mut snapshot = Snapshot {
         default_backend: table
             .default_backend
-            .map(|(backend, owner)| default_backend("", backend, &owner)),
+            .map(|(backend, owner)| default_backend(Arc::from(""), backend, &owner, &mut names)),
         ingresses: reports,
         warnings,
         certificates,
@@ -193,7 +195,7 @@ pub fn translate(
         );
     }
     for (pattern, host) in table.hosts {
-        let vhost = host.build(&pattern, tls_hosts.contains(&pattern));
+        let vhost = host.build(&pattern, tls_hosts.contains(&pattern), &mut names);
         snapshot.has_client_auth |= vhost.client_auth.is_some();
         match pattern {
             HostPattern::Exact(name) => {
@@ -209,9 +211,14 @@ pub fn translate(
 }
 
 /// A default backend serving `host` (empty for the global one) for the Ingress `owner`.
-fn default_backend(host: &str, backend: Arc<Backend>, owner: &str) -> DefaultBackend {
+fn default_backend(
+    host: Arc<str>,
+    backend: Arc<Backend>,
+    owner: &str,
+    names: &mut Names,
+) -> DefaultBackend {
     DefaultBackend {
-        identity: Arc::new(RouteIdentity::new(host, "", owner, &backend)),
+        identity: Arc::new(RouteIdentity::new(host, "", owner, &backend, names)),
         backend,
     }
 }
@@ -336,8 +343,9 @@ enum Redirect {
 }
 
 impl HostBuilder {
-    fn build(self, pattern: &HostPattern, tls: bool) -> VirtualHost {
+    fn build(self, pattern: &HostPattern, tls: bool, names: &mut Names) -> VirtualHost {
         let name = pattern.display();
+        let shared_name: Arc<str> = Arc::from(name.as_str());
         // Collected into the exact size: a map's values are not a `TrustedLen` iterator, and
         // collecting them keeps room for four routes at least (most hosts have one).
         let mut routes = Vec::with_capacity(self.routes.len());
@@ -348,10 +356,11 @@ impl HostBuilder {
                 Redirect::IfTls => tls,
             };
             route.identity = Arc::new(RouteIdentity::new(
-                &name,
+                shared_name.clone(),
                 &route.path,
                 &route.ingress,
                 &route.backend,
+                names,
             ));
             if self.regex {
                 // Paths of the host's other Ingresses were not written as expressions: one
@@ -373,7 +382,7 @@ impl HostBuilder {
         VirtualHost {
             default_backend: self
                 .default_backend
-                .map(|(backend, owner)| default_backend(&name, backend, &owner)),
+                .map(|(backend, owner)| default_backend(shared_name, backend, &owner, names)),
             name,
             routes,
             tls,

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +20,9 @@ use super::profile::Load;
 use super::sut::{Kind, Options, Sut};
 use super::{ApiServer, Backend, fixtures, test_program};
 use crate::{cargo, root};
+
+/// The order file, from the repository's root.
+const ORDER_FILE: &str = "gateway-userspace/link-order.txt";
 
 /// Each load's length under callgrind (about fifty times slower than native).
 const LOAD: Duration = Duration::from_secs(3);
@@ -67,12 +71,35 @@ pub fn run() -> Result<()> {
     let from_api_server = costs(&std::fs::read_to_string(&out)?, &gateway)?;
     fixtures::generate(&work, 100)?;
 
-    let order = root().join("gateway-userspace/link-order.txt");
+    let order = root().join(ORDER_FILE);
     std::fs::write(&order, order_file(&[from_folder, from_api_server]))?;
     println!(
         "  {} wrote {} (rebuild to apply)",
         order.display(),
         std::fs::read_to_string(&order)?.lines().count()
+    );
+    Ok(())
+}
+
+/// Says how many of the order file's functions `binary` does not have: a function whose name
+/// changed since the file was written (a new signature, an updated crate, another build's
+/// `.llvm.` suffix) is left out of the packed text and costs a window of pages of its own.
+pub fn report_missing(binary: &Path) -> Result<()> {
+    let order = std::fs::read_to_string(root().join(ORDER_FILE))?;
+    let listed: Vec<&str> = order.lines().filter(|l| !l.starts_with('#')).collect();
+    let symbols = crate::output(Command::new("nm").arg("--defined-only").arg(binary))?;
+    let defined: HashSet<&str> = symbols
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    let missing = listed
+        .iter()
+        .filter(|name| !defined.contains(*name))
+        .count();
+    println!(
+        "link order: {missing} of the {} functions of {ORDER_FILE} are not in {} (rerun `cargo xtask link-order` when they are many)",
+        listed.len(),
+        binary.display()
     );
     Ok(())
 }

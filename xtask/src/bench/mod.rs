@@ -134,6 +134,7 @@ pub fn run_all(quick: bool, only: Vec<String>, other_gateway: Option<PathBuf>) -
             .with_context(|| format!("--gateway {}", path.display()))?,
         None => root().join("target/release/gateway"),
     };
+    link_order::report_missing(&gateway)?;
     let work = root().join("bench/work");
     let started = Instant::now();
     let steal_before = steal_ticks()?;
