@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 
 use super::profile::Load;
 use super::sut::{Kind, Options, Sut};
-use super::{ApiServer, Backend, fixtures, test_program};
-use crate::{cargo, root};
+use super::{ApiServer, Backend, build_release, fixtures, test_program};
+use crate::root;
 
 /// The order file, from the repository's root.
 const ORDER_FILE: &str = "gateway-userspace/link-order.txt";
@@ -29,15 +29,7 @@ const LOAD: Duration = Duration::from_secs(3);
 
 pub fn run() -> Result<()> {
     crate::install_packages(&["valgrind", "wrk", "nghttp2-client"])?;
-    crate::ebpf::build()?;
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "gateway-userspace",
-        "-p",
-        "xtask",
-    ])?;
+    build_release()?;
     let gateway = root().join("target/release/gateway").canonicalize()?;
     let work = root().join("bench/work");
     let big = fixtures::generate(&work, 10_000)?;

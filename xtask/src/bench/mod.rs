@@ -112,14 +112,11 @@ impl Record {
     }
 }
 
-/// The whole run.
-pub fn run_all(quick: bool, only: Vec<String>, other_gateway: Option<PathBuf>) -> Result<()> {
-    let plan = Plan::new(quick, only);
-    raise_file_limit()?;
-    install_tools()?;
+/// The eBPF object and the release builds of the gateway and of this tool: the backend and the
+/// TLS load client are this tool's own code, optimized like the gateway, or they would be the
+/// bottleneck.
+fn build_release() -> Result<()> {
     crate::ebpf::build()?;
-    // The backend and the TLS load client are this tool's own code: optimized like the
-    // gateway, or they would be the bottleneck.
     cargo(&[
         "build",
         "--release",
@@ -127,7 +124,15 @@ pub fn run_all(quick: bool, only: Vec<String>, other_gateway: Option<PathBuf>) -
         "gateway-userspace",
         "-p",
         "xtask",
-    ])?;
+    ])
+}
+
+/// The whole run.
+pub fn run_all(quick: bool, only: Vec<String>, other_gateway: Option<PathBuf>) -> Result<()> {
+    let plan = Plan::new(quick, only);
+    raise_file_limit()?;
+    install_tools()?;
+    build_release()?;
     let gateway = match &other_gateway {
         Some(path) => path
             .canonicalize()
