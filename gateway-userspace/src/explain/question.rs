@@ -74,9 +74,9 @@ impl Question {
             map.append(name, value);
         }
         let host = match map.get(header::HOST).map(|h| h.to_str()) {
-            Some(Ok(host)) => normalize_host(host),
+            Some(Ok(host)) => normalize_host(host).into_owned(),
             Some(Err(_)) => return Err("header Host: not text".into()),
-            None => normalize_host(authority.as_str()),
+            None => normalize_host(authority.as_str()).into_owned(),
         };
         let from = from
             .map(|from| {

@@ -387,7 +387,7 @@ impl Proxy {
             client,
             local,
             "https",
-            session.server_name().map(normalize_host),
+            session.server_name().map(|name| normalize_host(name).into_owned()),
             Some(tls_version),
         );
         connection.client_certificate =

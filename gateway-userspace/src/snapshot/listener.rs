@@ -4,7 +4,6 @@
 //! matches is tried against the less specific hosts that cover it (the Gateway API orders
 //! every matching rule of every route, hostname first).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use hyper::Method;
@@ -13,7 +12,7 @@ use regex::Regex;
 
 use serde::Serialize;
 
-use super::{Backend, HostMatch, RouteMatch, VirtualHost};
+use super::{Backend, HostMatch, LookupMap, RouteMatch, VirtualHost};
 use crate::gateway_api::ParentReference;
 use crate::policy::RoutePolicy;
 
@@ -22,7 +21,7 @@ use crate::policy::RoutePolicy;
 pub struct ListenerTable {
     /// HTTPS (the listener terminates TLS).
     pub tls: bool,
-    pub exact_hosts: HashMap<String, VirtualHost>,
+    pub exact_hosts: LookupMap<String, VirtualHost>,
     /// `*.example.com` hosts by suffix (`example.com`), most specific first: a Gateway API
     /// wildcard covers any number of labels before its suffix.
     pub wildcard_hosts: Vec<(String, VirtualHost)>,

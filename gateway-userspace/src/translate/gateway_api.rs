@@ -33,8 +33,8 @@ use crate::snapshot::listener::{
     ValueMatch, WeightedBackend, WeightedBackends,
 };
 use crate::snapshot::{
-    Backend, ListenerKind, ListenerSpec, Names, PathType, Route, RouteIdentity, Snapshot,
-    VirtualHost,
+    Backend, ListenerKind, ListenerSpec, LookupMap, Names, PathType, Route, RouteIdentity,
+    Snapshot, VirtualHost,
 };
 use crate::store::{ObjectKey, Sourced, Store, namespace_of};
 use crate::warning::Warning;
@@ -61,7 +61,7 @@ impl Default for GatewayOptions {
 #[derive(Debug, Default)]
 pub struct GatewayTables {
     /// The table of every address:port a Gateway listener is served on.
-    pub listeners: HashMap<SocketAddr, Arc<ListenerTable>>,
+    pub listeners: LookupMap<SocketAddr, Arc<ListenerTable>>,
     /// The same addresses, and those of TLS, TCP and UDP listeners, for the sockets (kernel
     /// steering or direct binding).
     pub specs: Vec<ListenerSpec>,

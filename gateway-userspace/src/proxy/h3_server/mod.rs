@@ -230,7 +230,7 @@ impl Proxy {
             .handshake_data()
             .and_then(|data| data.downcast::<HandshakeData>().ok())
             .and_then(|data| data.server_name)
-            .map(|name| normalize_host(&name));
+            .map(|name| normalize_host(&name).into_owned());
         let built = h3::server::builder()
             .max_field_section_size(limits.max_head as u64)
             .build::<_, Bytes>(h3_quinn::Connection::new(quic.clone()))

@@ -232,19 +232,20 @@ impl H1Connection {
         // more is parsed again with room for all it may have.
         match locate::<FEW_FIELDS>(&self.read) {
             Err(httparse::Error::TooManyHeaders) => match locate::<MAX_FIELDS>(&self.read) {
-                Ok(located) => located.map(|l| self.take_head(l)).transpose(),
+                Ok(located) => located.as_ref().map(|l| self.take_head(l)).transpose(),
                 Err(httparse::Error::TooManyHeaders) => {
                     Err(ExchangeError::Malformed("more than 100 header fields"))
                 }
                 Err(_) => Err(ExchangeError::Malformed("the head does not parse")),
             },
-            Ok(located) => located.map(|l| self.take_head(l)).transpose(),
+            Ok(located) => located.as_ref().map(|l| self.take_head(l)).transpose(),
             Err(_) => Err(ExchangeError::Malformed("the head does not parse")),
         }
     }
 
-    /// Takes the located head out of `self.read`; its header values share its bytes.
-    fn take_head<const N: usize>(&mut self, located: Located<N>) -> Result<Head, ExchangeError> {
+    /// Takes the located head out of `self.read`; its header values share its bytes. By
+    /// reference: the ranges of a few fields are already 0.8 KB to copy.
+    fn take_head<const N: usize>(&mut self, located: &Located<N>) -> Result<Head, ExchangeError> {
         let status = StatusCode::from_u16(located.code)
             .map_err(|_| ExchangeError::Malformed("a bad status code"))?;
         let head = self.read.split_to(located.length).freeze();

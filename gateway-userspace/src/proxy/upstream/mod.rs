@@ -8,7 +8,6 @@
 
 mod h1;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -30,6 +29,7 @@ use super::request_body::RequestBody;
 use crate::lifecycle::workers;
 use crate::policy::Protocol;
 use crate::tls::backend::BackendTls;
+use crate::snapshot::LookupMap;
 
 /// Idle keep-alive connections are closed after this long (nginx's upstream keepalive_timeout
 /// is 60s; backends commonly time out idle connections later than that).
@@ -99,12 +99,12 @@ struct PoolInner {
     /// serves requests: a connection is only taken up again on the worker whose poller it is
     /// registered with, and no worker waits on another's lock.
     idle: Box<[Mutex<IdleConnections>]>,
-    multiplexed: Mutex<HashMap<Key, Multiplexed>>,
+    multiplexed: Mutex<LookupMap<Key, Multiplexed>>,
     counters: ReuseCounters,
     default_tls: BackendTls,
 }
 
-type IdleConnections = HashMap<Key, Vec<(H1Connection, Duration)>>;
+type IdleConnections = LookupMap<Key, Vec<(H1Connection, Duration)>>;
 
 /// Requests sent on a pooled connection, and on a new one.
 #[derive(Clone, Debug, Default)]
@@ -120,7 +120,7 @@ impl UpstreamPool {
         let pool = Self {
             inner: Arc::new(PoolInner {
                 idle: (0..threads.max(1)).map(|_| Mutex::default()).collect(),
-                multiplexed: Mutex::new(HashMap::new()),
+                multiplexed: Mutex::default(),
                 counters,
                 default_tls: BackendTls::unverified(),
             }),
