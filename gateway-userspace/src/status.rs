@@ -121,7 +121,7 @@ pub fn report(snapshot: &Snapshot, generation: u64, listeners: Listeners) -> Rou
             };
             let (url, curl) = reach(&vhost.name, &route.path, https, listener);
             routes.push(RouteView {
-                host: vhost.name.clone(),
+                host: vhost.name.to_string(),
                 path: route.path.clone(),
                 path_type: route.path_type.as_str(),
                 kind: "Ingress",
@@ -140,7 +140,7 @@ pub fn report(snapshot: &Snapshot, generation: u64, listeners: Listeners) -> Rou
             for route in &vhost.routes {
                 let (url, curl) = reach(&vhost.name, &route.path, table.tls, *addr);
                 routes.push(RouteView {
-                    host: vhost.name.clone(),
+                    host: vhost.name.to_string(),
                     path: route.path.clone(),
                     path_type: gateway_path_type(route),
                     kind: "HTTPRoute",

@@ -37,7 +37,7 @@ impl Trace {
         let chosen = hosts.next().map(|(how, vhost)| {
             self.push(
                 Stage::Host,
-                &vhost.name,
+                &*vhost.name,
                 Verdict::Chosen,
                 host_reason(how, &question.host, Kind::Ingress),
             );
@@ -46,11 +46,11 @@ impl Trace {
         for (_, other) in hosts {
             self.push(
                 Stage::Host,
-                &other.name,
+                &*other.name,
                 Verdict::NotTried,
                 format!(
                     "{} is more specific: the Ingress rules of less specific hosts are not tried",
-                    chosen.map_or("", |c| c.name.as_str())
+                    chosen.map_or("", |c| &*c.name)
                 ),
             );
         }
@@ -135,7 +135,7 @@ impl Trace {
             if let Some(winner) = found {
                 self.push(
                     Stage::Host,
-                    &vhost.name,
+                    &*vhost.name,
                     Verdict::NotTried,
                     format!(
                         "a more specific host's rule ({}) matched first",
@@ -164,7 +164,7 @@ impl Trace {
                 at,
                 Step {
                     stage: Stage::Host,
-                    subject: vhost.name.clone(),
+                    subject: vhost.name.to_string(),
                     verdict,
                     reason,
                 },

@@ -387,7 +387,9 @@ impl Proxy {
             client,
             local,
             "https",
-            session.server_name().map(|name| normalize_host(name).into_owned()),
+            session
+                .server_name()
+                .map(|name| normalize_host(name).into_owned()),
             Some(tls_version),
         );
         connection.client_certificate =

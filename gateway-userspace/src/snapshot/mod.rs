@@ -133,8 +133,9 @@ impl std::str::FromStr for ListenerSpec {
 /// The routes of one host.
 #[derive(Debug, Default)]
 pub struct VirtualHost {
-    /// The host as written in the rules (`shop.example.com`, `*.example.com`, or `*` for any).
-    pub name: String,
+    /// The host as written in the rules (`shop.example.com`, `*.example.com`, or `*` for any);
+    /// its routes' identities share it.
+    pub name: Arc<str>,
     /// Sorted so that the first match is the right one: longest path first, `Exact` before
     /// `Prefix` for the same path.
     pub routes: Vec<Route>,

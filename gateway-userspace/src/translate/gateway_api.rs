@@ -101,6 +101,7 @@ pub fn translate<'a>(
     resolver: &mut BackendResolver<'_>,
     tls: &mut TlsBuilder<'a>,
     previous: &Snapshot,
+    names: &mut Names,
 ) -> GatewayTables {
     let grants = Grants::new(&store.reference_grants);
     let mut reports = Vec::new();
@@ -213,7 +214,6 @@ pub fn translate<'a>(
     }
 
     let mut hosts: BTreeMap<Bind, BTreeMap<String, Vec<(RuleKey, Route)>>> = BTreeMap::new();
-    let mut names = Names::default();
     let mut routes: Vec<RouteView<'_>> = store
         .http_routes
         .iter()
@@ -365,14 +365,14 @@ pub fn translate<'a>(
                     .or_default()
                     .entry(host.clone())
                     .or_default();
-                let host_name: Arc<str> = Arc::from(host.as_str());
+                let host_name = names.get(host);
                 for (key, compiled, policy, split) in &rules {
                     let route = compiled.route(
                         &owner,
                         host_name.clone(),
                         policy.clone(),
                         split.clone(),
-                        &mut names,
+                        names,
                     );
                     rules_of_host.push((key.clone(), route));
                 }
@@ -433,7 +433,7 @@ pub fn translate<'a>(
         for (host, mut rules) in hosts.remove(bind).unwrap_or_default() {
             rules.sort_by(|a, b| a.0.cmp(&b.0));
             let vhost = VirtualHost {
-                name: host.clone(),
+                name: names.get(&host),
                 routes: rules.into_iter().map(|(_, route)| route).collect(),
                 ..VirtualHost::default()
             };

@@ -121,12 +121,15 @@ pub fn translate(
         .map(|ingress| table.add_ingress(ingress, &store.ingress_classes, options))
         .collect();
 
+    // One copy of each name for the whole table: Ingress and Gateway API routes share them.
+    let mut names = Names::default();
     let gateway = gateway_api::translate(
         store,
         &options.gateway,
         &mut table.resolver,
         &mut table.tls,
         previous,
+        &mut names,
     );
 
     let mut warnings = source_warnings;
@@ -162,7 +165,6 @@ pub fn translate(
     warnings.extend(gateway.warnings);
     let source_allow = consensus(&table.allow_lists);
     let (certificates, tls_hosts) = table.tls.finish();
-    let mut names = Names::default();
     let mut snapshot = Snapshot {
         default_backend: table
             .default_backend
@@ -188,7 +190,7 @@ pub fn translate(
         snapshot.exact_hosts.insert(
             alias.clone(),
             VirtualHost {
-                name: alias,
+                name: alias.as_str().into(),
                 www_redirect: Some(target),
                 ..VirtualHost::default()
             },
@@ -344,8 +346,7 @@ enum Redirect {
 
 impl HostBuilder {
     fn build(self, pattern: &HostPattern, tls: bool, names: &mut Names) -> VirtualHost {
-        let name = pattern.display();
-        let shared_name: Arc<str> = Arc::from(name.as_str());
+        let name: Arc<str> = Arc::from(pattern.display());
         // Collected into the exact size: a map's values are not a `TrustedLen` iterator, and
         // collecting them keeps room for four routes at least (most hosts have one).
         let mut routes = Vec::with_capacity(self.routes.len());
@@ -356,7 +357,7 @@ impl HostBuilder {
                 Redirect::IfTls => tls,
             };
             route.identity = Arc::new(RouteIdentity::new(
-                shared_name.clone(),
+                name.clone(),
                 &route.path,
                 &route.ingress,
                 &route.backend,
@@ -382,7 +383,7 @@ impl HostBuilder {
         VirtualHost {
             default_backend: self
                 .default_backend
-                .map(|(backend, owner)| default_backend(shared_name, backend, &owner, names)),
+                .map(|(backend, owner)| default_backend(name.clone(), backend, &owner, names)),
             name,
             routes,
             tls,

@@ -28,8 +28,8 @@ use super::coarse_clock;
 use super::request_body::RequestBody;
 use crate::lifecycle::workers;
 use crate::policy::Protocol;
-use crate::tls::backend::BackendTls;
 use crate::snapshot::LookupMap;
+use crate::tls::backend::BackendTls;
 
 /// Idle keep-alive connections are closed after this long (nginx's upstream keepalive_timeout
 /// is 60s; backends commonly time out idle connections later than that).
