@@ -187,10 +187,11 @@ pub fn translate(
             continue;
         }
         snapshot.has_www_redirects = true;
+        let name = Arc::from(alias.as_str());
         snapshot.exact_hosts.insert(
-            alias.clone(),
+            alias,
             VirtualHost {
-                name: alias.as_str().into(),
+                name,
                 www_redirect: Some(target),
                 ..VirtualHost::default()
             },

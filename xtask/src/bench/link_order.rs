@@ -66,9 +66,9 @@ pub fn run() -> Result<()> {
     let order = root().join(ORDER_FILE);
     std::fs::write(&order, order_file(&[from_folder, from_api_server]))?;
     println!(
-        "  {} wrote {} (rebuild to apply)",
+        "  {} lists {} functions (rebuild to apply)",
         order.display(),
-        std::fs::read_to_string(&order)?.lines().count()
+        ordered_functions(&std::fs::read_to_string(&order)?).len()
     );
     Ok(())
 }
@@ -78,7 +78,7 @@ pub fn run() -> Result<()> {
 /// `.llvm.` suffix) is left out of the packed text and costs a window of pages of its own.
 pub fn report_missing(binary: &Path) -> Result<()> {
     let order = std::fs::read_to_string(root().join(ORDER_FILE))?;
-    let listed: Vec<&str> = order.lines().filter(|l| !l.starts_with('#')).collect();
+    let listed = ordered_functions(&order);
     let symbols = crate::output(Command::new("nm").arg("--defined-only").arg(binary))?;
     let defined: HashSet<&str> = symbols
         .lines()
@@ -106,6 +106,11 @@ fn callgrind(out: &Path) -> Options {
         ],
         ..Options::default()
     }
+}
+
+/// The function names of an order file, in order (its comment lines left out).
+fn ordered_functions(order: &str) -> Vec<&str> {
+    order.lines().filter(|l| !l.starts_with('#')).collect()
 }
 
 /// The file for lld: a comment, then one symbol per line. The functions every run used come
@@ -269,9 +274,8 @@ totals: 1845
         ]);
         let api_server = run(&[("api_only", 900), ("common_small", 5), ("common_big", 1)]);
         let order = order_file(&[folder, api_server]);
-        let names: Vec<&str> = order.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
-            names,
+            ordered_functions(&order),
             ["common_big", "common_small", "folder_only", "api_only"]
         );
     }

@@ -714,7 +714,7 @@ impl Drop for BulkServer {
 }
 
 /// A program of the test crate (`xdp-cost`, `fake-apiserver`), built for release; its path.
-fn test_program(name: &str) -> Result<std::path::PathBuf> {
+fn test_program(name: &str) -> Result<PathBuf> {
     cargo(&["build", "--release", "-p", "gateway-e2e", "--bin", name])?;
     Ok(root().join("target/release").join(name))
 }
@@ -723,11 +723,11 @@ fn test_program(name: &str) -> Result<std::path::PathBuf> {
 /// CPU); stopped when dropped.
 struct ApiServer {
     child: Child,
-    kubeconfig: std::path::PathBuf,
+    kubeconfig: PathBuf,
 }
 
 impl ApiServer {
-    fn start(program: &std::path::Path, files: &[std::path::PathBuf]) -> Result<Self> {
+    fn start(program: &std::path::Path, files: &[PathBuf]) -> Result<Self> {
         let mut child = Command::new("taskset")
             .args(["-c", sut::LOAD_CPU])
             .arg(program)
@@ -811,7 +811,7 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 }
 
 /// This tool built with optimizations (for the backend and the TLS load client).
-pub fn release_tool() -> std::path::PathBuf {
+pub fn release_tool() -> PathBuf {
     root().join("target/release/xtask")
 }
 
