@@ -122,10 +122,10 @@ pub fn report(snapshot: &Snapshot, generation: u64, listeners: Listeners) -> Rou
             let (url, curl) = reach(&vhost.name, &route.path, https, listener);
             routes.push(RouteView {
                 host: vhost.name.to_string(),
-                path: route.path.clone(),
+                path: route.path.to_string(),
                 path_type: route.path_type.as_str(),
                 kind: "Ingress",
-                ingress: route.ingress.clone(),
+                ingress: route.ingress.to_string(),
                 listener: None,
                 backend: BackendView::of(&route.backend),
                 url,
@@ -141,10 +141,10 @@ pub fn report(snapshot: &Snapshot, generation: u64, listeners: Listeners) -> Rou
                 let (url, curl) = reach(&vhost.name, &route.path, table.tls, *addr);
                 routes.push(RouteView {
                     host: vhost.name.to_string(),
-                    path: route.path.clone(),
+                    path: route.path.to_string(),
                     path_type: gateway_path_type(route),
                     kind: "HTTPRoute",
-                    ingress: route.ingress.clone(),
+                    ingress: route.ingress.to_string(),
                     listener: Some(*addr),
                     backend: BackendView::of(&route.backend),
                     url,

@@ -687,7 +687,7 @@ fn ingress_row(report: &IngressReport, store: &Store, entries: &[Entry]) -> Rout
         .hosts
         .iter()
         .filter_map(|host| {
-            let tls = report.tls_hosts.contains(host);
+            let tls = report.tls_hosts.iter().any(|t| **t == **host);
             access::visits(host, "/", tls, entries)
                 .into_iter()
                 .next()
@@ -699,7 +699,7 @@ fn ingress_row(report: &IngressReport, store: &Store, entries: &[Entry]) -> Rout
         namespace: report.namespace.clone(),
         name: report.name.clone(),
         alias: alias(object),
-        hosts: report.hosts.clone(),
+        hosts: report.hosts.iter().map(|h| h.to_string()).collect(),
         urls,
         served: report.served,
         status: report.reason.clone().unwrap_or_default(),

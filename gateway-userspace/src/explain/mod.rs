@@ -518,7 +518,8 @@ impl Trace {
             backend = fallback.clone();
         }
         let query = question.query.as_deref();
-        let rewritten = policy.rewritten_target(route.and_then(|r| r.regex.as_ref()), path, query);
+        let rewritten =
+            policy.rewritten_target(route.and_then(|r| r.regex.as_deref()), path, query);
         if let Some(target) = &rewritten {
             self.push(
                 Stage::Policy,

@@ -271,7 +271,7 @@ fn won_reason(route: &Route, path: &str) -> String {
         )
     } else if !route.path_type.is_prefix() {
         format!("{path} is exactly {}", route.path)
-    } else if route.match_path == "/" {
+    } else if &*route.match_path == "/" {
         "the prefix / matches every path".into()
     } else {
         format!(

@@ -14,7 +14,7 @@ use crate::snapshot::Backend;
 pub struct Canary {
     pub backend: Arc<Backend>,
     /// The canary Ingress (`namespace/name`).
-    pub ingress: String,
+    pub ingress: Arc<str>,
     pub by_header: Option<(HeaderName, HeaderMatch)>,
     pub by_cookie: Option<String>,
     /// Out of `total` requests, how many go to the canary.

@@ -444,7 +444,7 @@ fn route(
     {
         backend = fallback.clone();
     }
-    let regex = found.route.and_then(|r| r.regex.as_ref());
+    let regex = found.route.and_then(|r| r.regex.as_deref());
     let rewritten = policy.rewritten_target(regex, path, uri.query());
     let add_hsts = connection.scheme == "https" && found.tls_host;
     Ok(Ok(Routed {

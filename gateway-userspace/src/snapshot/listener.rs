@@ -12,7 +12,7 @@ use regex::Regex;
 
 use serde::Serialize;
 
-use super::{Backend, HostMatch, LookupMap, RouteMatch, VirtualHost};
+use super::{Backend, HostMap, HostMatch, RouteMatch, VirtualHost};
 use crate::gateway_api::ParentReference;
 use crate::policy::RoutePolicy;
 
@@ -21,7 +21,7 @@ use crate::policy::RoutePolicy;
 pub struct ListenerTable {
     /// HTTPS (the listener terminates TLS).
     pub tls: bool,
-    pub exact_hosts: LookupMap<String, VirtualHost>,
+    pub exact_hosts: HostMap,
     /// `*.example.com` hosts by suffix (`example.com`), most specific first: a Gateway API
     /// wildcard covers any number of labels before its suffix.
     pub wildcard_hosts: Vec<(String, VirtualHost)>,
@@ -208,7 +208,7 @@ impl ListenerTable {
     /// The virtual hosts whose names cover `host`, most specific first: the exact name, the
     /// wildcards (longest suffix first), then the rules without a host.
     pub fn covering_hosts(&self, host: &str) -> impl Iterator<Item = (HostMatch, &VirtualHost)> {
-        let exact = self.exact_hosts.get(host).map(|v| (HostMatch::Exact, v));
+        let exact = self.exact_hosts.get(host).map(|v| (HostMatch::Exact, &**v));
         let wildcards = self
             .wildcard_hosts
             .iter()
@@ -224,7 +224,7 @@ impl ListenerTable {
 
     /// Every virtual host, most specific first (for reports).
     pub fn virtual_hosts(&self) -> Vec<&VirtualHost> {
-        let mut exact: Vec<_> = self.exact_hosts.values().collect();
+        let mut exact: Vec<&VirtualHost> = self.exact_hosts.values().map(|v| &**v).collect();
         exact.sort_by(|a, b| a.name.cmp(&b.name));
         exact
             .into_iter()

@@ -595,11 +595,11 @@ fn canaries_attach_to_the_main_route_by_precedence() {
         .as_ref()
         .expect("attached");
     assert_eq!(
-        (canary.weight, canary.total, canary.ingress.as_str()),
+        (canary.weight, canary.total, &*canary.ingress),
         (20, 100, "default/beta")
     );
     assert_eq!(
-        route(&s, "shop.com", "/").ingress,
+        &*route(&s, "shop.com", "/").ingress,
         "default/main",
         "the main route stays"
     );

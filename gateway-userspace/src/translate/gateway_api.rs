@@ -441,7 +441,9 @@ pub fn translate<'a>(
                 _ if host == "*" => table.any_host = Some(vhost),
                 Some(suffix) => table.wildcard_hosts.push((suffix.to_string(), vhost)),
                 None => {
-                    table.exact_hosts.insert(host, vhost);
+                    table
+                        .exact_hosts
+                        .insert(vhost.name.clone(), Box::new(vhost));
                 }
             }
         }
@@ -1222,16 +1224,17 @@ impl CompiledMatch {
             .as_ref()
             .and_then(|s| s.first().cloned())
             .unwrap_or_else(|| Arc::new(Backend::new("", "", "", Vec::new())));
+        let path = names.get(&self.path);
         Route {
-            path: self.path.clone(),
-            match_path: self.match_path.clone(),
+            match_path: names.get(&self.match_path),
             path_type: self.path_type,
-            identity: Arc::new(RouteIdentity::new(host, &self.path, owner, &first, names)),
+            identity: Arc::new(RouteIdentity::new(host, path.clone(), owner, &first, names)),
+            path,
             backend: first,
-            ingress: owner.to_string(),
+            ingress: names.get(owner),
             https_redirect: false,
             policy,
-            regex: self.regex.clone(),
+            regex: self.regex.clone().map(Box::new),
             canary: None,
             conditions: self.conditions.clone(),
             split,
@@ -1255,10 +1258,9 @@ fn compile_match(matched: &HTTPRouteMatch) -> Result<CompiledMatch, String> {
             ));
         }
     };
-    let match_path = if path_type == PathType::Prefix && value.len() > 1 && regex.is_none() {
-        value.trim_end_matches('/').to_string()
-    } else {
-        value.clone()
+    let match_path = match regex {
+        Some(_) => value.clone(),
+        None => Route::match_path_of(&value, path_type).to_string(),
     };
     let method = matched
         .method

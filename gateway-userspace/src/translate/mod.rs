@@ -115,21 +115,20 @@ pub fn translate(
         previous_client_auth: (previous.virtual_hosts().iter())
             .filter_map(|host| host.client_auth.clone())
             .collect(),
+        names: Names::default(),
     };
     let reports: Vec<IngressReport> = ingresses
         .into_iter()
         .map(|ingress| table.add_ingress(ingress, &store.ingress_classes, options))
         .collect();
 
-    // One copy of each name for the whole table: Ingress and Gateway API routes share them.
-    let mut names = Names::default();
     let gateway = gateway_api::translate(
         store,
         &options.gateway,
         &mut table.resolver,
         &mut table.tls,
         previous,
-        &mut names,
+        &mut table.names,
     );
 
     let mut warnings = source_warnings;
@@ -166,9 +165,9 @@ pub fn translate(
     let source_allow = consensus(&table.allow_lists);
     let (certificates, tls_hosts) = table.tls.finish();
     let mut snapshot = Snapshot {
-        default_backend: table
-            .default_backend
-            .map(|(backend, owner)| default_backend(Arc::from(""), backend, &owner, &mut names)),
+        default_backend: table.default_backend.map(|(backend, owner)| {
+            default_backend(Arc::from(""), backend, &owner, &mut table.names)
+        }),
         ingresses: reports,
         warnings,
         certificates,
@@ -187,25 +186,29 @@ pub fn translate(
             continue;
         }
         snapshot.has_www_redirects = true;
-        let name = Arc::from(alias.as_str());
+        let name: Arc<str> = Arc::from(alias);
         snapshot.exact_hosts.insert(
-            alias,
-            VirtualHost {
+            name.clone(),
+            Box::new(VirtualHost {
                 name,
                 www_redirect: Some(target),
                 ..VirtualHost::default()
-            },
+            }),
         );
     }
     for (pattern, host) in table.hosts {
-        let vhost = host.build(&pattern, tls_hosts.contains(&pattern), &mut names);
+        let vhost = host.build(&pattern, tls_hosts.contains(&pattern), &mut table.names);
         snapshot.has_client_auth |= vhost.client_auth.is_some();
         match pattern {
-            HostPattern::Exact(name) => {
-                snapshot.exact_hosts.insert(name, vhost);
+            HostPattern::Exact(_) => {
+                snapshot
+                    .exact_hosts
+                    .insert(vhost.name.clone(), Box::new(vhost));
             }
             HostPattern::Wildcard(suffix) => {
-                snapshot.wildcard_hosts.insert(suffix, vhost);
+                snapshot
+                    .wildcard_hosts
+                    .insert(Arc::from(suffix), Box::new(vhost));
             }
             HostPattern::Any => snapshot.any_host = Some(vhost),
         }
@@ -221,7 +224,13 @@ fn default_backend(
     names: &mut Names,
 ) -> DefaultBackend {
     DefaultBackend {
-        identity: Arc::new(RouteIdentity::new(host, "", owner, &backend, names)),
+        identity: Arc::new(RouteIdentity::new(
+            host,
+            names.get(""),
+            owner,
+            &backend,
+            names,
+        )),
         backend,
     }
 }
@@ -308,11 +317,14 @@ struct TableBuilder<'a> {
     passthrough: ServerNames,
     /// The policies of the previous table, by Ingress (`namespace/name`): its rate limiters
     /// and verified credentials are kept where they did not change.
-    previous_policies: HashMap<String, Arc<RoutePolicy>>,
+    previous_policies: HashMap<Arc<str>, Arc<RoutePolicy>>,
     /// `--global-auth-url`, made once for every Ingress it applies to.
     global_auth: Option<Arc<ExternalAuth>>,
     /// The client certificate rules of the previous table, kept where unchanged.
     previous_client_auth: Vec<Arc<ClientAuth>>,
+    /// One copy of each name, path and owner for the whole table: Ingress and Gateway API
+    /// routes share them.
+    names: Names,
 }
 
 /// The allow-list every served Ingress agrees on, if they all have the same one.
@@ -327,7 +339,7 @@ fn consensus(lists: &[Option<Vec<Cidr>>]) -> Option<Vec<Cidr>> {
 #[derive(Default)]
 struct HostBuilder {
     /// Routes by (match path, exact?), so that a second claim on the same path is a conflict.
-    routes: HashMap<(String, bool), (Route, Redirect)>,
+    routes: HashMap<(Arc<str>, bool), (Route, Redirect)>,
     default_backend: Option<(Arc<Backend>, String)>,
     /// An Ingress of this host uses regular expressions: then all its paths are (as in
     /// ingress-nginx, where the whole server block switches to regex locations).
@@ -347,7 +359,7 @@ enum Redirect {
 
 impl HostBuilder {
     fn build(self, pattern: &HostPattern, tls: bool, names: &mut Names) -> VirtualHost {
-        let name: Arc<str> = Arc::from(pattern.display());
+        let name = names.get(&pattern.display());
         // Collected into the exact size: a map's values are not a `TrustedLen` iterator, and
         // collecting them keeps room for four routes at least (most hosts have one).
         let mut routes = Vec::with_capacity(self.routes.len());
@@ -359,7 +371,7 @@ impl HostBuilder {
             };
             route.identity = Arc::new(RouteIdentity::new(
                 name.clone(),
-                &route.path,
+                route.path.clone(),
                 &route.ingress,
                 &route.backend,
                 names,
@@ -370,7 +382,8 @@ impl HostBuilder {
                 let exact = !route.path_type.is_prefix();
                 route.regex = path_regex(&route.path, exact)
                     .or_else(|_| path_regex(&regex::escape(&route.path), exact))
-                    .ok();
+                    .ok()
+                    .map(Box::new);
             }
             route
         }));
@@ -466,7 +479,7 @@ impl TableBuilder<'_> {
         if let Some(name) = annotations.default_backend.take() {
             annotations.policy.fallback = self.fallback(&namespace, &name, &mut warnings);
         }
-        let previous = self.previous_policies.get(&owner);
+        let previous = self.previous_policies.get(owner.as_str());
         if let Some(limits) = &mut annotations.policy.limits
             && let Some(kept) = previous.and_then(|p| p.limits.as_ref())
             && kept.same_limits(limits)
@@ -561,7 +574,7 @@ impl TableBuilder<'_> {
                     continue;
                 }
             };
-            report.hosts.push(pattern.display());
+            report.hosts.push(self.names.get(&pattern.display()));
             own_hosts.push(pattern.clone());
             if annotations.canary.is_none() {
                 if annotations.www_redirect
@@ -602,7 +615,7 @@ impl TableBuilder<'_> {
                     &mut warnings,
                 );
                 if let Some(route) = &route
-                    && route.match_path == "/"
+                    && &*route.match_path == "/"
                     && route.path_type.is_prefix()
                 {
                     root_backend = Some(route.backend.clone());
@@ -736,21 +749,12 @@ impl TableBuilder<'_> {
             let fallback = options.policy.fallback.as_deref();
             self.resolve(namespace, &path.backend, &backend_field, fallback, warnings)?
         };
-        let match_path = if path_type.is_prefix() && path_value.len() > 1 {
-            path_value.trim_end_matches('/').to_string()
-        } else {
-            path_value.clone()
-        };
         Some(Route {
-            path: path_value,
-            match_path: if match_path.is_empty() {
-                "/".to_string()
-            } else {
-                match_path
-            },
+            match_path: (self.names).get(Route::match_path_of(&path_value, path_type)),
+            path: self.names.get(&path_value),
             path_type,
             backend,
-            ingress: owner.to_string(),
+            ingress: self.names.get(owner),
             https_redirect: false,
             identity: Arc::default(),
             policy: options.policy.clone(),

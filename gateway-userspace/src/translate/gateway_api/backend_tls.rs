@@ -139,7 +139,7 @@ impl BackendTlsPolicies {
 fn configurations(snapshot: &Snapshot) -> Vec<Arc<BackendTls>> {
     let mut found: Vec<Arc<BackendTls>> = Vec::new();
     for table in snapshot.gateway_listeners.values() {
-        let hosts = (table.exact_hosts.values())
+        let hosts = (table.exact_hosts.values().map(|host| &**host))
             .chain(table.wildcard_hosts.iter().map(|(_, host)| host))
             .chain(&table.any_host);
         let splits = hosts
