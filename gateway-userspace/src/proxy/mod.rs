@@ -13,6 +13,7 @@ mod forward;
 pub mod h1_server;
 pub mod h2_flood;
 pub mod h3_server;
+mod head_fields;
 mod headers;
 pub mod limits;
 mod mirror;

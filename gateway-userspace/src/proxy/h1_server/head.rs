@@ -9,13 +9,11 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Uri, Version};
 
 use crate::proxy::error::ProxyError;
+use crate::proxy::head_fields::{self, FieldRanges, Range};
 use crate::proxy::headers::connection_lists;
 use crate::proxy::limits::ClientLimits;
 use crate::proxy::strict;
 pub use crate::proxy::strict::BodyFraming;
-
-/// Fields most requests fit in: parsed into a stack array of this size first.
-const FEW_FIELDS: usize = 24;
 
 /// A parsed request head and what it says about its connection.
 #[derive(Debug)]
@@ -31,17 +29,16 @@ pub struct Head {
 /// The complete request head at the start of `buffer`, taken out of it; `Ok(None)` while it
 /// is incomplete. An incomplete head already past the limit is refused.
 pub fn parse(buffer: &mut BytesMut, limits: &ClientLimits) -> Result<Option<Head>, ProxyError> {
-    let located = match locate::<FEW_FIELDS>(buffer) {
-        Err(httparse::Error::TooManyHeaders) => locate_many(buffer, limits.max_headers)?,
-        located => located.map_err(refusal)?,
-    };
+    let located = head_fields::with_room(limits.max_headers, |fields| locate(buffer, fields))
+        .map_err(refusal)?;
     let Some(located) = located else {
         if buffer.len() >= limits.max_head {
             return Err(ProxyError::HeadTooLarge);
         }
         return Ok(None);
     };
-    if located.length > limits.max_head || located.fields.len() > limits.max_headers {
+    let fields = located.fields.as_slice();
+    if located.length > limits.max_head || fields.len() > limits.max_headers {
         return Err(ProxyError::HeadTooLarge);
     }
     let head = buffer.split_to(located.length).freeze();
@@ -49,8 +46,8 @@ pub fn parse(buffer: &mut BytesMut, limits: &ClientLimits) -> Result<Option<Head
         .map_err(|_| ProxyError::Malformed("a bad method"))?;
     let uri = Uri::from_maybe_shared(head.slice(located.target.0..located.target.1))
         .map_err(|_| ProxyError::Malformed("a bad request target"))?;
-    let mut headers = HeaderMap::with_capacity(located.fields.len() + 6);
-    for &(name, value) in &located.fields {
+    let mut headers = HeaderMap::with_capacity(fields.len() + 6);
+    for &(name, value) in fields {
         let name = HeaderName::from_bytes(&head[name.0..name.1])
             .map_err(|_| ProxyError::Malformed("a bad header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1))
@@ -167,61 +164,39 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<BodyFraming, &'stati
 }
 
 /// Byte ranges in the buffer.
-type Range = (usize, usize);
-
 /// A request head found in a buffer: where its parts are.
 struct Located {
     length: usize,
     method: Range,
     target: Range,
     version: Version,
-    fields: Vec<(Range, Range)>,
+    fields: FieldRanges,
 }
 
-/// The head at the start of `buffer` with room for `limit` fields, for the rare request with
-/// more than a few.
-fn locate_many(buffer: &[u8], limit: usize) -> Result<Option<Located>, ProxyError> {
-    let mut fields = vec![httparse::EMPTY_HEADER; limit];
-    let mut parsed = httparse::Request::new(&mut fields);
-    let status = parsed.parse(buffer).map_err(refusal)?;
-    Ok(located(buffer, &parsed, status))
-}
-
-/// The head at the start of `buffer`, parsed into a stack array of `N` fields.
-fn locate<const N: usize>(buffer: &[u8]) -> Result<Option<Located>, httparse::Error> {
-    let mut fields = [httparse::EMPTY_HEADER; N];
-    let mut parsed = httparse::Request::new(&mut fields);
-    let status = parsed.parse(buffer)?;
-    Ok(located(buffer, &parsed, status))
-}
-
-fn located(
-    buffer: &[u8],
-    parsed: &httparse::Request<'_, '_>,
-    status: httparse::Status<usize>,
-) -> Option<Located> {
-    let httparse::Status::Complete(length) = status else {
-        return None;
+/// The complete head at the start of `buffer`, parsed with room for `fields`.
+fn locate<'b>(
+    buffer: &'b [u8],
+    fields: &mut [httparse::Header<'b>],
+) -> Result<Option<Located>, httparse::Error> {
+    let mut parsed = httparse::Request::new(fields);
+    let httparse::Status::Complete(length) = parsed.parse(buffer)? else {
+        return Ok(None);
     };
     let base = buffer.as_ptr() as usize;
-    let range = |part: &[u8]| {
-        let start = part.as_ptr() as usize - base;
-        (start, start + part.len())
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Ok(None);
     };
-    Some(Located {
+    Ok(Some(Located {
         length,
-        method: range(parsed.method?.as_bytes()),
-        target: range(parsed.path?.as_bytes()),
-        version: match parsed.version? {
+        method: head_fields::range(base, method.as_bytes()),
+        target: head_fields::range(base, target.as_bytes()),
+        version: match version {
             0 => Version::HTTP_10,
             _ => Version::HTTP_11,
         },
-        fields: parsed
-            .headers
-            .iter()
-            .map(|field| (range(field.name.as_bytes()), range(field.value)))
-            .collect(),
-    })
+        fields: FieldRanges::of(parsed.headers, base),
+    }))
 }
 
 #[cfg(test)]

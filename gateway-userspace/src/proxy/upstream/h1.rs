@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::super::chunked::{Chunked, Malformed};
+use super::super::head_fields::{self, FieldRanges};
 use super::super::headers::connection_lists;
 use super::super::request_body::RequestBody;
 use super::{Checkin, Outbound};
@@ -228,30 +229,25 @@ impl H1Connection {
     /// A complete head from the start of `self.read` (taken out of it), with its
     /// Content-Length when it has one that parses.
     fn parse_head(&mut self) -> Result<Option<Head>, ExchangeError> {
-        // Room for a few fields first (the arrays are set up on every response); a head with
-        // more is parsed again with room for all it may have.
-        match locate::<FEW_FIELDS>(&self.read) {
-            Err(httparse::Error::TooManyHeaders) => match locate::<MAX_FIELDS>(&self.read) {
-                Ok(located) => located.as_ref().map(|l| self.take_head(l)).transpose(),
-                Err(httparse::Error::TooManyHeaders) => {
-                    Err(ExchangeError::Malformed("more than 100 header fields"))
-                }
-                Err(_) => Err(ExchangeError::Malformed("the head does not parse")),
-            },
+        match head_fields::with_room(MAX_FIELDS, |fields| locate(&self.read, fields)) {
             Ok(located) => located.as_ref().map(|l| self.take_head(l)).transpose(),
+            Err(httparse::Error::TooManyHeaders) => {
+                Err(ExchangeError::Malformed("more than 100 header fields"))
+            }
             Err(_) => Err(ExchangeError::Malformed("the head does not parse")),
         }
     }
 
     /// Takes the located head out of `self.read`; its header values share its bytes. By
     /// reference: the ranges of a few fields are already 0.8 KB to copy.
-    fn take_head<const N: usize>(&mut self, located: &Located<N>) -> Result<Head, ExchangeError> {
+    fn take_head(&mut self, located: &Located) -> Result<Head, ExchangeError> {
         let status = StatusCode::from_u16(located.code)
             .map_err(|_| ExchangeError::Malformed("a bad status code"))?;
         let head = self.read.split_to(located.length).freeze();
-        let mut headers = HeaderMap::with_capacity(located.count);
+        let fields = located.fields.as_slice();
+        let mut headers = HeaderMap::with_capacity(fields.len());
         let mut content_length = None;
-        for &(name, value) in &located.fields[..located.count] {
+        for &(name, value) in fields {
             let name = HeaderName::from_bytes(&head[name.0..name.1])
                 .map_err(|_| ExchangeError::Malformed("a bad header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1))
@@ -272,45 +268,32 @@ impl H1Connection {
 /// A response head, and its Content-Length when it has one that parses.
 type Head = (Response<()>, Option<u64>);
 
-/// Fields most responses fit in.
-const FEW_FIELDS: usize = 24;
-
-/// A response head found in a buffer: where its fields are (name and value ranges).
-struct Located<const N: usize> {
+/// A response head found in a buffer: where its fields are.
+struct Located {
     length: usize,
     code: u16,
     version: Version,
-    fields: [((usize, usize), (usize, usize)); N],
-    count: usize,
+    fields: FieldRanges,
 }
 
-/// The complete response head at the start of `buffer`, if it is there.
-fn locate<const N: usize>(buffer: &[u8]) -> Result<Option<Located<N>>, httparse::Error> {
-    let mut fields = [httparse::EMPTY_HEADER; N];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let length = match parsed.parse(buffer)? {
-        httparse::Status::Complete(length) => length,
-        httparse::Status::Partial => return Ok(None),
+/// The complete response head at the start of `buffer`, parsed with room for `fields`.
+fn locate<'b>(
+    buffer: &'b [u8],
+    fields: &mut [httparse::Header<'b>],
+) -> Result<Option<Located>, httparse::Error> {
+    let mut parsed = httparse::Response::new(fields);
+    let httparse::Status::Complete(length) = parsed.parse(buffer)? else {
+        return Ok(None);
     };
-    let base = buffer.as_ptr() as usize;
-    let range = |part: &[u8]| {
-        let start = part.as_ptr() as usize - base;
-        (start, start + part.len())
-    };
-    let mut located = Located {
+    Ok(Some(Located {
         length,
         code: parsed.code.unwrap_or(0),
         version: match parsed.version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         },
-        fields: [((0, 0), (0, 0)); N],
-        count: parsed.headers.len(),
-    };
-    for (slot, field) in located.fields.iter_mut().zip(parsed.headers.iter()) {
-        *slot = (range(field.name.as_bytes()), range(field.value));
-    }
-    Ok(Some(located))
+        fields: FieldRanges::of(parsed.headers, buffer.as_ptr() as usize),
+    }))
 }
 
 /// How a response body is delimited (RFC 9112 6.3). Ambiguous framings are refused whole by
