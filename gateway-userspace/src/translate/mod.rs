@@ -166,7 +166,7 @@ pub fn translate(
     let (certificates, tls_hosts) = table.tls.finish();
     let mut snapshot = Snapshot {
         default_backend: table.default_backend.map(|(backend, owner)| {
-            default_backend(Arc::from(""), backend, &owner, &mut table.names)
+            default_backend(table.names.get(""), backend, &owner, &mut table.names)
         }),
         ingresses: reports,
         warnings,
@@ -722,8 +722,8 @@ impl TableBuilder<'_> {
             return None;
         };
         let path_value = match (path.path.as_deref(), path_type) {
-            (Some(p), _) if !p.is_empty() => p.to_string(),
-            (_, PathType::ImplementationSpecific) => "/".to_string(),
+            (Some(p), _) if !p.is_empty() => p,
+            (_, PathType::ImplementationSpecific) => "/",
             _ => {
                 warnings.add(
                     format!("{field}.path"),
@@ -750,8 +750,8 @@ impl TableBuilder<'_> {
             self.resolve(namespace, &path.backend, &backend_field, fallback, warnings)?
         };
         Some(Route {
-            match_path: (self.names).get(Route::match_path_of(&path_value, path_type)),
-            path: self.names.get(&path_value),
+            match_path: self.names.get(Route::match_path_of(path_value, path_type)),
+            path: self.names.get(path_value),
             path_type,
             backend,
             ingress: self.names.get(owner),

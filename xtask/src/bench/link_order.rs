@@ -5,9 +5,10 @@
 //! 10 MB of it resident, though only about 3 MB of functions ever run. Callgrind records every
 //! function that runs while the gateway starts with the bench's 10,000 routes (from the folder,
 //! then from the fake API server), serves HTTP/1.1 (T1's load) and HTTP/2 over TLS (T4's),
-//! accepts and parks thousands of idle connections, plain and TLS (T5's), and drains. Hottest first, their symbol names go to `gateway-userspace/link-order.txt`, which
-//! build.rs hands to lld (`--symbol-ordering-file`). Names a later build no longer has (changed
-//! code, updated crates) are skipped by the linker: rerun this after updating dependencies.
+//! accepts and parks thousands of idle connections, plain and TLS (T5's), and drains. Hottest
+//! first, their symbol names go to `gateway-userspace/link-order.txt`, which build.rs hands to
+//! lld (`--symbol-ordering-file`). Names a later build no longer has (changed code, updated
+//! crates) are skipped by the linker: rerun this after updating dependencies.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -163,7 +163,6 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<BodyFraming, &'stati
     Ok(framing)
 }
 
-/// Byte ranges in the buffer.
 /// A request head found in a buffer: where its parts are.
 struct Located {
     length: usize,
