@@ -71,18 +71,18 @@ pub const CONNECTION_SPECIFIC: [&str; 5] = [
 
 /// HTTP/2 and HTTP/3 have no connection-specific fields: a message with one is malformed (RFC
 /// 9113 8.2.2, RFC 9114 4.2), and `Transfer-Encoding` would frame a body the stream already
-/// frames. hyper's h2 refuses them itself; the h3 crate does not.
+/// frames. hyper's h2 refuses them itself; the h3 crate does not. One pass over the fields: a
+/// request has few, and each lookup by name would parse and hash it.
 fn check_connection_fields(headers: &HeaderMap) -> Result<(), &'static str> {
-    if CONNECTION_SPECIFIC
-        .iter()
-        .any(|name| headers.contains_key(*name))
-    {
-        return Err("a connection-specific header field in an HTTP/2 or HTTP/3 request");
+    for (name, value) in headers {
+        if CONNECTION_SPECIFIC.contains(&name.as_str()) {
+            return Err("a connection-specific header field in an HTTP/2 or HTTP/3 request");
+        }
+        if name == header::TE && value.as_bytes() != b"trailers" {
+            return Err("a TE other than \"trailers\"");
+        }
     }
-    match headers.get(header::TE) {
-        Some(te) if te.as_bytes() != b"trailers" => Err("a TE other than \"trailers\""),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 /// Refuses a backend response whose framing is ambiguous (the client would get 502).
