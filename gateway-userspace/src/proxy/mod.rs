@@ -12,6 +12,7 @@ mod error_page;
 mod forward;
 pub mod h1_server;
 pub mod h2_flood;
+mod h2_streams;
 pub mod h3_server;
 mod head_fields;
 mod headers;
@@ -34,7 +35,7 @@ use http_body_util::{Either, Full};
 use hyper::header::HeaderValue;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
@@ -47,6 +48,7 @@ pub use request_body::BodyProgress;
 
 use client_clock::{Expiry, Watched};
 use h1_server::{ClientStream, Http2Preface, Parked, ParkingLot, Replayed, Served};
+use h2_streams::{StreamExecutor, Streams};
 use limits::{Admission, OpenConnection};
 use request_body::ClientBody;
 
@@ -107,7 +109,6 @@ pub struct Proxy {
     /// Where TLS passed through and layer 4 ports are relayed.
     streams: Arc<StreamProxy>,
     handshakes: Arc<Semaphore>,
-    http2: http2::Builder<TokioExecutor>,
     /// Idle HTTP/1 connections, held as their sockets; tended from the first listener's start.
     parking: Option<ParkingLot>,
     tending: Once,
@@ -192,7 +193,6 @@ impl Proxy {
             admission,
             streams,
             handshakes: Arc::new(Semaphore::new(limits.max_tls_handshakes.max(1))),
-            http2: http2_server(limits),
             parking: ParkingLot::new(metrics.connections_parked.clone())
                 .inspect_err(|error| tracing::warn!(%error, "idle connections cannot be parked"))
                 .ok(),
@@ -499,16 +499,18 @@ impl Proxy {
             let request = request.map(ClientBody::Http2);
             forward::handle(proxy.clone(), serving.clone(), request)
         });
-        let served = self.http2.serve_connection(stream, service);
+        let executor = StreamExecutor::default();
+        let mut streams = Streams::of(&executor);
+        let served = http2_server(limits, executor).serve_connection(stream, service);
         tokio::pin!(served);
         // When the drain stops, in-flight requests finish after GOAWAY.
         let result = tokio::select! {
             // In this order, without drawing a random order on every wake-up.
             biased;
-            result = served.as_mut() => result,
+            result = streams.drive(served.as_mut()) => result,
             () = stopped => {
                 served.as_mut().graceful_shutdown();
-                served.await
+                streams.drive(served).await
             }
             expiry = connection.clock.expired(limits) => {
                 let metrics = &self.observer.metrics;
@@ -518,7 +520,7 @@ impl Proxy {
                     tracing::warn!(%client, why, "HTTP/2 flood: GOAWAY and close");
                 }
                 served.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(GOAWAY_GRACE, served).await;
+                let _ = tokio::time::timeout(GOAWAY_GRACE, streams.drive(served)).await;
                 Ok(())
             }
         };
@@ -528,9 +530,10 @@ impl Proxy {
     }
 }
 
-/// The HTTP/2 server, with the client limits that hyper applies itself.
-fn http2_server(limits: &ClientLimits) -> http2::Builder<TokioExecutor> {
-    let mut server = http2::Builder::new(TokioExecutor::new());
+/// An HTTP/2 server for one connection, whose streams `executor` queues for the connection's
+/// task, with the client limits that hyper applies itself.
+fn http2_server(limits: &ClientLimits, executor: StreamExecutor) -> http2::Builder<StreamExecutor> {
+    let mut server = http2::Builder::new(executor);
     server
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.http2_ping_interval)
