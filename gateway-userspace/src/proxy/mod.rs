@@ -35,7 +35,7 @@ use http_body_util::{Either, Full};
 use hyper::header::HeaderValue;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
@@ -535,7 +535,7 @@ impl Proxy {
 fn http2_server(limits: &ClientLimits, executor: StreamExecutor) -> http2::Builder<StreamExecutor> {
     let mut server = http2::Builder::new(executor);
     server
-        .timer(TokioTimer::new())
+        .timer(coarse_clock::CoarseTimer::default())
         .keep_alive_interval(limits.http2_ping_interval)
         .keep_alive_timeout(limits.http2_ping_interval)
         .max_concurrent_streams(limits.http2_max_streams)
