@@ -29,15 +29,18 @@ pub struct Head {
 /// The complete request head at the start of `buffer`, taken out of it; `Ok(None)` while it
 /// is incomplete. An incomplete head already past the limit is refused.
 pub fn parse(buffer: &mut BytesMut, limits: &ClientLimits) -> Result<Option<Head>, ProxyError> {
-    let located = head_fields::with_room(limits.max_headers, |fields| locate(buffer, fields))
-        .map_err(refusal)?;
+    let mut fields = FieldRanges::default();
+    let located = head_fields::with_room(limits.max_headers, |parsed| {
+        locate(buffer, parsed, &mut fields)
+    })
+    .map_err(refusal)?;
     let Some(located) = located else {
         if buffer.len() >= limits.max_head {
             return Err(ProxyError::HeadTooLarge);
         }
         return Ok(None);
     };
-    let fields = located.fields.as_slice();
+    let fields = fields.as_slice();
     if located.length > limits.max_head || fields.len() > limits.max_headers {
         return Err(ProxyError::HeadTooLarge);
     }
@@ -169,15 +172,16 @@ struct Located {
     method: Range,
     target: Range,
     version: Version,
-    fields: FieldRanges,
 }
 
-/// The complete head at the start of `buffer`, parsed with room for `fields`.
+/// The complete head at the start of `buffer`, parsed with room for `parsed` fields, whose
+/// ranges go to `fields`.
 fn locate<'b>(
     buffer: &'b [u8],
-    fields: &mut [httparse::Header<'b>],
+    parsed: &mut [httparse::Header<'b>],
+    fields: &mut FieldRanges,
 ) -> Result<Option<Located>, httparse::Error> {
-    let mut parsed = httparse::Request::new(fields);
+    let mut parsed = httparse::Request::new(parsed);
     let httparse::Status::Complete(length) = parsed.parse(buffer)? else {
         return Ok(None);
     };
@@ -186,6 +190,7 @@ fn locate<'b>(
     else {
         return Ok(None);
     };
+    fields.set(parsed.headers, base);
     Ok(Some(Located {
         length,
         method: head_fields::range(base, method.as_bytes()),
@@ -194,7 +199,6 @@ fn locate<'b>(
             0 => Version::HTTP_10,
             _ => Version::HTTP_11,
         },
-        fields: FieldRanges::of(parsed.headers, base),
     }))
 }
 

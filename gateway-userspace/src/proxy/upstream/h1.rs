@@ -229,8 +229,9 @@ impl H1Connection {
     /// A complete head from the start of `self.read` (taken out of it), with its
     /// Content-Length when it has one that parses.
     fn parse_head(&mut self) -> Result<Option<Head>, ExchangeError> {
-        match head_fields::with_room(MAX_FIELDS, |fields| locate(&self.read, fields)) {
-            Ok(located) => located.as_ref().map(|l| self.take_head(l)).transpose(),
+        let mut fields = FieldRanges::default();
+        match head_fields::with_room(MAX_FIELDS, |parsed| locate(&self.read, parsed, &mut fields)) {
+            Ok(located) => located.map(|l| self.take_head(l, &fields)).transpose(),
             Err(httparse::Error::TooManyHeaders) => {
                 Err(ExchangeError::Malformed("more than 100 header fields"))
             }
@@ -238,13 +239,12 @@ impl H1Connection {
         }
     }
 
-    /// Takes the located head out of `self.read`; its header values share its bytes. By
-    /// reference: the ranges of a few fields are already 0.8 KB to copy.
-    fn take_head(&mut self, located: &Located) -> Result<Head, ExchangeError> {
+    /// Takes the located head out of `self.read`; its header values share its bytes.
+    fn take_head(&mut self, located: Located, fields: &FieldRanges) -> Result<Head, ExchangeError> {
         let status = StatusCode::from_u16(located.code)
             .map_err(|_| ExchangeError::Malformed("a bad status code"))?;
         let head = self.read.split_to(located.length).freeze();
-        let fields = located.fields.as_slice();
+        let fields = fields.as_slice();
         let mut headers = HeaderMap::with_capacity(fields.len());
         let mut content_length = None;
         for &(name, value) in fields {
@@ -273,18 +273,20 @@ struct Located {
     length: usize,
     code: u16,
     version: Version,
-    fields: FieldRanges,
 }
 
-/// The complete response head at the start of `buffer`, parsed with room for `fields`.
+/// The complete response head at the start of `buffer`, parsed with room for `parsed` fields,
+/// whose ranges go to `fields`.
 fn locate<'b>(
     buffer: &'b [u8],
-    fields: &mut [httparse::Header<'b>],
+    parsed: &mut [httparse::Header<'b>],
+    fields: &mut FieldRanges,
 ) -> Result<Option<Located>, httparse::Error> {
-    let mut parsed = httparse::Response::new(fields);
+    let mut parsed = httparse::Response::new(parsed);
     let httparse::Status::Complete(length) = parsed.parse(buffer)? else {
         return Ok(None);
     };
+    fields.set(parsed.headers, buffer.as_ptr() as usize);
     Ok(Some(Located {
         length,
         code: parsed.code.unwrap_or(0),
@@ -292,7 +294,6 @@ fn locate<'b>(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         },
-        fields: FieldRanges::of(parsed.headers, buffer.as_ptr() as usize),
     }))
 }
 
