@@ -6,8 +6,7 @@
 //! when its request arrives, the stream wakes the connection when its response is ready). Here
 //! the executor queues the stream, and the connection's task polls its streams beside the
 //! connection itself, as nginx and HAProxy serve a connection's streams in one place. A stream
-//! that ends its response wakes the task that writes it; the writes of streams that finish
-//! together go out together.
+//! that panics now ends its connection's task (tokio catches it there), not only its own.
 
 use std::future::Future;
 use std::mem;
