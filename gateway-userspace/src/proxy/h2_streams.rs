@@ -41,8 +41,7 @@ where
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Box::pin(stream));
-        // hyper queues from inside the connection's poll, or from a stream's; either way the
-        // task that drives them runs again.
+        // Wakes the driving task only when it is not polling (it takes the waker meanwhile).
         queue.waker.wake();
     }
 }
@@ -76,21 +75,27 @@ impl Streams {
         connection: &mut C,
         cx: &mut Context<'_>,
     ) -> Poll<C::Output> {
-        self.queue.waker.register(cx.waker());
+        // hyper queues streams from the polls below, which take them before returning: no
+        // wake-up (and no second poll of the task) for those.
+        self.queue.waker.take();
         if let Poll::Ready(output) = Pin::new(connection).poll(cx) {
             return Poll::Ready(output);
         }
+        self.take_queued();
         loop {
-            self.take_queued();
             // Ready(None) is an empty set; Ready(Some) a stream that ended.
             while let Poll::Ready(Some(())) = self.running.poll_next_unpin(cx) {}
-            if self.queue_is_empty() {
+            // Registered before the last look: a stream queued after it wakes the task.
+            self.queue.waker.register(cx.waker());
+            if !self.take_queued() {
                 return Poll::Pending;
             }
+            self.queue.waker.take();
         }
     }
 
-    fn take_queued(&mut self) {
+    /// Moves the queued streams to the running ones; whether there were any.
+    fn take_queued(&mut self) -> bool {
         // Swapped out under the lock, pushed outside it.
         mem::swap(
             &mut *self
@@ -100,15 +105,9 @@ impl Streams {
                 .unwrap_or_else(PoisonError::into_inner),
             &mut self.taken,
         );
+        let any = !self.taken.is_empty();
         self.running.extend(self.taken.drain(..));
-    }
-
-    fn queue_is_empty(&self) -> bool {
-        self.queue
-            .streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
+        any
     }
 }
 
