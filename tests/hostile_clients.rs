@@ -761,6 +761,40 @@ async fn http2_floods_get_goaway_and_other_clients_carry_on() {
     );
 }
 
+/// A client that vanished mid-request (no FIN, no RST: a dead peer) keeps its stream open; the
+/// gateway's PINGs find it out and the connection is closed, while a client that answers them
+/// waits out a slow answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_client_that_stops_answering_pings_is_dropped() {
+    let web = Backend::start("shop").await;
+    let dir = ManifestsDir::new();
+    dir.write(
+        "shop.yaml",
+        &[
+            service("shop", &[web.addr]),
+            ingress("shop", Some("shop.test"), "/", "Prefix", "shop"),
+        ]
+        .concat(),
+    );
+    let gw = Gateway::start(dir.path(), &["--http2-ping-interval", "1"]);
+    let live = HttpClient::http2();
+    let live = live.get(gw.http, "shop.test", "/sleep/3000");
+    let mut dead = h2::connect(gw.http).await;
+    let slow = h2::block(&h2::get(b"shop.test", b"/sleep/10000"));
+    dead.write_all(&h2::frame(
+        h2::HEADERS,
+        h2::END_HEADERS | h2::END_STREAM,
+        1,
+        &slow,
+    ))
+    .await
+    .unwrap();
+    // `outcome` never answers PINGs; the backend answers after 10 s.
+    let (live, dead) = tokio::join!(live, h2::outcome(&mut dead, 1, Duration::from_secs(8)));
+    assert_eq!(dead, h2::Outcome::GoAway(0), "a dead client's connection");
+    assert_eq!(live.status, 200, "{}", live.body);
+}
+
 /// A Gateway listener is served by the same code as the gateway's own listeners: paths are
 /// normalised once, before its matches; smuggling is refused before any backend; a slow head
 /// times out.

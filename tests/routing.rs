@@ -352,6 +352,65 @@ async fn request_bodies_stream_through() {
     }
 }
 
+/// Two large downloads at once on one HTTP/2 connection whose client opens small windows and
+/// reads slowly: both arrive whole, sent no faster than the client's windows take them.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_http2_responses_stream_within_the_clients_windows() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let dir = ManifestsDir::new();
+    let _backends = backends(&dir, &["web"]).await;
+    dir.write(
+        "ingress.yaml",
+        &ingress("web", Some("a.com"), "/", "Prefix", "web"),
+    );
+    let gw = Gateway::start(dir.path(), &[]);
+    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(16 * 1024)
+        .initial_connection_window_size(32 * 1024)
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let length = 2_000_000;
+    let download = |pause: Duration| {
+        let mut sender = sender.clone();
+        async move {
+            let request = Request::get(format!("http://a.com/bytes/{length}"))
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let mut body = response.into_body();
+            let mut received = Vec::with_capacity(length);
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    received.extend_from_slice(&data);
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            received
+        }
+    };
+    let both = async { tokio::join!(download(Duration::from_millis(1)), download(Duration::ZERO)) };
+    let (slow, fast) = tokio::time::timeout(Duration::from_secs(30), both)
+        .await
+        .expect("the downloads finish");
+    let expected: Vec<u8> = (0..length).map(|i| (i % 251) as u8).collect();
+    assert!(
+        slow == expected,
+        "the slow download arrived whole ({} bytes)",
+        slow.len()
+    );
+    assert!(
+        fast == expected,
+        "the fast download arrived whole ({} bytes)",
+        fast.len()
+    );
+}
+
 /// A WebSocket to `/chat` through the gateway at `addr` for `host`, and the upgrade response.
 async fn websocket(
     addr: std::net::SocketAddr,

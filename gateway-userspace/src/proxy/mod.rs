@@ -1,5 +1,5 @@
 //! The userspace data plane: accept connections, speak HTTP/1.1 (the gateway's own server) and
-//! HTTP/2 (hyper's; by ALPN, or prior knowledge on plain connections), and forward every request
+//! HTTP/2 (on the h2 crate; by ALPN, or prior knowledge on plain connections), and forward every request
 //! to the backend the current route table names.
 
 mod auth;
@@ -7,12 +7,13 @@ mod backend_tls;
 mod chunked;
 mod client_clock;
 mod coarse_clock;
+mod date;
 mod error;
 mod error_page;
 mod forward;
 pub mod h1_server;
 pub mod h2_flood;
-mod h2_streams;
+mod h2_server;
 pub mod h3_server;
 mod head_fields;
 mod headers;
@@ -33,9 +34,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::header::HeaderValue;
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
@@ -46,11 +44,9 @@ pub use error::ProxyError;
 pub use limits::ClientLimits;
 pub use request_body::BodyProgress;
 
-use client_clock::{Expiry, Watched};
+use client_clock::Expiry;
 use h1_server::{ClientStream, Http2Preface, Parked, ParkingLot, Replayed, Served};
-use h2_streams::{StreamExecutor, Streams};
 use limits::{Admission, OpenConnection};
-use request_body::ClientBody;
 
 use crate::lifecycle::drain::{self, Drain};
 use crate::observe::Observer;
@@ -60,9 +56,6 @@ use crate::snapshot::normalize_host;
 use crate::snapshot::stream::StreamRoute;
 use crate::stream::{PeekError, StreamConfig, StreamProxy, client_hello};
 use crate::tls::client_auth::{ClientAuth, ClientCertificate};
-
-/// How long an HTTP/2 connection told GOAWAY (flood, idle) gets to flush it before it is cut.
-const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// What the proxy sends to clients: a backend's streamed body, or the gateway's own answer.
 pub type ProxyBody = Either<upstream::PooledBody, Full<Bytes>>;
@@ -484,61 +477,4 @@ impl Proxy {
         }
         drop(lot.take_all());
     }
-
-    async fn serve_http2<S>(self: Arc<Self>, connection: Arc<Connection>, stream: S)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let client = connection.client;
-        let stopped = drain::stopped(self.drain.watch());
-        let limits = &self.config.client_limits;
-        let stream = TokioIo::new(Watched::new(stream, connection.clone()));
-        let proxy = self.clone();
-        let serving = connection.clone();
-        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let request = request.map(ClientBody::Http2);
-            forward::handle(proxy.clone(), serving.clone(), request)
-        });
-        let executor = StreamExecutor::default();
-        let mut streams = Streams::of(&executor);
-        let served = http2_server(limits, executor).serve_connection(stream, service);
-        tokio::pin!(served);
-        // When the drain stops, in-flight requests finish after GOAWAY.
-        let result = tokio::select! {
-            // In this order, without drawing a random order on every wake-up.
-            biased;
-            result = streams.drive(served.as_mut()) => result,
-            () = stopped => {
-                served.as_mut().graceful_shutdown();
-                streams.drive(served).await
-            }
-            expiry = connection.clock.expired(limits) => {
-                let metrics = &self.observer.metrics;
-                Metrics::labelled(&metrics.connections_closed, "reason", expiry.as_str()).inc();
-                tracing::debug!(%client, reason = expiry.as_str(), "closing the connection");
-                if let Expiry::Flood(why) = expiry {
-                    tracing::warn!(%client, why, "HTTP/2 flood: GOAWAY and close");
-                }
-                served.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(GOAWAY_GRACE, streams.drive(served)).await;
-                Ok(())
-            }
-        };
-        if let Err(error) = result {
-            tracing::debug!(%client, %error, "connection ended with an error");
-        }
-    }
-}
-
-/// An HTTP/2 server for one connection, whose streams `executor` queues for the connection's
-/// task, with the client limits that hyper applies itself.
-fn http2_server(limits: &ClientLimits, executor: StreamExecutor) -> http2::Builder<StreamExecutor> {
-    let mut server = http2::Builder::new(executor);
-    server
-        .timer(coarse_clock::CoarseTimer::default())
-        .keep_alive_interval(limits.http2_ping_interval)
-        .keep_alive_timeout(limits.http2_ping_interval)
-        .max_concurrent_streams(limits.http2_max_streams)
-        .max_header_list_size(limits.max_head as u32);
-    server
 }

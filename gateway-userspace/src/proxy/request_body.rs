@@ -10,9 +10,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
 use super::h1_server::H1RequestBody;
+use super::h2_server::H2RequestBody;
 use super::h3_server::H3RequestBody;
 use super::mirror::{Abandoned, BodyFeed, CopyBody};
 
@@ -84,7 +85,7 @@ impl BodyProgress {
 /// or HTTP/3 stream's.
 pub enum ClientBody {
     Http1(H1RequestBody),
-    Http2(Incoming),
+    Http2(H2RequestBody),
     // Boxed: its stream state is four times the size of the others.
     Http3(Box<H3RequestBody>),
 }
