@@ -1,6 +1,6 @@
 //! The userspace data plane: accept connections, speak HTTP/1.1 (the gateway's own server) and
-//! HTTP/2 (on the h2 crate; by ALPN, or prior knowledge on plain connections), and forward every request
-//! to the backend the current route table names.
+//! HTTP/2 (on the h2 crate; by ALPN, or prior knowledge on plain connections), and forward
+//! every request to the backend the current route table names.
 
 mod auth;
 mod backend_tls;

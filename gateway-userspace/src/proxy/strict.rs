@@ -5,7 +5,7 @@
 //!
 //! An HTTP/1 request's framing is decided by the gateway's own server from the fields as they
 //! arrived (`h1_server/head.rs`), which refuses its ambiguities before a request exists; the
-//! framing rule here holds the same line for HTTP/2 requests (parsed by hyper's h2) and for
+//! framing rule here holds the same line for HTTP/2 requests (parsed by the h2 crate) and for
 //! backend responses. httparse already refuses obs-fold, bare CR, NUL
 //! and other control characters in names and values; the end-to-end tests in
 //! tests/hostile_clients.rs hold every layer to it.
@@ -71,7 +71,7 @@ pub const CONNECTION_SPECIFIC: [&str; 5] = [
 
 /// HTTP/2 and HTTP/3 have no connection-specific fields: a message with one is malformed (RFC
 /// 9113 8.2.2, RFC 9114 4.2), and `Transfer-Encoding` would frame a body the stream already
-/// frames. hyper's h2 refuses them itself; the h3 crate does not. One pass over the fields: a
+/// frames. The h2 crate refuses them itself; the h3 crate does not. One pass over the fields: a
 /// request has few, and each lookup by name would parse and hash it.
 fn check_connection_fields(headers: &HeaderMap) -> Result<(), &'static str> {
     for (name, value) in headers {

@@ -139,7 +139,9 @@ struct Served<S, Serve, Stream> {
     goaway_pending: bool,
     ping_interval: Duration,
     serve: Serve,
-    streams: FuturesUnordered<Stream>,
+    /// Boxed: a stream's future is large (forwarding's state), and the set moves what it is
+    /// given three times; a box is moved once.
+    streams: FuturesUnordered<Pin<Box<Stream>>>,
 }
 
 enum Phase<S> {
@@ -213,7 +215,9 @@ where
         loop {
             while let Poll::Ready(Some(())) = self.streams.poll_next_unpin(cx) {}
             match ready!(connection.poll_accept(cx)) {
-                Some(Ok((request, respond))) => self.streams.push((self.serve)(request, respond)),
+                Some(Ok((request, respond))) => {
+                    self.streams.push(Box::pin((self.serve)(request, respond)));
+                }
                 Some(Err(error)) => return Poll::Ready(Err(error)),
                 None => return Poll::Ready(Ok(())),
             }
