@@ -1,4 +1,5 @@
-//! The global allocator's large blocks. Blocks from [`LARGE`] bytes on are mapped from the
+//! The global allocator: mimalloc, asked for plain blocks where it can ([`Mimalloc`]), and
+//! large blocks of their own. Blocks from [`LARGE`] bytes on are mapped from the
 //! system on their own and grow in place with mremap(2), as the C library's malloc does; the
 //! rest goes to the allocator given. A buffer that grows by doubling (a YAML document's
 //! events while serde_yaml reads a large manifest that the manifest reader leaves to it: 30 MB
@@ -9,6 +10,8 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr;
 
+use libmimalloc_sys as mi;
+
 /// The size from which a block is mapped on its own: far above anything a request allocates.
 pub const LARGE: usize = 4 << 20;
 /// Mapped blocks are page-aligned: larger alignments go to the allocator given.
@@ -16,6 +19,59 @@ const PAGE: usize = 4096;
 
 /// `A` for small blocks, mappings of their own for large ones.
 pub struct LargeBlocksMapped<A>(pub A);
+
+/// mimalloc, asked for plain blocks wherever their alignment allows. Asked for every block
+/// with its alignment (as the mimalloc crate asks), mimalloc 3 serves a block of more than
+/// 1 KB whose size is not a power of two by over-allocating on its slow path: five blocks of
+/// each HTTP/2 request, 1,200 instructions. Its plain blocks are aligned to 8 bytes at least
+/// (its smallest size, of which every size is a multiple), as std's own allocator relies on
+/// the C library's malloc for.
+pub struct Mimalloc;
+
+/// The alignment every mimalloc block has.
+const PLAIN_ALIGN: usize = 8;
+
+// SAFETY: each block is allocated and released by mimalloc, with at least its alignment.
+unsafe impl GlobalAlloc for Mimalloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: mimalloc's allocation functions take any size and power-of-two alignment.
+        unsafe {
+            match layout.align() <= PLAIN_ALIGN {
+                true => mi::mi_malloc(layout.size()),
+                false => mi::mi_malloc_aligned(layout.size(), layout.align()),
+            }
+        }
+        .cast()
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        unsafe {
+            match layout.align() <= PLAIN_ALIGN {
+                true => mi::mi_zalloc(layout.size()),
+                false => mi::mi_zalloc_aligned(layout.size(), layout.align()),
+            }
+        }
+        .cast()
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, _layout: Layout) {
+        // SAFETY: `block` was allocated by mimalloc (the caller's guarantee).
+        unsafe { mi::mi_free(block.cast()) }
+    }
+
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `block` was allocated by mimalloc with `layout` (the caller's guarantee); the
+        // new block keeps its alignment.
+        unsafe {
+            match layout.align() <= PLAIN_ALIGN {
+                true => mi::mi_realloc(block.cast(), new_size),
+                false => mi::mi_realloc_aligned(block.cast(), new_size, layout.align()),
+            }
+        }
+        .cast()
+    }
+}
 
 fn mapped(layout: Layout) -> bool {
     layout.size() >= LARGE && layout.align() <= PAGE
@@ -109,6 +165,28 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for LargeBlocksMapped<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mimalloc_blocks_have_their_alignment_and_keep_their_bytes_when_resized() {
+        for align in [1, 2, 8, 16, 64, 4096] {
+            for size in [1, 7, 24, 1000, 1500, 2680, 16384, 100_000] {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                // SAFETY: each block is used within its size and released with its layout.
+                unsafe {
+                    let block = Mimalloc.alloc_zeroed(layout);
+                    assert_eq!(block as usize % align, 0, "{layout:?}");
+                    let bytes = std::slice::from_raw_parts_mut(block, size);
+                    assert!(bytes.iter().all(|b| *b == 0), "{layout:?} zeroed");
+                    bytes.fill(0xa5);
+                    let grown = Mimalloc.realloc(block, layout, size * 3);
+                    assert_eq!(grown as usize % align, 0, "{layout:?} grown");
+                    let bytes = std::slice::from_raw_parts(grown, size);
+                    assert!(bytes.iter().all(|b| *b == 0xa5), "{layout:?} grown");
+                    Mimalloc.dealloc(grown, Layout::from_size_align(size * 3, align).unwrap());
+                }
+            }
+        }
+    }
 
     static LARGE_BLOCKS: LargeBlocksMapped<std::alloc::System> =
         LargeBlocksMapped(std::alloc::System);

@@ -27,7 +27,7 @@ use gateway::source::kube::KubeSource;
 use gateway::snapshot::{ListenerKind, ListenerSpec};
 use gateway::steering::Steering;
 
-use gateway::alloc::LargeBlocksMapped;
+use gateway::alloc::{LargeBlocksMapped, Mimalloc};
 use gateway::proxy::{ClientLimits, Proxy, ProxyConfig, h3_server};
 use gateway::publish::RouteTable;
 use gateway::snapshot::Snapshot;
@@ -43,7 +43,7 @@ use gateway::translate::{
 /// the system allocator, measured on the benchmark's request path. Blocks of megabytes (while a
 /// large manifest is read) are mappings of their own that grow without a copy.
 #[global_allocator]
-static ALLOCATOR: LargeBlocksMapped<mimalloc::MiMalloc> = LargeBlocksMapped(mimalloc::MiMalloc);
+static ALLOCATOR: LargeBlocksMapped<Mimalloc> = LargeBlocksMapped(Mimalloc);
 
 /// mimalloc backs its arena with transparent huge pages: 6 MB of a gateway at rest were huge
 /// pages mostly unused. The arena was reserved (and advised for them) before main; the
