@@ -92,7 +92,7 @@ impl Proxy {
     }
 
     /// One stream: its request forwarded, its response sent. The client's RST_STREAM cancels
-    /// the request where it is (the backend's exchange with it).
+    /// the request where it is, its exchange with the backend included.
     async fn serve_stream(
         self: Arc<Self>,
         connection: Arc<Connection>,
@@ -206,10 +206,12 @@ where
                 keep_alive,
             } => (connection, keep_alive),
         };
-        if let Some(keep_alive) = keep_alive
-            && keep_alive.poll_timed_out(cx)
+        if keep_alive
+            .as_mut()
+            .is_some_and(|keep_alive| keep_alive.poll_timed_out(cx))
         {
             tracing::debug!("HTTP/2 PING unanswered: closing the connection");
+            *keep_alive = None;
             connection.abrupt_shutdown(Reason::NO_ERROR);
         }
         loop {
