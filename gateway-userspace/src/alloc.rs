@@ -31,14 +31,20 @@ pub struct Mimalloc;
 /// The alignment every mimalloc block has.
 const PLAIN_ALIGN: usize = 8;
 
+/// Whether a plain mimalloc block has the alignment `layout` asks for.
+fn plain(layout: Layout) -> bool {
+    layout.align() <= PLAIN_ALIGN
+}
+
 // SAFETY: each block is allocated and released by mimalloc, with at least its alignment.
 unsafe impl GlobalAlloc for Mimalloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: mimalloc's allocation functions take any size and power-of-two alignment.
         unsafe {
-            match layout.align() <= PLAIN_ALIGN {
-                true => mi::mi_malloc(layout.size()),
-                false => mi::mi_malloc_aligned(layout.size(), layout.align()),
+            if plain(layout) {
+                mi::mi_malloc(layout.size())
+            } else {
+                mi::mi_malloc_aligned(layout.size(), layout.align())
             }
         }
         .cast()
@@ -47,9 +53,10 @@ unsafe impl GlobalAlloc for Mimalloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
         unsafe {
-            match layout.align() <= PLAIN_ALIGN {
-                true => mi::mi_zalloc(layout.size()),
-                false => mi::mi_zalloc_aligned(layout.size(), layout.align()),
+            if plain(layout) {
+                mi::mi_zalloc(layout.size())
+            } else {
+                mi::mi_zalloc_aligned(layout.size(), layout.align())
             }
         }
         .cast()
@@ -64,9 +71,10 @@ unsafe impl GlobalAlloc for Mimalloc {
         // SAFETY: `block` was allocated by mimalloc with `layout` (the caller's guarantee); the
         // new block keeps its alignment.
         unsafe {
-            match layout.align() <= PLAIN_ALIGN {
-                true => mi::mi_realloc(block.cast(), new_size),
-                false => mi::mi_realloc_aligned(block.cast(), new_size, layout.align()),
+            if plain(layout) {
+                mi::mi_realloc(block.cast(), new_size)
+            } else {
+                mi::mi_realloc_aligned(block.cast(), new_size, layout.align())
             }
         }
         .cast()

@@ -29,7 +29,7 @@ pub use body::H2RequestBody;
 
 use super::client_clock::{Expiry, Watched};
 use super::request_body::ClientBody;
-use super::{ClientLimits, Connection, Proxy, forward};
+use super::{ClientLimits, Connection, Proxy, coarse_clock, forward};
 use crate::lifecycle::drain;
 use crate::observe::metrics::Metrics;
 
@@ -179,49 +179,44 @@ where
     /// Ready when the connection has ended. Streams are polled first, so that what they
     /// answer goes out with the frames the connection writes next.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
-        let (connection, keep_alive) = match &mut self.phase {
-            Phase::Handshake(handshake) => {
-                let mut connection = ready!(Pin::new(handshake).poll(cx))?;
-                if self.goaway_pending {
-                    connection.graceful_shutdown();
-                }
-                let keep_alive = connection
-                    .ping_pong()
-                    .map(|pings| KeepAlive::new(pings, self.ping_interval));
-                self.phase = Phase::Serving {
-                    connection,
-                    keep_alive,
-                };
-                let Phase::Serving {
-                    connection,
-                    keep_alive,
-                } = &mut self.phase
-                else {
-                    unreachable!("the phase was just set");
-                };
-                (connection, keep_alive)
-            }
-            Phase::Serving {
-                connection,
-                keep_alive,
-            } => (connection, keep_alive),
-        };
-        if keep_alive
-            .as_mut()
-            .is_some_and(|keep_alive| keep_alive.poll_timed_out(cx))
-        {
-            tracing::debug!("HTTP/2 PING unanswered: closing the connection");
-            *keep_alive = None;
-            connection.abrupt_shutdown(Reason::NO_ERROR);
-        }
         loop {
-            while let Poll::Ready(Some(())) = self.streams.poll_next_unpin(cx) {}
-            match ready!(connection.poll_accept(cx)) {
-                Some(Ok((request, respond))) => {
-                    self.streams.push(Box::pin((self.serve)(request, respond)));
+            match &mut self.phase {
+                Phase::Handshake(handshake) => {
+                    let mut connection = ready!(Pin::new(handshake).poll(cx))?;
+                    if self.goaway_pending {
+                        connection.graceful_shutdown();
+                    }
+                    let keep_alive = connection
+                        .ping_pong()
+                        .map(|pings| KeepAlive::new(pings, self.ping_interval));
+                    self.phase = Phase::Serving {
+                        connection,
+                        keep_alive,
+                    };
                 }
-                Some(Err(error)) => return Poll::Ready(Err(error)),
-                None => return Poll::Ready(Ok(())),
+                Phase::Serving {
+                    connection,
+                    keep_alive,
+                } => {
+                    if keep_alive
+                        .as_mut()
+                        .is_some_and(|keep_alive| keep_alive.poll_timed_out(cx))
+                    {
+                        tracing::debug!("HTTP/2 PING unanswered: closing the connection");
+                        *keep_alive = None;
+                        connection.abrupt_shutdown(Reason::NO_ERROR);
+                    }
+                    loop {
+                        while let Poll::Ready(Some(())) = self.streams.poll_next_unpin(cx) {}
+                        match ready!(connection.poll_accept(cx)) {
+                            Some(Ok((request, respond))) => {
+                                self.streams.push(Box::pin((self.serve)(request, respond)));
+                            }
+                            Some(Err(error)) => return Poll::Ready(Err(error)),
+                            None => return Poll::Ready(Ok(())),
+                        }
+                    }
+                }
             }
         }
     }
@@ -232,8 +227,16 @@ struct KeepAlive {
     pings: PingPong,
     interval: Duration,
     next: Pin<Box<Sleep>>,
+    /// When `next` is due, on the coarse clock: until then a wake-up of the connection need
+    /// not poll the timer (its waker is registered once, by the poll that armed it).
+    due: Duration,
+    armed: bool,
     awaiting_pong: bool,
 }
+
+/// More than the coarse clock's lag (a tick: 4 ms at HZ=250, 10 ms at HZ=100), so that the
+/// timer's own wake-up is never taken for an early one.
+const COARSE_MARGIN: Duration = Duration::from_millis(50);
 
 impl KeepAlive {
     fn new(pings: PingPong, interval: Duration) -> Self {
@@ -241,6 +244,8 @@ impl KeepAlive {
             pings,
             interval,
             next: Box::pin(tokio::time::sleep(interval)),
+            due: coarse_clock::now() + interval,
+            armed: false,
             awaiting_pong: false,
         }
     }
@@ -249,17 +254,23 @@ impl KeepAlive {
         if self.awaiting_pong && self.pings.poll_pong(cx).is_ready() {
             self.awaiting_pong = false;
         }
+        if self.armed && coarse_clock::now() + COARSE_MARGIN < self.due {
+            return false;
+        }
         if self.next.as_mut().poll(cx).is_pending() {
+            self.armed = true;
             return false;
         }
         if self.awaiting_pong {
             return true;
         }
         self.awaiting_pong = self.pings.send_ping(Ping::opaque()).is_ok();
-        let next = tokio::time::Instant::now() + self.interval;
-        self.next.as_mut().reset(next);
+        self.next
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.interval);
+        self.due = coarse_clock::now() + self.interval;
         // Registers the timer's wake-up.
-        let _ = self.next.as_mut().poll(cx);
+        self.armed = self.next.as_mut().poll(cx).is_pending();
         false
     }
 }
