@@ -207,7 +207,10 @@ impl H1Connection {
         method: &Method,
     ) -> Result<(Response<()>, Framing), ExchangeError> {
         loop {
-            if let Some(parsed) = self.parse_head()? {
+            // Usually empty at first: the response is still on its way.
+            if !self.read.is_empty()
+                && let Some(parsed) = self.parse_head()?
+            {
                 let (response, length) = parsed;
                 let status = response.status();
                 if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
