@@ -244,3 +244,52 @@ async fn broken_responses_are_502_or_cut_short_never_passed_as_whole() {
     let answer = client.get(gw.http, "shop.test", "/").await;
     assert_eq!(answer.body, "ok");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_backend_sees_each_forwarding_header_once_with_the_gateways_value() {
+    let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let backend = Scripted::start(vec![(ok, false), (ok, false)]).await;
+    let (_dir, gw) = shop_gateway(backend.addr, &[]);
+    let claims = [
+        "x-forwarded-for",
+        "x-real-ip",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-host",
+    ];
+    let port = gw.http.port().to_string();
+    let expected = [
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-real-ip", "127.0.0.1"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-port", port.as_str()),
+        ("x-forwarded-host", "shop.test"),
+        ("host", "shop.test"),
+    ];
+    // The same over HTTP/1.1 (Host) and HTTP/2 (an authority, no Host).
+    for client in [HttpClient::new(), HttpClient::http2()] {
+        let mut request = Request::get("/claims");
+        for name in claims {
+            request = request.header(name, "6.6.6.6");
+        }
+        let answer = client
+            .send(gw.http, "shop.test", request, Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(answer.status.as_u16(), 200, "{answer:?}");
+    }
+    for index in 0..2 {
+        let sent = backend.request(index).to_ascii_lowercase();
+        for (name, value) in expected {
+            let lines: Vec<&str> = sent
+                .lines()
+                .filter(|line| line.starts_with(&format!("{name}:")))
+                .collect();
+            assert_eq!(
+                lines,
+                [format!("{name}: {value}")],
+                "request {index}: {sent}"
+            );
+        }
+    }
+}

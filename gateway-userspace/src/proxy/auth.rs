@@ -184,11 +184,9 @@ async fn ask(
     let mut headers = request.headers().clone();
     headers::remove_hop_by_hop(&mut headers, None);
     headers.remove(header::CONTENT_LENGTH);
-    headers::set_forwarding(
-        &mut headers,
-        connection,
-        request.headers().get(header::HOST),
-    );
+    connection
+        .forwarding(request.headers().get(header::HOST))
+        .insert_into(&mut headers);
     headers.insert(header::HOST, auth.url.authority.clone());
     let original = original_url(connection, request, host_name);
     let original = HeaderValue::from_str(&original).map_err(|e| failed(e.to_string()))?;
@@ -227,7 +225,10 @@ async fn ask(
         .map_err(failed)?;
     let timeout = proxy.config.read_timeout;
     let exchange = async {
-        let response = (proxy.upstream.send(&target, Box::new(subrequest)).await)
+        let response = (proxy
+            .upstream
+            .send(&target, Box::new(subrequest), None)
+            .await)
             .map_err(|(error, _)| format!("{error:?}"))?;
         let (parts, mut body) = response.into_parts();
         // Read to its end (the connection goes back to its pool); the body itself is not used.

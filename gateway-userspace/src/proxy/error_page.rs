@@ -42,7 +42,7 @@ pub async fn fetch(
     let target = Target::plain(endpoint, proxy.config.connect_timeout);
     let sent = tokio::time::timeout(
         proxy.config.read_timeout,
-        proxy.upstream.send(&target, Box::new(request)),
+        proxy.upstream.send(&target, Box::new(request), None),
     )
     .await;
     match sent {

@@ -9,6 +9,7 @@ use http_body_util::Either;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 
+use super::boxed::boxed;
 use super::error::{ProxyError, plain_response};
 use super::h1_server::TunnelIdle;
 use super::request_body::{ClientBody, RequestBody};
@@ -25,6 +26,10 @@ use crate::tls::client_auth::Refusal;
 
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
+/// Fields the gateway adds to most requests' maps: the request id, and `Host` for HTTP/2 and
+/// HTTP/3 (the forwarding headers are written by the upstream's encoder).
+pub const ADDED_FIELDS: usize = 2;
+
 /// Routes and forwards one request; every failure is turned into its response. The exchange
 /// is reported (metrics, access log) when the response body has been sent.
 pub async fn handle(
@@ -32,21 +37,15 @@ pub async fn handle(
     connection: Arc<Connection>,
     mut request: Request<ClientBody>,
 ) -> Result<Response<ObservedBody>, std::convert::Infallible> {
-    // Room for what the gateway adds (the request id and five forwarding headers): the map
-    // grows once, not header by header.
-    request.headers_mut().reserve(6);
+    // The map grows once, if at all, not header by header.
+    request.headers_mut().reserve(ADDED_FIELDS);
     let id = request_id(request.headers_mut());
     let mut exchange = Exchange::begin(connection.clone(), &request, id);
     // Boxed: the state of forwarding is large (routing, policy, retries, the upstream exchange),
     // and an HTTP/2 stream's future is moved whole into its task; a box moves as a pointer.
     // The request is boxed too: a future keeps its parameters twice over.
-    let forwarded = Box::pin(forward(
-        &proxy,
-        &connection,
-        Box::new(request),
-        &mut exchange,
-    ))
-    .await;
+    let request = Box::new(request);
+    let forwarded = boxed(|| forward(&proxy, &connection, request, &mut exchange)).await;
     let mut close = false;
     let mut response = match forwarded {
         Ok(response) => response,
@@ -143,13 +142,25 @@ async fn forward(
         None
     };
 
+    let forwarding = connection.forwarding(host.as_ref());
+    // Mirrors and header edits read the map: the forwarding headers go into it for them.
+    let forwarding_written_upstream = policy.mirrors.is_empty() && policy.request_headers.is_none();
     let upgrade = headers::requested_upgrade(request.headers());
     let asked_upgrade = upgrade.is_some();
     // In a block: the request's parts are not kept in the future while the backend answers.
     let upstream_request = {
         let (mut parts, body) = (*request).into_parts();
         headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-        headers::set_forwarding(&mut parts.headers, connection, host.as_ref());
+        headers::remove_forwarding_claims(&mut parts.headers);
+        // HTTP/1.0 clients may send no Host, HTTP/2 and HTTP/3 clients an authority instead.
+        if let Some(host) = &host
+            && parts.headers.get(header::HOST) != Some(host)
+        {
+            parts.headers.insert(header::HOST, host.clone());
+        }
+        if !forwarding_written_upstream {
+            forwarding.insert_into(&mut parts.headers);
+        }
         if let Some(prefix) = &policy.forwarded_prefix {
             parts
                 .headers
@@ -207,6 +218,7 @@ async fn forward(
     };
 
     let outgoing = Outgoing {
+        forwarding: forwarding_written_upstream.then_some(forwarding),
         backend: &routed.backend,
         policy: &policy,
         host: &host_name,

@@ -126,7 +126,7 @@ impl Mirrors {
                         .await
                         .map_err(super::upstream::UpstreamError::Connect)?;
                     let response = pool
-                        .send(&target, Box::new(copy))
+                        .send(&target, Box::new(copy), None)
                         .await
                         .map_err(|(e, _)| e)?;
                     // Read to its end, so that the connection goes back to its pool.

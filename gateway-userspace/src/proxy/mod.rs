@@ -4,6 +4,7 @@
 
 mod auth;
 mod backend_tls;
+mod boxed;
 mod chunked;
 mod client_clock;
 mod coarse_clock;
@@ -121,10 +122,8 @@ pub struct Connection {
     pub client_certificate: Option<Box<ClientCertificate>>,
     /// Its header and keep-alive timeouts, and the HTTP/2 flood meter's verdict.
     pub clock: ClientClock,
-    /// The client's address and the listener's port as the forwarding headers carry them,
-    /// made once for all the connection's requests.
-    pub forwarded_for: HeaderValue,
-    pub forwarded_port: HeaderValue,
+    /// The forwarding headers' fields that are the same for all the connection's requests.
+    pub forwarding: headers::ConnectionForwarding,
 }
 
 impl Connection {
@@ -143,9 +142,15 @@ impl Connection {
             tls_version,
             client_certificate: None,
             clock: ClientClock::default(),
-            forwarded_for: HeaderValue::from_str(&client.ip().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            forwarded_port: HeaderValue::from(listener.port()),
+            forwarding: headers::ConnectionForwarding::new(client.ip(), scheme, listener.port()),
+        }
+    }
+
+    /// The forwarding headers of a request to `host` on this connection.
+    pub fn forwarding<'a>(&'a self, host: Option<&'a HeaderValue>) -> headers::Forwarding<'a> {
+        headers::Forwarding {
+            connection: &self.forwarding,
+            host,
         }
     }
 }

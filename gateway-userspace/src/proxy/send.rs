@@ -12,6 +12,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use rustls_pki_types::ServerName;
 
 use super::error::ProxyError;
+use super::headers::Forwarding;
 use super::request_body::RequestBody;
 use super::upstream::{Outbound, PooledBody, Target, UpstreamError};
 use super::{Proxy, strict};
@@ -22,6 +23,8 @@ use crate::snapshot::Backend;
 
 /// Where a request goes and the facts its endpoint choice may use.
 pub struct Outgoing<'a> {
+    /// The forwarding headers, when the upstream is to write them (not already in the map).
+    pub forwarding: Option<Forwarding<'a>>,
     pub backend: &'a Arc<Backend>,
     pub policy: &'a RoutePolicy,
     /// The request's host (normalized).
@@ -143,7 +146,10 @@ pub async fn send(
         };
         // The deadline from `started`: one clock read per attempt, not two.
         let deadline = tokio::time::Instant::from_std(started) + read_timeout;
-        let exchanged = tokio::time::timeout_at(deadline, proxy.upstream.send(&target, this));
+        let exchanged = tokio::time::timeout_at(
+            deadline,
+            proxy.upstream.send(&target, this, outgoing.forwarding),
+        );
         let outcome = match policy.send_timeout {
             Some(send_timeout) => tokio::select! {
                 outcome = exchanged => outcome,

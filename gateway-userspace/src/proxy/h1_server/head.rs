@@ -9,6 +9,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Uri, Version};
 
 use crate::proxy::error::ProxyError;
+use crate::proxy::forward;
 use crate::proxy::head_fields::{self, FieldRanges, Range};
 use crate::proxy::headers::connection_lists;
 use crate::proxy::limits::ClientLimits;
@@ -49,7 +50,7 @@ pub fn parse(buffer: &mut BytesMut, limits: &ClientLimits) -> Result<Option<Head
         .map_err(|_| ProxyError::Malformed("a bad method"))?;
     let uri = Uri::from_maybe_shared(head.slice(located.target.0..located.target.1))
         .map_err(|_| ProxyError::Malformed("a bad request target"))?;
-    let mut headers = HeaderMap::with_capacity(fields.len() + 6);
+    let mut headers = HeaderMap::with_capacity(fields.len() + forward::ADDED_FIELDS);
     for &(name, value) in fields {
         let name = HeaderName::from_bytes(&head[name.0..name.1])
             .map_err(|_| ProxyError::Malformed("a bad header name"))?;

@@ -30,6 +30,7 @@ pub use io::{ClientStream, Replayed};
 pub use parking::{Parked, ParkingLot};
 pub use tunnel::TunnelIdle;
 
+use super::boxed::boxed;
 use super::chunked::{Chunked, Delimited};
 use super::client_clock::Expiry;
 use super::request_body::ClientBody;
@@ -102,7 +103,7 @@ pub async fn serve(
         first = false;
         let exchanged = match head {
             // Boxed: an idle connection's task keeps only the state of waiting for a head.
-            Ok(head) => Box::pin(exchange(proxy, connection, &mut writer, reader, head)),
+            Ok(head) => boxed(|| exchange(proxy, connection, &mut writer, reader, head)),
             Err(ended) => {
                 let ended = Box::pin(end(proxy, connection, writer, reader, ended));
                 return ended.await;

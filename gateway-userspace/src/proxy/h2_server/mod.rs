@@ -27,6 +27,7 @@ use tokio::time::Sleep;
 
 pub use body::H2RequestBody;
 
+use super::boxed::boxed;
 use super::client_clock::{Expiry, Watched};
 use super::request_body::ClientBody;
 use super::{ClientLimits, Connection, Proxy, coarse_clock, forward};
@@ -210,7 +211,7 @@ where
                         while let Poll::Ready(Some(())) = self.streams.poll_next_unpin(cx) {}
                         match ready!(connection.poll_accept(cx)) {
                             Some(Ok((request, respond))) => {
-                                self.streams.push(Box::pin((self.serve)(request, respond)));
+                                self.streams.push(boxed(|| (self.serve)(request, respond)));
                             }
                             Some(Err(error)) => return Poll::Ready(Err(error)),
                             None => return Poll::Ready(Ok(())),

@@ -19,7 +19,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::super::chunked::{Chunked, Malformed};
 use super::super::head_fields::{self, FieldRanges};
-use super::super::headers::connection_lists;
+use super::super::headers::{Forwarding, connection_lists};
 use super::super::request_body::RequestBody;
 use super::{Checkin, Outbound};
 use crate::proxy::stream::Stream;
@@ -93,9 +93,10 @@ impl H1Connection {
     pub async fn send(
         mut self,
         mut request: Outbound,
+        forwarding: Option<Forwarding<'_>>,
         checkin: Checkin,
     ) -> Result<Response<H1Body>, Failed> {
-        let chunked = self.encode_head(&request);
+        let chunked = self.encode_head(&request, forwarding);
         if let Err(error) = self.io.write_all(&self.write).await {
             return Err(Failed {
                 error: error.into(),
@@ -130,11 +131,16 @@ impl H1Connection {
         Ok(response)
     }
 
-    /// The request line and headers into `self.write`; whether the body goes chunked.
-    fn encode_head(&mut self, request: &Request<RequestBody>) -> bool {
+    /// The request line and headers, `forwarding`'s too, into `self.write`; whether the body
+    /// goes chunked.
+    fn encode_head(
+        &mut self,
+        request: &Request<RequestBody>,
+        forwarding: Option<Forwarding<'_>>,
+    ) -> bool {
         let out = &mut self.write;
         out.clear();
-        out.reserve(256 + request.headers().len() * 48);
+        out.reserve(384 + request.headers().len() * 48);
         out.extend_from_slice(request.method().as_str().as_bytes());
         out.push(b' ');
         let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -145,6 +151,9 @@ impl H1Connection {
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
+        }
+        if let Some(forwarding) = forwarding {
+            forwarding.write_lines(out);
         }
         // A body of unknown length goes chunked; one with a Content-Length as it is.
         let chunked = !request.body().is_end_stream()

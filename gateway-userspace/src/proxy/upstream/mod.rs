@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::coarse_clock;
+use super::headers::Forwarding;
 use super::request_body::RequestBody;
 use crate::lifecycle::workers;
 use crate::policy::Protocol;
@@ -147,21 +148,24 @@ impl UpstreamPool {
         pool
     }
 
-    /// Sends `request` to `target`. On failure, the request comes back when it was never
-    /// written to a connection (so it can go to another endpoint).
+    /// Sends `request`, with `forwarding`'s headers, to `target`. On failure, the request comes
+    /// back when it was never written to a connection (so it can go to another endpoint).
     pub async fn send(
         &self,
         target: &Target,
-        request: Outbound,
+        mut request: Outbound,
+        forwarding: Option<Forwarding<'_>>,
     ) -> Result<Response<PooledBody>, (UpstreamError, Option<Outbound>)> {
         // The rare paths (HTTP/2, a new connection with its TLS handshake) are boxed: their
         // state would otherwise make every request's future kilobytes larger, and futures are
         // moved by copying.
         if target.protocol.is_http2() {
+            if let Some(forwarding) = forwarding {
+                forwarding.insert_into(request.headers_mut());
+            }
             return Box::pin(self.send_multiplexed(target, request)).await;
         }
         let key = target.key();
-        let mut request = request;
         // A pooled connection may have been closed by the backend while idle: then the request
         // is tried once more on a new connection.
         let mut pooled = self.checkout(key);
@@ -179,7 +183,7 @@ impl UpstreamPool {
                 pool: self.inner.clone(),
                 key,
             };
-            match connection.send(request, checkin).await {
+            match connection.send(request, forwarding, checkin).await {
                 Ok(response) => return Ok(response.map(PooledBody::Http1)),
                 // Unsent on a reused connection: the next turn connects afresh.
                 Err(failed) => match failed.unsent {
