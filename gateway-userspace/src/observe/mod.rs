@@ -39,6 +39,11 @@ impl Observer {
         }
     }
 
+    /// Whether exchanges are logged (else only counted).
+    pub fn logs_exchanges(&self) -> bool {
+        self.access_log.is_some()
+    }
+
     fn finish(&self, mut exchange: Box<Exchange>) {
         self.metrics.record(&exchange);
         if let Some(log) = &self.access_log {
@@ -159,7 +164,10 @@ pub struct Exchange {
     pub method: Method,
     pub uri: Uri,
     pub version: Version,
+    /// The host the request is for: its authority (HTTP/2 and HTTP/3, absolute-form
+    /// targets), else its Host header.
     pub host: Option<HeaderValue>,
+    /// Read only for the access log.
     pub user_agent: Option<HeaderValue>,
     pub referer: Option<HeaderValue>,
     /// Request line and headers, as they were on the wire (estimated from the parsed request).
@@ -193,13 +201,15 @@ pub struct Upstream {
 }
 
 impl Exchange {
-    /// The record of `request` on `connection`, begun now.
+    /// The record of `request` on `connection`, begun now, for the access log too when `logged`.
     pub fn begin(
         connection: Arc<Connection>,
         request: &Request<impl Body>,
         request_id: HeaderValue,
+        logged: bool,
     ) -> Box<Self> {
         let headers = request.headers();
+        let logged_field = |name| logged.then(|| headers.get(name).cloned()).flatten();
         // Ended when the record is dropped: after the response, or with an abandoned request.
         connection.clock.request_started();
         Box::new(Self {
@@ -215,8 +225,8 @@ impl Exchange {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
                 .or_else(|| headers.get(header::HOST).cloned()),
-            user_agent: headers.get(header::USER_AGENT).cloned(),
-            referer: headers.get(header::REFERER).cloned(),
+            user_agent: logged_field(header::USER_AGENT),
+            referer: logged_field(header::REFERER),
             // "METHOD target HTTP/1.1\r\n", then the headers.
             request_head_bytes: request.method().as_str().len() as u64
                 + request

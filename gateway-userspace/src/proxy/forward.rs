@@ -40,7 +40,8 @@ pub async fn handle(
     // The map grows once, if at all, not header by header.
     request.headers_mut().reserve(ADDED_FIELDS);
     let id = request_id(request.headers_mut());
-    let mut exchange = Exchange::begin(connection.clone(), &request, id);
+    let logged = proxy.observer.logs_exchanges();
+    let mut exchange = Exchange::begin(connection.clone(), &request, id, logged);
     // Boxed: the state of forwarding is large (routing, policy, retries, the upstream exchange),
     // and an HTTP/2 stream's future is moved whole into its task; a box moves as a pointer.
     // The request is boxed too: a future keeps its parameters twice over.
@@ -92,7 +93,7 @@ async fn forward(
     strict::check_request(&request, &proxy.config.client_limits)?;
     normalize_path(request.uri_mut())?;
     // HTTP/1.0 clients may send no Host: such a request can still match rules without a host.
-    let host = request_host(&request);
+    let host = exchange.host.clone();
     let host_name = host
         .as_ref()
         .and_then(|h| h.to_str().ok())
@@ -594,12 +595,4 @@ fn respond(
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     parts.extensions.insert(tunnel_idle);
     Ok(Response::from_parts(parts, Either::Left(body)))
-}
-
-/// The host the request is for: `:authority` (HTTP/2, absolute-form targets), else Host.
-fn request_host(request: &Request<ClientBody>) -> Option<HeaderValue> {
-    if let Some(authority) = request.uri().authority() {
-        return HeaderValue::from_str(authority.as_str()).ok();
-    }
-    request.headers().get(header::HOST).cloned()
 }
