@@ -58,10 +58,20 @@ impl ClientReader {
     /// arrives, an empty buffer's memory is given back (nginx's way: a waiting connection
     /// holds no buffer).
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut stream = self.stream.lock();
+        // A plain connection waits for its next bytes without a buffer, rather than take one
+        // and give it back on every wait (TLS may hold bytes its socket no longer shows).
+        if self.buffer.is_empty()
+            && let Stream::Plain(socket) = &*stream
+            && socket.poll_read_ready(cx)?.is_pending()
+        {
+            self.buffer = BytesMut::new();
+            return Poll::Pending;
+        }
         self.buffer.reserve(READ_SIZE);
         let polled = {
             let mut read = ReadBuf::uninit(self.buffer.spare_capacity_mut());
-            let polled = Pin::new(&mut *self.stream.lock()).poll_read(cx, &mut read);
+            let polled = Pin::new(&mut *stream).poll_read(cx, &mut read);
             polled.map_ok(|()| read.filled().len())
         };
         let n = match polled {
