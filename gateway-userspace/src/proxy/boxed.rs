@@ -9,8 +9,5 @@ use std::pin::Pin;
 /// arguments. Taking the box first lets the compiler make the future in it.
 #[inline(always)]
 pub fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
-    let mut slot = Box::<F>::new_uninit();
-    slot.write(make());
-    // SAFETY: the slot was written just above.
-    Box::into_pin(unsafe { slot.assume_init() })
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
