@@ -13,6 +13,7 @@ use gateway_e2e::client::HttpClient;
 use gateway_e2e::gateway::Gateway;
 use gateway_e2e::manifests::{
     ManifestsDir, annotated_ingress, free_port, http_gateway, ingress, loopback, service,
+    shop_gateway,
 };
 use gateway_e2e::raw::{self, h2};
 use gateway_e2e::recorder::{self, Recorder};
@@ -707,7 +708,7 @@ async fn flood(addr: SocketAddr, name: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_floods_get_goaway_and_other_clients_carry_on() {
     let web = Backend::start("shop").await;
-    let (_dir, gw) = shop(web.addr, "10.9.9.9/32", &[]);
+    let (_dir, gw) = shop_gateway(web.addr, &[]);
     let addr = gw.http;
     let steady = gateway_e2e::client::SteadyLoad::start(addr, "shop.test", 2);
     for name in [
@@ -758,7 +759,7 @@ async fn http2_floods_get_goaway_and_other_clients_carry_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http2_client_that_stops_answering_pings_is_dropped() {
     let web = Backend::start("shop").await;
-    let (_dir, gw) = shop(web.addr, "10.9.9.9/32", &["--http2-ping-interval", "1"]);
+    let (_dir, gw) = shop_gateway(web.addr, &["--http2-ping-interval", "1"]);
     let live = HttpClient::http2();
     let live = live.get(gw.http, "shop.test", "/sleep/3000");
     let mut dead = h2::connect(gw.http).await;
