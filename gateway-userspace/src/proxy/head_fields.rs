@@ -1,6 +1,7 @@
-//! Where an HTTP/1.x head's fields lie in its buffer, for the request parser (the server) and
-//! the response parser (the upstream) alike. httparse borrows the buffer; the ranges do not,
-//! so the head can then be split off the buffer and frozen, and its header values share it.
+//! An HTTP/1.x head's fields: where they lie in its buffer, for the request parser (the server)
+//! and the response parser (the upstream) alike, and their lines as the writers of heads write
+//! them. httparse borrows the buffer; the ranges do not, so the head can then be split off the
+//! buffer and frozen, and its header values share it.
 
 /// A byte range of the head's buffer.
 pub type Range = (usize, usize);
@@ -77,6 +78,14 @@ pub fn with_room<'b, T>(
         }
         parsed => parsed,
     }
+}
+
+/// Writes one field's line (`name: value`) into a head.
+pub fn write_field(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

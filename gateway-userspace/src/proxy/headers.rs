@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use hyper::HeaderMap;
 use hyper::header::{self, HeaderName, HeaderValue};
 
+use super::head_fields::write_field;
+
 /// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
@@ -145,9 +147,7 @@ impl Forwarding<'_> {
     pub fn write_lines(self, head: &mut Vec<u8>) {
         head.extend_from_slice(&self.connection.lines);
         if let Some(host) = self.host {
-            head.extend_from_slice(b"x-forwarded-host: ");
-            head.extend_from_slice(host.as_bytes());
-            head.extend_from_slice(b"\r\n");
+            write_field(head, b"x-forwarded-host", host.as_bytes());
         }
     }
 }

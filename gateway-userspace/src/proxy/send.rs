@@ -11,11 +11,11 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use rustls_pki_types::ServerName;
 
+use super::Proxy;
 use super::error::ProxyError;
 use super::headers::Forwarding;
 use super::request_body::RequestBody;
 use super::upstream::{Outbound, PooledBody, Target, UpstreamError};
-use super::{Proxy, strict};
 use crate::observe::{Exchange, Upstream};
 use crate::policy::balance::RequestView;
 use crate::policy::{Balance, RoutePolicy};
@@ -169,20 +169,8 @@ pub async fn send(
                 if let Some(in_flight) = in_flight {
                     in_flight.done(started.elapsed());
                 }
-                // A response whose framing is ambiguous is refused whole (502), never passed on.
-                let malformed = strict::check_response(&response).err();
-                let status = match malformed {
-                    Some(_) => StatusCode::BAD_GATEWAY,
-                    None => response.status(),
-                };
+                let status = response.status();
                 record(exchange, endpoint, backend, status, started);
-                if let Some(why) = malformed {
-                    tracing::warn!(%endpoint, backend = %backend.name(), why, "malformed response");
-                    return Err(ProxyError::Upstream {
-                        backend: backend.name(),
-                        reason: format!("{endpoint}: malformed response: {why}"),
-                    });
-                }
                 if !last && replay.is_some() && retry.on_status.contains(&status) {
                     tracing::debug!(backend = %backend.name(), %endpoint, %status,
                         "trying the next endpoint (proxy-next-upstream)");

@@ -10,7 +10,7 @@
 //! and other control characters in names and values; the end-to-end tests in
 //! tests/hostile_clients.rs hold every layer to it.
 
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Version};
 
 use super::error::ProxyError;
@@ -57,7 +57,10 @@ pub fn check_request<B>(request: &Request<B>, limits: &ClientLimits) -> Result<(
     if request.version() >= Version::HTTP_2 {
         check_connection_fields(headers).map_err(ProxyError::Malformed)?;
     }
-    check_framing(headers).map_err(ProxyError::Malformed)
+    FramingFields::of(headers)
+        .framing()
+        .map(|_| ())
+        .map_err(ProxyError::Malformed)
 }
 
 /// Fields that exist only in HTTP/1, for one connection.
@@ -85,9 +88,10 @@ fn check_connection_fields(headers: &HeaderMap) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Refuses a backend response whose framing is ambiguous (the client would get 502).
+/// Refuses a backend response whose framing is ambiguous (the client would get 502). HTTP/1.1
+/// responses are held to it by the upstream's parser, as their fields go by.
 pub fn check_response<B>(response: &Response<B>) -> Result<(), &'static str> {
-    check_framing(response.headers())
+    FramingFields::of(response.headers()).framing().map(|_| ())
 }
 
 /// How a message's body is delimited (RFC 9112 6.3), by its fields.
@@ -98,48 +102,91 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// One Content-Length of digits, or one `Transfer-Encoding: chunked`, or neither; never both.
-fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
-    body_framing(headers).map(|_| ())
+/// The fields that decide how a message is framed and whether its connection stays open,
+/// noted in one pass over its fields: each look-up by name would hash the name again, and the
+/// parsers and the response writer pass over every field anyway.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FramingFields {
+    /// The first Content-Length, `Some(None)` when it is not one decimal number.
+    length: Option<Option<u64>>,
+    /// Whether the first Transfer-Encoding is exactly `chunked`.
+    chunked: Option<bool>,
+    several_lengths: bool,
+    several_codings: bool,
+    /// The Connection fields list `close`.
+    pub close: bool,
+    /// The Connection fields list `keep-alive`.
+    pub keep_alive: bool,
 }
 
-/// The framing the fields give, or why they are ambiguous: one Content-Length of digits, or one
-/// `Transfer-Encoding: chunked`, or neither; never both.
-pub fn body_framing(headers: &HeaderMap) -> Result<BodyFraming, &'static str> {
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let length = lengths.next();
-    if lengths.next().is_some() {
-        return Err("several Content-Length headers");
-    }
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(coding) = codings.next() {
-        if codings.next().is_some() {
-            return Err("several Transfer-Encoding headers");
+impl FramingFields {
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut fields = Self::default();
+        for (name, value) in headers {
+            fields.note(name, value.as_bytes());
         }
-        if !coding.as_bytes().eq_ignore_ascii_case(b"chunked") {
-            return Err("a Transfer-Encoding other than \"chunked\"");
-        }
-        if length.is_some() {
-            return Err("both Content-Length and Transfer-Encoding");
-        }
-        return Ok(BodyFraming::Chunked);
+        fields
     }
-    let Some(length) = length else {
-        return Ok(BodyFraming::None);
-    };
-    let not_a_number = "a Content-Length that is not one decimal number";
-    let digits = length.as_bytes();
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(not_a_number);
+
+    /// Takes one field into account.
+    pub fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == header::CONTENT_LENGTH {
+            self.several_lengths |= self.length.is_some();
+            self.length.get_or_insert(decimal(value));
+        } else if name == header::TRANSFER_ENCODING {
+            self.several_codings |= self.chunked.is_some();
+            self.chunked
+                .get_or_insert(value.eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
     }
-    let length = digits.iter().try_fold(0u64, |n, d| {
+
+    /// The framing the fields give, or why they are ambiguous: one Content-Length of digits,
+    /// or one `Transfer-Encoding: chunked`, or neither; never both. A length of 0 is no body.
+    pub fn framing(&self) -> Result<BodyFraming, &'static str> {
+        if self.several_lengths {
+            return Err("several Content-Length headers");
+        }
+        if let Some(chunked) = self.chunked {
+            if self.several_codings {
+                return Err("several Transfer-Encoding headers");
+            }
+            if !chunked {
+                return Err("a Transfer-Encoding other than \"chunked\"");
+            }
+            if self.length.is_some() {
+                return Err("both Content-Length and Transfer-Encoding");
+            }
+            return Ok(BodyFraming::Chunked);
+        }
+        match self.length {
+            None | Some(Some(0)) => Ok(BodyFraming::None),
+            Some(Some(length)) => Ok(BodyFraming::Length(length)),
+            Some(None) => Err("a Content-Length that is not one decimal number"),
+        }
+    }
+
+    /// The Content-Length, when there is one and it is one decimal number.
+    pub fn content_length(&self) -> Option<u64> {
+        self.length.flatten()
+    }
+}
+
+/// `digits` as a number: ASCII digits only (no sign, no space, no list), without overflow.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    });
-    match length {
-        None => Err(not_a_number),
-        Some(0) => Ok(BodyFraming::None),
-        Some(length) => Ok(BodyFraming::Length(length)),
-    }
+    })
 }
 
 /// Whether the Host header names the host of the target's authority (routing reads only the

@@ -11,10 +11,9 @@ use hyper::{Method, Request, Uri, Version};
 use crate::proxy::error::ProxyError;
 use crate::proxy::forward;
 use crate::proxy::head_fields::{self, FieldRanges, Range};
-use crate::proxy::headers::connection_lists;
 use crate::proxy::limits::ClientLimits;
-use crate::proxy::strict;
 pub use crate::proxy::strict::BodyFraming;
+use crate::proxy::strict::FramingFields;
 
 /// A parsed request head and what it says about its connection.
 #[derive(Debug)]
@@ -51,24 +50,26 @@ pub fn parse(buffer: &mut BytesMut, limits: &ClientLimits) -> Result<Option<Head
     let uri = Uri::from_maybe_shared(head.slice(located.target.0..located.target.1))
         .map_err(|_| ProxyError::Malformed("a bad request target"))?;
     let mut headers = HeaderMap::with_capacity(fields.len() + forward::ADDED_FIELDS);
+    let mut framing_fields = FramingFields::default();
     for &(name, value) in fields {
         let name = HeaderName::from_bytes(&head[name.0..name.1])
             .map_err(|_| ProxyError::Malformed("a bad header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1))
             .map_err(|_| ProxyError::Malformed("a bad header value"))?;
+        framing_fields.note(&name, value.as_bytes());
         headers.append(name, value);
     }
     let version = located.version;
-    let body = framing(&headers, version).map_err(ProxyError::Malformed)?;
+    let body = framing(&framing_fields, version).map_err(ProxyError::Malformed)?;
     let expects_continue = version == Version::HTTP_11
         && body != BodyFraming::None
         && headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let keep_alive = if version == Version::HTTP_11 {
-        !connection_lists(&headers, "close")
+        !framing_fields.close
     } else {
-        connection_lists(&headers, "keep-alive")
+        framing_fields.keep_alive
     };
     let mut request = Request::new(());
     *request.method_mut() = method;
@@ -158,9 +159,9 @@ fn refusal(error: httparse::Error) -> ProxyError {
     }
 }
 
-/// The body's framing by the fields (see [`strict::body_framing`]); chunked only on HTTP/1.1.
-fn framing(headers: &HeaderMap, version: Version) -> Result<BodyFraming, &'static str> {
-    let framing = strict::body_framing(headers)?;
+/// The body's framing by the fields (see [`FramingFields::framing`]); chunked only on HTTP/1.1.
+fn framing(fields: &FramingFields, version: Version) -> Result<BodyFraming, &'static str> {
+    let framing = fields.framing()?;
     if framing == BodyFraming::Chunked && version != Version::HTTP_11 {
         return Err("Transfer-Encoding on an HTTP/1.0 request");
     }

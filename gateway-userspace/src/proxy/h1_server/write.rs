@@ -8,13 +8,14 @@ use std::task::Poll;
 
 use bytes::{Buf, Bytes};
 use hyper::body::Body;
-use hyper::header::{self, HeaderValue};
+use hyper::header;
 use hyper::{Method, Response, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
 
 use super::io::SharedStream;
 use crate::proxy::date;
-use crate::proxy::headers::connection_lists;
+use crate::proxy::head_fields::write_field;
+use crate::proxy::strict::FramingFields;
 
 /// Data up to this size is copied behind the head (one write); larger data is written from
 /// where it is.
@@ -63,57 +64,58 @@ where
 {
     let (parts, body) = response.into_parts();
     let status = parts.status;
-    let mut headers = parts.headers;
+    let headers = parts.headers;
     let no_body = asked.head_only
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    // One pass over the fields for what the framing and the connection depend on.
+    let mut fields = FramingFields::default();
+    let mut has_connection = false;
+    let mut has_date = false;
+    for (name, value) in &headers {
+        fields.note(name, value.as_bytes());
+        has_connection |= name == header::CONNECTION;
+        has_date |= name == header::DATE;
+    }
     // A HEAD's body from a backend is empty whatever the GET's length: that says nothing.
     let known = body
         .size_hint()
         .exact()
         .filter(|&length| !(asked.head_only && length == 0));
     let no_length = status.is_informational() || status == StatusCode::NO_CONTENT;
-    let mut framing = match (declared, known) {
+    // The fields the gateway adds are written after the response's own, not put in its map.
+    let mut added_length = None;
+    let mut framing = match (fields.content_length(), known) {
         (Some(length), _) => Framing::Length(length),
         (None, Some(length)) => {
             if !no_length {
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+                added_length = Some(length);
             }
             Framing::Length(length)
         }
         (None, None) if no_length || status == StatusCode::NOT_MODIFIED => Framing::None,
-        (None, None) if asked.version == Version::HTTP_11 => {
-            headers.insert(
-                header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
-            Framing::Chunked
-        }
+        (None, None) if asked.version == Version::HTTP_11 => Framing::Chunked,
         (None, None) => Framing::UntilClose,
     };
+    let chunked = framing == Framing::Chunked;
     if no_body {
         framing = Framing::None;
     }
     let mut keep_alive = asked.keep_alive
         && framing != Framing::UntilClose
-        && !connection_lists(&headers, "close")
+        && !fields.close
         && status != StatusCode::SWITCHING_PROTOCOLS;
-    if !keep_alive
-        && status != StatusCode::SWITCHING_PROTOCOLS
-        && !connection_lists(&headers, "close")
-    {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    } else if keep_alive && asked.version == Version::HTTP_10 {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-    }
-    if !headers.contains_key(header::DATE) {
-        headers.insert(header::DATE, date::now());
-    }
+    // Replaces the response's own Connection fields, if it has any.
+    let connection: Option<&[u8]> =
+        if !keep_alive && status != StatusCode::SWITCHING_PROTOCOLS && !fields.close {
+            Some(b"close")
+        } else if keep_alive && asked.version == Version::HTTP_10 {
+            Some(b"keep-alive")
+        } else {
+            None
+        };
+    let skip_connection = connection.is_some() && has_connection;
 
     let mut out = Vec::with_capacity(256 + headers.len() * 48);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -122,10 +124,22 @@ where
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in &headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        if skip_connection && name == header::CONNECTION {
+            continue;
+        }
+        write_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if let Some(length) = added_length {
+        write_field(&mut out, b"content-length", length.to_string().as_bytes());
+    }
+    if chunked {
+        write_field(&mut out, b"transfer-encoding", b"chunked");
+    }
+    if let Some(connection) = connection {
+        write_field(&mut out, b"connection", connection);
+    }
+    if !has_date {
+        write_field(&mut out, b"date", date::now().as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 

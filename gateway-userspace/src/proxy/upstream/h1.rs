@@ -19,8 +19,9 @@ use tokio_rustls::client::TlsStream;
 
 use super::super::chunked::{Chunked, Malformed};
 use super::super::head_fields::{self, FieldRanges};
-use super::super::headers::{Forwarding, connection_lists};
+use super::super::headers::Forwarding;
 use super::super::request_body::RequestBody;
+use super::super::strict::{BodyFraming, FramingFields};
 use super::{Checkin, Outbound};
 use crate::proxy::stream::Stream;
 
@@ -116,11 +117,11 @@ impl H1Connection {
             error,
             unsent: None,
         };
-        let (response, framing) = self.read_head(request.method()).await.map_err(fail)?;
+        let (response, framing, close) = self.read_head(request.method()).await.map_err(fail)?;
         let reusable = sent.is_ok()
             && framing.is_reusable()
             && response.version() == Version::HTTP_11
-            && !connection_lists(response.headers(), "close");
+            && !close;
         let body = H1Body {
             connection: Some(self),
             framing,
@@ -147,10 +148,7 @@ impl H1Connection {
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in request.headers() {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            head_fields::write_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
         if let Some(forwarding) = forwarding {
             forwarding.write_lines(out);
@@ -210,23 +208,23 @@ impl H1Connection {
         Ok(())
     }
 
-    /// Reads until a final response head (1xx heads other than 101 are passed over).
+    /// Reads until a final response head (1xx heads other than 101 are passed over): the
+    /// response, its body's framing, and whether the backend closes the connection after it.
     async fn read_head(
         &mut self,
         method: &Method,
-    ) -> Result<(Response<()>, Framing), ExchangeError> {
+    ) -> Result<(Response<()>, Framing, bool), ExchangeError> {
         loop {
             // Usually empty at first: the response is still on its way.
             if !self.read.is_empty()
-                && let Some(parsed) = self.parse_head()?
+                && let Some((response, fields)) = self.parse_head()?
             {
-                let (response, length) = parsed;
                 let status = response.status();
                 if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                     continue;
                 }
-                let framing = framing(method, &response, length);
-                return Ok((response, framing));
+                let framing = framing(method, status, &fields)?;
+                return Ok((response, framing, fields.close));
             }
             if self.read.len() >= MAX_HEAD {
                 return Err(ExchangeError::Malformed("a response head over 64 KiB"));
@@ -258,27 +256,25 @@ impl H1Connection {
         let head = self.read.split_to(located.length).freeze();
         let fields = fields.as_slice();
         let mut headers = HeaderMap::with_capacity(fields.len());
-        let mut content_length = None;
+        let mut framing_fields = FramingFields::default();
         for &(name, value) in fields {
             let name = HeaderName::from_bytes(&head[name.0..name.1])
                 .map_err(|_| ExchangeError::Malformed("a bad header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value.0..value.1))
                 .map_err(|_| ExchangeError::Malformed("a bad header value"))?;
-            if name == header::CONTENT_LENGTH && content_length.is_none() {
-                content_length = value.to_str().ok().and_then(|v| v.trim().parse().ok());
-            }
+            framing_fields.note(&name, value.as_bytes());
             headers.append(name, value);
         }
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = located.version;
         *response.headers_mut() = headers;
-        Ok((response, content_length))
+        Ok((response, framing_fields))
     }
 }
 
-/// A response head, and its Content-Length when it has one that parses.
-type Head = (Response<()>, Option<u64>);
+/// A response head, and the fields its framing and its connection depend on.
+type Head = (Response<()>, FramingFields);
 
 /// A response head found in a buffer: where its fields are.
 struct Located {
@@ -309,8 +305,7 @@ fn locate<'b>(
     }))
 }
 
-/// How a response body is delimited (RFC 9112 6.3). Ambiguous framings are refused whole by
-/// `strict::check_response` before the body is read.
+/// How a response body is delimited (RFC 9112 6.3).
 #[derive(Debug)]
 enum Framing {
     Empty,
@@ -328,33 +323,30 @@ impl Framing {
     }
 }
 
-fn framing(method: &Method, response: &Response<()>, length: Option<u64>) -> Framing {
-    let status = response.status();
+/// How the response to a `method` request with `status` and these fields is delimited. A
+/// response whose fields frame it ambiguously is refused whole (the client gets 502), whatever
+/// its status, before any of it is read.
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    fields: &FramingFields,
+) -> Result<Framing, ExchangeError> {
+    let declared = fields.framing().map_err(ExchangeError::Malformed)?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        return Framing::Upgrade;
+        return Ok(Framing::Upgrade);
     }
     if method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Framing::Empty;
+        return Ok(Framing::Empty);
     }
-    if let Some(coding) = response.headers().get(header::TRANSFER_ENCODING) {
-        return if coding
-            .as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"chunked")
-        {
-            Framing::Chunked(Chunked::default())
-        } else {
-            Framing::UntilClose
-        };
-    }
-    match length {
-        Some(0) => Framing::Empty,
-        Some(length) => Framing::Length(length),
-        None => Framing::UntilClose,
-    }
+    Ok(match (declared, fields.content_length()) {
+        (BodyFraming::Chunked, _) => Framing::Chunked(Chunked::default()),
+        (BodyFraming::Length(length), _) => Framing::Length(length),
+        (BodyFraming::None, Some(_)) => Framing::Empty,
+        (BodyFraming::None, None) => Framing::UntilClose,
+    })
 }
 
 /// A backend's response body, read from its connection.
@@ -489,5 +481,75 @@ impl Body for H1Body {
             Framing::Length(left) => SizeHint::with_exact(left),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(lines: &[(&'static str, &str)]) -> FramingFields {
+        let mut fields = FramingFields::default();
+        for (name, value) in lines {
+            fields.note(&HeaderName::from_static(name), value.as_bytes());
+        }
+        fields
+    }
+
+    fn framed(
+        method: Method,
+        status: u16,
+        lines: &[(&'static str, &str)],
+    ) -> Result<Framing, String> {
+        let status = StatusCode::from_u16(status).unwrap();
+        framing(&method, status, &fields(lines)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_response_is_framed_by_its_status_then_its_fields() {
+        let get = || Method::GET;
+        let length = [("content-length", "5")];
+        assert!(matches!(
+            framed(get(), 200, &length),
+            Ok(Framing::Length(5))
+        ));
+        let zero = [("content-length", "0")];
+        assert!(matches!(framed(get(), 200, &zero), Ok(Framing::Empty)));
+        assert!(matches!(framed(get(), 200, &[]), Ok(Framing::UntilClose)));
+        let chunked = [("transfer-encoding", "chunked")];
+        assert!(matches!(
+            framed(get(), 200, &chunked),
+            Ok(Framing::Chunked(_))
+        ));
+        assert!(matches!(
+            framed(Method::HEAD, 200, &length),
+            Ok(Framing::Empty)
+        ));
+        assert!(matches!(framed(get(), 304, &length), Ok(Framing::Empty)));
+        assert!(matches!(framed(get(), 101, &[]), Ok(Framing::Upgrade)));
+    }
+
+    #[test]
+    fn an_ambiguous_framing_is_refused_whatever_the_status() {
+        let ambiguous: [&[(&'static str, &str)]; 4] = [
+            &[("content-length", "5"), ("transfer-encoding", "chunked")],
+            &[("content-length", "2"), ("content-length", "2")],
+            &[("transfer-encoding", "gzip, chunked")],
+            &[("content-length", "+2")],
+        ];
+        for lines in ambiguous {
+            for (method, status) in [(Method::GET, 200), (Method::HEAD, 200), (Method::GET, 204)] {
+                let framed = framed(method.clone(), status, lines);
+                assert!(framed.is_err(), "{method} {status} {lines:?}: {framed:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_connection_fields_tokens_are_read_in_any_case_and_list() {
+        let close = fields(&[("connection", "Keep-Alive"), ("connection", "x, CLOSE ")]);
+        assert!(close.close && close.keep_alive);
+        let neither = fields(&[("connection", "closed, upgrade")]);
+        assert!(!neither.close && !neither.keep_alive);
     }
 }

@@ -24,9 +24,9 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::coarse_clock;
 use super::headers::Forwarding;
 use super::request_body::RequestBody;
+use super::{coarse_clock, strict};
 use crate::lifecycle::workers;
 use crate::policy::Protocol;
 use crate::snapshot::LookupMap;
@@ -40,7 +40,7 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
 pub use h1::BackendIo;
 
-use h1::{H1Body, H1Connection};
+use h1::{ExchangeError, H1Body, H1Connection};
 
 type Multiplexed = http2::SendRequest<RequestBody>;
 
@@ -249,7 +249,15 @@ impl UpstreamPool {
         }
         *request.version_mut() = hyper::Version::HTTP_2;
         match sender.try_send_request(*request).await {
-            Ok(response) => Ok(response.map(PooledBody::Http2)),
+            Ok(response) => match strict::check_response(&response) {
+                Ok(()) => Ok(response.map(PooledBody::Http2)),
+                // Ambiguous framing is refused whole (502), never passed on (HTTP/1.1
+                // responses are held to it by their parser).
+                Err(why) => Err((
+                    UpstreamError::Exchange(Box::new(ExchangeError::Malformed(why))),
+                    None,
+                )),
+            },
             Err(mut error) => {
                 let unsent = error.take_message().map(Box::new);
                 Err((
