@@ -46,16 +46,25 @@ fn targets(backend: &Recorder) -> Vec<String> {
 async fn pipelined_requests_are_answered_in_order_with_their_bodies() {
     let backend = Recorder::start(recorder::OK).await;
     let (_dir, gw) = shop_gateway(backend.addr, &[]);
-    let pipelined = b"GET /1 HTTP/1.1\r\nHost: shop.test\r\n\r\n\
+    // The first head is longer than the room a new connection's first read has (1 KB).
+    let long = "a".repeat(3000);
+    let pipelined = format!(
+        "GET /1 HTTP/1.1\r\nHost: shop.test\r\nX-Long: {long}\r\n\r\n\
         POST /2 HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5\r\n\r\nhello\
         POST /3 HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
-        GET /4 HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n";
-    let answer = raw::http1(gw.http, pipelined, QUIET).await;
+        GET /4 HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"
+    );
+    let answer = raw::http1(gw.http, pipelined.as_bytes(), QUIET).await;
     assert_eq!(responses(&answer), 4, "{}", text(&answer));
     assert!(answer.closed, "Connection: close is honoured");
     assert!(text(&answer).contains("connection: close"));
     assert_eq!(targets(&backend), ["/1", "/2", "/3", "/4"]);
     let requests = backend.requests();
+    let first = String::from_utf8_lossy(&requests[0]).to_ascii_lowercase();
+    assert!(
+        first.contains(&format!("\r\nx-long: {long}\r\n")),
+        "{first}"
+    );
     assert!(
         requests[1].ends_with(b"\r\n\r\nhello"),
         "{:?}",

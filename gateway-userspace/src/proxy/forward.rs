@@ -9,7 +9,6 @@ use http_body_util::Either;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 
-use super::boxed::boxed;
 use super::error::{ProxyError, plain_response};
 use super::h1_server::TunnelIdle;
 use super::request_body::{ClientBody, RequestBody};
@@ -42,11 +41,12 @@ pub async fn handle(
     let id = request_id(request.headers_mut());
     let logged = proxy.observer.logs_exchanges();
     let mut exchange = Exchange::begin(connection.clone(), &request, id, logged);
-    // Boxed: the state of forwarding is large (routing, policy, retries, the upstream exchange),
-    // and an HTTP/2 stream's future is moved whole into its task; a box moves as a pointer.
-    // The request is boxed too: a future keeps its parameters twice over.
+    // The request is boxed: a future keeps its parameters twice over. The state of forwarding
+    // is large (routing, policy, retries, the upstream exchange): each protocol's server
+    // boxes the whole request's future, once (an HTTP/1.1 exchange, an HTTP/2 stream, an
+    // HTTP/3 request's task).
     let request = Box::new(request);
-    let forwarded = boxed(|| forward(&proxy, &connection, request, &mut exchange)).await;
+    let forwarded = forward(&proxy, &connection, request, &mut exchange).await;
     let mut close = false;
     let mut response = match forwarded {
         Ok(response) => response,

@@ -6,6 +6,12 @@
 /// A byte range of the head's buffer.
 pub type Range = (usize, usize);
 
+/// Room for a head in an empty buffer: most heads fit in it (nginx's
+/// `client_header_buffer_size` is as large), a longer one grows the buffer. mimalloc serves
+/// blocks up to this size on its fast path; a larger block is on its slow path (a search of
+/// its size's pages: 300 instructions).
+pub const HEAD_ROOM: usize = 1024;
+
 /// Fields most heads fit in: parsed into a stack array of this size first.
 const FEW_FIELDS: usize = 24;
 

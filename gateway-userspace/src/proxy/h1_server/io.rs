@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::proxy::head_fields::HEAD_ROOM;
 use crate::proxy::stream::Stream;
 
 /// How much is read from a client at once.
@@ -58,6 +59,20 @@ impl ClientReader {
     /// arrives, an empty buffer's memory is given back (nginx's way: a waiting connection
     /// holds no buffer).
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.poll_fill_room(cx, READ_SIZE)
+    }
+
+    /// Reads more of a head: into a small buffer when there is none yet (see [`HEAD_ROOM`]).
+    pub async fn fill_head(&mut self) -> io::Result<usize> {
+        let room = if self.buffer.is_empty() {
+            HEAD_ROOM
+        } else {
+            READ_SIZE
+        };
+        std::future::poll_fn(|cx| self.poll_fill_room(cx, room)).await
+    }
+
+    fn poll_fill_room(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<usize>> {
         let mut stream = self.stream.lock();
         // A plain connection waits for its next bytes without a buffer, rather than take one
         // and give it back on every wait (TLS may hold bytes its socket no longer shows).
@@ -68,7 +83,7 @@ impl ClientReader {
             self.buffer = BytesMut::new();
             return Poll::Pending;
         }
-        self.buffer.reserve(READ_SIZE);
+        self.buffer.reserve(room);
         let polled = {
             let mut read = ReadBuf::uninit(self.buffer.spare_capacity_mut());
             let polled = Pin::new(&mut *stream).poll_read(cx, &mut read);

@@ -315,7 +315,7 @@ async fn next_head(
                     (false, None) => Ended::Expired(Expiry::Idle),
                 });
             }
-            filled = reader.fill() => match filled {
+            filled = reader.fill_head() => match filled {
                 Ok(0) | Err(_) => return Err(Ended::Gone),
                 Ok(_) if !reading => {
                     reading = true;

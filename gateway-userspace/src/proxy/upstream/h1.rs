@@ -229,7 +229,12 @@ impl H1Connection {
             if self.read.len() >= MAX_HEAD {
                 return Err(ExchangeError::Malformed("a response head over 64 KiB"));
             }
-            self.read.reserve(READ_SIZE);
+            let room = if self.read.is_empty() {
+                head_fields::HEAD_ROOM
+            } else {
+                READ_SIZE
+            };
+            self.read.reserve(room);
             if self.io.read_buf(&mut self.read).await? == 0 {
                 return Err(ExchangeError::ClosedEarly);
             }
