@@ -10,7 +10,17 @@ pub type Range = (usize, usize);
 /// `client_header_buffer_size` is as large), a longer one grows the buffer. mimalloc serves
 /// blocks up to this size on its fast path; a larger block is on its slow path (a search of
 /// its size's pages: 300 instructions).
-pub const HEAD_ROOM: usize = 1024;
+const HEAD_ROOM: usize = 1024;
+
+/// How much to make room for before the next read of a head into `buffer`: [`HEAD_ROOM`] while
+/// the buffer holds nothing, `read_size` once a head is longer than one read.
+pub fn head_read_room(buffer: &[u8], read_size: usize) -> usize {
+    if buffer.is_empty() {
+        HEAD_ROOM
+    } else {
+        read_size
+    }
+}
 
 /// Fields most heads fit in: parsed into a stack array of this size first.
 const FEW_FIELDS: usize = 24;

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::proxy::head_fields::HEAD_ROOM;
+use crate::proxy::head_fields::head_read_room;
 use crate::proxy::stream::Stream;
 
 /// How much is read from a client at once.
@@ -62,13 +62,9 @@ impl ClientReader {
         self.poll_fill_room(cx, READ_SIZE)
     }
 
-    /// Reads more of a head: into a small buffer when there is none yet (see [`HEAD_ROOM`]).
+    /// Reads more of a head: into a small buffer when there is none yet (see [`head_read_room`]).
     pub async fn fill_head(&mut self) -> io::Result<usize> {
-        let room = if self.buffer.is_empty() {
-            HEAD_ROOM
-        } else {
-            READ_SIZE
-        };
+        let room = head_read_room(&self.buffer, READ_SIZE);
         std::future::poll_fn(|cx| self.poll_fill_room(cx, room)).await
     }
 

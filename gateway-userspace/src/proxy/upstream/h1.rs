@@ -229,12 +229,8 @@ impl H1Connection {
             if self.read.len() >= MAX_HEAD {
                 return Err(ExchangeError::Malformed("a response head over 64 KiB"));
             }
-            let room = if self.read.is_empty() {
-                head_fields::HEAD_ROOM
-            } else {
-                READ_SIZE
-            };
-            self.read.reserve(room);
+            self.read
+                .reserve(head_fields::head_read_room(&self.read, READ_SIZE));
             if self.io.read_buf(&mut self.read).await? == 0 {
                 return Err(ExchangeError::ClosedEarly);
             }
